@@ -1,0 +1,43 @@
+"""Every failure mode datakiln raises, in one place.
+
+Each class also inherits the builtin a caller would naturally catch, so
+``except FileNotFoundError`` keeps working for a missing cache.
+"""
+
+from __future__ import annotations
+
+
+class DatakilnError(Exception):
+    """Base class of every error datakiln raises on purpose."""
+
+
+class SpecError(DatakilnError, ValueError):
+    """A bake spec or a config field has a value that is not allowed."""
+
+
+class SourceError(DatakilnError, FileNotFoundError):
+    """A source URL or glob names nothing that can be read."""
+
+
+class OutputError(DatakilnError, OSError):
+    """The output store cannot be created or written."""
+
+
+class CacheNotFoundError(DatakilnError, FileNotFoundError):
+    """No committed cache (no manifest.json) at a URL."""
+
+
+class CacheFormatError(DatakilnError, ValueError):
+    """A cache exists but its manifest or layout is not one this version reads."""
+
+
+class ChecksumMismatchError(DatakilnError, ValueError):
+    """Stored bytes do not match the checksum recorded when they were written."""
+
+
+class BakeError(DatakilnError, RuntimeError):
+    """The bake itself failed (not one input: the job)."""
+
+
+class TooManyRejectedError(BakeError):
+    """More inputs were rejected than ``max_rejected`` allows."""
