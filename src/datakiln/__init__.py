@@ -1,0 +1,65 @@
+"""datakiln: bake raw media into chunked, checksummed Zarr v3 caches; read them back in JAX.
+
+The training side (``open_cache``, the dataset API) stays light: heavy baking modules (Dask,
+Pillow, the kernels) load only when ``bake`` is first used.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from datakiln.cache.open import CachedDataset, open_cache
+from datakiln.datasets import *  # noqa: F403
+from datakiln.datasets import __all__ as _datasets_all
+from datakiln.errors import (
+    BakeError,
+    CacheFormatError,
+    CacheNotFoundError,
+    ChecksumMismatchError,
+    DatakilnError,
+    OutputError,
+    SourceError,
+    SpecError,
+    TooManyRejectedError,
+)
+
+if TYPE_CHECKING:
+    from datakiln.etl.bake import BakeReport
+    from datakiln.etl.spec import BakeSpec, ImageParams
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "bake": "datakiln.etl.bake",
+    "BakeReport": "datakiln.etl.bake",
+    "BakeSpec": "datakiln.etl.spec",
+    "ImageParams": "datakiln.etl.spec",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'datakiln' has no attribute {name!r}")
+
+
+__all__ = [  # noqa: PLE0604
+    *_datasets_all,
+    "BakeError",
+    "BakeReport",
+    "BakeSpec",
+    "CacheFormatError",
+    "CacheNotFoundError",
+    "CachedDataset",
+    "ChecksumMismatchError",
+    "DatakilnError",
+    "ImageParams",
+    "OutputError",
+    "SourceError",
+    "SpecError",
+    "TooManyRejectedError",
+    "bake",
+    "open_cache",
+]

@@ -1,0 +1,71 @@
+"""Where things live inside a cache store, and how to reach a store at any fsspec URL.
+
+Every path recorded in a manifest is relative to the store root; ``check_relative`` refuses
+anything that could escape it.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import fsspec
+
+from datakiln.errors import CacheFormatError
+
+if TYPE_CHECKING:
+    from zarr.abc.store import Store
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+REJECTED = "rejected.parquet"
+META_DIR = "meta"
+SHARDS_DIR = "_shards"
+
+
+def meta_part(shard_id: int) -> str:
+    """Relative path of a bake shard's Parquet metadata part."""
+    return f"{META_DIR}/part-{shard_id:05d}.parquet"
+
+
+def shard_marker(shard_id: int) -> str:
+    """Relative path of a bake shard's completion marker."""
+    return f"{SHARDS_DIR}/{shard_id:05d}.json"
+
+
+def check_relative(path: str) -> str:
+    """Return ``path`` if it is a plain relative path inside the store, else raise."""
+    if (
+        not isinstance(path, str)
+        or not path
+        or path.startswith(("/", "\\"))
+        or "://" in path
+        or "\\" in path
+        or any(part in ("", ".", "..") for part in path.split("/"))
+    ):
+        raise CacheFormatError(f"manifest path {path!r} is not a relative path inside the store")
+    return path
+
+
+def store_fs(url: str, storage_options: Mapping[str, Any] | None = None) -> tuple[Any, str]:
+    """The fsspec filesystem and root path (no trailing slash) of a store URL."""
+    fs, root = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
+    return fs, root.rstrip("/") or root
+
+
+def join(root: str, relative: str) -> str:
+    return posixpath.join(root, check_relative(relative))
+
+
+def zarr_store(
+    url: str, storage_options: Mapping[str, Any] | None = None, *, read_only: bool
+) -> Store:
+    """A Zarr v3 store over ``url``: zarr's LocalStore for local paths, else an FsspecStore."""
+    from zarr.storage import FsspecStore, LocalStore
+
+    fs, root = store_fs(url, storage_options)
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    if "file" in protocols or "local" in protocols:
+        return LocalStore(root, read_only=read_only)
+    return FsspecStore.from_url(url, storage_options=dict(storage_options or {}), read_only=read_only)

@@ -1,0 +1,99 @@
+"""The manifest: the commit point of a cache and the only way readers find its contents.
+
+``manifest.json`` is written last and in one step: to a temporary name and renamed on local
+disks, in a single object put on object stores. A store without a manifest does not exist for
+readers; a manifest of another format version is refused with a clear error.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from datakiln.cache.layout import FORMAT_VERSION, MANIFEST, check_relative, store_fs
+from datakiln.errors import CacheFormatError, CacheNotFoundError, OutputError
+
+FORMAT_NAME = "datakiln-cache"
+
+
+def _is_local(fs: Any) -> bool:
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return "file" in protocols or "local" in protocols
+
+
+def write_json_atomic(fs: Any, path: str, value: Any) -> None:
+    """Write JSON so that readers see either the old object or the whole new one."""
+    data = json.dumps(value, indent=1, sort_keys=True, allow_nan=False).encode()
+    if _is_local(fs):
+        tmp = f"{path}.{uuid.uuid4().hex}.partial"
+        try:
+            fs.pipe_file(tmp, data)
+            fs.mv(tmp, path)
+        except BaseException:
+            if fs.exists(tmp):
+                fs.rm_file(tmp)
+            raise
+    else:
+        fs.pipe_file(path, data)
+
+
+def commit_manifest(url: str, manifest: Mapping[str, Any], storage_options: Any = None) -> None:
+    """Validate and commit ``manifest`` at the store ``url``."""
+    validate_manifest(manifest, url)
+    fs, root = store_fs(url, storage_options)
+    try:
+        write_json_atomic(fs, f"{root}/{MANIFEST}", dict(manifest))
+    except OSError as err:
+        raise OutputError(f"cannot write {MANIFEST} to {url}: {err}") from err
+
+
+def read_manifest(url: str, storage_options: Any = None) -> dict[str, Any]:
+    """Read and validate the manifest of the cache at ``url``."""
+    fs, root = store_fs(url, storage_options)
+    try:
+        raw = fs.cat_file(f"{root}/{MANIFEST}")
+    except FileNotFoundError as err:
+        raise CacheNotFoundError(
+            f"no datakiln cache at {url}: {MANIFEST} is missing (was the bake finished? "
+            "`datakiln bake` commits it last)"
+        ) from err
+    try:
+        manifest = json.loads(raw)
+    except ValueError as err:
+        raise CacheFormatError(f"{url}/{MANIFEST} is not valid JSON: {err}") from err
+    validate_manifest(manifest, url)
+    return manifest
+
+
+def validate_manifest(manifest: Mapping[str, Any], url: str) -> None:
+    """Check what a reader relies on; raise ``CacheFormatError`` naming what is wrong."""
+    if not isinstance(manifest, Mapping) or manifest.get("format") != FORMAT_NAME:
+        raise CacheFormatError(f"{url}/{MANIFEST} is not a datakiln manifest")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CacheFormatError(
+            f"{url} has cache format version {version!r}; this datakiln reads version "
+            f"{FORMAT_VERSION}. Re-bake the cache or use a matching datakiln release."
+        )
+    for key in ("cache_key", "counts", "fields", "shards", "rows"):
+        if key not in manifest:
+            raise CacheFormatError(f"{url}/{MANIFEST} lacks {key!r}")
+    rows = manifest["rows"]
+    for name, field in manifest["fields"].items():
+        check_relative(field["path"])
+        if field.get("rows") != rows:
+            raise CacheFormatError(
+                f"{url}: field {name!r} has {field.get('rows')} rows, manifest says {rows}"
+            )
+    baked = 0
+    for shard in manifest["shards"]:
+        check_relative(shard["marker"])
+        check_relative(shard["meta"])
+        if shard["rows"] > shard["capacity"] or shard["row_start"] + shard["capacity"] > rows:
+            raise CacheFormatError(f"{url}: shard {shard['id']} does not fit the arrays")
+        baked += shard["rows"]
+    counts = manifest["counts"]
+    if baked != counts["baked"] or counts["baked"] + counts["rejected"] != counts["inputs"]:
+        raise CacheFormatError(f"{url}: manifest counts do not add up: {counts}")

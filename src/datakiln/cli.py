@@ -1,0 +1,246 @@
+"""The ``datakiln`` command: argument parsing, logging, exit codes; the logic is in the API.
+
+Exit codes: 0 done, 1 the bake failed (or ``--max-rejected`` was exceeded), 2 bad usage or
+bad input (malformed spec, missing source, unwritable output, missing cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from datakiln.errors import BakeError, DatakilnError
+
+logger = logging.getLogger("datakiln")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+BAKE_EXAMPLES = """examples:
+  datakiln bake 'photos/**/*.jpg' --out cache/photos64 --size 64 --representation rgb
+  datakiln bake photos/ --out s3://bucket/cache --labels parent --fit center-crop
+  datakiln bake spec.toml
+"""
+
+
+def _setup_logging(verbosity: int) -> None:
+    level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
+                                           "%H:%M:%S"))  # fmt: skip
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logger.setLevel(level)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-v", "--verbose", action="store_const", const=1, dest="verbosity",
+                       help="log every shard and file (DEBUG)")  # fmt: skip
+    group.add_argument("-q", "--quiet", action="store_const", const=-1, dest="verbosity",
+                       help="only warnings and the summary")  # fmt: skip
+    parser.set_defaults(verbosity=0)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="datakiln",
+        description="Bake raw media into chunked, checksummed Zarr v3 caches for JAX training.",
+        epilog="run `datakiln COMMAND --help` for each command's options and an example",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    bake = sub.add_parser(
+        "bake", help="bake inputs into a cache", epilog=BAKE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Bake images from SOURCES (paths, globs or fsspec URLs), or a SPEC.toml.",
+    )  # fmt: skip
+    bake.add_argument("sources", nargs="+", metavar="SOURCE|SPEC.toml")
+    bake.add_argument("--out", "-o", help="output cache URL or path")
+    bake.add_argument("--size", type=int, help="height and width of the stored images")
+    bake.add_argument("--height", type=int)
+    bake.add_argument("--width", type=int)
+    bake.add_argument("--representation", choices=("rgb", "grayscale", "rgba"))
+    bake.add_argument("--fit", choices=("stretch", "center-crop", "pad"))
+    bake.add_argument("--labels", choices=("parent",), help="label by parent folder name")
+    bake.add_argument("--no-normalize", action="store_true",
+                      help="read images in [-1, 1] instead of [0, 1]")  # fmt: skip
+    bake.add_argument("--max-pixels", type=int, help="reject images declaring more pixels")
+    bake.add_argument("--shard-size", type=int, help="inputs per bake shard (default 1024)")
+    bake.add_argument("--scheduler", help="threads | processes | synchronous | tcp://HOST:PORT")
+    bake.add_argument("--workers", type=int, help="local threads or processes")
+    bake.add_argument("--max-rejected", type=int,
+                      help="exit 1 without committing when more inputs are rejected")  # fmt: skip
+    _common(bake)
+
+    demo = sub.add_parser(
+        "demo", help="bake a generated demo corpus and read it back",
+        description="Write a corpus of real image files (mixed sizes, modes and formats, "
+        "three broken files) to a temporary folder, bake it, and print the summary.",
+        epilog="example:\n  datakiln demo --out demo-cache",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    demo.add_argument("--out", "-o", default="demo-cache", help="cache path (default demo-cache)")
+    demo.add_argument("--images", type=int, default=300, help="good images to generate")
+    _common(demo)
+
+    inspect = sub.add_parser(
+        "inspect", help="describe a cache", epilog="example:\n  datakiln inspect demo-cache",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    inspect.add_argument("url")
+    inspect.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    _common(inspect)
+    return parser
+
+
+def _spec_from_args(args: argparse.Namespace) -> Any:
+    from datakiln.etl.spec import BakeSpec, ImageParams
+    from datakiln.errors import SpecError
+
+    if len(args.sources) == 1 and args.sources[0].endswith(".toml"):
+        spec = BakeSpec.from_toml(args.sources[0])
+    else:
+        if not args.out:
+            raise SpecError("--out is required when baking SOURCES (or pass a SPEC.toml)")
+        spec = BakeSpec(sources=tuple(args.sources), output=args.out)
+    image: dict[str, Any] = {}
+    if args.size is not None:
+        image["height"] = image["width"] = args.size
+    for name in ("height", "width", "representation", "fit", "labels", "max_pixels"):
+        if getattr(args, name) is not None:
+            image[name] = getattr(args, name)
+    if args.no_normalize:
+        image["normalize"] = False
+    top: dict[str, Any] = {}
+    if args.out and len(args.sources) == 1 and args.sources[0].endswith(".toml"):
+        top["output"] = args.out
+    for name in ("shard_size", "scheduler", "workers", "max_rejected"):
+        if getattr(args, name) is not None:
+            top[name] = getattr(args, name)
+    if image:
+        top["image"] = ImageParams.from_dict({**spec.image.to_dict(), **image})
+    return BakeSpec.from_dict({**_spec_fields(spec), **top})
+
+
+def _spec_fields(spec: Any) -> dict[str, Any]:
+    import dataclasses
+
+    return {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
+
+
+class _Progress:
+    """Plain progress lines, one per finished shard, at most one every ``interval_s``."""
+
+    def __init__(self, total_inputs: int, interval_s: float = 2.0) -> None:
+        self.total = total_inputs
+        self.done = self.rejected = 0
+        self.started = time.perf_counter()
+        self.last = 0.0
+        self.interval_s = interval_s
+
+    def __call__(self, marker: Mapping[str, Any]) -> None:
+        self.done += marker["capacity"]
+        self.rejected += len(marker["rejections"])
+        now = time.perf_counter()
+        if now - self.last >= self.interval_s or self.done >= self.total:
+            self.last = now
+            elapsed = now - self.started
+            rate = self.done / elapsed if elapsed > 0 else 0.0
+            logger.info("%d/%d inputs (%.0f/s), %d rejected", self.done, self.total, rate,
+                        self.rejected)  # fmt: skip
+
+
+def _print_report(report: Any) -> None:
+    rate = report.inputs / report.wall_s if report.wall_s > 0 else 0.0
+    if report.up_to_date:
+        print(f"cache at {report.url} is up to date ({report.shards} shards); nothing to do")
+    else:
+        print(f"baked {report.url} in {report.wall_s:.1f} s ({rate:.0f} inputs/s), "
+              f"{report.shards} shards ({report.shards_skipped} already done)")  # fmt: skip
+    print(report.summary_line())
+    for reason, count in sorted(report.rejected_by_reason.items()):
+        print(f"  rejected {count:6d}  {reason}")
+    if report.stage_s:
+        stages = ", ".join(f"{k} {v:.2f} s" for k, v in report.stage_s.items())
+        print(f"time in stages (summed over tasks): {stages}")
+
+
+def _cmd_bake(args: argparse.Namespace) -> int:
+    from datakiln.etl.bake import bake
+    from datakiln.etl.plan import plan_bake
+
+    spec = _spec_from_args(args)
+    report = bake(spec, progress=_Progress(len(plan_bake(spec).inputs)))
+    _print_report(report)
+    return EXIT_OK
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from datakiln.cache.open import open_cache
+    from datakiln.etl.bake import bake
+    from datakiln.etl.spec import BakeSpec, ImageParams
+    from datakiln.testing.image_corpus import write_image_corpus
+
+    with tempfile.TemporaryDirectory(prefix="datakiln-demo-") as tmp:
+        info = write_image_corpus(tmp, n=args.images, seed=0)
+        print(f"wrote a demo corpus of {len(info.good)} images and {len(info.broken)} broken "
+              f"files to {tmp}")  # fmt: skip
+        spec = BakeSpec(
+            sources=(tmp,), output=args.out, shard_size=128,
+            image=ImageParams(height=64, width=64, labels="parent"),
+        )  # fmt: skip
+        report = bake(spec)
+    _print_report(report)
+    dataset = open_cache(args.out, rngs=0)
+    batch = dataset.get_batch(8)
+    print(f"opened {dataset!r}; classes {dataset.class_names}")
+    print(f"a random batch: images {batch['images'].dtype}{batch['images'].shape} in "
+          f"[{batch['images'].min():.2f}, {batch['images'].max():.2f}], labels "
+          f"{batch['labels'].tolist()}")  # fmt: skip
+    return EXIT_OK
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from datakiln.cache.manifest import read_manifest
+
+    manifest = read_manifest(args.url)
+    if args.json:
+        print(json.dumps(manifest, indent=1, sort_keys=True))
+        return EXIT_OK
+    counts = manifest["counts"]
+    print(f"{args.url}: datakiln cache v{manifest['format_version']}, {manifest['modality']}, "
+          f"key {manifest['cache_key'][:16]}, created {manifest['created']}")  # fmt: skip
+    print(f"inputs {counts['inputs']} = baked {counts['baked']} + rejected {counts['rejected']}")
+    for name, field in manifest["fields"].items():
+        print(f"field {name}: {field['dtype']}{tuple(field['shape'])} x {field['rows']} rows")
+    if manifest.get("class_names"):
+        print(f"classes: {', '.join(manifest['class_names'])}")
+    for reason, count in sorted(manifest.get("rejected_by_reason", {}).items()):
+        print(f"  rejected {count:6d}  {reason}")
+    return EXIT_OK
+
+
+COMMANDS = {"bake": _cmd_bake, "demo": _cmd_demo, "inspect": _cmd_inspect}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _setup_logging(args.verbosity)
+    try:
+        return COMMANDS[args.command](args)
+    except BakeError as err:
+        print(f"datakiln: bake failed: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    except DatakilnError as err:
+        print(f"datakiln: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("datakiln: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130

@@ -1,0 +1,203 @@
+"""The bake spec: what to read, how to preprocess it, where to write it.
+
+A ``BakeSpec`` is frozen data. It round-trips through plain JSON/TOML dicts
+(``to_dict``/``from_dict``), never through pickle, and the part of it that decides what
+the cache holds (``key_dict``) feeds the cache key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datakiln.errors import SpecError
+
+REPRESENTATIONS = ("rgb", "grayscale", "rgba")
+FITS = ("stretch", "center-crop", "pad")
+LABEL_SOURCES = (None, "parent")
+MODALITIES = ("image",)
+# Local Dask schedulers a spec may name; anything else must be a distributed address.
+LOCAL_SCHEDULERS = ("threads", "processes", "synchronous")
+CHANNELS = {"rgb": 3, "grayscale": 1, "rgba": 4}
+
+
+def _check_choice(name: str, value: Any, allowed: Sequence[Any]) -> None:
+    if value not in allowed:
+        shown = ", ".join(repr(a) for a in allowed)
+        raise SpecError(f"{name} must be one of {shown}; got {value!r}")
+
+
+def _check_positive(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise SpecError(f"{name} must be a positive integer; got {value!r}")
+
+
+def _reject_unknown(section: str, data: Mapping[str, Any], allowed: Sequence[str]) -> None:
+    for key in data:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; allowed: {', '.join(allowed)}"
+            raise SpecError(f"unknown field {key!r} in {section}{hint}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageParams:
+    """How images are preprocessed; follows the seed's ``ImageModalityConfig``.
+
+    ``normalize`` picks the read-time range: ``True`` gives [0, 1], ``False`` gives [-1, 1].
+    Pixels are stored as uint8 either way.
+    """
+
+    representation: str = "rgb"
+    height: int = 64
+    width: int = 64
+    normalize: bool = True
+    fit: str = "stretch"
+    labels: str | None = None
+    max_pixels: int = 100_000_000
+
+    def __post_init__(self) -> None:
+        _check_choice("image.representation", self.representation, REPRESENTATIONS)
+        _check_choice("image.fit", self.fit, FITS)
+        _check_choice("image.labels", self.labels, LABEL_SOURCES)
+        _check_positive("image.height", self.height)
+        _check_positive("image.width", self.width)
+        _check_positive("image.max_pixels", self.max_pixels)
+        if not isinstance(self.normalize, bool):
+            raise SpecError(f"image.normalize must be true or false; got {self.normalize!r}")
+
+    @property
+    def channels(self) -> int:
+        return CHANNELS[self.representation]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ImageParams:
+        _reject_unknown("[image]", data, [f.name for f in dataclasses.fields(cls)])
+        values = dict(data)
+        if "size" in values:  # not a field; accepted for symmetry with --size
+            raise SpecError("use image.height and image.width (the flag --size sets both)")
+        return cls(**values)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BakeSpec:
+    """Everything a bake needs.
+
+    Args:
+        sources: URLs, paths or globs of the raw inputs (any fsspec protocol).
+        output: URL or path of the cache store to write.
+        modality: What the inputs are; only ``"image"`` in this version.
+        image: Image preprocessing parameters.
+        shard_size: Inputs per bake shard (one Dask task each).
+        storage_options: fsspec options for the sources (credentials stay out of logs and of
+            the manifest).
+        output_storage_options: fsspec options for the output store.
+        scheduler: ``"threads"`` (default), ``"processes"``, ``"synchronous"``, or the address
+            of a running ``distributed`` scheduler (``tcp://host:8786``).
+        workers: Threads or processes for a local scheduler (default: the machine's cores).
+        max_rejected: Fail the bake (exit non-zero) when more inputs than this are rejected.
+    """
+
+    sources: tuple[str, ...]
+    output: str
+    modality: str = "image"
+    image: ImageParams = field(default_factory=ImageParams)
+    shard_size: int = 1024
+    storage_options: Mapping[str, Any] = field(default_factory=dict)
+    output_storage_options: Mapping[str, Any] = field(default_factory=dict)
+    scheduler: str = "threads"
+    workers: int | None = None
+    max_rejected: int | None = None
+
+    def __post_init__(self) -> None:
+        sources = (self.sources,) if isinstance(self.sources, str) else tuple(self.sources)
+        object.__setattr__(self, "sources", sources)
+        if not sources or not all(isinstance(s, str) and s for s in sources):
+            raise SpecError("sources must name at least one URL, path or glob")
+        if not isinstance(self.output, str) or not self.output:
+            raise SpecError("output must be the URL or path of the cache to write")
+        _check_choice("modality", self.modality, MODALITIES)
+        _check_positive("shard_size", self.shard_size)
+        if self.workers is not None:
+            _check_positive("workers", self.workers)
+        if self.max_rejected is not None and (
+            not isinstance(self.max_rejected, int) or self.max_rejected < 0
+        ):
+            raise SpecError(f"max_rejected must be a non-negative integer; got {self.max_rejected!r}")
+        if self.scheduler not in LOCAL_SCHEDULERS and "://" not in self.scheduler:
+            raise SpecError(
+                f"scheduler must be one of {', '.join(LOCAL_SCHEDULERS)} or a distributed "
+                f"address such as tcp://host:8786; got {self.scheduler!r}"
+            )
+
+    def key_dict(self) -> dict[str, Any]:
+        """The fields that decide what the cache holds (no paths, credentials or scheduling)."""
+        return {
+            "modality": self.modality,
+            "image": self.image.to_dict(),
+            "shard_size": self.shard_size,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types; storage options are left out so credentials never leak."""
+        return {
+            "sources": list(self.sources),
+            "output": self.output,
+            "modality": self.modality,
+            "image": self.image.to_dict(),
+            "shard_size": self.shard_size,
+            "scheduler": self.scheduler,
+            "workers": self.workers,
+            "max_rejected": self.max_rejected,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BakeSpec:
+        names = [f.name for f in dataclasses.fields(cls)]
+        _reject_unknown("the bake spec", data, names)
+        values = dict(data)
+        if "image" in values:
+            image = values["image"]
+            if not isinstance(image, Mapping | ImageParams):
+                raise SpecError("[image] must be a table of image parameters")
+            values["image"] = image if isinstance(image, ImageParams) else ImageParams.from_dict(image)
+        for required in ("sources", "output"):
+            if required not in values:
+                raise SpecError(f"the bake spec needs {required!r}")
+        try:
+            return cls(**values)
+        except TypeError as err:
+            raise SpecError(f"bad bake spec: {err}") from err
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> BakeSpec:
+        """Load a spec from a TOML file; relative local paths resolve against its folder."""
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as err:
+            raise SpecError(f"spec file {str(path)!r} does not exist") from err
+        except tomllib.TOMLDecodeError as err:
+            raise SpecError(f"spec file {str(path)!r} is not valid TOML: {err}") from err
+        base = path.resolve().parent
+        if isinstance(data.get("sources"), str):
+            data["sources"] = [data["sources"]]
+        if isinstance(data.get("sources"), list):
+            data["sources"] = [_resolve(s, base) for s in data["sources"]]
+        if isinstance(data.get("output"), str):
+            data["output"] = _resolve(data["output"], base)
+        return cls.from_dict(data)
+
+
+def _resolve(url: Any, base: Path) -> Any:
+    if not isinstance(url, str) or "://" in url or Path(url).is_absolute():
+        return url
+    return str(base / url)

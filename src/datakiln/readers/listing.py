@@ -1,0 +1,98 @@
+"""Listing raw inputs through fsspec: globs, folders and single files, in a stable order."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+
+from datakiln.errors import SourceError
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (
+    ".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm",
+)  # fmt: skip
+_GLOB_CHARS = "*?["
+
+
+@dataclass(frozen=True, slots=True)
+class InputFile:
+    """One raw input: where it is and what identifies its current content."""
+
+    uri: str
+    size: int
+    version: str  # mtime, etag or generation: changes when the content changes
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"uri": self.uri, "size": self.size, "version": self.version}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> InputFile:
+        return cls(uri=data["uri"], size=int(data["size"]), version=str(data["version"]))
+
+
+def _version(info: Mapping[str, Any]) -> str:
+    for key in ("ETag", "etag", "generation", "md5Hash", "mtime", "LastModified", "last_modified",
+                "created"):  # fmt: skip
+        value = info.get(key)
+        if value is not None:
+            return f"{key}={value}"
+    return ""
+
+
+def _open_fs(source: str, storage_options: Mapping[str, Any]) -> tuple[Any, str]:
+    try:
+        return fsspec.core.url_to_fs(source, **dict(storage_options))
+    except (ValueError, ImportError) as err:
+        protocol = source.split("://", 1)[0] if "://" in source else "file"
+        raise SourceError(
+            f"cannot read {source!r}: protocol {protocol!r} is not available ({err}); "
+            "check the URL or install the fsspec implementation for it"
+        ) from err
+
+
+def list_inputs(
+    sources: Iterable[str],
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    extensions: tuple[str, ...] = IMAGE_EXTENSIONS,
+) -> list[InputFile]:
+    """List every input named by ``sources``, sorted by URI, without duplicates.
+
+    A glob matches files; a folder is searched recursively for ``extensions``; a file is taken
+    as it is. A source that names nothing raises ``SourceError``.
+    """
+    found: dict[str, InputFile] = {}
+    for source in sources:
+        fs, path = _open_fs(source, storage_options or {})
+        if any(c in path for c in _GLOB_CHARS):
+            entries = fs.glob(path, detail=True)
+            what = "glob"
+        elif fs.isdir(path):
+            entries = {
+                p: info
+                for p, info in fs.find(path, detail=True).items()
+                if p.lower().endswith(extensions)
+            }
+            what = "folder"
+        elif fs.exists(path):
+            entries = {path: fs.info(path)}
+            what = "file"
+        else:
+            raise SourceError(f"source {source!r} does not exist; check the path or URL")
+        files = {p: info for p, info in entries.items() if info.get("type", "file") == "file"}
+        if not files:
+            hint = (
+                f" (looked for {', '.join(extensions)})" if what == "folder" else
+                "; quote the glob so the shell does not expand it, and check the pattern"
+            )  # fmt: skip
+            raise SourceError(f"source {source!r} ({what}) matched no files{hint}")
+        for p, info in files.items():
+            uri = fs.unstrip_protocol(p)
+            found[uri] = InputFile(uri=uri, size=int(info.get("size") or 0), version=_version(info))
+        logger.debug("source %s: %d files", source, len(files))
+    return [found[uri] for uri in sorted(found)]

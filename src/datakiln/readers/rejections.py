@@ -1,0 +1,60 @@
+"""``Rejection``: the record a reader makes of one input that did not make it into a cache.
+
+Readers never let one bad input kill a shard (see DESIGN.md): they turn it into a
+``Rejection`` and carry on, and the bake writes every rejection to ``rejected.parquet`` so that
+``inputs == baked + rejected`` holds. A rejection says where (``uri`` and, for inputs that are
+parts of a file, ``position``), at which ``stage`` it failed, and why (``error_type`` is a short
+machine-readable reason, usually an exception class name; ``message`` is for people).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+# The stages an input passes through on the host; ``Rejection.stage`` is one of them.
+STAGE_FETCH = "fetch"  # the bytes could not be read from the store
+STAGE_DECODE = "decode"  # the bytes are not a valid encoding (text codec, audio/image container)
+STAGE_PARSE = "parse"  # decoded, but the record structure is wrong (JSON, CSV, missing field)
+STAGE_VALIDATE = "validate"  # parsed, but the content is unusable (empty, NaN samples, ...)
+STAGES = (STAGE_FETCH, STAGE_DECODE, STAGE_PARSE, STAGE_VALIDATE)
+
+# ``error_type`` of a sample skipped because it holds no content (text: only whitespace).
+EMPTY_SAMPLE = "EmptySample"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Rejection:
+    """One input (a file, or a line/row of one) that was skipped, and why.
+
+    Attributes:
+        uri: The source the input came from, without credentials.
+        stage: Where it failed: one of ``STAGES``.
+        error_type: A short reason: an exception class name (``"UnicodeDecodeError"``,
+            ``"LibsndfileError"``) or a reader's own tag (``"EmptySample"``, ``"MissingField"``).
+        message: What went wrong, for people.
+        position: For samples that are part of a file: the byte offset of the line for
+            line-oriented text, the row index for Parquet; ``None`` for whole files.
+    """
+
+    uri: str
+    stage: str
+    error_type: str
+    message: str
+    position: int | None = None
+
+    @classmethod
+    def from_error(
+        cls, uri: str, stage: str, err: BaseException, *, position: int | None = None
+    ) -> Rejection:
+        """Make the rejection of an input whose processing raised ``err`` at ``stage``."""
+        return cls(uri, stage, type(err).__name__, str(err), position)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The rejection as plain JSON types (one row of ``rejected.parquet``)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Rejection:
+        """Inverse of ``to_dict``."""
+        return cls(**data)

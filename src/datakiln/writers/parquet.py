@@ -1,0 +1,31 @@
+"""Parquet files of a cache: per-shard metadata parts and the rejected-input table."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+REJECTED_SCHEMA = pa.schema(
+    [("uri", pa.string()), ("stage", pa.string()), ("error_type", pa.string()),
+     ("message", pa.string()), ("shard", pa.int32())]
+)  # fmt: skip
+
+
+def table_bytes(table: pa.Table) -> bytes:
+    """Serialise ``table`` to Parquet bytes (written with one put, hashed before writing)."""
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue()
+
+
+def meta_table(columns: Mapping[str, Sequence[Any]], schema: pa.Schema) -> pa.Table:
+    return pa.table({name: columns[name] for name in schema.names}, schema=schema)
+
+
+def rejected_table(rejections: Sequence[Mapping[str, Any]]) -> pa.Table:
+    columns = {name: [r[name] for r in rejections] for name in REJECTED_SCHEMA.names}
+    return pa.table(columns, schema=REJECTED_SCHEMA)
