@@ -97,6 +97,14 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("url")
     inspect.add_argument("--json", action="store_true", help="print the manifest as JSON")
     _common(inspect)
+
+    verify = sub.add_parser(
+        "verify", help="recompute a cache's checksums; exit 1 on any damage",
+        epilog="example:\n  datakiln verify demo-cache",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    verify.add_argument("url")
+    _common(verify)
     return parser
 
 
@@ -227,7 +235,23 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"bake": _cmd_bake, "demo": _cmd_demo, "inspect": _cmd_inspect}
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from datakiln.cache.verify import verify_cache
+
+    report = verify_cache(args.url)
+    for problem in report.problems:
+        print(f"DAMAGED {problem}")
+    state = "ok" if report.ok else f"{len(report.problems)} problems"
+    print(f"{args.url}: {report.objects_checked} objects checked, {state}")
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+COMMANDS = {
+    "bake": _cmd_bake,
+    "demo": _cmd_demo,
+    "inspect": _cmd_inspect,
+    "verify": _cmd_verify,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -41,3 +41,7 @@ class BakeError(DatakilnError, RuntimeError):
 
 class TooManyRejectedError(BakeError):
     """More inputs were rejected than ``max_rejected`` allows."""
+
+
+class LeaseHeldError(BakeError):
+    """Another bake holds the store's lease (its owner, start and expiry are in the message)."""

@@ -19,19 +19,35 @@ if TYPE_CHECKING:
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-REJECTED = "rejected.parquet"
+LEASE = "_lease.json"
 META_DIR = "meta"
 SHARDS_DIR = "_shards"
+GENERATION_PREFIX = "g-"
 
 
-def meta_part(shard_id: int) -> str:
+def generation_dir(generation_key: str) -> str:
+    """Folder of one generation: everything baked with one set of preprocessing parameters.
+
+    A new set of parameters bakes into a new folder, so readers of the old manifest keep
+    reading the old rows while the new ones are written; within a generation, a bake only
+    appends new objects and never rewrites one that a committed manifest references.
+    """
+    return f"{GENERATION_PREFIX}{generation_key[:16]}"
+
+
+def meta_part(generation: str, shard_id: int) -> str:
     """Relative path of a bake shard's Parquet metadata part."""
-    return f"{META_DIR}/part-{shard_id:05d}.parquet"
+    return f"{generation}/{META_DIR}/part-{shard_id:05d}.parquet"
 
 
-def shard_marker(shard_id: int) -> str:
+def shard_marker(generation: str, shard_id: int) -> str:
     """Relative path of a bake shard's completion marker."""
-    return f"{SHARDS_DIR}/{shard_id:05d}.json"
+    return f"{generation}/{SHARDS_DIR}/{shard_id:05d}.json"
+
+
+def rejected_table_path(generation: str, version: int) -> str:
+    """Relative path of the rejected-input table of one committed manifest version."""
+    return f"{generation}/rejected-v{version:05d}.parquet"
 
 
 def check_relative(path: str) -> str:
@@ -50,7 +66,10 @@ def check_relative(path: str) -> str:
 
 def store_fs(url: str, storage_options: Mapping[str, Any] | None = None) -> tuple[Any, str]:
     """The fsspec filesystem and root path (no trailing slash) of a store URL."""
-    fs, root = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
+    options = dict(storage_options or {})
+    if fsspec.core.split_protocol(url)[0] in (None, "file", "local"):
+        options.setdefault("auto_mkdir", True)  # object stores have no folders to make
+    fs, root = fsspec.core.url_to_fs(url, **options)
     return fs, root.rstrip("/") or root
 
 

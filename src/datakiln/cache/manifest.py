@@ -77,9 +77,12 @@ def validate_manifest(manifest: Mapping[str, Any], url: str) -> None:
             f"{url} has cache format version {version!r}; this datakiln reads version "
             f"{FORMAT_VERSION}. Re-bake the cache or use a matching datakiln release."
         )
-    for key in ("cache_key", "counts", "fields", "shards", "rows"):
+    for key in ("cache_key", "generation", "version", "counts", "fields", "shards", "rows",
+                "rejected"):  # fmt: skip
         if key not in manifest:
             raise CacheFormatError(f"{url}/{MANIFEST} lacks {key!r}")
+    check_relative(manifest["generation"])
+    check_relative(manifest["rejected"])
     rows = manifest["rows"]
     for name, field in manifest["fields"].items():
         check_relative(field["path"])

@@ -1,7 +1,16 @@
 """Random streams for datasets: accept an ``nnx.Rngs``, an int seed or a JAX key.
 
-flax is not a dependency: an object with a callable ``sample`` or ``default`` stream is used as
-it is (``nnx.Rngs`` has those), anything else is wrapped in :class:`Rngs`.
+flax is not a dependency. An object with a callable ``sample`` or ``default`` stream is used as
+it is (``flax.nnx.Rngs`` has those), anything else is wrapped in :class:`Rngs`, a small
+thread-safe stand-in with the same calling convention::
+
+    rngs = Rngs(0)
+    key = rngs.sample()        # a fresh key from the "sample" stream on every call
+    key = rngs()               # the "default" stream
+    key = rngs.params()        # unknown stream names fall back to "default", as in nnx
+
+Every stream is a pure function of the seed and the number of keys drawn from it so far, so a
+program that draws keys in the same order reproduces them.
 """
 
 from __future__ import annotations
@@ -12,66 +21,95 @@ from typing import Any
 import jax
 import numpy as np
 
+# Streams every Rngs has: "default", and "sample" from which datasets draw random batches.
+_SAMPLE_STREAM_TAG = 1
+
 
 class Rngs:
     """A minimal, thread-safe stand-in for ``flax.nnx.Rngs`` with named key streams.
 
-    ``rngs.sample()`` (or any stream name) returns a fresh key each call, folding a counter
-    into the seed key, so the sequence is a pure function of the seed.
+    Args:
+        seed: Seed (int) or JAX key of the ``default`` stream; ``sample`` derives from it.
+        **streams: Seeds or keys of further named streams.
+
+    ``rngs.NAME()`` returns a fresh key each call (``fold_in(stream_key, count)``); names that
+    are not streams fall back to ``default``, as ``nnx.Rngs`` does. ``"NAME" in rngs`` tells
+    whether a stream exists. Safe to call from several threads.
     """
 
     def __init__(self, seed: int | jax.Array = 0, **streams: int | jax.Array) -> None:
-        self._keys: dict[str, jax.Array] = {}
-        self._counts: dict[str, int] = {}
-        self._lock = threading.Lock()
         base = _as_key(seed)
-        self._keys["default"] = base
-        self._keys["sample"] = jax.random.fold_in(base, 1)
+        self._keys: dict[str, jax.Array] = {
+            "default": base,
+            "sample": jax.random.fold_in(base, _SAMPLE_STREAM_TAG),
+        }
         for name, value in streams.items():
             self._keys[name] = _as_key(value)
-        for name in self._keys:
-            self._counts[name] = 0
+        self._counts: dict[str, int] = dict.fromkeys(self._keys, 0)
+        self._lock = threading.Lock()
 
     def __contains__(self, name: object) -> bool:
         return name in self._keys
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("_") or name not in self.__dict__.get("_keys", {}):
+        if name.startswith("_"):
             raise AttributeError(name)
-        return lambda: self._next(name)
+        return lambda: self.key(name)
 
     def __call__(self) -> jax.Array:
-        return self._next("default")
+        return self.key("default")
 
-    def _next(self, name: str) -> jax.Array:
+    def __repr__(self) -> str:
+        return f"Rngs(streams={sorted(self._keys)})"
+
+    def key(self, stream: str = "default") -> jax.Array:
+        """The next key of ``stream`` (``default`` when there is no such stream)."""
+        name = stream if stream in self._keys else "default"
         with self._lock:
             count = self._counts[name]
             self._counts[name] = count + 1
         return jax.random.fold_in(self._keys[name], count)
 
     def randint(self, size: int, high: int) -> np.ndarray:
-        """``size`` indices uniform in ``[0, high)`` from the ``sample`` stream."""
-        return _randint(self.sample(), size, high)
+        """``size`` indices uniform in ``[0, high)`` (int64) from the ``sample`` stream."""
+        return _randint(self.key("sample"), size, high)
 
 
 class _Foreign:
-    """Wraps a duck-typed ``nnx.Rngs`` so datasets can call ``randint`` on it."""
+    """Wraps a duck-typed ``nnx.Rngs`` so datasets can call ``key``/``randint`` on it."""
 
     def __init__(self, rngs: Any) -> None:
         self._rngs = rngs
 
     def __contains__(self, name: object) -> bool:
-        return name in self._rngs
+        try:
+            return name in self._rngs
+        except TypeError:
+            return callable(getattr(self._rngs, str(name), None))
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
         return getattr(self._rngs, name)
 
     def __call__(self) -> jax.Array:
-        return self._rngs()
+        return self.key("default")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._rngs!r})"
+
+    def key(self, stream: str = "default") -> jax.Array:
+        for name in (stream, "default", "sample"):
+            draw = getattr(self._rngs, name, None)
+            if callable(draw):
+                return draw()
+        raise TypeError(
+            f"{type(self._rngs).__name__} has neither a {stream!r} nor a 'default' stream; "
+            "pass nnx.Rngs(seed) or an int seed"
+        )
 
     def randint(self, size: int, high: int) -> np.ndarray:
-        stream = "sample" if "sample" in self._rngs else "default"
-        return _randint(getattr(self._rngs, stream)(), size, high)
+        return _randint(self.key("sample"), size, high)
 
 
 def _as_key(value: int | jax.Array) -> jax.Array:
@@ -84,11 +122,22 @@ def _as_key(value: int | jax.Array) -> jax.Array:
 
 
 def _randint(key: jax.Array, size: int, high: int) -> np.ndarray:
+    if high < 1:
+        raise IndexError("cannot draw a random batch from an empty dataset")
     return np.asarray(jax.random.randint(key, (size,), 0, high), dtype=np.int64)
 
 
-def as_rngs(rngs: Any) -> Any:
-    """Return an object with ``sample()``/``randint()`` for ``rngs`` (see module doc)."""
+def as_rngs(rngs: Any) -> Rngs | _Foreign:
+    """Return an object with ``key()``/``sample()``/``randint()`` for ``rngs``.
+
+    Args:
+        rngs: ``None`` (seed 0), an int seed, a JAX key (typed or raw ``uint32`` data), an
+            :class:`Rngs`, or any object with a callable ``sample`` or ``default`` attribute
+            (``flax.nnx.Rngs``), which is used as it is, so drawing from it advances it.
+
+    Raises:
+        TypeError: ``rngs`` is none of those.
+    """
     if rngs is None:
         return Rngs(0)
     if isinstance(rngs, Rngs | _Foreign):

@@ -18,16 +18,30 @@ from typing import Any
 import dask
 import numpy as np
 
-from datakiln.cache.layout import FORMAT_VERSION, MANIFEST, REJECTED, meta_part, shard_marker
-from datakiln.cache.layout import store_fs
+from datakiln.cache.layout import (
+    FORMAT_VERSION,
+    MANIFEST,
+    meta_part,
+    rejected_table_path,
+    shard_marker,
+    store_fs,
+)
 from datakiln.cache.manifest import FORMAT_NAME, commit_manifest, read_manifest
-from datakiln.errors import BakeError, CacheNotFoundError, OutputError, TooManyRejectedError
-from datakiln.etl.plan import BakePlan, plan_bake
+from datakiln.errors import (
+    BakeError,
+    CacheFormatError,
+    CacheNotFoundError,
+    DatakilnError,
+    OutputError,
+    TooManyRejectedError,
+)
+from datakiln.etl.lease import StoreLease
+from datakiln.etl.plan import BakePlan, PreviousBake, ShardPlan, generation_key, plan_bake
 from datakiln.etl.shard import bake_image_shard
 from datakiln.etl.spec import BakeSpec
 from datakiln.writers.marker import read_marker
 from datakiln.writers.parquet import rejected_table, table_bytes
-from datakiln.writers.zarr_region import FieldLayout, create_arrays
+from datakiln.writers.zarr_region import FieldLayout, prepare_arrays
 
 logger = logging.getLogger(__name__)
 
@@ -69,12 +83,14 @@ ProgressFn = Callable[[Mapping[str, Any]], None]
 
 def _fields(plan: BakePlan) -> list[FieldLayout]:
     image = plan.spec.image
+    gen = plan.generation
     fields = [
-        FieldLayout("images", "uint8", (image.height, image.width, image.channels),
-                    plan.zarr_shard_rows)  # fmt: skip
-    ]
+        FieldLayout("images", f"{gen}/images", "uint8",
+                    (image.height, image.width, image.channels), plan.zarr_shard_rows)
+    ]  # fmt: skip
     if plan.class_names is not None:
-        fields.append(FieldLayout("labels", "int32", (), plan.zarr_shard_rows, sharded=False))
+        fields.append(FieldLayout("labels", f"{gen}/labels", "int32", (),
+                                  plan.zarr_shard_rows, sharded=False))  # fmt: skip
     return fields
 
 
@@ -90,29 +106,55 @@ def _field_schema(plan: BakePlan, fields: list[FieldLayout]) -> dict[str, Any]:
     return schema
 
 
+def _read_previous(spec: BakeSpec) -> tuple[dict[str, Any] | None, PreviousBake | None]:
+    """The committed manifest, and what an incremental plan needs when it is of our generation."""
+    try:
+        manifest = read_manifest(spec.output, spec.output_storage_options)
+    except CacheNotFoundError:
+        return None, None
+    except CacheFormatError as err:  # an unreadable old manifest is replaced, not fatal
+        logger.warning("ignoring the committed manifest at %s: %s", spec.output, err)
+        return None, None
+    if manifest.get("generation_key") != generation_key(spec):
+        return manifest, None
+    fs, root = store_fs(spec.output, spec.output_storage_options)
+    gen = manifest["generation"]
+    shards = []
+    for entry in manifest["shards"]:
+        marker = read_marker(fs, root, gen, entry["id"])
+        if marker is None:
+            raise CacheFormatError(
+                f"{spec.output}: the marker of committed shard {entry['id']} is missing; run "
+                "`datakiln verify` and bake into a fresh output"
+            )
+        shards.append(ShardPlan.from_dict(marker["shard"]))
+    previous = PreviousBake(
+        version=manifest["version"], cache_key=manifest["cache_key"], shards=tuple(shards),
+        class_names=tuple(manifest["class_names"]) if manifest.get("class_names") else None,
+        rows=manifest["rows"], next_shard_id=manifest["next_shard_id"],
+    )  # fmt: skip
+    return manifest, previous
+
+
 def _prepare_store(plan: BakePlan, fields: list[FieldLayout]) -> dict[int, dict[str, Any]]:
-    """Make the arrays ready; return the markers of shards that are already done."""
+    """Make the arrays ready; return the markers of every live shard that is already done."""
     spec = plan.spec
     fs, root = store_fs(spec.output, spec.output_storage_options)
+    attributes = {"datakiln": {"generation_key": plan.generation_key,
+                               "format_version": FORMAT_VERSION}}  # fmt: skip
     try:
-        fs.makedirs(root, exist_ok=True)
+        prepare_arrays(spec.output, spec.output_storage_options, fields, plan.rows, attributes)
     except OSError as err:
-        raise OutputError(f"cannot create the output {spec.output!r}: {err}") from err
+        raise OutputError(f"cannot write the output {spec.output!r}: {err}") from err
     done: dict[int, dict[str, Any]] = {}
     for shard in plan.shards:
-        marker = read_marker(fs, root, shard.shard_id)
+        marker = read_marker(fs, root, plan.generation, shard.shard_id)
         if (
             marker is not None
-            and marker.get("cache_key") == plan.cache_key
+            and marker.get("generation_key") == plan.generation_key
             and marker.get("fingerprint") == shard.fingerprint
         ):
             done[shard.shard_id] = marker
-    if not done:
-        attributes = {"datakiln": {"cache_key": plan.cache_key, "format_version": FORMAT_VERSION}}
-        try:
-            create_arrays(spec.output, spec.output_storage_options, fields, plan.rows, attributes)
-        except OSError as err:
-            raise OutputError(f"cannot write the output {spec.output!r}: {err}") from err
     return done
 
 
@@ -148,65 +190,67 @@ def _run_tasks(
         )
 
 
-def bake(spec: BakeSpec, *, progress: ProgressFn | None = None) -> BakeReport:
+def bake(
+    spec: BakeSpec, *, progress: ProgressFn | None = None, lease_wait_s: float = 0.0
+) -> BakeReport:
     """Bake ``spec`` into its output cache and return what happened.
 
     Raises:
         SourceError: a source names nothing readable.
         OutputError: the output cannot be written.
+        LeaseHeldError: another bake is writing the same store (after ``lease_wait_s``).
         TooManyRejectedError: more inputs were rejected than ``spec.max_rejected``; the shards
             stay on disk (a re-run with a higher limit commits at once) but no manifest is
             written.
         BakeError: a shard task failed for a reason other than one bad input.
     """
     started = time.perf_counter()
-    plan = plan_bake(spec)
+    fs, root = store_fs(spec.output, spec.output_storage_options)
     try:
-        current = read_manifest(spec.output, spec.output_storage_options)
-    except CacheNotFoundError:
-        current = None
-    except Exception:  # an unreadable old manifest is replaced, not fatal
-        logger.warning("the manifest at %s is unreadable; it will be replaced", spec.output)
-        current = None
-    if current is not None and current["cache_key"] == plan.cache_key:
-        counts = current["counts"]
-        logger.info("cache at %s is up to date (key %s)", spec.output, plan.cache_key[:12])
-        return BakeReport(
-            url=spec.output, cache_key=plan.cache_key, inputs=counts["inputs"],
-            baked=counts["baked"], rejected=counts["rejected"],
-            rejected_by_reason=current.get("rejected_by_reason", {}),
-            shards=len(plan.shards), shards_skipped=len(plan.shards), up_to_date=True,
-            wall_s=time.perf_counter() - started,
+        fs.makedirs(root, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"cannot create the output {spec.output!r}: {err}") from err
+    with StoreLease(spec.output, spec.output_storage_options, wait_s=lease_wait_s):
+        current, previous = _read_previous(spec)
+        plan = plan_bake(spec, previous)
+        if current is not None and current["cache_key"] == plan.cache_key:
+            counts = current["counts"]
+            logger.info("cache at %s is up to date (key %s)", spec.output, plan.cache_key[:12])
+            return BakeReport(
+                url=spec.output, cache_key=plan.cache_key, inputs=counts["inputs"],
+                baked=counts["baked"], rejected=counts["rejected"],
+                rejected_by_reason=current.get("rejected_by_reason", {}),
+                shards=len(plan.shards), shards_skipped=len(plan.shards), up_to_date=True,
+                wall_s=time.perf_counter() - started,
+            )  # fmt: skip
+        fields = _fields(plan)
+        done = _prepare_store(plan, fields)
+        base_task = {
+            "url": spec.output,
+            "storage_options": dict(spec.output_storage_options),
+            "source_options": dict(spec.storage_options),
+            "generation_key": plan.generation_key,
+            "generation": plan.generation,
+            "image": spec.image.to_dict(),
+            "fields": [f.to_task() for f in fields],
+        }
+        tasks = [{**base_task, "shard": s.to_dict()} for s in plan.shards if s.shard_id not in done]
+        logger.info(
+            "baking %d inputs into %s: %d shards, %d to bake (%d new, %d changed, %d removed "
+            "inputs)", len(plan.inputs), spec.output, len(plan.shards), len(tasks),
+            plan.changes.new, plan.changes.changed, plan.changes.removed,
         )  # fmt: skip
-
-    fields = _fields(plan)
-    done = _prepare_store(plan, fields)
-    base_task = {
-        "url": spec.output,
-        "storage_options": dict(spec.output_storage_options),
-        "source_options": dict(spec.storage_options),
-        "cache_key": plan.cache_key,
-        "image": spec.image.to_dict(),
-        "fields": [[f.name, f.dtype, list(f.sample_shape), f.shard_rows, f.sharded]
-                   for f in fields],  # fmt: skip
-    }
-    tasks = [
-        {**base_task, "shard": shard.to_dict()}
-        for shard in plan.shards
-        if shard.shard_id not in done
-    ]
-    logger.info(
-        "baking %d inputs in %d shards (%d already done) into %s",
-        len(plan.inputs), len(plan.shards), len(done), spec.output,
-    )
-    try:
-        new = _run_tasks(plan, tasks, progress)
-    except (OSError, BakeError):
-        raise
-    except Exception as err:
-        raise BakeError(f"a shard task failed: {type(err).__name__}: {err}") from err
-    markers = {**done, **{m["shard_id"]: m for m in new}}
-    return _commit(plan, fields, markers, started, skipped=len(done))
+        try:
+            new = _run_tasks(plan, tasks, progress)
+        except DatakilnError:
+            raise
+        except Exception as err:
+            raise BakeError(
+                f"a shard task failed: {type(err).__name__}: {err}; finished shards are kept, "
+                "run the same command again to resume"
+            ) from err
+        markers = {**done, **{m["shard_id"]: m for m in new}}
+        return _commit(plan, fields, markers, started, skipped=len(done))
 
 
 def _commit(
@@ -227,8 +271,10 @@ def _commit(
             "a shard lost track of an input"
         )
     by_reason = collections.Counter(f"{r['stage']}: {r['error_type']}" for r in rejections)
+    version = plan.previous.version + 1 if plan.previous else 1
+    rejected_path = rejected_table_path(plan.generation, version)
     fs, root = store_fs(spec.output, spec.output_storage_options)
-    fs.pipe_file(f"{root}/{REJECTED}", table_bytes(rejected_table(rejections)))
+    fs.pipe_file(f"{root}/{rejected_path}", table_bytes(rejected_table(rejections)))
 
     pixels = sum(m["pixels_per_channel"] for m in ordered)
     channel_sum = np.sum([m["channel_sum"] for m in ordered], axis=0)
@@ -242,6 +288,10 @@ def _commit(
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "cache_key": plan.cache_key,
+        "generation_key": plan.generation_key,
+        "generation": plan.generation,
+        "version": version,
+        "next_shard_id": plan.next_shard_id,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "modality": spec.modality,
         "spec": spec.to_dict(),
@@ -253,11 +303,11 @@ def _commit(
         "stats": {"mean": mean.tolist(), "std": std.tolist(), "range": [0.0, 1.0]},
         "shards": [
             {"id": m["shard_id"], "row_start": m["row_start"], "capacity": m["capacity"],
-             "rows": m["rows"], "marker": shard_marker(m["shard_id"]),
-             "meta": meta_part(m["shard_id"])}
+             "rows": m["rows"], "marker": shard_marker(plan.generation, m["shard_id"]),
+             "meta": meta_part(plan.generation, m["shard_id"])}
             for m in ordered
         ],  # fmt: skip
-        "rejected": REJECTED,
+        "rejected": rejected_path,
     }
     report = BakeReport(
         url=spec.output, cache_key=plan.cache_key, inputs=len(plan.inputs), baked=baked,
@@ -269,7 +319,7 @@ def _commit(
         raise TooManyRejectedError(
             f"{len(rejections)} inputs rejected, more than max_rejected={spec.max_rejected}; "
             f"no manifest committed ({report.summary_line()}). The reasons are in "
-            f"{spec.output}/{REJECTED}; fix the inputs or raise the limit."
+            f"{spec.output}/{rejected_path}; fix the inputs or raise the limit."
         )
     commit_manifest(spec.output, manifest, spec.output_storage_options)
     logger.info("committed %s at %s: %s", MANIFEST, spec.output, report.summary_line())

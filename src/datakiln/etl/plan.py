@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from datakiln.cache.fingerprint import fingerprint
-from datakiln.cache.layout import FORMAT_VERSION
+from datakiln.cache.layout import FORMAT_VERSION, generation_dir
 from datakiln.etl.spec import BakeSpec
 from datakiln.readers.listing import InputFile, list_inputs
 
@@ -66,17 +66,54 @@ class ShardPlan:
 
 
 @dataclass(frozen=True, slots=True)
+class PreviousBake:
+    """What the committed manifest of the same generation holds, for an incremental plan."""
+
+    version: int
+    cache_key: str
+    shards: tuple[ShardPlan, ...]
+    class_names: tuple[str, ...] | None
+    rows: int
+    next_shard_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class InputChanges:
+    """How the input listing differs from the committed one."""
+
+    new: int = 0
+    changed: int = 0
+    removed: int = 0
+    unchanged: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class BakePlan:
+    """The live shards of the next version, and which of them still need baking.
+
+    Within a generation a plan is append-only: shards of the previous version whose inputs are
+    unchanged are kept as they are; a shard with a changed or removed input is retired, and its
+    remaining inputs are baked again, with the new and changed ones, into new shards appended
+    after every row written so far. Nothing a committed manifest references is rewritten.
+    """
+
     spec: BakeSpec
     inputs: tuple[InputFile, ...]
     class_names: tuple[str, ...] | None
+    generation_key: str
     shards: tuple[ShardPlan, ...]
+    pending: frozenset[int]
+    retired: tuple[int, ...]
     cache_key: str
     zarr_shard_rows: int
+    rows: int
+    next_shard_id: int
+    changes: InputChanges
+    previous: PreviousBake | None
 
     @property
-    def rows(self) -> int:
-        return sum(s.capacity for s in self.shards)
+    def generation(self) -> str:
+        return generation_dir(self.generation_key)
 
 
 def parent_label(uri: str) -> str:
@@ -96,41 +133,73 @@ def zarr_shard_rows(shard_size: int, sample_bytes: int) -> int:
     return rows
 
 
+def generation_key(spec: BakeSpec) -> str:
+    """Hash of the format version and the preprocessing parameters (not the inputs)."""
+    return fingerprint({"format_version": FORMAT_VERSION, "spec": spec.key_dict()})
+
+
 def cache_key(spec: BakeSpec, inputs: tuple[InputFile, ...]) -> str:
     """Hash of the format version, the preprocessing spec and the input listing."""
     return fingerprint(
-        {"format_version": FORMAT_VERSION, "spec": spec.key_dict(),
-         "inputs": [i.to_dict() for i in inputs]}
+        {"generation": generation_key(spec), "inputs": [i.to_dict() for i in inputs]}
+    )
+
+
+def plan_shards(
+    spec: BakeSpec, inputs: tuple[InputFile, ...], previous: PreviousBake | None
+) -> BakePlan:
+    """Pure planning: the next version's shards from the listing and the committed version."""
+    current = {i.uri: i for i in inputs}
+    kept: list[ShardPlan] = []
+    retired: list[int] = []
+    todo: list[InputFile] = []
+    known: set[str] = set()
+    changed = 0
+    for shard in previous.shards if previous else ():
+        known.update(i.uri for i in shard.inputs)
+        changed += sum(1 for i in shard.inputs if i.uri in current and current[i.uri] != i)
+        if all(current.get(i.uri) == i for i in shard.inputs):
+            kept.append(shard)
+        else:
+            retired.append(shard.shard_id)
+            todo.extend(current[i.uri] for i in shard.inputs if i.uri in current)
+    new = [i for i in inputs if i.uri not in known]
+    todo = sorted(todo + new, key=lambda i: i.uri)
+    changes = InputChanges(
+        new=len(new), changed=changed, removed=len(known - current.keys()),
+        unchanged=len(inputs) - len(new) - changed,
+    )  # fmt: skip
+
+    class_names: tuple[str, ...] | None = None
+    index: dict[str, int] = {}
+    if spec.image.labels == "parent":
+        old = list(previous.class_names or ()) if previous else []
+        added = sorted({parent_label(i.uri) for i in todo} - set(old))
+        class_names = (*old, *added)
+        index = {name: k for k, name in enumerate(class_names)}
+
+    image = spec.image
+    shard_rows = zarr_shard_rows(spec.shard_size, image.height * image.width * image.channels)
+    size = spec.shard_size
+    row = -(-previous.rows // shard_rows) * shard_rows if previous else 0
+    next_id = previous.next_shard_id if previous else 0
+    fresh: list[ShardPlan] = []
+    for start in range(0, len(todo), size):
+        part = tuple(todo[start : start + size])
+        labels = tuple(index[parent_label(i.uri)] for i in part) if class_names else None
+        fresh.append(ShardPlan(shard_id=next_id, row_start=row, inputs=part, labels=labels))
+        next_id += 1
+        row += size
+    rows = max([previous.rows if previous else 0] + [s.row_start + s.capacity for s in fresh])
+    return BakePlan(
+        spec=spec, inputs=inputs, class_names=class_names, generation_key=generation_key(spec),
+        shards=(*kept, *fresh), pending=frozenset(s.shard_id for s in fresh),
+        retired=tuple(retired), cache_key=cache_key(spec, inputs), zarr_shard_rows=shard_rows,
+        rows=rows, next_shard_id=next_id, changes=changes, previous=previous,
     )  # fmt: skip
 
 
-def plan_bake(spec: BakeSpec) -> BakePlan:
-    """List the inputs of ``spec`` and cut them into shards (raises ``SourceError``)."""
+def plan_bake(spec: BakeSpec, previous: PreviousBake | None = None) -> BakePlan:
+    """List the inputs of ``spec`` (raises ``SourceError``) and plan the next version."""
     inputs = tuple(list_inputs(spec.sources, spec.storage_options))
-    class_names: tuple[str, ...] | None = None
-    labels: list[int] | None = None
-    if spec.image.labels == "parent":
-        names = [parent_label(i.uri) for i in inputs]
-        class_names = tuple(sorted(set(names)))
-        index = {name: k for k, name in enumerate(class_names)}
-        labels = [index[name] for name in names]
-    size = spec.shard_size
-    shards = tuple(
-        ShardPlan(
-            shard_id=k,
-            row_start=start,
-            inputs=inputs[start : start + size],
-            labels=tuple(labels[start : start + size]) if labels is not None else None,
-        )
-        for k, start in enumerate(range(0, len(inputs), size))
-    )
-    image = spec.image
-    sample_bytes = image.height * image.width * image.channels
-    return BakePlan(
-        spec=spec,
-        inputs=inputs,
-        class_names=class_names,
-        shards=shards,
-        cache_key=cache_key(spec, inputs),
-        zarr_shard_rows=zarr_shard_rows(size, sample_bytes),
-    )
+    return plan_shards(spec, inputs, previous)

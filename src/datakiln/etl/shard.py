@@ -70,14 +70,15 @@ def _decode(data: bytes, image: ImageParams) -> DecodedImage | ImageDecodeError:
 def bake_image_shard(task: Mapping[str, Any]) -> dict[str, Any]:
     """Bake one shard described by plain data; return its completion marker.
 
-    ``task`` holds ``url``, ``storage_options`` (output), ``source_options``, ``cache_key``,
-    ``image`` (ImageParams dict), ``fields`` (images and optional labels layouts as
-    ``[name, dtype, sample_shape, shard_rows, sharded]``) and ``shard`` (ShardPlan dict).
+    ``task`` holds ``url``, ``storage_options`` (output), ``source_options``,
+    ``generation_key``, ``generation`` (folder), ``image`` (ImageParams dict), ``fields``
+    (``FieldLayout.to_task()`` of images and optional labels) and ``shard`` (ShardPlan dict).
     """
     shard = ShardPlan.from_dict(task["shard"])
     image = ImageParams(**task["image"])
     url, out_options = task["url"], task.get("storage_options") or {}
-    fields = {f[0]: FieldLayout(f[0], f[1], tuple(f[2]), f[3], f[4]) for f in task["fields"]}
+    fields = {f["name"]: FieldLayout.from_task(f) for f in task["fields"]}
+    generation = task["generation"]
     timings = dict.fromkeys(("fetch", "decode", "kernel", "write"), 0.0)
     rejections: list[dict[str, Any]] = []
 
@@ -118,12 +119,12 @@ def bake_image_shard(task: Mapping[str, Any]) -> dict[str, Any]:
     channel_sumsq = np.square(baked).sum(axis=(0, 1, 2)).tolist()
     del baked
 
-    write_rows(url, out_options, "images", shard.row_start, pixels)
+    write_rows(url, out_options, images_field.path, shard.row_start, pixels)
     labels = None
     if "labels" in fields and shard.labels is not None:
         labels = np.zeros(shard.capacity, dtype=np.int32)
         labels[:n] = [shard.labels[k] for k, _, _ in kept]
-        write_rows(url, out_options, "labels", shard.row_start, labels)
+        write_rows(url, out_options, fields["labels"].path, shard.row_start, labels)
 
     fs, root = store_fs(url, out_options)
     meta = meta_table(
@@ -140,9 +141,10 @@ def bake_image_shard(task: Mapping[str, Any]) -> dict[str, Any]:
         IMAGE_META_SCHEMA,
     )
     meta_bytes = table_bytes(meta)
-    fs.pipe_file(f"{root}/{meta_part(shard.shard_id)}", meta_bytes)
+    part = meta_part(generation, shard.shard_id)
+    fs.pipe_file(f"{root}/{part}", meta_bytes)
 
-    checksums = {meta_part(shard.shard_id): content_hash(meta_bytes)}
+    checksums = {part: content_hash(meta_bytes)}
     for field in fields.values():
         for key in object_keys(field, shard.row_start, shard.capacity):
             try:
@@ -153,8 +155,9 @@ def bake_image_shard(task: Mapping[str, Any]) -> dict[str, Any]:
 
     marker = {
         "shard_id": shard.shard_id,
-        "cache_key": task["cache_key"],
+        "generation_key": task["generation_key"],
         "fingerprint": shard.fingerprint,
+        "shard": shard.to_dict(),
         "row_start": shard.row_start,
         "capacity": shard.capacity,
         "rows": n,
@@ -166,6 +169,6 @@ def bake_image_shard(task: Mapping[str, Any]) -> dict[str, Any]:
         "checksums": checksums,
         "timings": timings,
     }
-    write_marker(fs, root, shard.shard_id, marker)
+    write_marker(fs, root, generation, shard.shard_id, marker)
     logger.debug("shard %d: %d baked, %d rejected", shard.shard_id, n, len(rejections))
     return marker

@@ -14,13 +14,15 @@ from datakiln.cache.layout import shard_marker
 from datakiln.cache.manifest import write_json_atomic
 
 
-def write_marker(fs: Any, root: str, shard_id: int, marker: Mapping[str, Any]) -> None:
-    write_json_atomic(fs, f"{root}/{shard_marker(shard_id)}", dict(marker))
+def write_marker(
+    fs: Any, root: str, generation: str, shard_id: int, marker: Mapping[str, Any]
+) -> None:
+    write_json_atomic(fs, f"{root}/{shard_marker(generation, shard_id)}", dict(marker))
 
 
-def read_marker(fs: Any, root: str, shard_id: int) -> dict[str, Any] | None:
+def read_marker(fs: Any, root: str, generation: str, shard_id: int) -> dict[str, Any] | None:
     """The marker of ``shard_id``, or ``None`` when it is absent or unreadable."""
     try:
-        return json.loads(fs.cat_file(f"{root}/{shard_marker(shard_id)}"))
+        return json.loads(fs.cat_file(f"{root}/{shard_marker(generation, shard_id)}"))
     except (FileNotFoundError, ValueError):
         return None

@@ -22,14 +22,26 @@ class FieldLayout:
     """Shape, dtype and chunking of one stored field (``sample_shape`` excludes the N axis)."""
 
     name: str
+    path: str  # inside the store, under the generation folder
     dtype: str
     sample_shape: tuple[int, ...]
     shard_rows: int
     sharded: bool = True  # False: plain chunks of shard_rows rows (small per-row fields)
 
+    def to_task(self) -> dict[str, Any]:
+        return {"name": self.name, "path": self.path, "dtype": self.dtype,
+                "sample_shape": list(self.sample_shape), "shard_rows": self.shard_rows,
+                "sharded": self.sharded}  # fmt: skip
+
+    @classmethod
+    def from_task(cls, data: Mapping[str, Any]) -> FieldLayout:
+        return cls(name=data["name"], path=data["path"], dtype=data["dtype"],
+                   sample_shape=tuple(data["sample_shape"]), shard_rows=data["shard_rows"],
+                   sharded=data["sharded"])  # fmt: skip
+
     def to_dict(self, rows: int) -> dict[str, Any]:
         return {
-            "path": self.name,
+            "path": self.path,
             "dtype": self.dtype,
             "shape": list(self.sample_shape),
             "rows": rows,
@@ -39,38 +51,51 @@ class FieldLayout:
         }
 
 
-def create_arrays(
+def prepare_arrays(
     url: str,
     storage_options: Mapping[str, Any] | None,
     fields: list[FieldLayout],
     rows: int,
     attributes: Mapping[str, Any],
 ) -> None:
-    """Create (or replace) the root group and one array per field, all ``rows`` long."""
-    group = zarr.open_group(zarr_store(url, storage_options, read_only=False), mode="a")
-    group.attrs.update(dict(attributes))
+    """Make every field an array of at least ``rows`` rows, keeping what is already written.
+
+    An existing array of the same dtype, sample shape and chunking is grown (never shrunk or
+    rewritten), so appending shards leaves committed rows untouched; any other is replaced.
+    """
+    store = zarr_store(url, storage_options, read_only=False)
+    zarr.open_group(store, mode="a")  # the root group, so the store is one Zarr hierarchy
     for field in fields:
-        shape = (rows, *field.sample_shape)
-        if field.sharded:
-            group.create_array(
-                field.name,
-                shape=shape,
-                dtype=field.dtype,
-                chunks=(1, *field.sample_shape),
-                shards=(field.shard_rows, *field.sample_shape),
-                compressors=None,
-                fill_value=0,
-                overwrite=True,
-            )
-        else:
-            group.create_array(
-                field.name,
-                shape=shape,
-                dtype=field.dtype,
-                chunks=(field.shard_rows, *field.sample_shape),
-                fill_value=0,
-                overwrite=True,
-            )
+        parent, _, name = field.path.rpartition("/")
+        group = zarr.open_group(store, path=parent, mode="a")
+        group.attrs.update(dict(attributes))
+        chunks = (1 if field.sharded else field.shard_rows, *field.sample_shape)
+        shards = (field.shard_rows, *field.sample_shape) if field.sharded else None
+        try:
+            existing = zarr.open_array(store, path=field.path, mode="r+")
+        except (FileNotFoundError, KeyError, ValueError, zarr.errors.BaseZarrError):
+            existing = None
+        if (
+            existing is not None
+            and str(existing.dtype) == field.dtype
+            and tuple(existing.shape[1:]) == field.sample_shape
+            and tuple(existing.chunks) == chunks
+            and (existing.shards is None) == (shards is None)
+            and (shards is None or tuple(existing.shards) == shards)
+        ):
+            if existing.shape[0] < rows:
+                existing.resize((rows, *field.sample_shape))
+            continue
+        group.create_array(
+            name,
+            shape=(rows, *field.sample_shape),
+            dtype=field.dtype,
+            chunks=chunks,
+            shards=shards,
+            compressors=None if field.sharded else "auto",
+            fill_value=0,
+            overwrite=True,
+        )
 
 
 def write_rows(
@@ -88,4 +113,4 @@ def object_keys(field: FieldLayout, row_start: int, capacity: int) -> list[str]:
     first = row_start // field.shard_rows
     last = (row_start + capacity - 1) // field.shard_rows
     tail = "/0" * len(field.sample_shape)
-    return [f"{field.name}/c/{k}{tail}" for k in range(first, last + 1)]
+    return [f"{field.path}/c/{k}{tail}" for k in range(first, last + 1)]

@@ -1,0 +1,103 @@
+"""``verify``: recompute every checksum of a committed cache and report what does not match.
+
+It checks that each shard's marker agrees with the manifest, that every object a marker lists
+exists with the recorded content hash (a flipped byte, a truncated or missing chunk or
+Parquet part all show), that the arrays' metadata matches the manifest's schema, and that the
+rejected table holds as many rows as the manifest counts.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from datakiln.cache.fingerprint import content_hash
+from datakiln.cache.layout import check_relative, store_fs
+from datakiln.cache.manifest import read_manifest
+
+
+@dataclass(frozen=True, kw_only=True)
+class VerifyReport:
+    url: str
+    objects_checked: int
+    problems: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _check_arrays(fs: Any, root: str, manifest: Mapping[str, Any], problems: list[str]) -> None:
+    for name, spec in manifest["fields"].items():
+        try:
+            meta = json.loads(fs.cat_file(f"{root}/{check_relative(spec['path'])}/zarr.json"))
+        except (FileNotFoundError, ValueError) as err:
+            problems.append(f"field {name!r}: array metadata missing or unreadable ({err})")
+            continue
+        shape = [manifest["rows"], *spec["shape"]]
+        actual = meta.get("shape") or [0]
+        if (
+            actual[0] < shape[0]
+            or actual[1:] != shape[1:]
+            or meta.get("data_type") != spec["dtype"]
+        ):
+            problems.append(
+                f"field {name!r}: array is {meta.get('data_type')}{meta.get('shape')}, "
+                f"manifest says {spec['dtype']}{shape}"
+            )
+
+
+def verify_cache(url: str, storage_options: Mapping[str, Any] | None = None) -> VerifyReport:
+    """Check the cache at ``url``; never raises for damage, reports it instead.
+
+    Raises:
+        CacheNotFoundError / CacheFormatError: there is no readable manifest to check against.
+    """
+    manifest = read_manifest(url, storage_options)
+    fs, root = store_fs(url, storage_options)
+    problems: list[str] = []
+    checked = 0
+    _check_arrays(fs, root, manifest, problems)
+    for shard in manifest["shards"]:
+        sid = shard["id"]
+        try:
+            marker = json.loads(fs.cat_file(f"{root}/{check_relative(shard['marker'])}"))
+        except (FileNotFoundError, ValueError) as err:
+            problems.append(f"shard {sid}: completion marker missing or unreadable ({err})")
+            continue
+        if marker.get("generation_key") != manifest["generation_key"]:
+            problems.append(f"shard {sid}: marker belongs to another generation")
+        for key in ("row_start", "capacity", "rows"):
+            if marker.get(key) != shard[key]:
+                problems.append(
+                    f"shard {sid}: marker says {key}={marker.get(key)}, manifest {shard[key]}"
+                )
+        for key, expected in sorted(marker.get("checksums", {}).items()):
+            checked += 1
+            try:
+                data = fs.cat_file(f"{root}/{check_relative(key)}")
+            except FileNotFoundError:
+                if expected is not None:
+                    problems.append(f"shard {sid}: {key} is missing")
+                continue
+            if expected is None:
+                problems.append(f"shard {sid}: {key} exists but was written as all fill")
+            elif content_hash(data) != expected:
+                problems.append(
+                    f"shard {sid}: {key} does not match its checksum ({len(data)} bytes)"
+                )
+    try:
+        rejected = pq.read_table(io.BytesIO(fs.cat_file(f"{root}/{manifest['rejected']}")))
+        if rejected.num_rows != manifest["counts"]["rejected"]:
+            problems.append(
+                f"rejected.parquet has {rejected.num_rows} rows, manifest counts "
+                f"{manifest['counts']['rejected']}"
+            )
+    except (FileNotFoundError, OSError, ValueError) as err:
+        problems.append(f"rejected.parquet missing or unreadable ({err})")
+    return VerifyReport(url=url, objects_checked=checked, problems=tuple(problems))

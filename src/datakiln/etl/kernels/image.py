@@ -1,0 +1,295 @@
+"""Batched antialiased image resize, matching Pillow's ``Image.resize(..., BILINEAR, box=...)``.
+
+The kernel ``resize_canvases`` takes a batch of images padded into one canvas shape, with the
+true sizes, source boxes and output regions as data, and resamples them all in one jit call as
+a separable pair of masked matrix products: for each output pixel, Pillow's triangle filter
+(support scaled by the downscale factor, Pillow's window rounding and edge renormalisation),
+with zero weight on the canvas padding. Like Pillow it rounds to uint8 between the horizontal
+and the vertical pass, so results agree with Pillow within one level.
+
+``jax.image.scale_and_translate`` is not used: it normalises weights over the whole canvas, so
+padding bleeds into the last rows and columns.
+
+``ImageResizer`` is the host-side driver: it sorts decoded images into canvas buckets
+(``_buckets.py``), fills reusable padded batches, and calls the kernel once per batch, so a
+bake compiles once per bucket used, not once per image.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from datakiln.etl.kernels._buckets import MAX_BATCH_PIXELS, CanvasBucket, choose_bucket
+
+if TYPE_CHECKING:
+    from datakiln.readers.image import DecodedImage
+
+__all__ = [
+    "ImageResizer",
+    "compile_count",
+    "resize_canvases",
+    "resize_images",
+    "vertical_first",
+]
+
+
+def _axis_weights(
+    in0: jax.Array,
+    in1: jax.Array,
+    in_size: jax.Array,
+    out_start: jax.Array,
+    out_len: jax.Array,
+    *,
+    out_size: int,
+    canvas_size: int,
+) -> jax.Array:
+    """Resampling matrices (B, out_size, canvas_size) along one axis, as Pillow builds them.
+
+    Output index ``o`` is position ``o - out_start`` of a resize of ``[in0, in1)`` to
+    ``out_len`` samples; outside ``[out_start, out_start + out_len)`` its row is zero. Input
+    positions at or beyond ``in_size`` (the padding) get zero weight.
+    """
+    f32 = jnp.float32
+    local = jnp.arange(out_size, dtype=f32)[None, :] - out_start.astype(f32)[:, None]
+    length = jnp.maximum(out_len, 1).astype(f32)
+    scale = (in1 - in0) / length  # (B,)
+    filterscale = jnp.maximum(scale, 1.0)
+    support = filterscale  # the triangle filter's support is 1, widened when downscaling
+    center = in0[:, None] + (local + 0.5) * scale[:, None]  # (B, O)
+    # Pillow's window: int() truncation of center -/+ support + 0.5, clamped to the image.
+    xmin = jnp.maximum(jnp.trunc(center - support[:, None] + 0.5), 0.0)
+    xmax = jnp.minimum(jnp.trunc(center + support[:, None] + 0.5), in_size.astype(f32)[:, None])
+    j = jnp.arange(canvas_size, dtype=f32)[None, None, :]
+    inside = (j >= xmin[..., None]) & (j < xmax[..., None])
+    arg = (j - center[..., None] + 0.5) * (1.0 / filterscale)[:, None, None]
+    weights = jnp.where(inside, jnp.maximum(1.0 - jnp.abs(arg), 0.0), 0.0)
+    total = jnp.sum(weights, axis=-1, keepdims=True)
+    weights = jnp.where(total > 0, weights / jnp.where(total > 0, total, 1.0), 0.0)
+    in_region = (local >= 0) & (local < out_len.astype(f32)[:, None])
+    return jnp.where(in_region[..., None], weights, 0.0)
+
+
+def _premultiply(x: jax.Array) -> jax.Array:
+    """RGBA -> Pillow's premultiplied RGBa, with its integer rounding (MULDIV255)."""
+    alpha = x[..., 3:4]
+    t = x[..., :3] * alpha + 128.0  # exact in float32: < 2**17
+    rgb = jnp.floor((jnp.floor(t / 256.0) + t) / 256.0)
+    return jnp.concatenate([rgb, alpha], axis=-1)
+
+
+def _unpremultiply(x: jax.Array) -> jax.Array:
+    """Pillow's RGBa -> RGBA: floor(255 * v / alpha), clipped; alpha 0 and 255 left as is."""
+    alpha = x[..., 3:4]
+    keep = (alpha == 0.0) | (alpha == 255.0)
+    rgb = x[..., :3]
+    divided = jnp.minimum(jnp.floor(255.0 * rgb / jnp.where(keep, 1.0, alpha)), 255.0)
+    return jnp.concatenate([jnp.where(keep, rgb, divided), alpha], axis=-1)
+
+
+@functools.partial(jax.jit, static_argnames=("height", "width"))
+def resize_canvases(
+    canvases: jax.Array,
+    sizes: jax.Array,
+    boxes: jax.Array,
+    regions: jax.Array,
+    *,
+    height: int,
+    width: int,
+) -> jax.Array:
+    """Resize a padded batch of images to ``height`` x ``width``, horizontal pass first.
+
+    Pure; compiled once per (canvas shape, height, width) and argument dtypes. The two passes
+    are rounded to uint8 in between, as Pillow does; Pillow runs the vertical pass first when
+    the height shrinks by more than twice as many pixels as the width, and the caller gets
+    that order by passing such images transposed (``ImageResizer`` does).
+
+    Args:
+        canvases: uint8 (B, Hc, Wc, C): image ``b`` in ``canvases[b, :h, :w]``; the rest is
+            ignored (any content). C = 4 is RGBA, resized premultiplied as Pillow does.
+        sizes: int32 (B, 2): the true (h, w) of each image; (0, 0) marks an unused slot.
+        boxes: float32 (B, 4): the source box (x0, y0, x1, y1) of each image, in pixels.
+        regions: int32 (B, 4): (top, left, height, width) of the output rectangle each box
+            is resized into; output pixels outside it are 0.
+        height: Output height (static).
+        width: Output width (static).
+
+    Returns:
+        uint8 (B, height, width, C): within one level of ``Image.resize((rw, rh),
+        Image.BILINEAR, box=box)`` pasted at the region (for RGBA, within one level of the
+        premultiplied result, so the colour of translucent pixels may differ by more).
+    """
+    _, hc, wc, c = canvases.shape
+    wx = _axis_weights(
+        boxes[:, 0], boxes[:, 2], sizes[:, 1], regions[:, 1], regions[:, 3],
+        out_size=width, canvas_size=wc,
+    )  # fmt: skip
+    wy = _axis_weights(
+        boxes[:, 1], boxes[:, 3], sizes[:, 0], regions[:, 0], regions[:, 2],
+        out_size=height, canvas_size=hc,
+    )  # fmt: skip
+    x = canvases.astype(jnp.float32)
+    if c == 4:
+        x = _premultiply(x)
+    hp = jax.lax.Precision.HIGHEST
+    tmp = jnp.einsum("bhwc,bow->bhoc", x, wx, precision=hp)
+    tmp = jnp.clip(jnp.floor(tmp + 0.5), 0.0, 255.0)
+    out = jnp.einsum("bhoc,bph->bpoc", tmp, wy, precision=hp)
+    out = jnp.clip(jnp.floor(out + 0.5), 0.0, 255.0)
+    if c == 4:
+        out = _unpremultiply(out)
+    return out.astype(jnp.uint8)
+
+
+def vertical_first(image_height: int, image_width: int, out_height: int, out_width: int) -> bool:
+    """Whether Pillow's resize runs the vertical pass first (``ImagingResampleInner``).
+
+    It does when the height shrinks, and by more than twice as many pixels as the width.
+    """
+    shrink_y = image_height - out_height
+    return shrink_y > 0 and shrink_y > 2 * (image_width - out_width)
+
+
+def compile_count() -> int:
+    """How many shapes ``resize_canvases`` has been compiled for in this process."""
+    return resize_canvases._cache_size()
+
+
+class ImageResizer:
+    """Resizes decoded images in bucketed, padded batches; owns its reusable buffers.
+
+    Args:
+        height: Output height in pixels.
+        width: Output width in pixels.
+        batch_size: Images per kernel call for ordinary canvases (large canvases use fewer;
+            see ``choose_bucket``).
+        max_batch_pixels: Bound on canvas pixels per kernel call.
+
+    Attributes:
+        kernel_shapes: The (batch, canvas height, canvas width, channels, out height, out
+            width) shapes this resizer has run the kernel with; each costs at most one
+            compile per process (JAX caches compiled kernels process-wide).
+        calls: Kernel calls made.
+
+    Not thread-safe: use one resizer per thread.
+    """
+
+    def __init__(
+        self,
+        *,
+        height: int,
+        width: int,
+        batch_size: int = 64,
+        max_batch_pixels: int = MAX_BATCH_PIXELS,
+    ) -> None:
+        if height <= 0 or width <= 0 or batch_size <= 0:
+            raise ValueError(
+                f"ImageResizer needs positive height, width and batch_size, got "
+                f"height={height}, width={width}, batch_size={batch_size}"
+            )
+        self.height: int = height
+        self.width: int = width
+        self.batch_size: int = batch_size
+        self.max_batch_pixels: int = max_batch_pixels
+        self.kernel_shapes: set[tuple[int, int, int, int, int, int]] = set()
+        self.calls: int = 0
+        self._canvases: dict[tuple[CanvasBucket, int], np.ndarray] = {}
+
+    @property
+    def compiles(self) -> int:
+        """Distinct kernel shapes this resizer used (an upper bound on its compiles)."""
+        return len(self.kernel_shapes)
+
+    def resize(
+        self, images: Sequence[DecodedImage], *, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Resize every image; returns uint8 (N, height, width, C) in input order.
+
+        Args:
+            images: Decoded images, all with the same channel count C.
+            out: Optional uint8 (N, height, width, C) array to write into (reused across
+                calls to save allocations).
+        """
+        n = len(images)
+        channels = {im.pixels.shape[2] for im in images}
+        if len(channels) > 1:
+            raise ValueError(
+                f"images have different channel counts {sorted(channels)}; decode them all "
+                "with the same representation"
+            )
+        c = channels.pop() if channels else 3
+        shape = (n, self.height, self.width, c)
+        if out is None:
+            out = np.empty(shape, dtype=np.uint8)
+        elif out.shape != shape or out.dtype != np.uint8:
+            raise ValueError(f"out must be uint8 {shape}, got {out.dtype} {out.shape}")
+        # Key: (bucket, transposed). Images that Pillow resizes vertical pass first go in
+        # transposed, so the kernel's horizontal-first passes run in Pillow's order.
+        groups: dict[tuple[CanvasBucket, bool], list[int]] = {}
+        for i, image in enumerate(images):
+            groups.setdefault(self._plan(image), []).append(i)
+        for (bucket, transposed), indices in groups.items():
+            for start in range(0, len(indices), bucket.batch_size):
+                chunk = indices[start : start + bucket.batch_size]
+                result = self._run(bucket, c, transposed, [images[i] for i in chunk])
+                out[chunk] = result.transpose(0, 2, 1, 3) if transposed else result
+        return out
+
+    def _plan(self, image: DecodedImage) -> tuple[CanvasBucket, bool]:
+        h, w = image.pixels.shape[:2]
+        _, _, rh, rw = image.region
+        transposed = vertical_first(h, w, rh, rw)
+        if transposed:
+            h, w = w, h
+        bucket = choose_bucket(
+            h, w, batch_size=self.batch_size, max_batch_pixels=self.max_batch_pixels
+        )
+        return bucket, transposed
+
+    def _run(
+        self, bucket: CanvasBucket, c: int, transposed: bool, images: list[DecodedImage]
+    ) -> np.ndarray:
+        key = (bucket, c)
+        canvas = self._canvases.get(key)
+        if canvas is None:
+            # Never cleared: padding gets zero weight, so stale pixels there are harmless.
+            canvas = np.zeros((bucket.batch_size, bucket.height, bucket.width, c), np.uint8)
+            self._canvases[key] = canvas
+        b = bucket.batch_size
+        sizes = np.zeros((b, 2), np.int32)
+        boxes = np.zeros((b, 4), np.float32)
+        regions = np.zeros((b, 4), np.int32)
+        for k, image in enumerate(images):
+            pixels = image.pixels
+            x0, y0, x1, y1 = image.box
+            top, left, rh, rw = image.region
+            if transposed:
+                pixels = pixels.transpose(1, 0, 2)
+                x0, y0, x1, y1 = y0, x0, y1, x1
+                top, left, rh, rw = left, top, rw, rh
+            h, w = pixels.shape[:2]
+            canvas[k, :h, :w] = pixels
+            sizes[k] = (h, w)
+            boxes[k] = (x0, y0, x1, y1)
+            regions[k] = (top, left, rh, rw)
+        out_h, out_w = (self.width, self.height) if transposed else (self.height, self.width)
+        self.kernel_shapes.add((bucket.batch_size, bucket.height, bucket.width, c, out_h, out_w))
+        self.calls += 1
+        result = resize_canvases(canvas, sizes, boxes, regions, height=out_h, width=out_w)
+        # np.asarray blocks until the kernel is done, so the canvas may be refilled after.
+        return np.asarray(result)[: len(images)]
+
+
+def resize_images(
+    images: Sequence[DecodedImage], *, height: int, width: int, batch_size: int = 64
+) -> np.ndarray:
+    """Resize decoded images to uint8 (N, height, width, C), in input order.
+
+    A one-shot ``ImageResizer``; keep a resizer instead to reuse its buffers across calls.
+    """
+    return ImageResizer(height=height, width=width, batch_size=batch_size).resize(images)

@@ -1,0 +1,513 @@
+"""Text kernels: word-hash and byte tokenization of a shard's texts (jax + numpy only).
+
+The host turns strings into a padded UTF-8 byte matrix (``encode_texts``: case folding and
+whitespace normalisation happen there, because full Unicode case folding is a table lookup that
+Python already does well); a jit-compiled kernel finds the words, hashes them, and places
+BOS + ids + EOS, truncated and padded to ``max_length`` (``tokenize_word_hash``,
+``tokenize_bytes``). ``tokenize_texts`` does both steps for a list of strings, bucketing shapes
+so that a bake compiles a handful of times.
+
+The ``word_hash`` scheme (fixed: ids must be the same in every process, on every machine, and
+in ``datakiln.datasets.tokenize``, which implements it in plain Python):
+
+1. ``text.casefold()`` unless ``case_sensitive``;
+2. ``words = text.split()`` (Python's whitespace, ``str.isspace``);
+3. ``id = fnv1a_32(word.encode("utf-8")) % (vocab_size - 4) + 4`` with FNV-1a 32-bit (offset
+   basis 2166136261, prime 16777619, arithmetic mod 2**32);
+4. ``seq = [bos_id, *ids, eos_id]``; longer than ``max_length``: ``seq[:max_length-1] + [eos]``;
+5. pad with ``pad_id`` to ``max_length``.
+
+The ``byte`` scheme: ``casefold()`` unless ``case_sensitive`` (whitespace kept as is), then
+each UTF-8 byte ``b`` becomes ``b + 4`` (so ``vocab_size >= 260``), with the same BOS/EOS,
+truncation and padding.
+
+Ids ``0..3`` are the special tokens' range; no word or byte maps there. ``unk_id`` is accepted
+for the seed's ``text_params`` but never emitted: every word has a hash.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from datakiln.errors import SpecError
+
+TOKENIZERS = ("word_hash", "byte")
+# Ids below this are reserved for pad/unk/bos/eos; word and byte ids start here.
+NUM_SPECIAL_IDS = 4
+FNV_OFFSET_BASIS = 2166136261
+FNV_PRIME = 16777619
+# Byte tokenizer: 256 byte values after the special ids.
+BYTE_VOCAB_SIZE = 256 + NUM_SPECIAL_IDS
+# Narrowest byte-matrix width ``tokenize_texts`` uses (widths are powers of two from here).
+MIN_BYTE_WIDTH = 64
+# ``tokenize_texts`` first tries a width of this many bytes per token at most, and widens
+# only the rows that need it (long words or texts whose kept words lie further in).
+BYTES_PER_TOKEN_GUESS = 8
+# Rows are padded to a power of two of at least this many, so shard tails compile rarely.
+MIN_ROW_BUCKET = 8
+_SPACE = 0x20
+
+
+def token_dtype(vocab_size: int) -> np.dtype[Any]:
+    """The smallest unsigned integer dtype that holds every id in ``[0, vocab_size)``."""
+    if vocab_size < 1:
+        raise SpecError(f"vocab_size must be positive, got {vocab_size}")
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if vocab_size - 1 <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    raise SpecError(f"vocab_size {vocab_size} does not fit in uint32 ids")
+
+
+def check_text_params(
+    *,
+    tokenizer: str = "word_hash",
+    vocab_size: int,
+    max_length: int,
+    pad_id: int,
+    unk_id: int,
+    bos_id: int,
+    eos_id: int,
+) -> None:
+    """Raise ``SpecError`` unless the parameters make a valid tokenizer.
+
+    Rules: ``max_length >= 2`` (room for BOS and EOS); ``vocab_size > 4`` for word_hash and
+    ``>= 260`` for byte; the four special ids distinct and in ``[0, 4)``, the range no word or
+    byte id uses.
+    """
+    if tokenizer not in TOKENIZERS:
+        raise SpecError(f"tokenizer must be one of {TOKENIZERS}, got {tokenizer!r}")
+    if max_length < 2:
+        raise SpecError(f"max_length must be at least 2 (BOS and EOS), got {max_length}")
+    least = NUM_SPECIAL_IDS + 1 if tokenizer == "word_hash" else BYTE_VOCAB_SIZE
+    if vocab_size < least:
+        raise SpecError(f"vocab_size must be at least {least} for {tokenizer}, got {vocab_size}")
+    if vocab_size > 2**31:
+        raise SpecError(f"vocab_size must be at most 2**31 (int32 ids), got {vocab_size}")
+    ids = {"pad_id": pad_id, "unk_id": unk_id, "bos_id": bos_id, "eos_id": eos_id}
+    if sorted(ids.values()) != list(range(NUM_SPECIAL_IDS)):
+        raise SpecError(
+            f"special ids must be 0, 1, 2, 3 in some order (ids from 4 on are words), got {ids}"
+        )
+
+
+def encode_texts(
+    texts: Sequence[str],
+    *,
+    case_sensitive: bool,
+    max_bytes: int,
+    normalize_whitespace: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pack strings into a zero-padded UTF-8 byte matrix for the tokenizer kernels.
+
+    Case is folded with ``str.casefold()`` (full Unicode folding, e.g. ``"ß" -> "ss"``) unless
+    ``case_sensitive``. With ``normalize_whitespace`` (word_hash), each text becomes
+    ``" ".join(text.split())``: every run of Unicode whitespace is one byte ``0x20`` and none
+    leads or trails, which leaves the words, and so the word ids, exactly as ``str.split()``
+    finds them. Without it (byte tokenizer) the text is encoded as is.
+
+    Args:
+        texts: The samples.
+        case_sensitive: Keep case.
+        max_bytes: Width of the matrix; longer texts are cut there (their full length is still
+            reported, so the kernels can tell a cut row from a short one).
+        normalize_whitespace: Collapse whitespace as above.
+
+    Returns:
+        ``(byte_matrix, lengths)``: uint8 ``(N, max_bytes)`` zero-padded, and int32 ``(N,)``
+        full UTF-8 lengths (after folding and normalising), which may exceed ``max_bytes``.
+    """
+    if max_bytes < 1:
+        raise SpecError(f"max_bytes must be positive, got {max_bytes}")
+    if not case_sensitive:
+        texts = [t.casefold() for t in texts]
+    if normalize_whitespace:
+        encoded = [" ".join(t.split()).encode("utf-8") for t in texts]
+    else:
+        encoded = [t.encode("utf-8", "surrogatepass") for t in texts]
+    return _pack(encoded, max_bytes)
+
+
+def _pack(encoded: Sequence[bytes], width: int) -> tuple[np.ndarray, np.ndarray]:
+    n = len(encoded)
+    lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=n)
+    flat = b"".join([e[:width].ljust(width, b"\0") for e in encoded])
+    matrix = np.frombuffer(flat, dtype=np.uint8).reshape(n, width)
+    return matrix, np.minimum(lengths, np.iinfo(np.int32).max).astype(np.int32)
+
+
+@functools.partial(
+    jax.jit, static_argnames=("vocab_size", "max_length", "pad_id", "bos_id", "eos_id")
+)
+def _word_hash_kernel(
+    byte_matrix: jax.Array,
+    lengths: jax.Array,
+    *,
+    vocab_size: int,
+    max_length: int,
+    pad_id: int,
+    bos_id: int,
+    eos_id: int,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    n, width = byte_matrix.shape
+    keep = max_length - 2  # word ids that fit between BOS and EOS
+    col = jnp.arange(width, dtype=jnp.int32)[None, :]
+    in_text = col < lengths[:, None]
+    in_word = in_text & (byte_matrix != _SPACE)  # NUL bytes inside the text are word bytes
+    no_word = jnp.zeros((n, 1), dtype=bool)
+    before = jnp.concatenate([no_word, in_word[:, :-1]], axis=1)
+    after = jnp.concatenate([in_word[:, 1:], no_word], axis=1)
+    starts = in_word & ~before
+    ends = in_word & ~after
+
+    basis = jnp.uint32(FNV_OFFSET_BASIS)
+    prime = jnp.uint32(FNV_PRIME)
+
+    def step(h: jax.Array, column: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        byte, start = column
+        h = jnp.where(start, basis, h)
+        h = (h ^ byte) * prime  # uint32 arithmetic wraps mod 2**32, as FNV-1a wants
+        return h, h
+
+    # The running hash of the current word at every byte; at a word's last byte it is the
+    # word's FNV-1a hash. Sequential over columns, vectorised over rows.
+    _, hashes = jax.lax.scan(
+        step,
+        jnp.full((n,), basis),
+        (byte_matrix.T.astype(jnp.uint32), starts.T),
+        unroll=8,
+    )
+    ids = (hashes.T % jnp.uint32(vocab_size - NUM_SPECIAL_IDS)).astype(jnp.int32)
+    ids = ids + NUM_SPECIAL_IDS
+    word_index = jnp.cumsum(starts, axis=1, dtype=jnp.int32) - 1
+    n_words = word_index[:, -1] + 1
+    # Each word's id goes to slot word_index + 1 (after BOS); words past the kept ones and
+    # non-final bytes go to slot max_length, out of bounds, and are dropped.
+    slot = jnp.where(ends & (word_index < keep), word_index + 1, max_length)
+    rows = jnp.arange(n, dtype=jnp.int32)[:, None]
+    tokens = jnp.full((n, max_length), pad_id, dtype=jnp.int32)
+    tokens = tokens.at[rows, slot].set(ids, mode="drop")
+    kept = jnp.minimum(n_words, keep)
+    out_col = jnp.arange(max_length, dtype=jnp.int32)[None, :]
+    tokens = jnp.where(out_col == 0, bos_id, tokens)
+    tokens = jnp.where(out_col == (kept + 1)[:, None], eos_id, tokens)
+    # A row cut by the matrix width is still exact if the word after the kept ones starts
+    # inside it: then every kept word ended inside it too, and the row is truncated.
+    exact = (lengths <= width) | (n_words > keep)
+    return tokens, kept + 2, n_words > keep, exact
+
+
+@functools.partial(jax.jit, static_argnames=("max_length", "pad_id", "bos_id", "eos_id"))
+def _byte_kernel(
+    byte_matrix: jax.Array,
+    lengths: jax.Array,
+    *,
+    max_length: int,
+    pad_id: int,
+    bos_id: int,
+    eos_id: int,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    n, width = byte_matrix.shape
+    keep = max_length - 2
+    if width < keep:
+        byte_matrix = jnp.pad(byte_matrix, ((0, 0), (0, keep - width)))
+    body = byte_matrix[:, :keep].astype(jnp.int32) + NUM_SPECIAL_IDS
+    kept = jnp.minimum(lengths, keep)
+    body_col = jnp.arange(keep, dtype=jnp.int32)[None, :]
+    body = jnp.where(body_col < kept[:, None], body, pad_id)
+    tokens = jnp.concatenate(
+        [jnp.full((n, 1), bos_id, jnp.int32), body, jnp.full((n, 1), pad_id, jnp.int32)], axis=1
+    )
+    out_col = jnp.arange(max_length, dtype=jnp.int32)[None, :]
+    tokens = jnp.where(out_col == (kept + 1)[:, None], eos_id, tokens)
+    exact = (lengths <= width) | (width >= keep)
+    return tokens, kept + 2, lengths > keep, exact
+
+
+def _check_exact(exact: jax.Array, lengths: Any, width: int, max_length: int) -> None:
+    bad = np.flatnonzero(~np.asarray(exact))
+    if bad.size:
+        raise ValueError(
+            f"rows {bad[:10].tolist()} (of {bad.size}) are longer than the byte matrix "
+            f"({width} bytes; lengths {np.asarray(lengths)[bad[:10]].tolist()}) and their "
+            f"first {max_length - 2} tokens do not all lie inside it, so their ids cannot be "
+            "computed exactly; encode them with a larger max_bytes, or use tokenize_texts, "
+            "which widens such rows itself"
+        )
+
+
+def tokenize_word_hash(
+    byte_matrix: jax.Array | np.ndarray,
+    lengths: jax.Array | np.ndarray,
+    *,
+    vocab_size: int,
+    max_length: int,
+    pad_id: int = 0,
+    unk_id: int = 1,
+    bos_id: int = 2,
+    eos_id: int = 3,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Word-hash tokenize a byte matrix from ``encode_texts`` (jit-compiled; see module doc).
+
+    Words are the maximal runs of bytes other than ``0x20`` within each row's length, so the
+    matrix must come from ``encode_texts(..., normalize_whitespace=True)``. One compile per
+    (shape, parameters).
+
+    Args:
+        byte_matrix: uint8 ``(N, W)``.
+        lengths: int32 ``(N,)`` full byte lengths (may exceed ``W``).
+        vocab_size, max_length, pad_id, unk_id, bos_id, eos_id: The seed's ``text_params``.
+
+    Returns:
+        ``(tokens, token_lengths, truncated)``: int32 ``(N, max_length)``, int32 ``(N,)``
+        (BOS and EOS included), bool ``(N,)`` (words were dropped).
+
+    Raises:
+        ValueError: A row is longer than ``W`` and its kept words do not all end inside it
+            (its ids would differ from the scheme's); nothing is returned silently wrong.
+        SpecError: Invalid parameters.
+    """
+    check_text_params(
+        vocab_size=vocab_size,
+        max_length=max_length,
+        pad_id=pad_id,
+        unk_id=unk_id,
+        bos_id=bos_id,
+        eos_id=eos_id,
+    )
+    tokens, token_lengths, truncated, exact = _word_hash_kernel(
+        jnp.asarray(byte_matrix, dtype=jnp.uint8),
+        jnp.asarray(lengths, dtype=jnp.int32),
+        vocab_size=vocab_size,
+        max_length=max_length,
+        pad_id=pad_id,
+        bos_id=bos_id,
+        eos_id=eos_id,
+    )
+    _check_exact(exact, lengths, byte_matrix.shape[1], max_length)
+    return tokens, token_lengths, truncated
+
+
+def tokenize_bytes(
+    byte_matrix: jax.Array | np.ndarray,
+    lengths: jax.Array | np.ndarray,
+    *,
+    vocab_size: int = BYTE_VOCAB_SIZE,
+    max_length: int,
+    pad_id: int = 0,
+    unk_id: int = 1,
+    bos_id: int = 2,
+    eos_id: int = 3,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Byte tokenize a byte matrix from ``encode_texts`` (jit-compiled; see module doc).
+
+    The matrix must be at least ``max_length - 2`` wide, or rows must fit in it.
+
+    Returns:
+        ``(tokens, token_lengths, truncated)`` as ``tokenize_word_hash``.
+
+    Raises:
+        ValueError: A row was cut by the matrix before ``max_length - 2`` bytes.
+        SpecError: Invalid parameters.
+    """
+    check_text_params(
+        tokenizer="byte",
+        vocab_size=vocab_size,
+        max_length=max_length,
+        pad_id=pad_id,
+        unk_id=unk_id,
+        bos_id=bos_id,
+        eos_id=eos_id,
+    )
+    tokens, token_lengths, truncated, exact = _byte_kernel(
+        jnp.asarray(byte_matrix, dtype=jnp.uint8),
+        jnp.asarray(lengths, dtype=jnp.int32),
+        max_length=max_length,
+        pad_id=pad_id,
+        bos_id=bos_id,
+        eos_id=eos_id,
+    )
+    _check_exact(exact, lengths, byte_matrix.shape[1], max_length)
+    return tokens, token_lengths, truncated
+
+
+def _next_pow2(x: int, least: int) -> int:
+    return max(least, 1 << max(0, int(x) - 1).bit_length())
+
+
+def tokenize_texts(
+    texts: Sequence[str],
+    *,
+    tokenizer: str = "word_hash",
+    vocab_size: int,
+    max_length: int,
+    pad_id: int = 0,
+    unk_id: int = 1,
+    bos_id: int = 2,
+    eos_id: int = 3,
+    case_sensitive: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tokenize strings: ``encode_texts`` then the tokenizer's kernel, on bucketed shapes.
+
+    Rows are padded to a power of two (at least ``MIN_ROW_BUCKET``) and byte widths are powers
+    of two (at least ``MIN_BYTE_WIDTH``), so a bake over shards of one size compiles once or
+    twice per width. For word_hash the first width is bounded by ``BYTES_PER_TOKEN_GUESS``
+    bytes per token; rows whose kept words do not fit are re-encoded wider, so every row's ids
+    equal the scheme's exactly.
+
+    Returns:
+        ``(tokens, token_lengths, truncated)`` as numpy: int32 ``(N, max_length)``, int32
+        ``(N,)``, bool ``(N,)``.
+    """
+    check_text_params(
+        tokenizer=tokenizer,
+        vocab_size=vocab_size,
+        max_length=max_length,
+        pad_id=pad_id,
+        unk_id=unk_id,
+        bos_id=bos_id,
+        eos_id=eos_id,
+    )
+    n = len(texts)
+    tokens = np.full((n, max_length), pad_id, dtype=np.int32)
+    token_lengths = np.zeros(n, dtype=np.int32)
+    truncated = np.zeros(n, dtype=bool)
+    if n == 0:
+        return tokens, token_lengths, truncated
+    folded = texts if case_sensitive else [t.casefold() for t in texts]
+    ids = {"pad_id": pad_id, "bos_id": bos_id, "eos_id": eos_id}
+    if tokenizer == "byte":
+        encoded = [t.encode("utf-8", "surrogatepass") for t in folded]
+        # Only the first max_length - 2 bytes are ever used: the width is fixed by max_length.
+        width = _next_pow2(max_length - 2, MIN_BYTE_WIDTH)
+        kernel = functools.partial(_byte_kernel, max_length=max_length, **ids)
+    else:
+        encoded = [" ".join(t.split()).encode("utf-8") for t in folded]
+        longest = max(map(len, encoded))
+        width = _next_pow2(min(longest, BYTES_PER_TOKEN_GUESS * max_length), MIN_BYTE_WIDTH)
+        kernel = functools.partial(
+            _word_hash_kernel, vocab_size=vocab_size, max_length=max_length, **ids
+        )
+    todo = np.arange(n)
+    while todo.size:
+        rows = _next_pow2(todo.size, MIN_ROW_BUCKET)
+        part = [encoded[i] for i in todo] + [b""] * (rows - todo.size)
+        matrix, lengths = _pack(part, width)
+        out = kernel(jnp.asarray(matrix), jnp.asarray(lengths))
+        t, tl, tr, exact = (np.asarray(a)[: todo.size] for a in out)
+        tokens[todo[exact]] = t[exact]
+        token_lengths[todo[exact]] = tl[exact]
+        truncated[todo[exact]] = tr[exact]
+        todo = todo[~exact]
+        if todo.size:
+            longest = max(len(encoded[i]) for i in todo)
+            width = _next_pow2(min(longest, 8 * width), MIN_BYTE_WIDTH)
+    return tokens, token_lengths, truncated
+
+
+@dataclasses.dataclass(frozen=True, slots=True, eq=False)
+class VocabStats:
+    """Token statistics of a set of samples; ``merge`` combines those of several shards.
+
+    Attributes:
+        vocab_size: Size of the id space.
+        n_samples: Samples counted.
+        n_truncated: Samples whose tokens were cut at ``max_length``.
+        token_counts: int64 ``(vocab_size,)``: occurrences of each id within the samples'
+            lengths (padding excluded; BOS/EOS included).
+        length_histogram: int64 ``(max_length + 1,)``: samples per token length.
+    """
+
+    vocab_size: int
+    n_samples: int
+    n_truncated: int
+    token_counts: np.ndarray
+    length_histogram: np.ndarray
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens in all samples (BOS and EOS included, padding not)."""
+        return int(self.token_counts.sum())
+
+    @property
+    def unique_tokens(self) -> int:
+        """Distinct ids that occur (special ids included)."""
+        return int(np.count_nonzero(self.token_counts))
+
+    @property
+    def coverage(self) -> float:
+        """Fraction of the non-special ids ``[4, vocab_size)`` that occur at least once."""
+        used = np.count_nonzero(self.token_counts[NUM_SPECIAL_IDS:])
+        return float(used) / (self.vocab_size - NUM_SPECIAL_IDS)
+
+    def merge(self, other: VocabStats) -> VocabStats:
+        """The statistics of both sets of samples together."""
+        if (other.vocab_size, other.length_histogram.shape) != (
+            self.vocab_size,
+            self.length_histogram.shape,
+        ):
+            raise SpecError(
+                "cannot merge vocab stats of different tokenizers: vocab_size "
+                f"{self.vocab_size} vs {other.vocab_size}, max_length "
+                f"{self.length_histogram.size - 1} vs {other.length_histogram.size - 1}"
+            )
+        return VocabStats(
+            vocab_size=self.vocab_size,
+            n_samples=self.n_samples + other.n_samples,
+            n_truncated=self.n_truncated + other.n_truncated,
+            token_counts=self.token_counts + other.token_counts,
+            length_histogram=self.length_histogram + other.length_histogram,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The summary that goes into the manifest, as plain JSON types."""
+        return {
+            "vocab_size": self.vocab_size,
+            "n_samples": self.n_samples,
+            "n_tokens": self.n_tokens,
+            "n_truncated": self.n_truncated,
+            "unique_tokens": self.unique_tokens,
+            "coverage": self.coverage,
+            "length_histogram": self.length_histogram.tolist(),
+        }
+
+
+def vocab_stats(
+    tokens: np.ndarray | jax.Array,
+    lengths: np.ndarray | jax.Array,
+    vocab_size: int,
+    *,
+    truncated: np.ndarray | jax.Array | None = None,
+) -> VocabStats:
+    """Count ids, lengths and truncations of tokenized samples (host numpy).
+
+    Args:
+        tokens: Integer ``(N, max_length)`` ids.
+        lengths: Integer ``(N,)`` token lengths.
+        vocab_size: Size of the id space; every id must be below it.
+        truncated: Bool ``(N,)`` from the tokenizer; ``None`` counts no truncation.
+    """
+    tokens = np.asarray(tokens)
+    lengths = np.asarray(lengths).astype(np.int64)
+    n, max_length = tokens.shape
+    if lengths.shape != (n,) or lengths.min(initial=0) < 0 or lengths.max(initial=0) > max_length:
+        raise ValueError(
+            f"lengths must be (N,) = ({n},) in [0, {max_length}], got shape {lengths.shape}"
+        )
+    mask = np.arange(max_length)[None, :] < lengths[:, None]
+    counted = tokens[mask].astype(np.int64)
+    if counted.size and (counted.min() < 0 or counted.max() >= vocab_size):
+        raise ValueError(f"token ids must lie in [0, {vocab_size}), got {counted.min()}..")
+    return VocabStats(
+        vocab_size=vocab_size,
+        n_samples=n,
+        n_truncated=0 if truncated is None else int(np.count_nonzero(np.asarray(truncated))),
+        token_counts=np.bincount(counted, minlength=vocab_size),
+        length_histogram=np.bincount(lengths, minlength=max_length + 1),
+    )

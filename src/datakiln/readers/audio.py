@@ -1,0 +1,181 @@
+"""Audio sources: decode whatever libsndfile reads, through ``soundfile``, into float32 frames.
+
+WAV (PCM 8/16/24/32-bit, float, double), FLAC, OGG/Vorbis and the other formats of
+``soundfile.available_formats()`` decode to float32 in ``[-1, 1]`` (integer PCM is scaled by
+libsndfile), any sample rate and channel count. What cannot be used raises ``AudioDecodeError``
+with the ``stage`` it failed at, which ``read_audio`` turns into a ``Rejection``:
+
+* stage ``decode``: empty input, unknown or unsupported container, corrupt header, a body
+  shorter than its header says (truncated download);
+* stage ``validate``: no frames, a non-positive sample rate, NaN or infinite samples.
+
+libsndfile reads a truncated WAV without complaint (it shortens the clip), so the RIFF ``data``
+chunk size is checked against the bytes present, and for other formats the frames read against
+the frames the header announces.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import logging
+import struct
+from collections.abc import Mapping
+from typing import IO, Any
+
+import fsspec
+import numpy as np
+import soundfile
+
+from datakiln.errors import DatakilnError
+from datakiln.readers.rejections import STAGE_DECODE, STAGE_FETCH, STAGE_VALIDATE, Rejection
+
+logger = logging.getLogger(__name__)
+
+
+class AudioDecodeError(DatakilnError, ValueError):
+    """An audio input cannot be decoded or holds unusable samples.
+
+    Attributes:
+        stage: ``"decode"`` or ``"validate"`` (the ``Rejection.stage`` it becomes).
+        uri: The input, when the caller named it.
+    """
+
+    def __init__(self, message: str, *, stage: str, uri: str | None = None) -> None:
+        super().__init__(f"{uri}: {message}" if uri else message)
+        self.stage = stage
+        self.uri = uri
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AudioInfo:
+    """What the container says about a decoded clip (its Parquet metadata).
+
+    Attributes:
+        sample_rate: Frames per second.
+        channels: Channels per frame.
+        frames: Frames decoded.
+        format: libsndfile container name (``"WAV"``, ``"FLAC"``, ``"OGG"``, ...).
+        subtype: Sample encoding (``"PCM_16"``, ``"FLOAT"``, ``"VORBIS"``, ...).
+    """
+
+    sample_rate: int
+    channels: int
+    frames: int
+    format: str
+    subtype: str
+
+    @property
+    def duration_s(self) -> float:
+        """Length of the clip in seconds."""
+        return self.frames / self.sample_rate
+
+    def to_dict(self) -> dict[str, Any]:
+        """The info as plain JSON types, with ``duration_s``."""
+        return {**dataclasses.asdict(self), "duration_s": self.duration_s}
+
+
+def decode_audio(
+    data: bytes | bytearray | memoryview | IO[bytes], *, uri: str | None = None
+) -> tuple[np.ndarray, int, AudioInfo]:
+    """Decode one audio file's bytes.
+
+    Args:
+        data: The whole file, as bytes or a binary file object (read to its end).
+        uri: Names the input in error messages only.
+
+    Returns:
+        ``(samples, sample_rate, info)``: float32 ``(frames, channels)`` C-contiguous samples,
+        the sample rate in Hz, and the container's ``AudioInfo``.
+
+    Raises:
+        AudioDecodeError: The input is empty, not audio, truncated, or holds no frames or
+            non-finite samples; ``err.stage`` says which stage.
+    """
+    raw = bytes(data) if isinstance(data, bytes | bytearray | memoryview) else data.read()
+    if not raw:
+        raise AudioDecodeError("empty input (0 bytes), not an audio file", stage=STAGE_DECODE, uri=uri)
+    try:
+        with soundfile.SoundFile(io.BytesIO(raw)) as f:
+            announced = f.frames
+            samples = f.read(dtype="float32", always_2d=True)
+            info = AudioInfo(
+                sample_rate=int(f.samplerate),
+                channels=int(f.channels),
+                frames=int(samples.shape[0]),
+                format=str(f.format),
+                subtype=str(f.subtype),
+            )
+    except (soundfile.SoundFileError, RuntimeError) as err:
+        raise AudioDecodeError(
+            f"not decodable by libsndfile ({type(err).__name__}: {err}); readable formats: "
+            f"{', '.join(sorted(soundfile.available_formats()))}",
+            stage=STAGE_DECODE,
+            uri=uri,
+        ) from err
+    missing = _riff_missing_bytes(raw) if info.format in ("WAV", "WAVEX") else 0
+    if missing > 0 or info.frames < announced:
+        raise AudioDecodeError(
+            f"truncated {info.format}: the header announces more than is there "
+            f"({missing} bytes / {announced - info.frames} frames missing); re-fetch the file",
+            stage=STAGE_DECODE,
+            uri=uri,
+        )
+    if info.sample_rate <= 0:
+        raise AudioDecodeError(
+            f"invalid sample rate {info.sample_rate} Hz", stage=STAGE_VALIDATE, uri=uri
+        )
+    if info.frames == 0:
+        raise AudioDecodeError(
+            f"no audio frames in this {info.format} file", stage=STAGE_VALIDATE, uri=uri
+        )
+    finite = np.isfinite(samples)
+    if not finite.all():
+        first = int(np.argmin(finite.all(axis=1)))
+        raise AudioDecodeError(
+            f"{int(finite.size - np.count_nonzero(finite))} NaN or infinite samples (first at "
+            f"frame {first}); such clips cannot be normalised or turned into spectrograms",
+            stage=STAGE_VALIDATE,
+            uri=uri,
+        )
+    return np.ascontiguousarray(samples), info.sample_rate, info
+
+
+def read_audio(
+    url: str, *, storage_options: Mapping[str, Any] | None = None
+) -> tuple[np.ndarray, int, AudioInfo] | Rejection:
+    """Fetch and decode one clip through fsspec; a bad input comes back as a ``Rejection``.
+
+    Never raises for a bad input (an unreadable URL is a ``fetch`` rejection, an undecodable
+    one a ``decode`` or ``validate`` rejection), so a shard goes on. Thread-safe.
+
+    Returns:
+        ``decode_audio``'s ``(samples, sample_rate, info)``, or the input's ``Rejection``.
+    """
+    try:
+        with fsspec.open(url, "rb", **dict(storage_options or {})) as f:
+            raw = f.read()
+    except OSError as err:
+        return Rejection.from_error(url, STAGE_FETCH, err)
+    try:
+        return decode_audio(raw)
+    except AudioDecodeError as err:
+        logger.debug("rejected %s at %s: %s", url, err.stage, err)
+        return Rejection.from_error(url, err.stage, err)
+
+
+def _riff_missing_bytes(raw: bytes) -> int:
+    """How many bytes of a RIFF/WAVE ``data`` chunk are absent (0 if complete or unknown)."""
+    if len(raw) < 12 or raw[:4] not in (b"RIFF", b"RIFX") or raw[8:12] != b"WAVE":
+        return 0
+    fmt = "<I" if raw[:4] == b"RIFF" else ">I"
+    pos = 12
+    while pos + 8 <= len(raw):
+        chunk_id = raw[pos : pos + 4]
+        (size,) = struct.unpack(fmt, raw[pos + 4 : pos + 8])
+        if chunk_id == b"data":
+            if size == 0xFFFFFFFF:  # streamed WAV of unknown length
+                return 0
+            return max(0, size - (len(raw) - pos - 8))
+        pos += 8 + size + (size & 1)
+    return 0

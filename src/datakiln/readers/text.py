@@ -1,0 +1,660 @@
+"""Text sources: read samples from ``.txt``, ``.jsonl``, ``.csv``/``.tsv`` and ``.parquet`` files.
+
+Every source is read through fsspec, so any URL fsspec understands works. A large
+line-oriented file is never read whole by one task: ``plan_text_ranges`` cuts it into byte
+ranges that start at line starts, and ``read_text_range`` reads one range, so a task's memory
+is bounded by the range size (Parquet files are cut into runs of row groups instead).
+
+Decoding rules, the same for every format:
+
+* UTF-8 by default; a UTF-8 byte-order mark at the start of a file is dropped. ``encoding=``
+  takes any Python codec. Codecs in which ``"\\n"`` is the byte ``0x0A`` (UTF-8, Latin-1,
+  cp1252, Shift-JIS, GB18030, ...) are split by byte range; the others (UTF-16, UTF-32) are
+  read whole, one range per file.
+* Line endings: ``"\\r\\n"`` becomes ``"\\n"``, in line splitting and inside every text returned.
+* Invalid bytes follow ``errors``: ``"reject"`` turns the sample (the line, or the whole file in
+  one-per-file mode) into a ``Rejection`` at stage ``decode``; ``"replace"`` decodes them as
+  U+FFFD.
+* Binary files posing as text: a range whose first ``BINARY_SNIFF_BYTES`` hold a NUL byte is
+  rejected whole (stage ``decode``, ``BinaryContent``), as is any other line holding one
+  (ASCII-compatible codecs only, since UTF-16 text is full of NULs).
+* Empty samples (nothing but whitespace, a JSON null, an empty file) are skipped and returned
+  as rejections with ``error_type == "EmptySample"`` at stage ``validate``, so that
+  ``samples == records + rejections`` and none is lost silently.
+
+Positions: ``TextRecord.position`` and ``Rejection.position`` are the byte offset of the
+sample's first byte in the file for line-oriented formats (stable however the file is cut;
+for the whole-file codecs UTF-16/32 it is the 0-based line number instead), the row index in
+the file for Parquet, and 0 for one-sample-per-file text.
+
+CSV/TSV: the first line of the file is the header; ``field`` names a column. A quoted field
+may span lines only within one range: if a cut falls inside such a field the rows around it
+come out malformed and are rejected (plan with ``target_bytes >= size`` for such files).
+Fields longer than Python's ``csv.field_size_limit()`` (128 KiB by default) are rejected.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import dataclasses
+import json
+import logging
+import os
+import types
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import fsspec
+
+from datakiln.errors import SpecError
+from datakiln.readers.rejections import (
+    EMPTY_SAMPLE,
+    STAGE_DECODE,
+    STAGE_FETCH,
+    STAGE_PARSE,
+    STAGE_VALIDATE,
+    Rejection,
+)
+
+if TYPE_CHECKING:
+    from fsspec.spec import AbstractFileSystem
+
+logger = logging.getLogger(__name__)
+
+TEXT_FORMATS = ("txt", "jsonl", "csv", "tsv", "parquet")
+# File name endings and the format they are read as (``infer_text_format``).
+TEXT_EXTENSIONS: Mapping[str, str] = types.MappingProxyType(
+    {
+        ".txt": "txt",
+        ".text": "txt",
+        ".jsonl": "jsonl",
+        ".ndjson": "jsonl",
+        ".csv": "csv",
+        ".tsv": "tsv",
+        ".parquet": "parquet",
+        ".pq": "parquet",
+    }
+)
+ERROR_POLICIES = ("reject", "replace")
+# A range whose first this-many bytes hold a NUL byte is binary, not text (git's rule).
+BINARY_SNIFF_BYTES = 8192
+# Default byte size of one range of a line-oriented file (``plan_text_ranges``).
+DEFAULT_TARGET_BYTES = 64 * 2**20
+# Block size for scanning forward to the next line start when planning.
+_SCAN_BYTES = 64 * 2**10
+_UTF8_BOM = codecs.BOM_UTF8
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TextRecord:
+    """One text sample and where it came from.
+
+    Attributes:
+        text: The decoded sample, ``"\\r\\n"`` normalised to ``"\\n"``; never only whitespace.
+        uri: The source file.
+        position: Byte offset of the sample in the file (line formats), row index (Parquet) or
+            0 (one sample per file); see the module docstring.
+    """
+
+    text: str
+    uri: str
+    position: int
+
+
+def infer_text_format(url: str) -> str:
+    """The text format of ``url`` by its file name ending, one of ``TEXT_FORMATS``.
+
+    Raises:
+        SpecError: The ending is not one of ``TEXT_EXTENSIONS``.
+    """
+    ext = os.path.splitext(url.rstrip("/"))[1].lower()
+    try:
+        return TEXT_EXTENSIONS[ext]
+    except KeyError:
+        raise SpecError(
+            f"cannot tell the text format of {url!r} from its ending {ext!r}; known endings: "
+            f"{sorted(TEXT_EXTENSIONS)}. Pass fmt= one of {TEXT_FORMATS}."
+        ) from None
+
+
+def plan_text_ranges(
+    url: str,
+    size: int,
+    target_bytes: int = DEFAULT_TARGET_BYTES,
+    *,
+    fmt: str | None = None,
+    one_per_file: bool = False,
+    encoding: str = "utf-8",
+    storage_options: Mapping[str, Any] | None = None,
+) -> list[tuple[int, int]]:
+    """Cut one text file into ranges of about ``target_bytes`` for ``read_text_range``.
+
+    Line-oriented files (txt, jsonl, csv, tsv) are cut into byte ranges ``[start, end)`` that
+    cover ``[0, size)`` without gaps, each starting at a line start; the planner reads a few
+    bytes after each nominal cut to find the next line start, never the whole file. A line
+    longer than ``target_bytes`` makes its range longer. Parquet files are cut into runs of
+    whole row groups, returned as row-group index ranges ``[first, last)``. One-per-file text,
+    ASCII-incompatible codecs and files of at most ``target_bytes`` give one range.
+
+    Args:
+        url: The file (any fsspec URL).
+        size: Its size in bytes, from the listing.
+        target_bytes: Wanted bytes per range (compressed bytes for Parquet).
+        fmt: One of ``TEXT_FORMATS``; ``None`` infers it from the file name.
+        one_per_file: Text files hold one sample each (no cutting).
+        encoding: The file's codec (decides whether byte ranges are possible).
+        storage_options: fsspec options for ``url``.
+
+    Returns:
+        The ranges, in file order; ``[(0, 0)]`` for an empty file (so that reading it reports
+        the empty file).
+
+    Raises:
+        SpecError: Bad ``fmt``, ``target_bytes`` or ``encoding``.
+        OSError: The file cannot be opened or read.
+    """
+    fmt = _check_format(url, fmt)
+    if target_bytes < 1:
+        raise SpecError(f"target_bytes must be a positive number of bytes, got {target_bytes}")
+    fs, path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
+    if fmt == "parquet":
+        return _plan_parquet(fs, path, target_bytes)
+    _, ascii_compatible = _check_codec(encoding)
+    if size <= target_bytes or one_per_file or not ascii_compatible:
+        return [(0, size)]
+    cuts = [0]
+    with fs.open(path, "rb") as f:
+        nominal = target_bytes
+        while nominal < size:
+            cut = _next_line_start(f, nominal, size)
+            if cut >= size:
+                break
+            cuts.append(cut)
+            nominal = cut + target_bytes
+    cuts.append(size)
+    logger.debug("planned %d ranges for %s", len(cuts) - 1, url)
+    return list(zip(cuts[:-1], cuts[1:], strict=True))
+
+
+def read_text_range(
+    url: str,
+    start: int,
+    end: int,
+    *,
+    fmt: str,
+    field: str | None = None,
+    one_per_file: bool = False,
+    encoding: str = "utf-8",
+    errors: str = "reject",
+    storage_options: Mapping[str, Any] | None = None,
+) -> tuple[list[TextRecord], list[Rejection]]:
+    """Read the samples of one range from ``plan_text_ranges``.
+
+    Bad samples never raise: each becomes a ``Rejection`` (with reasons ``UnicodeDecodeError``,
+    ``BinaryContent``, ``JSONDecodeError``, ``MissingField``, ``NotText``, ``MalformedRow``,
+    ``EmptySample``, or the ``OSError`` class name when the bytes cannot be fetched), and the
+    rest are returned. Deterministic; safe to call from several threads.
+
+    Args:
+        url: The file (any fsspec URL).
+        start: First byte of the range (a line start), or first row group (Parquet).
+        end: One past the last byte, or past the last row group.
+        fmt: One of ``TEXT_FORMATS``.
+        field: The JSON key (jsonl) or column name (csv, tsv, parquet) that holds the text;
+            required for those formats, not allowed for txt.
+        one_per_file: For txt: the whole file is one sample (the range must be ``(0, size)``).
+        encoding: The codec of the file's bytes (Parquet strings are always UTF-8; binary
+            Parquet columns are decoded with it).
+        errors: ``"reject"`` or ``"replace"``: what to do with bytes the codec cannot decode.
+        storage_options: fsspec options for ``url``.
+
+    Returns:
+        ``(records, rejections)``, each in file order.
+
+    Raises:
+        SpecError: A bad argument (unknown format, codec or policy; missing or stray field).
+    """
+    fmt = _check_format(url, fmt)
+    codec, ascii_compatible = _check_codec(encoding)
+    if errors not in ERROR_POLICIES:
+        raise SpecError(f"errors must be one of {ERROR_POLICIES}, got {errors!r}")
+    if fmt == "txt" and field is not None:
+        raise SpecError(f"field= is not used by fmt='txt' (got {field!r}); leave it None")
+    if fmt != "txt" and not field:
+        raise SpecError(f"fmt={fmt!r} needs field= naming the key or column that holds the text")
+    if one_per_file and fmt != "txt":
+        raise SpecError(f"one_per_file=True applies to fmt='txt' only, not {fmt!r}")
+    if not 0 <= start <= end:
+        raise SpecError(f"bad range [{start}, {end}) for {url!r}: need 0 <= start <= end")
+    fs, path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
+    reader = _RangeReader(url, codec, errors, ascii_compatible=ascii_compatible)
+    try:
+        if fmt == "parquet":
+            assert field is not None
+            reader.read_parquet(fs, path, start, end, field)
+        else:
+            data = fs.cat_file(path, start, end) if end > start else b""
+            if one_per_file:
+                reader.read_whole(data)
+            elif not ascii_compatible:
+                reader.read_whole_lines(data, fmt, field, fs, path)
+            else:
+                reader.read_lines(data, start, fmt, field, fs, path)
+    except OSError as err:
+        reader.rejections.append(Rejection.from_error(url, STAGE_FETCH, err, position=start))
+    logger.debug(
+        "read %s [%d, %d): %d records, %d rejected",
+        url,
+        start,
+        end,
+        len(reader.records),
+        len(reader.rejections),
+    )
+    return reader.records, reader.rejections
+
+
+def iter_text_records(
+    url: str,
+    *,
+    fmt: str | None = None,
+    field: str | None = None,
+    one_per_file: bool = False,
+    encoding: str = "utf-8",
+    errors: str = "reject",
+    target_bytes: int = DEFAULT_TARGET_BYTES,
+    storage_options: Mapping[str, Any] | None = None,
+) -> Iterator[TextRecord | Rejection]:
+    """Every sample of one file, range by range, with memory bounded by ``target_bytes``.
+
+    Yields each range's records, then that range's rejections. Arguments are those of
+    ``plan_text_ranges`` and ``read_text_range``; ``fmt=None`` infers the format.
+    """
+    fmt = _check_format(url, fmt)
+    fs, path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
+    ranges = plan_text_ranges(
+        url,
+        fs.size(path),
+        target_bytes,
+        fmt=fmt,
+        one_per_file=one_per_file,
+        encoding=encoding,
+        storage_options=storage_options,
+    )
+    for start, end in ranges:
+        records, rejections = read_text_range(
+            url,
+            start,
+            end,
+            fmt=fmt,
+            field=field,
+            one_per_file=one_per_file,
+            encoding=encoding,
+            errors=errors,
+            storage_options=storage_options,
+        )
+        yield from records
+        yield from rejections
+
+
+def read_text_file(
+    url: str, **kwargs: Any
+) -> tuple[list[TextRecord], list[Rejection]]:
+    """All samples of one file as ``(records, rejections)``; arguments of ``iter_text_records``."""
+    records: list[TextRecord] = []
+    rejections: list[Rejection] = []
+    for item in iter_text_records(url, **kwargs):
+        (records if isinstance(item, TextRecord) else rejections).append(item)  # type: ignore[arg-type]
+    return records, rejections
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_format(url: str, fmt: str | None) -> str:
+    if fmt is None:
+        return infer_text_format(url)
+    if fmt not in TEXT_FORMATS:
+        raise SpecError(f"unknown text format {fmt!r} for {url!r}; use one of {TEXT_FORMATS}")
+    return fmt
+
+
+def _check_codec(encoding: str) -> tuple[str, bool]:
+    """The codec's canonical name, and whether ``"\\n"`` is the single byte 0x0A in it."""
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError:
+        raise SpecError(f"unknown text encoding {encoding!r}; use a Python codec name") from None
+    if name == "utf-8-sig":  # we drop the BOM ourselves, only at the start of the file
+        name = "utf-8"
+    try:
+        ascii_compatible = "\n a".encode(name) == b"\n a"
+    except UnicodeError:  # pragma: no cover - codecs that cannot even encode ASCII
+        ascii_compatible = False
+    return name, ascii_compatible
+
+
+def _next_line_start(f: Any, pos: int, size: int) -> int:
+    """The first line start at or after ``pos`` (a position just after a newline)."""
+    f.seek(pos - 1)
+    scanned = pos - 1
+    while scanned < size:
+        block = f.read(_SCAN_BYTES)
+        if not block:
+            break
+        i = block.find(b"\n")
+        if i >= 0:
+            return scanned + i + 1
+        scanned += len(block)
+    return size
+
+
+def _read_first_line(fs: AbstractFileSystem, path: str) -> bytes:
+    """The file's first line, without its newline (the CSV header of a later range)."""
+    chunks = []
+    with fs.open(path, "rb") as f:
+        while True:
+            block = f.read(_SCAN_BYTES)
+            if not block:
+                break
+            i = block.find(b"\n")
+            if i >= 0:
+                chunks.append(block[:i])
+                break
+            chunks.append(block)
+    return b"".join(chunks)
+
+
+def _plan_parquet(fs: AbstractFileSystem, path: str, target_bytes: int) -> list[tuple[int, int]]:
+    import pyarrow.parquet as pq
+
+    with fs.open(path, "rb") as f:
+        meta = pq.ParquetFile(f).metadata
+    n = meta.num_row_groups
+    if n == 0:
+        return [(0, 0)]
+    ranges = []
+    first, acc = 0, 0
+    for i in range(n):
+        acc += meta.row_group(i).total_byte_size
+        if acc >= target_bytes:
+            ranges.append((first, i + 1))
+            first, acc = i + 1, 0
+    if first < n:
+        ranges.append((first, n))
+    return ranges
+
+
+def _normalise(text: str) -> str:
+    return text.replace("\r\n", "\n") if "\r" in text else text
+
+
+class _RangeReader:
+    """Accumulates the records and rejections of one range (one call, one thread)."""
+
+    def __init__(self, uri: str, codec: str, errors: str, *, ascii_compatible: bool) -> None:
+        self.uri = uri
+        self.codec = codec
+        self.errors = errors
+        self.ascii_compatible = ascii_compatible
+        self.records: list[TextRecord] = []
+        self.rejections: list[Rejection] = []
+
+    def reject(self, stage: str, error_type: str, message: str, position: int | None) -> None:
+        self.rejections.append(Rejection(self.uri, stage, error_type, message, position))
+
+    def add(self, text: str, position: int) -> None:
+        text = _normalise(text)
+        if text.strip():
+            self.records.append(TextRecord(text, self.uri, position))
+        else:
+            self.reject(STAGE_VALIDATE, EMPTY_SAMPLE, "empty sample (only whitespace)", position)
+
+    def decode(self, raw: bytes, position: int, *, check_nul: bool) -> str | None:
+        """``raw`` decoded by the policy, or ``None`` after recording why it was rejected."""
+        if check_nul and b"\x00" in raw:
+            where = position + raw.index(b"\x00")
+            self.reject(STAGE_DECODE, "BinaryContent", f"NUL byte at offset {where}", position)
+            return None
+        try:
+            return raw.decode(self.codec, "strict" if self.errors == "reject" else "replace")
+        except UnicodeDecodeError as err:
+            self.reject(
+                STAGE_DECODE,
+                type(err).__name__,
+                f"invalid {self.codec} at byte offset {position + err.start}: {err.reason} "
+                f"({raw[err.start : err.start + 4]!r}); use errors='replace' to keep such "
+                "samples with U+FFFD",
+                position,
+            )
+            return None
+
+    def _sniff_binary(self, data: bytes, position: int) -> bool:
+        nul = data.find(b"\x00", 0, BINARY_SNIFF_BYTES)
+        if nul < 0:
+            return False
+        self.reject(
+            STAGE_DECODE,
+            "BinaryContent",
+            f"binary data, not text: NUL byte at offset {position + nul}; "
+            f"{len(data)} bytes from offset {position} skipped",
+            position,
+        )
+        return True
+
+    # -- one sample per file ---------------------------------------------------------------
+
+    def read_whole(self, data: bytes) -> None:
+        if not data:
+            self.reject(STAGE_VALIDATE, EMPTY_SAMPLE, "empty file", 0)
+            return
+        if self.ascii_compatible and self._sniff_binary(data, 0):
+            return
+        if self.codec == "utf-8" and data.startswith(_UTF8_BOM):
+            data = data[len(_UTF8_BOM) :]
+        text = self.decode(data, 0, check_nul=False)
+        if text is not None:
+            self.add(text.removeprefix("\ufeff"), 0)
+
+    # -- line-oriented formats -------------------------------------------------------------
+
+    def read_lines(
+        self,
+        data: bytes,
+        start: int,
+        fmt: str,
+        field: str | None,
+        fs: AbstractFileSystem,
+        path: str,
+    ) -> None:
+        if not data:
+            if start == 0:
+                self.reject(STAGE_VALIDATE, EMPTY_SAMPLE, "empty file", 0)
+            return
+        if self._sniff_binary(data, start):
+            return
+        offset = start
+        if start == 0 and self.codec == "utf-8" and data.startswith(_UTF8_BOM):
+            offset = len(_UTF8_BOM)
+            data = data[offset:]
+        lines = data.split(b"\n")
+        if lines[-1] == b"":  # the range ends with a newline: no line after it
+            lines.pop()
+        decoded: list[tuple[int, str]] = []
+        for raw in lines:
+            position = offset
+            offset += len(raw) + 1
+            if raw.endswith(b"\r"):
+                raw = raw[:-1]
+            text = self.decode(raw, position, check_nul=True)
+            if text is not None:
+                decoded.append((position, text))
+        self._parse_lines(decoded, start, fmt, field, fs, path)
+
+    def read_whole_lines(
+        self, data: bytes, fmt: str, field: str | None, fs: AbstractFileSystem, path: str
+    ) -> None:
+        """Line formats in codecs such as UTF-16, read whole; positions are line numbers."""
+        if not data:
+            self.reject(STAGE_VALIDATE, EMPTY_SAMPLE, "empty file", 0)
+            return
+        text = self.decode(data, 0, check_nul=False)
+        if text is None:
+            return
+        lines = _normalise(text.removeprefix("\ufeff")).split("\n")
+        if lines[-1] == "":
+            lines.pop()
+        self._parse_lines(list(enumerate(lines)), 0, fmt, field, fs, path)
+
+    def _parse_lines(
+        self,
+        lines: list[tuple[int, str]],
+        start: int,
+        fmt: str,
+        field: str | None,
+        fs: AbstractFileSystem,
+        path: str,
+    ) -> None:
+        if fmt == "txt":
+            for position, text in lines:
+                self.add(text, position)
+        elif fmt == "jsonl":
+            assert field is not None
+            for position, line in lines:
+                self._add_json(line, position, field)
+        else:
+            assert field is not None
+            self._add_csv(lines, start, "\t" if fmt == "tsv" else ",", field, fs, path)
+
+    def _add_json(self, line: str, position: int, field: str) -> None:
+        if not line.strip():
+            self.add(line, position)
+            return
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            self.reject(STAGE_PARSE, type(err).__name__, f"invalid JSON: {err}", position)
+            return
+        if not isinstance(obj, dict) or field not in obj:
+            what = f"keys {sorted(obj)[:10]}" if isinstance(obj, dict) else type(obj).__name__
+            self.reject(
+                STAGE_PARSE, "MissingField", f"no field {field!r} in JSON line ({what})", position
+            )
+            return
+        value = obj[field]
+        if value is None:
+            self.reject(STAGE_VALIDATE, EMPTY_SAMPLE, f"field {field!r} is null", position)
+        elif not isinstance(value, str):
+            self.reject(
+                STAGE_VALIDATE,
+                "NotText",
+                f"field {field!r} holds a {type(value).__name__}, not a string",
+                position,
+            )
+        else:
+            self.add(value, position)
+
+    def _add_csv(
+        self,
+        lines: list[tuple[int, str]],
+        start: int,
+        delimiter: str,
+        field: str,
+        fs: AbstractFileSystem,
+        path: str,
+    ) -> None:
+        if start == 0:
+            if not lines:
+                return
+            header_line = lines[0][1]
+            lines = lines[1:]
+        else:
+            raw = _read_first_line(fs, path)
+            if raw.startswith(_UTF8_BOM) and self.codec == "utf-8":
+                raw = raw[len(_UTF8_BOM) :]
+            header_line = raw.rstrip(b"\r").decode(self.codec, "replace")
+        header = next(csv.reader([header_line], delimiter=delimiter), [])
+        if field not in header:
+            self.reject(
+                STAGE_PARSE,
+                "MissingField",
+                f"no column {field!r} in the header {header[:20]}; rows from offset {start} "
+                "skipped",
+                start,
+            )
+            return
+        column = header.index(field)
+        reader = csv.reader((text + "\n" for _, text in lines), delimiter=delimiter)
+        consumed = 0
+        while True:
+            position = lines[consumed][0] if consumed < len(lines) else -1
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as err:
+                self.reject(STAGE_PARSE, type(err).__name__, f"bad CSV row: {err}", position)
+                consumed = reader.line_num
+                continue
+            consumed = reader.line_num
+            if len(row) <= column:
+                if not row or (len(row) == 1 and not row[0].strip()):
+                    self.reject(STAGE_VALIDATE, EMPTY_SAMPLE, "empty line", position)
+                else:
+                    self.reject(
+                        STAGE_PARSE,
+                        "MalformedRow",
+                        f"row has {len(row)} fields, the header has {len(header)}",
+                        position,
+                    )
+                continue
+            self.add(row[column], position)
+
+    # -- Parquet ---------------------------------------------------------------------------
+
+    def read_parquet(
+        self, fs: AbstractFileSystem, path: str, first: int, last: int, field: str
+    ) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            with fs.open(path, "rb") as f:
+                pf = pq.ParquetFile(f)
+                names = pf.schema_arrow.names
+                if field not in names:
+                    self.reject(
+                        STAGE_PARSE,
+                        "MissingField",
+                        f"no column {field!r} in the Parquet schema {names[:20]}",
+                        None,
+                    )
+                    return
+                meta = pf.metadata
+                row = sum(meta.row_group(i).num_rows for i in range(min(first, meta.num_row_groups)))
+                if meta.num_rows == 0 and first == 0:
+                    self.reject(STAGE_VALIDATE, EMPTY_SAMPLE, "Parquet file has no rows", 0)
+                for i in range(first, min(last, meta.num_row_groups)):
+                    values = pf.read_row_group(i, columns=[field]).column(0).to_pylist()
+                    for value in values:
+                        self._add_value(value, row, field)
+                        row += 1
+        except pa.ArrowException as err:
+            self.reject(STAGE_DECODE, type(err).__name__, f"unreadable Parquet: {err}", None)
+
+    def _add_value(self, value: object, position: int, field: str) -> None:
+        if value is None:
+            self.reject(STAGE_VALIDATE, EMPTY_SAMPLE, f"column {field!r} is null", position)
+        elif isinstance(value, bytes):
+            text = self.decode(value, position, check_nul=False)
+            if text is not None:
+                self.add(text, position)
+        elif isinstance(value, str):
+            self.add(value, position)
+        else:
+            self.reject(
+                STAGE_VALIDATE,
+                "NotText",
+                f"column {field!r} holds a {type(value).__name__}, not a string",
+                position,
+            )

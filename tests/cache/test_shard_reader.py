@@ -1,0 +1,71 @@
+"""The direct shard reader returns exactly what zarr-python returns, on disk and in memory."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zarr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from datakiln.cache.layout import store_fs, zarr_store
+from datakiln.cache.shard_reader import ShardedFieldReader
+from datakiln.errors import CacheFormatError
+from datakiln.writers.zarr_region import FieldLayout, prepare_arrays, write_rows
+
+ROWS, SHARD_ROWS, SHAPE = 50, 16, (3, 5, 2)
+
+
+def _make(url: str) -> np.ndarray:
+    field = FieldLayout("x", "x", "uint8", SHAPE, SHARD_ROWS)
+    prepare_arrays(url, None, [field], ROWS, {})
+    rng = np.random.default_rng(0)
+    data = rng.integers(1, 256, (ROWS, *SHAPE), dtype=np.uint8)
+    data[5] = 0  # an all-fill sample: zarr stores no inner chunk for it
+    data[32:48] = 0  # a whole shard of fill: no object at all
+    for start in range(0, ROWS, SHARD_ROWS):
+        write_rows(url, None, "x", start, data[start : start + SHARD_ROWS])
+    return data
+
+
+@pytest.fixture(params=["local", "memory"])
+def stored(request, tmp_path, memory_root):
+    url = str(tmp_path / "s") if request.param == "local" else f"{memory_root}/s"
+    data = _make(url)
+    fs, root = store_fs(url)
+    return url, data, ShardedFieldReader(fs, root, "x")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.integers(0, ROWS - 1), min_size=1, max_size=40))
+def test_matches_zarr_python(stored, rows):
+    url, data, reader = stored
+    rows = np.array(rows, dtype=np.int64)
+    out = np.empty((len(rows), *SHAPE), np.uint8)
+    reader.read_into(rows, out)
+    reference = zarr.open_array(zarr_store(url, None, read_only=True), path="x", mode="r")
+    np.testing.assert_array_equal(out, reference.get_orthogonal_selection((rows,)))
+    np.testing.assert_array_equal(out, data[rows])
+
+
+def test_cache_is_bounded(tmp_path):
+    url = str(tmp_path / "s")
+    _make(url)
+    fs, root = store_fs(url)
+    reader = ShardedFieldReader(fs, root, "x", max_cache_bytes=1)
+    out = np.empty((4, *SHAPE), np.uint8)
+    reader.read_into(np.array([0, 17, 49, 3]), out)
+    assert len(reader._cache) == 1
+
+
+def test_damaged_chunk_length_is_an_error(tmp_path):
+    url = str(tmp_path / "s")
+    _make(url)
+    fs, root = store_fs(url)
+    reader = ShardedFieldReader(fs, root, "x")
+    index, chunks = reader._entry(0)
+    broken = index.copy()
+    broken[2, 1] = 7
+    reader._cache[0] = (broken, chunks)
+    with pytest.raises(CacheFormatError, match="verify"):
+        reader.read_into(np.array([2]), np.empty((1, *SHAPE), np.uint8))

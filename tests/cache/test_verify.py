@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from datakiln.cache.verify import verify_cache
+from datakiln.etl.bake import bake
+from datakiln.etl.spec import BakeSpec, ImageParams
+
+
+@pytest.fixture
+def cache(image_corpus, tmp_path) -> Path:
+    out = tmp_path / "cache"
+    bake(BakeSpec(sources=(f"{image_corpus.root}/*/*.png",), output=str(out), shard_size=16,
+                  image=ImageParams(height=8, width=8, labels="parent")))  # fmt: skip
+    return out
+
+
+def _first_shard_object(cache: Path) -> Path:
+    marker = json.loads((cache / "_shards" / "00000.json").read_text())
+    key = next(k for k, v in marker["checksums"].items() if k.startswith("images/") and v)
+    return cache / key
+
+
+def test_intact_cache_verifies(cache):
+    report = verify_cache(str(cache))
+    assert report.ok, report.problems
+    assert report.objects_checked >= 3
+
+
+def test_flipped_byte_is_reported(cache):
+    target = _first_shard_object(cache)
+    data = bytearray(target.read_bytes())
+    data[len(data) // 3] ^= 0x01
+    target.write_bytes(bytes(data))
+    report = verify_cache(str(cache))
+    assert not report.ok
+    assert any("does not match its checksum" in p for p in report.problems)
+
+
+def test_missing_chunk_and_truncated_parquet_are_reported(cache):
+    _first_shard_object(cache).unlink()
+    part = cache / "meta" / "part-00000.parquet"
+    part.write_bytes(part.read_bytes()[:-10])
+    problems = verify_cache(str(cache)).problems
+    assert any("is missing" in p for p in problems)
+    assert any("part-00000.parquet does not match" in p for p in problems)
+
+
+def test_manifest_that_does_not_match_the_arrays(cache):
+    manifest = json.loads((cache / "manifest.json").read_text())
+    manifest["fields"]["images"]["shape"] = [9, 9, 3]
+    (cache / "manifest.json").write_text(json.dumps(manifest))
+    problems = verify_cache(str(cache)).problems
+    assert any("manifest says uint8" in p for p in problems)
+
+
+def test_verify_command_exits_nonzero_on_damage(cache):
+    run = [sys.executable, "-m", "datakiln", "verify", str(cache)]
+    assert subprocess.run(run, capture_output=True).returncode == 0
+    _first_shard_object(cache).write_bytes(b"garbage")
+    result = subprocess.run(run, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "DAMAGED" in result.stdout

@@ -1,0 +1,245 @@
+"""Tests of the text kernels against a plain-Python reference of the same schemes."""
+
+from __future__ import annotations
+
+import sys
+
+import hypothesis.strategies as st
+import jax
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from datakiln.errors import SpecError
+from datakiln.etl.kernels import text as kt
+
+PARAMS = {"pad_id": 0, "unk_id": 1, "bos_id": 2, "eos_id": 3}
+
+
+@pytest.fixture(autouse=True)
+def _strict_jax():
+    # As the project's conftest asks: no implicit dtype or rank promotion in kernels.
+    with jax.numpy_dtype_promotion("strict"), jax.numpy_rank_promotion("raise"):
+        yield
+
+
+# -- the independent reference: the scheme exactly as written in the issue -------------------
+
+
+def fnv1a_32(data: bytes) -> int:
+    h = 2166136261
+    for byte in data:
+        h ^= byte
+        h = (h * 16777619) % 2**32
+    return h
+
+
+def _finish(ids: list[int], max_length: int) -> tuple[list[int], int, bool]:
+    seq = [PARAMS["bos_id"], *ids, PARAMS["eos_id"]]
+    truncated = len(seq) > max_length
+    if truncated:
+        seq = [*seq[: max_length - 1], PARAMS["eos_id"]]
+    return seq + [PARAMS["pad_id"]] * (max_length - len(seq)), len(seq), truncated
+
+
+def ref_word_hash(text: str, *, vocab_size: int, max_length: int, case_sensitive: bool):
+    if not case_sensitive:
+        text = text.casefold()
+    ids = [fnv1a_32(w.encode("utf-8")) % (vocab_size - 4) + 4 for w in text.split()]
+    return _finish(ids, max_length)
+
+
+def ref_bytes(text: str, *, max_length: int, case_sensitive: bool):
+    if not case_sensitive:
+        text = text.casefold()
+    return _finish([b + 4 for b in text.encode("utf-8")], max_length)
+
+
+def check_against_reference(texts, *, tokenizer, vocab_size, max_length, case_sensitive):
+    tokens, lengths, truncated = kt.tokenize_texts(
+        texts,
+        tokenizer=tokenizer,
+        vocab_size=vocab_size,
+        max_length=max_length,
+        case_sensitive=case_sensitive,
+        **PARAMS,
+    )
+    assert tokens.shape == (len(texts), max_length)
+    assert tokens.dtype == np.int32
+    assert lengths.dtype == np.int32
+    assert truncated.dtype == bool
+    for i, text in enumerate(texts):
+        if tokenizer == "word_hash":
+            want = ref_word_hash(
+                text, vocab_size=vocab_size, max_length=max_length, case_sensitive=case_sensitive
+            )
+        else:
+            want = ref_bytes(text, max_length=max_length, case_sensitive=case_sensitive)
+        got = (tokens[i].tolist(), int(lengths[i]), bool(truncated[i]))
+        assert got == want, f"text {text!r}"
+
+
+# Characters that stress the scheme: every kind of Unicode whitespace, emoji (4-byte UTF-8,
+# ZWJ sequences, skin tones), CJK, combining marks, characters whose case folding changes
+# their length (ß -> ss, ﬃ -> ffi, İ -> i̇), NUL and other controls that are not whitespace.
+WHITESPACE = [chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()]
+TRICKY = [
+    *WHITESPACE,
+    "\t\t",
+    "   ",
+    "😀",
+    "👩‍👩‍👧",
+    "👍🏽",
+    "漢",
+    "字",
+    "日本語",
+    "e\u0301",
+    "\u0301",
+    "\u200b",  # zero-width space is not whitespace for str.split
+    "ß",
+    "ẞ",
+    "ﬃ",
+    "İ",
+    "Σ",
+    "ς",
+    "\x00",
+    "\x7f",
+    "A",
+    "b",
+    "Word",
+]
+TEXT = st.lists(
+    st.one_of(st.sampled_from(TRICKY), st.characters(codec="utf-8")), max_size=40
+).map("".join)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(texts=st.lists(TEXT, min_size=1, max_size=12), case_sensitive=st.booleans())
+def test_word_hash_matches_reference_on_random_unicode(texts, case_sensitive):
+    check_against_reference(
+        texts, tokenizer="word_hash", vocab_size=1000, max_length=12, case_sensitive=case_sensitive
+    )
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(texts=st.lists(TEXT, min_size=1, max_size=12), case_sensitive=st.booleans())
+def test_bytes_matches_reference_on_random_unicode(texts, case_sensitive):
+    check_against_reference(
+        texts, tokenizer="byte", vocab_size=260, max_length=12, case_sensitive=case_sensitive
+    )
+
+
+def test_fnv1a_reference_matches_published_vectors():
+    # Test vectors of the FNV reference implementation (fnv-0.5 test suite).
+    assert fnv1a_32(b"") == 0x811C9DC5
+    assert fnv1a_32(b"a") == 0xE40C292C
+    assert fnv1a_32(b"foobar") == 0xBF9CF968
+
+
+def test_word_hash_known_ids():
+    # Pinned ids: if these change, every cache baked with word_hash is invalid.
+    tokens, lengths, truncated = kt.tokenize_texts(
+        ["Hello, WORLD", "straße STRASSE"], vocab_size=10000, max_length=6, **PARAMS
+    )
+    hello = fnv1a_32(b"hello,") % 9996 + 4
+    world = fnv1a_32(b"world") % 9996 + 4
+    ss = fnv1a_32(b"strasse") % 9996 + 4
+    assert tokens.tolist() == [[2, hello, world, 3, 0, 0], [2, ss, ss, 3, 0, 0]]
+    assert lengths.tolist() == [4, 4]
+    assert truncated.tolist() == [False, False]
+
+
+def test_truncation_keeps_eos_and_long_texts_are_exact():
+    words = [f"w{i}" for i in range(3000)]
+    texts = [" ".join(words), "x" * 5000 + " tail", "short", "", " \t\n "]
+    check_against_reference(
+        texts, tokenizer="word_hash", vocab_size=5000, max_length=32, case_sensitive=False
+    )
+    tokens, lengths, truncated = kt.tokenize_texts(texts, vocab_size=5000, max_length=32, **PARAMS)
+    assert truncated.tolist() == [True, False, False, False, False]
+    assert tokens[0, -1] == PARAMS["eos_id"]
+    assert lengths.tolist() == [32, 4, 3, 2, 2]
+    assert tokens[3, :3].tolist() == [2, 3, 0]
+
+
+def test_minimal_max_length_holds_only_bos_and_eos():
+    tokens, lengths, truncated = kt.tokenize_texts(["a b"], vocab_size=100, max_length=2, **PARAMS)
+    assert tokens.tolist() == [[2, 3]]
+    assert lengths.tolist() == [2]
+    assert truncated.tolist() == [True]
+
+
+def test_kernel_on_a_narrow_matrix_is_exact_or_refuses():
+    texts = ["aa bb cc dd ee ff gg hh", "averyveryverylongword and more"]
+    matrix, lengths = kt.encode_texts(texts, case_sensitive=False, max_bytes=10)
+    assert matrix.shape == (2, 10) and matrix.dtype == np.uint8
+    assert lengths.tolist() == [23, 30]
+    # Row 0: BOS + 2 words + EOS needs 3 word starts inside 10 bytes ("aa bb cc d"): exact.
+    tokens, _, truncated = kt.tokenize_word_hash(matrix[:1], lengths[:1], vocab_size=50, max_length=4)
+    want = ref_word_hash(texts[0], vocab_size=50, max_length=4, case_sensitive=False)
+    assert np.asarray(tokens)[0].tolist() == want[0]
+    assert bool(truncated[0])
+    # Row 1: the first word does not end inside the matrix: refuse rather than guess.
+    with pytest.raises(ValueError, match="larger max_bytes"):
+        kt.tokenize_word_hash(matrix, lengths, vocab_size=50, max_length=4)
+
+
+def test_encode_texts_folds_case_and_normalises_whitespace():
+    matrix, lengths = kt.encode_texts(
+        ["  Straße\u3000\tİ\n", "ab"], case_sensitive=False, max_bytes=16
+    )
+    first = "strasse i̇".encode()
+    assert lengths.tolist() == [len(first), 2]
+    assert bytes(matrix[0, : len(first)]) == first
+    assert not matrix[0, len(first) :].any()
+    matrix, lengths = kt.encode_texts(
+        ["A\tB"], case_sensitive=True, max_bytes=8, normalize_whitespace=False
+    )
+    assert bytes(matrix[0, :3]) == b"A\tB" and lengths.tolist() == [3]
+
+
+def test_token_dtype_is_smallest_unsigned():
+    assert kt.token_dtype(256) == np.uint8
+    assert kt.token_dtype(257) == np.uint16
+    assert kt.token_dtype(10000) == np.uint16
+    assert kt.token_dtype(65536) == np.uint16
+    assert kt.token_dtype(65537) == np.uint32
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ({"max_length": 1}, "max_length"),
+        ({"vocab_size": 4}, "vocab_size"),
+        ({"tokenizer": "byte", "vocab_size": 259}, "vocab_size"),
+        ({"pad_id": 5}, "special ids"),
+        ({"bos_id": 0}, "special ids"),
+        ({"tokenizer": "bpe"}, "tokenizer"),
+    ],
+)
+def test_bad_parameters_raise_spec_error(overrides, match):
+    kwargs = {"tokenizer": "word_hash", "vocab_size": 300, "max_length": 8, **PARAMS, **overrides}
+    with pytest.raises(SpecError, match=match):
+        kt.tokenize_texts(["a"], **kwargs)
+
+
+def test_vocab_stats_counts_and_merges():
+    tokens, lengths, truncated = kt.tokenize_texts(
+        ["a b a", "c", "d e f g h i"], vocab_size=100, max_length=5, **PARAMS
+    )
+    stats = kt.vocab_stats(tokens, lengths, 100, truncated=truncated)
+    assert stats.n_samples == 3
+    assert stats.n_truncated == 1
+    assert stats.n_tokens == 5 + 3 + 5
+    assert stats.length_histogram.tolist() == [0, 0, 0, 1, 0, 2]
+    word_ids = set(tokens[tokens >= 4].tolist())
+    assert stats.unique_tokens == len(word_ids) + 2  # + BOS and EOS
+    assert stats.coverage == pytest.approx(len(word_ids) / 96)
+    both = stats.merge(stats)
+    assert both.n_samples == 6 and both.n_tokens == 2 * stats.n_tokens
+    assert both.unique_tokens == stats.unique_tokens
+    summary = both.to_dict()
+    assert summary["n_truncated"] == 2
+    assert summary["length_histogram"] == [0, 0, 0, 2, 0, 4]
+    with pytest.raises(SpecError, match="cannot merge"):
+        stats.merge(kt.vocab_stats(tokens[:, :4], np.minimum(lengths, 4), 100))

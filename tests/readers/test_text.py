@@ -1,0 +1,259 @@
+"""Tests of the text readers: formats, decoding policy, rejections and range planning."""
+
+from __future__ import annotations
+
+import codecs
+import json
+import uuid
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from datakiln.errors import SpecError
+from datakiln.readers import text as rt
+from datakiln.readers.rejections import EMPTY_SAMPLE, Rejection
+
+
+def _write(tmp_path, name: str, data: bytes) -> str:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return str(path)
+
+
+def _read(url: str, **kwargs):
+    return rt.read_text_file(url, **kwargs)
+
+
+def _reasons(rejections: list[Rejection]) -> list[tuple[str, str, int | None]]:
+    return [(r.stage, r.error_type, r.position) for r in rejections]
+
+
+def test_txt_lines_bom_crlf_empty_lines_and_positions(tmp_path):
+    data = codecs.BOM_UTF8 + b"first line\r\nsecond\n\n   \r\nlast without newline"
+    url = _write(tmp_path, "a.txt", data)
+    records, rejections = _read(url)
+    assert [r.text for r in records] == ["first line", "second", "last without newline"]
+    assert all(r.uri == url for r in records)
+    for r in records:  # a position is the byte offset of the sample in the file
+        assert data[r.position :].startswith(r.text.encode())
+    assert _reasons(rejections) == [
+        ("validate", EMPTY_SAMPLE, 22),
+        ("validate", EMPTY_SAMPLE, 23),
+    ]
+
+
+def test_invalid_utf8_is_rejected_or_replaced(tmp_path):
+    url = _write(tmp_path, "bad.txt", b"good\nbad \xff\xfe byte\nalso good\n")
+    records, rejections = _read(url)
+    assert [r.text for r in records] == ["good", "also good"]
+    assert _reasons(rejections) == [("decode", "UnicodeDecodeError", 5)]
+    assert "byte offset 9" in rejections[0].message
+    records, rejections = _read(url, errors="replace")
+    assert [r.text for r in records] == ["good", "bad \ufffd\ufffd byte", "also good"]
+    assert rejections == []
+
+
+def test_binary_file_posing_as_text_is_one_rejection(tmp_path):
+    blob = bytes(range(256)) * 64
+    url = _write(tmp_path, "image.txt", b"\x89PNG\r\n\x1a\n" + blob)
+    records, rejections = _read(url)
+    assert records == []
+    assert _reasons(rejections) == [("decode", "BinaryContent", 0)]
+    # A stray NUL later in a text file rejects only its line.
+    url = _write(tmp_path, "mostly.txt", b"x\n" * 5000 + b"a\x00b\nlast\n")
+    records, rejections = _read(url)
+    assert len(records) == 5001
+    assert _reasons(rejections) == [("decode", "BinaryContent", 10000)]
+
+
+def test_other_encodings(tmp_path):
+    url = _write(tmp_path, "latin.txt", "café\r\nnaïve\n".encode("latin-1"))
+    records, _ = _read(url, encoding="latin-1")
+    assert [r.text for r in records] == ["café", "naïve"]
+    # UTF-16 is read whole; positions are line numbers.
+    url = _write(tmp_path, "wide.jsonl", '{"t": "日本"}\r\n\n{"t": "x"}\n'.encode("utf-16"))
+    records, rejections = _read(url, encoding="utf-16", field="t", target_bytes=4)
+    assert [(r.text, r.position) for r in records] == [("日本", 0), ("x", 2)]
+    assert _reasons(rejections) == [("validate", EMPTY_SAMPLE, 1)]
+    with pytest.raises(SpecError, match="unknown text encoding"):
+        _read(url, encoding="no-such-codec", field="t")
+
+
+def test_one_sample_per_file(tmp_path):
+    url = _write(tmp_path, "doc.txt", codecs.BOM_UTF8 + b"Title\r\n\r\nBody text.\r\n")
+    records, rejections = _read(url, one_per_file=True)
+    assert [(r.text, r.position) for r in records] == [("Title\n\nBody text.\n", 0)]
+    assert rejections == []
+    url = _write(tmp_path, "blank.txt", b" \n\t\n")
+    records, rejections = _read(url, one_per_file=True)
+    assert records == [] and _reasons(rejections) == [("validate", EMPTY_SAMPLE, 0)]
+    url = _write(tmp_path, "broken.txt", b"abc \xc3")
+    records, rejections = _read(url, one_per_file=True)
+    assert records == [] and _reasons(rejections) == [("decode", "UnicodeDecodeError", 0)]
+
+
+def test_empty_file_is_reported(tmp_path):
+    for fmt, name in [("txt", "e.txt"), ("jsonl", "e.jsonl"), ("csv", "e.csv")]:
+        url = _write(tmp_path, name, b"")
+        field = None if fmt == "txt" else "text"
+        assert rt.plan_text_ranges(url, 0, 100) == [(0, 0)]
+        records, rejections = _read(url, field=field)
+        assert records == [], fmt
+        assert _reasons(rejections) == [("validate", EMPTY_SAMPLE, 0)], fmt
+
+
+def test_jsonl_field_and_bad_lines(tmp_path):
+    lines = [
+        json.dumps({"text": "one\r\ntwo", "id": 1}),
+        "{not json",
+        json.dumps({"other": "x"}),
+        json.dumps(["text"]),
+        json.dumps({"text": None}),
+        json.dumps({"text": 42}),
+        json.dumps({"text": "  "}),
+        "",
+        json.dumps({"text": "ünïcode ✓"}),
+    ]
+    url = _write(tmp_path, "d.jsonl", "\n".join(lines).encode() + b"\n")
+    records, rejections = _read(url, field="text")
+    assert [r.text for r in records] == ["one\ntwo", "ünïcode ✓"]
+    assert [(r.stage, r.error_type) for r in rejections] == [
+        ("parse", "JSONDecodeError"),
+        ("parse", "MissingField"),
+        ("parse", "MissingField"),
+        ("validate", EMPTY_SAMPLE),
+        ("validate", "NotText"),
+        ("validate", EMPTY_SAMPLE),
+        ("validate", EMPTY_SAMPLE),
+    ]
+    # records + rejections account for every line
+    assert len(records) + len(rejections) == len(lines)
+
+
+def test_csv_and_tsv_columns(tmp_path):
+    data = (
+        codecs.BOM_UTF8 + b'id,text,label\r\n1,"hello, world",a\r\n2,"multi\nline",b\r\n'
+        b"3,plain,c\r\n4\r\n5,,e\r\n"
+    )
+    url = _write(tmp_path, "d.csv", data)
+    records, rejections = _read(url, field="text")
+    assert [r.text for r in records] == ["hello, world", "multi\nline", "plain"]
+    assert [data[r.position : r.position + 2] for r in records] == [b"1,", b"2,", b"3,"]
+    assert [(r.stage, r.error_type) for r in rejections] == [
+        ("parse", "MalformedRow"),
+        ("validate", EMPTY_SAMPLE),
+    ]
+    records, rejections = _read(url, field="nope")
+    assert records == [] and [r.error_type for r in rejections] == ["MissingField"]
+    url = _write(tmp_path, "d.tsv", b"text\tn\nfirst, with comma\t1\nsecond\t2\n")
+    records, _ = _read(url, field="text")
+    assert [r.text for r in records] == ["first, with comma", "second"]
+
+
+def test_csv_ranges_after_the_first_read_the_header(tmp_path):
+    rows = [f'{i},"row {i}, quoted"' for i in range(200)]
+    url = _write(tmp_path, "big.csv", ("n,text\n" + "\n".join(rows) + "\n").encode())
+    whole, _ = _read(url, field="text", target_bytes=10**9)
+    split, rejections = _read(url, field="text", target_bytes=300)
+    assert rejections == []
+    assert [r.text for r in split] == [r.text for r in whole] == [f"row {i}, quoted" for i in range(200)]
+    assert [r.position for r in split] == [r.position for r in whole]
+
+
+def test_parquet_column_row_groups_nulls_and_binary(tmp_path):
+    table = pa.table(
+        {
+            "text": ["a", None, "b c", "", "d", "e", "f"],
+            "raw": [b"x", b"\xff", b"y", b"z", b"w", b"v", b"u"],
+            "n": list(range(7)),
+        }
+    )
+    path = tmp_path / "d.parquet"
+    pq.write_table(table, path, row_group_size=2)
+    url = str(path)
+    ranges = rt.plan_text_ranges(url, path.stat().st_size, 1)
+    assert ranges == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    assert rt.plan_text_ranges(url, path.stat().st_size, 10**9) == [(0, 4)]
+    records, rejections = _read(url, field="text", target_bytes=1)
+    assert [(r.text, r.position) for r in records] == [("a", 0), ("b c", 2), ("d", 4), ("e", 5), ("f", 6)]
+    assert _reasons(rejections) == [("validate", EMPTY_SAMPLE, 1), ("validate", EMPTY_SAMPLE, 3)]
+    records, rejections = _read(url, field="raw")
+    assert [r.text for r in records] == ["x", "y", "z", "w", "v", "u"]
+    assert _reasons(rejections) == [("decode", "UnicodeDecodeError", 1)]
+    records, rejections = _read(url, field="n")
+    assert records == [] and {r.error_type for r in rejections} == {"NotText"}
+    records, rejections = _read(url, field="missing")
+    assert records == [] and [r.error_type for r in rejections] == ["MissingField"]
+    bad = _write(tmp_path, "bad.parquet", b"PAR1 this is not parquet PAR1")
+    records, rejections = rt.read_text_range(bad, 0, 1, fmt="parquet", field="text")
+    assert records == [] and [r.stage for r in rejections] == ["decode"]
+
+
+@pytest.mark.parametrize("target_bytes", [1, 7, 64, 1000, 10**9])
+def test_ranges_start_at_line_starts_and_cover_the_file(tmp_path, target_bytes):
+    lines = [("word " * (i % 37)).strip() or "x" for i in range(300)]
+    lines[10] = "y" * 2500  # a line longer than several ranges
+    data = "\n".join(lines).encode() + b"\n"
+    url = _write(tmp_path, "lines.txt", data)
+    ranges = rt.plan_text_ranges(url, len(data), target_bytes)
+    assert ranges[0][0] == 0 and ranges[-1][1] == len(data)
+    for (s0, e0), (s1, _) in zip(ranges, ranges[1:], strict=False):
+        assert e0 == s1 and s0 < e0
+        assert data[s1 - 1 : s1] == b"\n"
+    if target_bytes < len(data):
+        longest_line = max(map(len, lines)) + 1
+        assert max(e - s for s, e in ranges) <= target_bytes + longest_line
+    got = []
+    for start, end in ranges:
+        records, rejections = rt.read_text_range(url, start, end, fmt="txt")
+        assert rejections == []
+        got.extend(records)
+    assert [r.text for r in got] == lines
+    assert len({r.position for r in got}) == len(lines)
+
+
+def test_fsspec_urls_and_fetch_errors(tmp_path):
+    fs = fsspec.filesystem("memory")
+    path = f"/datakiln-test-{uuid.uuid4().hex}/d.jsonl"
+    fs.pipe(path, b'{"t": "in memory"}\n')
+    try:
+        records, _ = _read(f"memory://{path}", field="t")
+        assert [r.text for r in records] == ["in memory"]
+    finally:
+        fs.rm(path)
+    missing = str(tmp_path / "missing.txt")
+    records, rejections = rt.read_text_range(missing, 0, 10, fmt="txt")
+    assert records == []
+    assert _reasons(rejections) == [("fetch", "FileNotFoundError", 0)]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"fmt": "xml"}, "unknown text format"),
+        ({"fmt": "jsonl"}, "needs field"),
+        ({"fmt": "txt", "field": "t"}, "not used"),
+        ({"fmt": "csv", "field": "t", "one_per_file": True}, "one_per_file"),
+        ({"fmt": "txt", "errors": "ignore"}, "errors must be"),
+    ],
+)
+def test_bad_arguments_raise_spec_error(tmp_path, kwargs, match):
+    url = _write(tmp_path, "a.txt", b"a\n")
+    with pytest.raises(SpecError, match=match):
+        rt.read_text_range(url, 0, 2, **kwargs)
+
+
+def test_infer_format():
+    assert rt.infer_text_format("s3://b/x/part-1.JSONL") == "jsonl"
+    assert rt.infer_text_format("a.tsv") == "tsv"
+    with pytest.raises(SpecError, match="fmt="):
+        rt.infer_text_format("a.bin")
+
+
+def test_rejection_round_trips():
+    rejection = Rejection("file:///a.txt", "decode", "UnicodeDecodeError", "bad", 3)
+    assert Rejection.from_dict(json.loads(json.dumps(rejection.to_dict()))) == rejection
+    err = Rejection.from_error("u", "fetch", FileNotFoundError("gone"))
+    assert (err.error_type, err.message, err.position) == ("FileNotFoundError", "gone", None)

@@ -1,0 +1,84 @@
+"""The ``datakiln`` command, run as users run it: in a subprocess."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "datakiln", *args], capture_output=True, text=True, cwd=cwd,
+        timeout=300,
+    )  # fmt: skip
+
+
+def _one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.startswith("datakiln:")]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+def test_bake_prints_the_totals_and_reads_back(image_corpus, tmp_path):
+    out = tmp_path / "cache"
+    result = _run("bake", str(image_corpus.root), "--out", str(out), "--size", "16",
+                  "--labels", "parent", "--shard-size", "100", "-q")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    total = len(image_corpus.good) + len(image_corpus.broken)
+    assert f"inputs {total} = baked {len(image_corpus.good)} + rejected 3" in result.stdout
+    again = _run("bake", str(image_corpus.root), "--out", str(out), "--size", "16",
+                 "--labels", "parent", "--shard-size", "100", "-q")  # fmt: skip
+    assert again.returncode == 0
+    assert "up to date" in again.stdout
+    inspect = _run("inspect", str(out))
+    assert inspect.returncode == 0
+    assert "uint8(16, 16, 3)" in inspect.stdout
+
+
+def test_bake_from_a_spec_file(image_corpus, tmp_path):
+    spec = tmp_path / "spec.toml"
+    spec.write_text(
+        f'sources = ["{image_corpus.root}/*/*.png"]\noutput = "out"\n'
+        '[image]\nheight = 8\nwidth = 8\nrepresentation = "grayscale"\n'
+    )
+    result = _run("bake", str(spec), "-q")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "manifest.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["bake", "{tmp}/nothing/*.jpg", "--out", "{tmp}/c"], "matched no files"),
+        (["bake", "{tmp}/missing-folder", "--out", "{tmp}/c"], "does not exist"),
+        (["bake", "{corpus}", "--out", "{tmp}/blocker/c"], "cannot create the output"),
+        (["bake", "{tmp}/bad.toml"], "did you mean 'shard_size'"),
+        (["bake", "{corpus}"], "--out is required"),
+        (["inspect", "{tmp}"], "no datakiln cache"),
+    ],
+)
+def test_user_errors_give_one_line_and_exit_2(image_corpus, tmp_path, args, expected):
+    (tmp_path / "blocker").write_text("a file, not a folder")
+    (tmp_path / "bad.toml").write_text('sources = ["x"]\noutput = "o"\nshard_sise = 4\n')
+    args = [a.format(tmp=tmp_path, corpus=image_corpus.root) for a in args]
+    result = _run(*args)
+    assert result.returncode == 2, result.stderr
+    assert expected in _one_error_line(result)
+
+
+def test_max_rejected_exits_1(image_corpus, tmp_path):
+    result = _run("bake", str(image_corpus.root), "--out", str(tmp_path / "c"), "--size", "8",
+                  "--max-rejected", "0", "-q")  # fmt: skip
+    assert result.returncode == 1
+    assert "max_rejected=0" in _one_error_line(result)
+
+
+def test_every_command_has_help_with_an_example():
+    for command in ("bake", "demo", "inspect"):
+        result = _run(command, "--help")
+        assert result.returncode == 0
+        assert "example" in result.stdout
