@@ -45,7 +45,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'datakiln' has no attribute {name!r}")
 
 
-__all__ = [  # noqa: PLE0604
+__all__ = [
     *_datasets_all,
     "BakeError",
     "BakeReport",
@@ -60,6 +60,6 @@ __all__ = [  # noqa: PLE0604
     "SourceError",
     "SpecError",
     "TooManyRejectedError",
-    "bake",
+    "bake",  # noqa: F405 (lazy, see __getattr__)
     "open_cache",
 ]

@@ -31,8 +31,9 @@ BAKE_EXAMPLES = """examples:
 def _setup_logging(verbosity: int) -> None:
     level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
-                                           "%H:%M:%S"))  # fmt: skip
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
@@ -41,11 +42,57 @@ def _setup_logging(verbosity: int) -> None:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("-v", "--verbose", action="store_const", const=1, dest="verbosity",
-                       help="log every shard and file (DEBUG)")  # fmt: skip
-    group.add_argument("-q", "--quiet", action="store_const", const=-1, dest="verbosity",
-                       help="only warnings and the summary")  # fmt: skip
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="store_const",
+        const=1,
+        dest="verbosity",
+        help="log every shard and file (DEBUG)",
+    )
+    group.add_argument(
+        "-q",
+        "--quiet",
+        action="store_const",
+        const=-1,
+        dest="verbosity",
+        help="only warnings and the summary",
+    )
     parser.set_defaults(verbosity=0)
+
+
+def _bake_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("sources", nargs="+", metavar="SOURCE|SPEC.toml")
+    parser.add_argument("--out", "-o", help="output cache URL or path")
+    parser.add_argument("--size", type=int, help="height and width of the stored images")
+    parser.add_argument("--height", type=int)
+    parser.add_argument("--width", type=int)
+    parser.add_argument("--representation", choices=("rgb", "grayscale", "rgba"))
+    parser.add_argument("--fit", choices=("stretch", "center-crop", "pad"))
+    parser.add_argument("--labels", choices=("parent",), help="label by parent folder name")
+    parser.add_argument(
+        "--no-normalize", action="store_true", help="read images in [-1, 1] instead of [0, 1]"
+    )
+    parser.add_argument("--max-pixels", type=int, help="reject images declaring more pixels")
+    parser.add_argument("--shard-size", type=int, help="inputs per bake shard (default 1024)")
+    parser.add_argument("--scheduler", help="threads | processes | synchronous | tcp://HOST:PORT")
+    parser.add_argument("--workers", type=int, help="local threads or processes")
+    parser.add_argument(
+        "--max-rejected", type=int, help="exit 1 without committing when more inputs are rejected"
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="say what the bake would do (like `datakiln plan`) and stop",
+    )
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long for another bake of the same store to finish",
+    )
+    _common(parser)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,60 +104,59 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     bake = sub.add_parser(
-        "bake", help="bake inputs into a cache", epilog=BAKE_EXAMPLES,
+        "bake",
+        help="bake inputs into a cache",
+        epilog=BAKE_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Bake images from SOURCES (paths, globs or fsspec URLs), or a SPEC.toml.",
-    )  # fmt: skip
-    bake.add_argument("sources", nargs="+", metavar="SOURCE|SPEC.toml")
-    bake.add_argument("--out", "-o", help="output cache URL or path")
-    bake.add_argument("--size", type=int, help="height and width of the stored images")
-    bake.add_argument("--height", type=int)
-    bake.add_argument("--width", type=int)
-    bake.add_argument("--representation", choices=("rgb", "grayscale", "rgba"))
-    bake.add_argument("--fit", choices=("stretch", "center-crop", "pad"))
-    bake.add_argument("--labels", choices=("parent",), help="label by parent folder name")
-    bake.add_argument("--no-normalize", action="store_true",
-                      help="read images in [-1, 1] instead of [0, 1]")  # fmt: skip
-    bake.add_argument("--max-pixels", type=int, help="reject images declaring more pixels")
-    bake.add_argument("--shard-size", type=int, help="inputs per bake shard (default 1024)")
-    bake.add_argument("--scheduler", help="threads | processes | synchronous | tcp://HOST:PORT")
-    bake.add_argument("--workers", type=int, help="local threads or processes")
-    bake.add_argument("--max-rejected", type=int,
-                      help="exit 1 without committing when more inputs are rejected")  # fmt: skip
-    _common(bake)
+    )
+    _bake_arguments(bake)
+    plan = sub.add_parser(
+        "plan",
+        help="say what a bake would do, without doing it",
+        epilog="example:\n  datakiln plan photos/ --out cache/photos64 --size 64",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Same arguments as `bake`: prints how many shards are done, which inputs "
+        "are new, changed or gone, and why the cache key differs from the committed one.",
+    )
+    _bake_arguments(plan)
 
     demo = sub.add_parser(
-        "demo", help="bake a generated demo corpus and read it back",
+        "demo",
+        help="bake a generated demo corpus and read it back",
         description="Write a corpus of real image files (mixed sizes, modes and formats, "
         "three broken files) to a temporary folder, bake it, and print the summary.",
         epilog="example:\n  datakiln demo --out demo-cache",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
+    )
     demo.add_argument("--out", "-o", default="demo-cache", help="cache path (default demo-cache)")
     demo.add_argument("--images", type=int, default=300, help="good images to generate")
     _common(demo)
 
     inspect = sub.add_parser(
-        "inspect", help="describe a cache", epilog="example:\n  datakiln inspect demo-cache",
+        "inspect",
+        help="describe a cache",
+        epilog="example:\n  datakiln inspect demo-cache",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
+    )
     inspect.add_argument("url")
     inspect.add_argument("--json", action="store_true", help="print the manifest as JSON")
     _common(inspect)
 
     verify = sub.add_parser(
-        "verify", help="recompute a cache's checksums; exit 1 on any damage",
+        "verify",
+        help="recompute a cache's checksums; exit 1 on any damage",
         epilog="example:\n  datakiln verify demo-cache",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
+    )
     verify.add_argument("url")
     _common(verify)
     return parser
 
 
 def _spec_from_args(args: argparse.Namespace) -> Any:
-    from datakiln.etl.spec import BakeSpec, ImageParams
     from datakiln.errors import SpecError
+    from datakiln.etl.spec import BakeSpec, ImageParams
 
     if len(args.sources) == 1 and args.sources[0].endswith(".toml"):
         spec = BakeSpec.from_toml(args.sources[0])
@@ -146,23 +192,25 @@ def _spec_fields(spec: Any) -> dict[str, Any]:
 class _Progress:
     """Plain progress lines, one per finished shard, at most one every ``interval_s``."""
 
-    def __init__(self, total_inputs: int, interval_s: float = 2.0) -> None:
-        self.total = total_inputs
+    def __init__(self, interval_s: float = 2.0) -> None:
+        self.total = 0
         self.done = self.rejected = 0
         self.started = time.perf_counter()
         self.last = 0.0
         self.interval_s = interval_s
 
-    def __call__(self, marker: Mapping[str, Any]) -> None:
-        self.done += marker["capacity"]
-        self.rejected += len(marker["rejections"])
+    def __call__(self, event: Mapping[str, Any]) -> None:
+        self.total = event["inputs_total"]
+        self.done = event["inputs_done"]
+        self.rejected = event["rejected"]
         now = time.perf_counter()
         if now - self.last >= self.interval_s or self.done >= self.total:
             self.last = now
             elapsed = now - self.started
             rate = self.done / elapsed if elapsed > 0 else 0.0
-            logger.info("%d/%d inputs (%.0f/s), %d rejected", self.done, self.total, rate,
-                        self.rejected)  # fmt: skip
+            logger.info(
+                "%d/%d inputs (%.0f/s), %d rejected", self.done, self.total, rate, self.rejected
+            )
 
 
 def _print_report(report: Any) -> None:
@@ -170,8 +218,10 @@ def _print_report(report: Any) -> None:
     if report.up_to_date:
         print(f"cache at {report.url} is up to date ({report.shards} shards); nothing to do")
     else:
-        print(f"baked {report.url} in {report.wall_s:.1f} s ({rate:.0f} inputs/s), "
-              f"{report.shards} shards ({report.shards_skipped} already done)")  # fmt: skip
+        print(
+            f"baked {report.url} in {report.wall_s:.1f} s ({rate:.0f} inputs/s), "
+            f"{report.shards} shards ({report.shards_skipped} already done)"
+        )
     print(report.summary_line())
     for reason, count in sorted(report.rejected_by_reason.items()):
         print(f"  rejected {count:6d}  {reason}")
@@ -181,11 +231,14 @@ def _print_report(report: Any) -> None:
 
 
 def _cmd_bake(args: argparse.Namespace) -> int:
-    from datakiln.etl.bake import bake
-    from datakiln.etl.plan import plan_bake
+    from datakiln.etl.bake import bake, plan_only
 
     spec = _spec_from_args(args)
-    report = bake(spec, progress=_Progress(len(plan_bake(spec).inputs)))
+    if args.dry_run or args.command == "plan":
+        for line in plan_only(spec).lines():
+            print(line)
+        return EXIT_OK
+    report = bake(spec, progress=_Progress(), lease_wait_s=args.wait)
     _print_report(report)
     return EXIT_OK
 
@@ -198,20 +251,26 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     with tempfile.TemporaryDirectory(prefix="datakiln-demo-") as tmp:
         info = write_image_corpus(tmp, n=args.images, seed=0)
-        print(f"wrote a demo corpus of {len(info.good)} images and {len(info.broken)} broken "
-              f"files to {tmp}")  # fmt: skip
+        print(
+            f"wrote a demo corpus of {len(info.good)} images and {len(info.broken)} broken "
+            f"files to {tmp}"
+        )
         spec = BakeSpec(
-            sources=(tmp,), output=args.out, shard_size=128,
+            sources=(tmp,),
+            output=args.out,
+            shard_size=128,
             image=ImageParams(height=64, width=64, labels="parent"),
-        )  # fmt: skip
+        )
         report = bake(spec)
     _print_report(report)
     dataset = open_cache(args.out, rngs=0)
     batch = dataset.get_batch(8)
     print(f"opened {dataset!r}; classes {dataset.class_names}")
-    print(f"a random batch: images {batch['images'].dtype}{batch['images'].shape} in "
-          f"[{batch['images'].min():.2f}, {batch['images'].max():.2f}], labels "
-          f"{batch['labels'].tolist()}")  # fmt: skip
+    print(
+        f"a random batch: images {batch['images'].dtype}{batch['images'].shape} in "
+        f"[{batch['images'].min():.2f}, {batch['images'].max():.2f}], labels "
+        f"{batch['labels'].tolist()}"
+    )
     return EXIT_OK
 
 
@@ -223,8 +282,10 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         print(json.dumps(manifest, indent=1, sort_keys=True))
         return EXIT_OK
     counts = manifest["counts"]
-    print(f"{args.url}: datakiln cache v{manifest['format_version']}, {manifest['modality']}, "
-          f"key {manifest['cache_key'][:16]}, created {manifest['created']}")  # fmt: skip
+    print(
+        f"{args.url}: datakiln cache v{manifest['format_version']}, {manifest['modality']}, "
+        f"key {manifest['cache_key'][:16]}, created {manifest['created']}"
+    )
     print(f"inputs {counts['inputs']} = baked {counts['baked']} + rejected {counts['rejected']}")
     for name, field in manifest["fields"].items():
         print(f"field {name}: {field['dtype']}{tuple(field['shape'])} x {field['rows']} rows")
@@ -248,6 +309,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "bake": _cmd_bake,
+    "plan": _cmd_bake,
     "demo": _cmd_demo,
     "inspect": _cmd_inspect,
     "verify": _cmd_verify,

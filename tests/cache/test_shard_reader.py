@@ -36,7 +36,9 @@ def stored(request, tmp_path, memory_root):
     return url, data, ShardedFieldReader(fs, root, "x")
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(rows=st.lists(st.integers(0, ROWS - 1), min_size=1, max_size=40))
 def test_matches_zarr_python(stored, rows):
     url, data, reader = stored

@@ -89,7 +89,7 @@ def test_manifest_records_schema_classes_and_stats(baked, image_corpus):
     assert all(0 < m < 1 for m in manifest["stats"]["mean"])
     assert len(manifest["shards"]) == -(-report.inputs // 64)
     # labels follow folder names
-    dataset = open_cache(spec.output)
+    open_cache(spec.output)
     meta = pq.read_table(Path(spec.output) / "meta").to_pylist()
     names = manifest["class_names"]
     for row in meta[:20]:
@@ -99,7 +99,8 @@ def test_manifest_records_schema_classes_and_stats(baked, image_corpus):
 def test_rebake_is_a_noop_and_a_changed_parameter_rebakes(baked):
     spec, report = baked
     again = bake(spec)
-    assert again.up_to_date and again.cache_key == report.cache_key
+    assert again.up_to_date
+    assert again.cache_key == report.cache_key
     assert again.summary_line() == report.summary_line()
 
 
@@ -128,7 +129,8 @@ def test_bake_from_and_to_memory(image_corpus, memory_root):
     dataset = open_cache(spec.output, rngs=0)
     batch = dataset.get_batch(5)
     assert batch["images"].shape == (5, 8, 8, 1)
-    assert batch["images"].min() >= -1 and batch["images"].max() <= 1
+    assert batch["images"].min() >= -1
+    assert batch["images"].max() <= 1
 
 
 def test_bake_compiles_once_per_bucket(image_corpus, tmp_path):

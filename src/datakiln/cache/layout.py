@@ -87,4 +87,6 @@ def zarr_store(
     protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
     if "file" in protocols or "local" in protocols:
         return LocalStore(root, read_only=read_only)
-    return FsspecStore.from_url(url, storage_options=dict(storage_options or {}), read_only=read_only)
+    return FsspecStore.from_url(
+        url, storage_options=dict(storage_options or {}), read_only=read_only
+    )

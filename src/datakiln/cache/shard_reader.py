@@ -46,8 +46,7 @@ def supports_fast_path(array_meta: Mapping[str, Any]) -> bool:
         and [c["name"] for c in index] == ["bytes", "crc32c"]
         and index[0].get("configuration", {}).get("endian", "little") == "little"
         and array_meta["chunk_key_encoding"]["name"] == "default"
-        and array_meta["chunk_key_encoding"].get("configuration", {}).get("separator", "/")
-        == "/"
+        and array_meta["chunk_key_encoding"].get("configuration", {}).get("separator", "/") == "/"
     )
 
 
@@ -144,7 +143,9 @@ class ShardedFieldReader:
             if missing.any():
                 out[positions[missing]] = self._fill
                 positions, offsets, nbytes = (
-                    positions[~missing], offsets[~missing], nbytes[~missing]
+                    positions[~missing],
+                    offsets[~missing],
+                    nbytes[~missing],
                 )
             if (nbytes != self.sample_bytes).any():
                 bad = int(rows[positions[np.argmax(nbytes != self.sample_bytes)]])

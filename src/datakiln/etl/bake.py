@@ -81,6 +81,27 @@ class BakeReport:
 ProgressFn = Callable[[Mapping[str, Any]], None]
 
 
+class _Tally:
+    """Turns finished shard markers into progress events for the caller's ``progress``."""
+
+    def __init__(self, plan: BakePlan, tasks: list[dict[str, Any]], progress: ProgressFn | None):
+        self.progress = progress
+        self.event = {
+            "inputs_total": sum(len(t["shard"]["inputs"]) for t in tasks),
+            "inputs_done": 0, "baked": 0, "rejected": 0,
+            "shards_total": len(tasks), "shards_done": 0,
+        }  # fmt: skip
+
+    def __call__(self, marker: Mapping[str, Any]) -> None:
+        e = self.event
+        e["inputs_done"] += marker["capacity"]
+        e["baked"] += marker["rows"]
+        e["rejected"] += len(marker["rejections"])
+        e["shards_done"] += 1
+        if self.progress is not None:
+            self.progress(dict(e))
+
+
 def _fields(plan: BakePlan) -> list[FieldLayout]:
     image = plan.spec.image
     gen = plan.generation
@@ -185,9 +206,77 @@ def _run_tasks(
 
     delayed = [dask.delayed(bake_image_shard, pure=False)(t) for t in tasks]
     with Callback(posttask=posttask):
-        return list(
-            dask.compute(*delayed, scheduler=spec.scheduler, num_workers=spec.workers)
-        )
+        return list(dask.compute(*delayed, scheduler=spec.scheduler, num_workers=spec.workers))
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlanSummary:
+    """What ``bake`` would do now, without doing it (``datakiln plan`` / ``--dry-run``)."""
+
+    url: str
+    up_to_date: bool
+    inputs: int
+    shards: int
+    shards_done: int
+    new_inputs: int
+    changed_inputs: int
+    removed_inputs: int
+    key_changes: tuple[str, ...]
+
+    def lines(self) -> list[str]:
+        if self.up_to_date:
+            return [f"cache at {self.url} is up to date: {self.inputs} inputs, nothing to do"]
+        out = [
+            f"{self.inputs} inputs: {self.new_inputs} new, {self.changed_inputs} changed, "
+            f"{self.removed_inputs} removed since the committed version",
+            f"{self.shards} shards: {self.shards_done} already done, "
+            f"{self.shards - self.shards_done} to bake",
+        ]
+        out += [f"cache key differs: {reason}" for reason in self.key_changes]
+        return out
+
+
+def _key_changes(current: Mapping[str, Any] | None, plan: BakePlan) -> tuple[str, ...]:
+    if current is None:
+        return ("no committed cache yet",)
+    reasons = []
+    if current.get("format_version") != FORMAT_VERSION:
+        reasons.append(f"format version {current.get('format_version')} -> {FORMAT_VERSION}")
+    old = current.get("spec", {})
+    for name, value in plan.spec.key_dict().items():
+        before = old.get(name)
+        if isinstance(value, dict) and isinstance(before, dict):
+            reasons += [
+                f"{name}.{k}: {before.get(k)!r} -> {v!r}" for k, v in value.items()
+                if before.get(k) != v
+            ]  # fmt: skip
+        elif before != value:
+            reasons.append(f"{name}: {before!r} -> {value!r}")
+    c = plan.changes
+    if plan.previous is not None and (c.new or c.changed or c.removed):
+        reasons.append(f"inputs: {c.new} new, {c.changed} changed, {c.removed} removed")
+    elif plan.previous is None and not reasons:
+        reasons.append("inputs differ from the committed listing")
+    return tuple(reasons)
+
+
+def plan_only(spec: BakeSpec) -> PlanSummary:
+    """Say what ``bake(spec)`` would do; reads the store, writes nothing."""
+    current, previous = _read_previous(spec)
+    plan = plan_bake(spec, previous)
+    fs, root = store_fs(spec.output, spec.output_storage_options)
+    done = 0
+    for shard in plan.shards:
+        marker = read_marker(fs, root, plan.generation, shard.shard_id)
+        if marker is not None and marker.get("fingerprint") == shard.fingerprint:
+            done += 1
+    up_to_date = current is not None and current["cache_key"] == plan.cache_key
+    return PlanSummary(
+        url=spec.output, up_to_date=up_to_date, inputs=len(plan.inputs),
+        shards=len(plan.shards), shards_done=done, new_inputs=plan.changes.new,
+        changed_inputs=plan.changes.changed, removed_inputs=plan.changes.removed,
+        key_changes=() if up_to_date else _key_changes(current, plan),
+    )  # fmt: skip
 
 
 def bake(
@@ -241,7 +330,7 @@ def bake(
             plan.changes.new, plan.changes.changed, plan.changes.removed,
         )  # fmt: skip
         try:
-            new = _run_tasks(plan, tasks, progress)
+            new = _run_tasks(plan, tasks, _Tally(plan, tasks, progress))
         except DatakilnError:
             raise
         except Exception as err:
@@ -302,11 +391,16 @@ def _commit(
         "class_names": list(plan.class_names) if plan.class_names is not None else None,
         "stats": {"mean": mean.tolist(), "std": std.tolist(), "range": [0.0, 1.0]},
         "shards": [
-            {"id": m["shard_id"], "row_start": m["row_start"], "capacity": m["capacity"],
-             "rows": m["rows"], "marker": shard_marker(plan.generation, m["shard_id"]),
-             "meta": meta_part(plan.generation, m["shard_id"])}
+            {
+                "id": m["shard_id"],
+                "row_start": m["row_start"],
+                "capacity": m["capacity"],
+                "rows": m["rows"],
+                "marker": shard_marker(plan.generation, m["shard_id"]),
+                "meta": meta_part(plan.generation, m["shard_id"]),
+            }
             for m in ordered
-        ],  # fmt: skip
+        ],
         "rejected": rejected_path,
     }
     report = BakeReport(

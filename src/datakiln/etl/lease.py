@@ -9,6 +9,7 @@ conditional writes offers.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import logging
@@ -69,10 +70,8 @@ class StoreLease:
     def _try_take(self, current: dict[str, Any] | None) -> bool:
         if self._local:
             if current is not None:
-                try:
+                with contextlib.suppress(FileNotFoundError):
                     os.unlink(self._path)
-                except FileNotFoundError:
-                    pass
             try:
                 fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except FileExistsError:

@@ -131,7 +131,9 @@ class BakeSpec:
         if self.max_rejected is not None and (
             not isinstance(self.max_rejected, int) or self.max_rejected < 0
         ):
-            raise SpecError(f"max_rejected must be a non-negative integer; got {self.max_rejected!r}")
+            raise SpecError(
+                f"max_rejected must be a non-negative integer; got {self.max_rejected!r}"
+            )
         if self.scheduler not in LOCAL_SCHEDULERS and "://" not in self.scheduler:
             raise SpecError(
                 f"scheduler must be one of {', '.join(LOCAL_SCHEDULERS)} or a distributed "
@@ -168,7 +170,9 @@ class BakeSpec:
             image = values["image"]
             if not isinstance(image, Mapping | ImageParams):
                 raise SpecError("[image] must be a table of image parameters")
-            values["image"] = image if isinstance(image, ImageParams) else ImageParams.from_dict(image)
+            values["image"] = (
+                image if isinstance(image, ImageParams) else ImageParams.from_dict(image)
+            )
         for required in ("sources", "output"):
             if required not in values:
                 raise SpecError(f"the bake spec needs {required!r}")
