@@ -35,3 +35,21 @@ def memory_root():
 @pytest.fixture
 def out_dir(tmp_path: Path) -> str:
     return str(tmp_path / "cache")
+
+
+def write_small_images(root: Path, names: list[str], *, seed: int = 0) -> list[Path]:
+    """Small random PNGs at ``root/name`` (folders created), distinct per name and seed."""
+    import zlib
+
+    import numpy as np
+    from PIL import Image
+
+    paths = []
+    for name in names:
+        rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+        h, w = (int(v) for v in rng.integers(8, 40, 2))
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths

@@ -16,6 +16,8 @@ from datakiln.cache.layout import FORMAT_VERSION, MANIFEST, check_relative, stor
 from datakiln.errors import CacheFormatError, CacheNotFoundError, OutputError
 
 FORMAT_NAME = "datakiln-cache"
+# A manifest lists shards, not samples: even a billion-sample cache stays far below this.
+MAX_MANIFEST_BYTES = 64 * 2**20
 
 
 def _is_local(fs: Any) -> bool:
@@ -53,6 +55,12 @@ def read_manifest(url: str, storage_options: Any = None) -> dict[str, Any]:
     """Read and validate the manifest of the cache at ``url``."""
     fs, root = store_fs(url, storage_options)
     try:
+        size = fs.size(f"{root}/{MANIFEST}")
+        if size is not None and size > MAX_MANIFEST_BYTES:
+            raise CacheFormatError(
+                f"{url}/{MANIFEST} is too large ({size} bytes, limit {MAX_MANIFEST_BYTES}); "
+                "it is not a manifest datakiln wrote"
+            )
         raw = fs.cat_file(f"{root}/{MANIFEST}")
     except FileNotFoundError as err:
         raise CacheNotFoundError(

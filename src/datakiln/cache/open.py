@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from datakiln.cache.layout import store_fs, zarr_store
+from datakiln.cache.layout import check_relative, store_fs, zarr_store
 from datakiln.cache.manifest import read_manifest
 from datakiln.cache.shard_reader import ShardedFieldReader
 from datakiln.datasets.base import BaseDataset
@@ -46,6 +46,7 @@ class CachedDataset(BaseDataset):
         super().__init__(None, split, rngs=rngs)
         self.url = url
         self.manifest = manifest
+        self._storage_options = storage_options
         self.class_names: list[str] | None = manifest.get("class_names")
         store = zarr_store(url, storage_options, read_only=True)
         self._fields = manifest["fields"]
@@ -90,6 +91,23 @@ class CachedDataset(BaseDataset):
 
     def __repr__(self) -> str:
         return f"CachedDataset({self.url!r}, {self._length} samples, fields={list(self._fields)})"
+
+    def metadata(self) -> Any:
+        """Per-sample metadata (source URI, content hash, original size, …) in index order.
+
+        Reads every live shard's Parquet part: a pyarrow Table with one row per sample.
+        """
+        import io
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        fs, root = store_fs(self.url, self._storage_options)
+        parts = [
+            pq.read_table(io.BytesIO(fs.cat_file(f"{root}/{check_relative(s['meta'])}")))
+            for s in self.manifest["shards"]
+        ]
+        return pa.concat_tables(parts)
 
     def rows_of(self, indices: np.ndarray) -> np.ndarray:
         """Array rows holding the samples at dataset ``indices`` (checked, int64)."""

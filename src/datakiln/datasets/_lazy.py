@@ -3,7 +3,8 @@
 A synthetic dataset keeps one JAX key and renders sample ``i`` from ``fold_in(key, i)`` on
 demand, vmapped over the requested indices, so a dataset of a million samples costs nothing
 until it is read, and sample ``i`` is the same whichever batch it is read in. Index arrays are
-padded to power-of-two buckets so that jit compiles once per bucket, not once per batch size.
+padded to power-of-two buckets of at least ``MIN_BUCKET`` rows, so that jit compiles once per
+bucket, not once per batch size (single samples and small batches share one compilation).
 """
 
 from __future__ import annotations
@@ -15,10 +16,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from datakiln.errors import SpecError
+
+
+# Smallest padded batch: reading one sample renders this many (cheap for synthetic data), and
+# in exchange every batch of up to this size reuses one compiled function.
+MIN_BUCKET = 64
+
 
 def bucket_size(n: int) -> int:
-    """The smallest power of two >= ``n`` (1 for ``n <= 1``)."""
-    return 1 if n <= 1 else 1 << (n - 1).bit_length()
+    """The smallest power of two >= ``n``, at least :data:`MIN_BUCKET`."""
+    return max(MIN_BUCKET, 1 << max(n - 1, 0).bit_length())
 
 
 def render(
@@ -47,3 +55,16 @@ def render(
 def sample_keys(key: jax.Array, indices: jax.Array) -> jax.Array:
     """One key per index: ``fold_in(key, index)``."""
     return jax.vmap(lambda i: jax.random.fold_in(key, i))(indices)
+
+
+def check_size(value: Any, name: str) -> int:
+    """``value`` as a dataset size: an integer in ``[0, 2**31)`` (indices are int32 in JAX).
+
+    Raises:
+        SpecError: It is not one.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+        raise SpecError(f"{name} must be a non-negative integer, got {value!r}")
+    if value > np.iinfo(np.int32).max:
+        raise SpecError(f"{name}={value} is larger than synthetic datasets support (2**31 - 1)")
+    return int(value)

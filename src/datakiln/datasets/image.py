@@ -159,7 +159,7 @@ class SyntheticImageDataset(BaseDataset):
         super().__init__(_image_config(config), split, rngs=rngs)
         if pattern_type not in PATTERN_TYPES:
             raise SpecError(f"pattern_type={pattern_type!r} is not one of {list(PATTERN_TYPES)}")
-        self.dataset_size = _size(dataset_size, "dataset_size")
+        self.dataset_size = _lazy.check_size(dataset_size, "dataset_size")
         self.pattern_type = pattern_type
         self._key = self.rngs.key("default")
 
@@ -282,7 +282,7 @@ class MNISTLikeDataset(BaseDataset):
         max_classes = len(_font.GLYPH_NAMES)
         if not isinstance(num_classes, int) or not 1 <= num_classes <= max_classes:
             raise SpecError(f"num_classes must be an integer in [1, {max_classes}], got {num_classes!r}")
-        self.dataset_size = _size(dataset_size, "dataset_size")
+        self.dataset_size = _lazy.check_size(dataset_size, "dataset_size")
         self.num_classes = num_classes
         self.class_names: str = _font.GLYPH_NAMES[:num_classes]
         self._key = self.rngs.key("default")
@@ -412,11 +412,3 @@ def _image_config(config: Any) -> ImageModalityConfig:
             f"image datasets need an ImageModalityConfig, got {type(config).__name__}"
         )
     return config
-
-
-def _size(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
-        raise SpecError(f"{name} must be a non-negative integer, got {value!r}")
-    if value > np.iinfo(np.int32).max:
-        raise SpecError(f"{name}={value} is larger than synthetic datasets support (2**31 - 1)")
-    return int(value)

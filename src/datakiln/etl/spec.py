@@ -111,8 +111,9 @@ class BakeSpec:
     modality: str = "image"
     image: ImageParams = field(default_factory=ImageParams)
     shard_size: int = 1024
-    storage_options: Mapping[str, Any] = field(default_factory=dict)
-    output_storage_options: Mapping[str, Any] = field(default_factory=dict)
+    # repr=False: these hold credentials, which must never reach a log or a traceback.
+    storage_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    output_storage_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
     scheduler: str = "threads"
     workers: int | None = None
     max_rejected: int | None = None

@@ -1,0 +1,613 @@
+"""Audio kernels: mono mix, resampling, pad/trim, peak normalisation, log-mel (jax + numpy).
+
+``audio_features`` is the shard kernel: one jit-compiled call per (source rate, batch shape)
+takes a zero-padded batch of clips of one source sample rate, with true lengths and channel
+counts as data, and returns the waveform at ``sample_rate`` cut or padded to ``duration`` and
+its log-mel spectrogram. ``featurize_audio`` groups decoded clips by rate and pads them to a few
+shapes, so a bake over clips in a handful of rates compiles a handful of times. The steps are
+also public as pure functions (``mix_to_mono``, ``resample``, ``fit_length``,
+``peak_normalize``, ``log_mel_spectrogram``) with the filters built in numpy
+(``resample_filter``, ``mel_filterbank``).
+
+Conventions, matching librosa 0.11 where there is a counterpart:
+
+* Resampling is band-limited: a Kaiser-windowed sinc (``RESAMPLE_ZEROS`` zero crossings per
+  side, cutoff ``RESAMPLE_ROLLOFF`` of the lower Nyquist, Kaiser beta ``RESAMPLE_BETA``),
+  applied as a polyphase strided convolution (one output channel per phase). A clip of ``n``
+  frames at ``orig_sr`` gives ``ceil(n * sample_rate / orig_sr)`` frames (``librosa.resample``'s
+  ``fix=True`` length); sample 0 stays at time 0.
+* Pad/trim to ``round(duration * sample_rate)`` samples: ``align="start"`` keeps the beginning
+  and zero-pads the end; ``"center"`` keeps the middle and pads both ends equally.
+* Peak normalisation divides by ``max |x|`` of the kept window, unless that is below
+  ``PEAK_FLOOR`` (silence is left alone rather than amplified).
+* STFT: periodic Hann window of ``n_fft`` (``win_length == n_fft``), ``center=True`` with
+  **zero** padding of ``n_fft // 2`` on both sides -- librosa 0.11's default
+  ``pad_mode="constant"`` (it was ``"reflect"`` before 0.10) -- and ``1 + T // hop_length``
+  frames. Power spectrogram (power 2).
+* Mel filters: ``librosa.filters.mel``'s construction, ``mel_scale="slaney"`` (librosa's
+  default, ``htk=False``) or ``"htk"``, filter norm ``"slaney"`` (area) or ``None``.
+* ``log="db"``: ``10 * log10(max(S, amin))`` with ``ref=1.0`` (absolute dB, no per-clip
+  reference, so values compare across clips), then clipped below at ``max - top_db`` per
+  clip: exactly ``librosa.power_to_db(S, ref=1.0, amin=amin, top_db=top_db)`` on one clip.
+  ``log=None`` returns the mel power itself.
+
+All arithmetic is float32.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from datakiln.errors import SpecError
+
+MEL_SCALES = ("slaney", "htk")
+MEL_NORMS = ("slaney", None)
+LOG_SCALES = ("db", None)
+ALIGNS = ("start", "center")
+RESAMPLE_METHODS = ("auto", "polyphase", "direct")
+# Windowed-sinc resampler: zero crossings of the sinc kept on each side, cutoff as a fraction
+# of the lower of the two Nyquist frequencies, and Kaiser beta (about 86 dB stopband).
+RESAMPLE_ZEROS = 32
+RESAMPLE_ROLLOFF = 0.945
+RESAMPLE_BETA = 8.6
+# Above this many filter weights (phases x taps), ``resample(method="auto")`` switches from the
+# polyphase convolution to the per-tap form (rate pairs with a huge lcm, e.g. 16001 -> 16000).
+MAX_POLYPHASE_WEIGHTS = 2**22
+# Peak normalisation leaves clips quieter than this (about -120 dBFS) unchanged.
+PEAK_FLOOR = 1e-6
+# Batches of featurize_audio are padded to a power of two rows of at least this many.
+MIN_ROW_BUCKET = 8
+
+
+# -- filters (numpy, built at trace time from static parameters) ------------------------------
+
+
+def _hz_to_mel(hz: np.ndarray, scale: str) -> np.ndarray:
+    hz = np.asarray(hz, dtype=np.float64)
+    if scale == "htk":
+        return 2595.0 * np.log10(1.0 + hz / 700.0)
+    # Slaney: linear below 1 kHz, logarithmic above (librosa.hz_to_mel with htk=False).
+    f_sp = 200.0 / 3
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = np.log(6.4) / 27.0
+    safe = np.maximum(hz, min_log_hz)
+    return np.where(hz >= min_log_hz, min_log_mel + np.log(safe / min_log_hz) / logstep, hz / f_sp)
+
+
+def _mel_to_hz(mel: np.ndarray, scale: str) -> np.ndarray:
+    mel = np.asarray(mel, dtype=np.float64)
+    if scale == "htk":
+        return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
+    f_sp = 200.0 / 3
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = np.log(6.4) / 27.0
+    return np.where(
+        mel >= min_log_mel, min_log_hz * np.exp(logstep * (mel - min_log_mel)), f_sp * mel
+    )
+
+
+def mel_filterbank(
+    *,
+    sample_rate: int,
+    n_fft: int,
+    n_mels: int,
+    fmin: float = 0.0,
+    fmax: float | None = None,
+    mel_scale: str = "slaney",
+    mel_norm: str | None = "slaney",
+) -> np.ndarray:
+    """Triangular mel filters as float32 ``(n_mels, n_fft // 2 + 1)``, as ``librosa.filters.mel``.
+
+    ``fmax=None`` means ``sample_rate / 2``. ``mel_norm="slaney"`` scales each triangle to
+    unit area (``2 / (upper - lower)`` in Hz); ``None`` leaves peaks at 1.
+    """
+    fmax = sample_rate / 2.0 if fmax is None else float(fmax)
+    fft_freqs = np.fft.rfftfreq(n_fft, d=1.0 / sample_rate)
+    mel_points = np.linspace(
+        _hz_to_mel(np.array(fmin), mel_scale), _hz_to_mel(np.array(fmax), mel_scale), n_mels + 2
+    )
+    mel_freqs = _mel_to_hz(mel_points, mel_scale)
+    fdiff = np.diff(mel_freqs)
+    ramps = mel_freqs[:, None] - fft_freqs[None, :]
+    lower = -ramps[:-2] / fdiff[:-1, None]
+    upper = ramps[2:] / fdiff[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    if mel_norm == "slaney":
+        weights *= (2.0 / (mel_freqs[2 : n_mels + 2] - mel_freqs[:n_mels]))[:, None]
+    return weights.astype(np.float32)
+
+
+def _kaiser_sinc(t: np.ndarray, cutoff: float, half_width: float) -> np.ndarray:
+    """Low-pass impulse response at times ``t`` (input samples); DC gain 1 on the input grid."""
+    inside = np.abs(t) < half_width
+    ratio = np.clip(t / half_width, -1.0, 1.0)
+    window = np.i0(RESAMPLE_BETA * np.sqrt(1.0 - ratio**2)) / np.i0(RESAMPLE_BETA)
+    return np.where(inside, cutoff * np.sinc(cutoff * t) * window, 0.0)
+
+
+def _rates(orig_sr: int, target_sr: int) -> tuple[int, int, float, int]:
+    """``(up, down, half_width, pad)``: the reduced rate ratio and the filter's extent."""
+    g = math.gcd(orig_sr, target_sr)
+    up, down = target_sr // g, orig_sr // g
+    cutoff = min(1.0, up / down) * RESAMPLE_ROLLOFF
+    half_width = RESAMPLE_ZEROS / cutoff
+    return up, down, half_width, math.ceil(half_width)
+
+
+def resample_filter(orig_sr: int, target_sr: int) -> np.ndarray:
+    """Polyphase weights float32 ``(up, 1, down + 2 * pad + 1)`` for ``resample``.
+
+    Output sample ``q * up + r`` is the dot product of phase ``r``'s row with input samples
+    ``q * down - pad ... q * down + down + pad``.
+    """
+    up, down, half_width, pad = _rates(orig_sr, target_sr)
+    cutoff = min(1.0, up / down) * RESAMPLE_ROLLOFF
+    w = np.arange(down + 2 * pad + 1, dtype=np.float64)
+    phase = np.arange(up, dtype=np.float64)[:, None] * down / up
+    weights = _kaiser_sinc(phase + pad - w[None, :], cutoff, half_width)
+    return weights.astype(np.float32)[:, None, :]
+
+
+# -- pure steps ------------------------------------------------------------------------------
+
+
+def mix_to_mono(waves: jax.Array, channels: jax.Array) -> jax.Array:
+    """Average the first ``channels[i]`` channels of each clip: ``(N, T, C) -> (N, T)``.
+
+    Channels beyond a clip's count must be zero (padding).
+    """
+    total = jnp.sum(waves, axis=2)
+    return total / jnp.maximum(channels, 1).astype(waves.dtype)[:, None]
+
+
+def resample(
+    x: jax.Array,
+    lengths: jax.Array,
+    *,
+    orig_sr: int,
+    target_sr: int,
+    n_out: int | None = None,
+    method: str = "auto",
+) -> tuple[jax.Array, jax.Array]:
+    """Band-limited resampling of zero-padded clips ``(N, T)`` from ``orig_sr`` to ``target_sr``.
+
+    Samples at or past ``lengths`` are treated as zero, and outputs at or past the new lengths
+    ``ceil(lengths * target_sr / orig_sr)`` are zero.
+
+    Args:
+        x: float32 ``(N, T)``.
+        lengths: int32 ``(N,)`` true lengths.
+        orig_sr, target_sr: Rates in Hz (static).
+        n_out: Output samples to compute; ``None``: ``ceil(T * target_sr / orig_sr)``.
+        method: ``"polyphase"`` (strided convolution, one output channel per phase),
+            ``"direct"`` (one gather per tap; for rate pairs with very many phases), or
+            ``"auto"`` (polyphase unless it needs more than ``MAX_POLYPHASE_WEIGHTS``).
+
+    Returns:
+        ``(y, new_lengths)``: float32 ``(N, n_out)`` and int32 ``(N,)``.
+    """
+    n, t = x.shape
+    up, down, half_width, pad = _rates(orig_sr, target_sr)
+    if n_out is None:
+        n_out = -(-t * up // down)
+    col = jnp.arange(t, dtype=jnp.int32)[None, :]
+    x = jnp.where(col < lengths[:, None], x, 0.0)
+    # ceil(lengths * up / down) in int64-safe form: lengths * up can exceed int32.
+    new_lengths = (
+        (lengths // down) * up + (-(-((lengths % down) * up) // down))
+    ).astype(jnp.int32)
+    if up == down:
+        y = x[:, :n_out] if t >= n_out else jnp.pad(x, ((0, 0), (0, n_out - t)))
+    else:
+        taps = down + 2 * pad + 1
+        if method == "auto":
+            method = "polyphase" if up * taps <= MAX_POLYPHASE_WEIGHTS else "direct"
+        if method == "polyphase":
+            y = _resample_polyphase(x, orig_sr, target_sr, n_out)
+        elif method == "direct":
+            y = _resample_direct(x, orig_sr, target_sr, n_out)
+        else:
+            raise SpecError(f"resample method must be one of {RESAMPLE_METHODS}, got {method!r}")
+    out_col = jnp.arange(n_out, dtype=jnp.int32)[None, :]
+    return jnp.where(out_col < new_lengths[:, None], y, 0.0), new_lengths
+
+
+def _resample_polyphase(x: jax.Array, orig_sr: int, target_sr: int, n_out: int) -> jax.Array:
+    n, t = x.shape
+    up, down, _, pad = _rates(orig_sr, target_sr)
+    weights = resample_filter(orig_sr, target_sr)
+    taps = weights.shape[-1]
+    blocks = -(-n_out // up)
+    needed = (blocks - 1) * down + taps  # padded input length for `blocks` strided windows
+    x = jnp.pad(x, ((0, 0), (pad, max(0, needed - pad - t))))[:, :needed]
+    y = jax.lax.conv_general_dilated(
+        x[:, None, :],
+        jnp.asarray(weights),
+        window_strides=(down,),
+        padding="VALID",
+        dimension_numbers=("NCH", "OIH", "NCH"),
+        precision=jax.lax.Precision.HIGHEST,
+    )  # (N, up, blocks): phase r of block q is output q * up + r
+    return jnp.swapaxes(y, 1, 2).reshape(n, blocks * up)[:, :n_out]
+
+
+def _resample_direct(x: jax.Array, orig_sr: int, target_sr: int, n_out: int) -> jax.Array:
+    n, t = x.shape
+    up, down, half_width, pad = _rates(orig_sr, target_sr)
+    cutoff = min(1.0, up / down) * RESAMPLE_ROLLOFF
+    out = np.arange(n_out, dtype=np.int64)
+    base = (out * down) // up  # floor of each output's time in input samples
+    frac = (out * down - base * up) / up
+    x = jnp.pad(x, ((0, 0), (pad, max(0, int(base[-1]) + pad + 2 - t))))
+    y = jnp.zeros((n, n_out), dtype=jnp.float32)
+    for j in range(-pad, pad + 1):
+        w = _kaiser_sinc(frac - j, cutoff, half_width).astype(np.float32)
+        y = y + x[:, base + j + pad] * jnp.asarray(w)[None, :]
+    return y
+
+
+def fit_length(x: jax.Array, lengths: jax.Array, *, n_samples: int, align: str) -> jax.Array:
+    """Cut or zero-pad each clip to ``n_samples``: ``(N, T) -> (N, n_samples)``.
+
+    ``align="start"`` keeps samples ``[0, n_samples)``; ``"center"`` keeps the middle
+    ``n_samples`` of a longer clip and centres a shorter one (extra padding sample at the end).
+    Samples at or past ``lengths`` count as padding.
+    """
+    n, t = x.shape
+    col = jnp.arange(n_samples, dtype=jnp.int32)[None, :]
+    if align == "start":
+        src = jnp.broadcast_to(col, (n, n_samples))
+    elif align == "center":
+        offset = jnp.floor_divide(lengths - n_samples, 2)
+        src = col + offset[:, None]
+    else:
+        raise SpecError(f"align must be one of {ALIGNS}, got {align!r}")
+    valid = (src >= 0) & (src < jnp.minimum(lengths, t)[:, None])
+    taken = jnp.take_along_axis(x, jnp.clip(src, 0, max(t - 1, 0)), axis=1)
+    return jnp.where(valid, taken, 0.0)
+
+
+def peak_normalize(x: jax.Array) -> jax.Array:
+    """Scale each clip ``(N, T)`` to peak ``|x| == 1`` (clips below ``PEAK_FLOOR`` unchanged)."""
+    peak = jnp.max(jnp.abs(x), axis=1, keepdims=True)
+    return jnp.where(peak >= PEAK_FLOOR, x / jnp.maximum(peak, PEAK_FLOOR), x)
+
+
+def log_mel_spectrogram(
+    x: jax.Array,
+    *,
+    sample_rate: int,
+    n_fft: int = 1024,
+    hop_length: int = 512,
+    n_mels: int = 80,
+    fmin: float = 0.0,
+    fmax: float | None = None,
+    mel_scale: str = "slaney",
+    mel_norm: str | None = "slaney",
+    log: str | None = "db",
+    amin: float = 1e-10,
+    top_db: float | None = 80.0,
+) -> jax.Array:
+    """Mel spectrogram of clips ``(N, T)`` as float32 ``(N, n_mels, 1 + T // hop_length)``.
+
+    See the module docstring for the conventions (librosa 0.11's ``melspectrogram`` with
+    ``center=True, pad_mode="constant", power=2`` then ``power_to_db(ref=1.0)``).
+    """
+    n, t = x.shape
+    half = n_fft // 2
+    frames = 1 + t // hop_length
+    padded = jnp.pad(x, ((0, 0), (half, half)))
+    index = np.arange(frames)[:, None] * hop_length + np.arange(n_fft)[None, :]
+    window = (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
+    spectrum = jnp.fft.rfft(padded[:, index] * jnp.asarray(window)[None, None, :], axis=-1)
+    power = jnp.real(spectrum) ** 2 + jnp.imag(spectrum) ** 2  # (N, frames, bins)
+    basis = mel_filterbank(
+        sample_rate=sample_rate,
+        n_fft=n_fft,
+        n_mels=n_mels,
+        fmin=fmin,
+        fmax=fmax,
+        mel_scale=mel_scale,
+        mel_norm=mel_norm,
+    )
+    mel = jnp.einsum(
+        "mf,ntf->nmt", jnp.asarray(basis), power, precision=jax.lax.Precision.HIGHEST
+    )
+    if log is None:
+        return mel
+    db = 10.0 * jnp.log10(jnp.maximum(mel, amin))
+    if top_db is not None:
+        db = jnp.maximum(db, jnp.max(db, axis=(1, 2), keepdims=True) - top_db)
+    return db
+
+
+# -- the shard kernel ------------------------------------------------------------------------
+
+_STATIC = (
+    "orig_sr",
+    "sample_rate",
+    "duration",
+    "n_fft",
+    "hop_length",
+    "n_mels",
+    "fmin",
+    "fmax",
+    "mel_scale",
+    "mel_norm",
+    "normalize",
+    "log",
+    "amin",
+    "top_db",
+    "align",
+)
+
+
+def check_audio_params(
+    *,
+    sample_rate: int,
+    duration: float,
+    n_fft: int = 1024,
+    hop_length: int = 512,
+    n_mels: int = 80,
+    fmin: float = 0.0,
+    fmax: float | None = None,
+    mel_scale: str = "slaney",
+    mel_norm: str | None = "slaney",
+    log: str | None = "db",
+    amin: float = 1e-10,
+    top_db: float | None = 80.0,
+    align: str = "start",
+    **_: Any,
+) -> None:
+    """Raise ``SpecError`` naming the first audio parameter whose value is not allowed."""
+
+    def bad(name: str, value: object, allowed: str) -> SpecError:
+        return SpecError(f"audio parameter {name}={value!r} is not allowed: {allowed}")
+
+    if not (isinstance(sample_rate, int) and sample_rate > 0):
+        raise bad("sample_rate", sample_rate, "a positive integer number of Hz")
+    if not duration > 0 or round(duration * sample_rate) < 1:
+        raise bad("duration", duration, "positive seconds, at least one sample long")
+    if not (isinstance(n_fft, int) and n_fft >= 2):
+        raise bad("n_fft", n_fft, "an integer >= 2")
+    if not (isinstance(hop_length, int) and hop_length >= 1):
+        raise bad("hop_length", hop_length, "a positive integer")
+    if not (isinstance(n_mels, int) and n_mels >= 1):
+        raise bad("n_mels", n_mels, "a positive integer")
+    top = sample_rate / 2.0 if fmax is None else fmax
+    if not 0.0 <= fmin < top <= sample_rate / 2.0:
+        raise bad("fmin/fmax", (fmin, fmax), f"0 <= fmin < fmax <= {sample_rate / 2} (Nyquist)")
+    if mel_scale not in MEL_SCALES:
+        raise bad("mel_scale", mel_scale, f"one of {MEL_SCALES}")
+    if mel_norm not in MEL_NORMS:
+        raise bad("mel_norm", mel_norm, f"one of {MEL_NORMS}")
+    if log not in LOG_SCALES:
+        raise bad("log", log, f"one of {LOG_SCALES}")
+    if not amin > 0:
+        raise bad("amin", amin, "a positive power floor")
+    if top_db is not None and not top_db >= 0:
+        raise bad("top_db", top_db, "None or a non-negative number of dB")
+    if align not in ALIGNS:
+        raise bad("align", align, f"one of {ALIGNS}")
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _audio_kernel(
+    waves: jax.Array,
+    lengths: jax.Array,
+    channels: jax.Array,
+    *,
+    orig_sr: int,
+    sample_rate: int,
+    duration: float,
+    n_fft: int,
+    hop_length: int,
+    n_mels: int,
+    fmin: float,
+    fmax: float | None,
+    mel_scale: str,
+    mel_norm: str | None,
+    normalize: bool,
+    log: str | None,
+    amin: float,
+    top_db: float | None,
+    align: str,
+) -> tuple[jax.Array, jax.Array]:
+    n_samples = round(duration * sample_rate)
+    mono = mix_to_mono(waves, channels)
+    if align == "start":
+        # Only outputs [0, n_samples) are kept: resample just those.
+        n_out = n_samples
+    else:
+        n_out = -(-mono.shape[1] * sample_rate // orig_sr)
+    y, new_lengths = resample(mono, lengths, orig_sr=orig_sr, target_sr=sample_rate, n_out=n_out)
+    audio = fit_length(y, new_lengths, n_samples=n_samples, align=align)
+    if normalize:
+        audio = peak_normalize(audio)
+    mel = log_mel_spectrogram(
+        audio,
+        sample_rate=sample_rate,
+        n_fft=n_fft,
+        hop_length=hop_length,
+        n_mels=n_mels,
+        fmin=fmin,
+        fmax=fmax,
+        mel_scale=mel_scale,
+        mel_norm=mel_norm,
+        log=log,
+        amin=amin,
+        top_db=top_db,
+    )
+    return audio, mel
+
+
+def audio_features(
+    waves: jax.Array | np.ndarray,
+    lengths: jax.Array | np.ndarray,
+    channels: jax.Array | np.ndarray | None = None,
+    *,
+    orig_sr: int,
+    sample_rate: int,
+    duration: float,
+    n_fft: int = 1024,
+    hop_length: int = 512,
+    n_mels: int = 80,
+    fmin: float = 0.0,
+    fmax: float | None = None,
+    mel_scale: str = "slaney",
+    mel_norm: str | None = "slaney",
+    normalize: bool = False,
+    log: str | None = "db",
+    amin: float = 1e-10,
+    top_db: float | None = 80.0,
+    align: str = "start",
+) -> tuple[jax.Array, jax.Array]:
+    """The audio shard kernel: mono, resample, pad/trim, normalise, log-mel (jit-compiled).
+
+    One compile per (input shape, parameters): call it with the clips of one source rate,
+    padded to a bucketed shape (``featurize_audio`` does this).
+
+    Args:
+        waves: float32 ``(N, T, C)`` (or ``(N, T)`` mono) clips at ``orig_sr``, zero-padded in
+            time and channels.
+        lengths: int32 ``(N,)`` true frame counts.
+        channels: int32 ``(N,)`` true channel counts; ``None``: all ``C``.
+        orig_sr: The clips' sample rate in Hz.
+        sample_rate: Output rate in Hz.
+        duration: Output length in seconds (``round(duration * sample_rate)`` samples).
+        n_fft: FFT and window size (default 1024).
+        hop_length: Samples between frames (default 512).
+        n_mels: Mel bands (default 80).
+        fmin, fmax: Band edges in Hz (default 0 and Nyquist).
+        mel_scale: ``"slaney"`` (default) or ``"htk"``.
+        mel_norm: ``"slaney"`` (default, unit-area filters) or ``None``.
+        normalize: Peak-normalise each clip (default off).
+        log: ``"db"`` (default) or ``None`` (mel power).
+        amin: Power floor before the log (default 1e-10, librosa's).
+        top_db: Dynamic range kept below each clip's max in dB (default 80, librosa's);
+            ``None`` keeps all.
+        align: ``"start"`` (default) or ``"center"``, see ``fit_length``.
+
+    Returns:
+        ``(audio, mel)``: float32 ``(N, round(duration * sample_rate))`` and float32
+        ``(N, n_mels, 1 + n_samples // hop_length)``.
+    """
+    params = {
+        "sample_rate": sample_rate,
+        "duration": float(duration),
+        "n_fft": n_fft,
+        "hop_length": hop_length,
+        "n_mels": n_mels,
+        "fmin": float(fmin),
+        "fmax": None if fmax is None else float(fmax),
+        "mel_scale": mel_scale,
+        "mel_norm": mel_norm,
+        "normalize": bool(normalize),
+        "log": log,
+        "amin": float(amin),
+        "top_db": None if top_db is None else float(top_db),
+        "align": align,
+    }
+    check_audio_params(**params)
+    if not (isinstance(orig_sr, int) and orig_sr > 0):
+        raise SpecError(f"orig_sr must be a positive integer number of Hz, got {orig_sr!r}")
+    waves = jnp.asarray(waves, dtype=jnp.float32)
+    if waves.ndim == 2:
+        waves = waves[:, :, None]
+    if waves.ndim != 3:
+        raise ValueError(f"waves must be (N, T, C) or (N, T), got shape {waves.shape}")
+    n, _, c = waves.shape
+    lengths = jnp.asarray(lengths, dtype=jnp.int32)
+    channels = jnp.full((n,), c, jnp.int32) if channels is None else jnp.asarray(channels, jnp.int32)
+    if lengths.shape != (n,) or channels.shape != (n,):
+        raise ValueError(
+            f"lengths and channels must be ({n},), got {lengths.shape} and {channels.shape}"
+        )
+    return _audio_kernel(waves, lengths, channels, orig_sr=orig_sr, **params)
+
+
+def _next_pow2(x: int, least: int) -> int:
+    return max(least, 1 << max(0, int(x) - 1).bit_length())
+
+
+def _input_frames(orig_sr: int, sample_rate: int, duration: float) -> int:
+    """Input frames that the first ``duration`` seconds of output depend on."""
+    up, down, _, pad = _rates(orig_sr, sample_rate)
+    n_samples = round(duration * sample_rate)
+    return ((n_samples - 1) * down) // up + pad + 2
+
+
+def featurize_audio(
+    clips: Sequence[tuple[np.ndarray, int]],
+    *,
+    sample_rate: int,
+    duration: float,
+    batch_size: int = 64,
+    **params: Any,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run ``audio_features`` over decoded clips of any rates, on a few bucketed shapes.
+
+    Clips are grouped by sample rate; each group is cut into batches of ``batch_size`` rows
+    (the last padded to a power of two), channels padded to the group's most, and time padded
+    to the frames the output depends on (``align="start"``: a fixed count per rate) or to a
+    power of two (``"center"``). Compiles: about one per (source rate, row bucket).
+
+    Args:
+        clips: ``(samples, rate)`` pairs, samples float32 ``(frames, channels)`` or
+            ``(frames,)``, as ``decode_audio`` returns them (finite, at least one frame).
+        sample_rate, duration: As ``audio_features``.
+        batch_size: Rows per kernel call.
+        **params: The other keyword arguments of ``audio_features``.
+
+    Returns:
+        ``(audio, mel)`` as numpy, in the order of ``clips``.
+    """
+    align = params.get("align", "start")
+    check_audio_params(sample_rate=sample_rate, duration=duration, **params)
+    if batch_size < 1:
+        raise SpecError(f"batch_size must be positive, got {batch_size}")
+    n_samples = round(duration * sample_rate)
+    hop = params.get("hop_length", 512)
+    n_mels = params.get("n_mels", 80)
+    audio = np.zeros((len(clips), n_samples), dtype=np.float32)
+    mel = np.zeros((len(clips), n_mels, 1 + n_samples // hop), dtype=np.float32)
+    by_rate: dict[int, list[int]] = {}
+    for i, (_, rate) in enumerate(clips):
+        by_rate.setdefault(int(rate), []).append(i)
+    for rate, members in by_rate.items():
+        for first in range(0, len(members), batch_size):
+            idx = members[first : first + batch_size]
+            arrays = [np.asarray(clips[i][0], dtype=np.float32) for i in idx]
+            arrays = [a[:, None] if a.ndim == 1 else a for a in arrays]
+            lengths = np.array([a.shape[0] for a in arrays], dtype=np.int32)
+            channels = np.array([a.shape[1] for a in arrays], dtype=np.int32)
+            if align == "start":
+                frames = _input_frames(rate, sample_rate, duration)
+            else:
+                frames = _next_pow2(int(lengths.max()), 1024)
+            rows = min(_next_pow2(len(idx), MIN_ROW_BUCKET), batch_size)
+            batch = np.zeros((rows, frames, int(channels.max())), dtype=np.float32)
+            for j, a in enumerate(arrays):
+                kept = a[:frames]
+                batch[j, : kept.shape[0], : kept.shape[1]] = kept
+            out_audio, out_mel = audio_features(
+                batch,
+                np.pad(lengths, (0, rows - len(idx))),
+                np.pad(channels, (0, rows - len(idx)), constant_values=1),
+                orig_sr=rate,
+                sample_rate=sample_rate,
+                duration=duration,
+                **params,
+            )
+            audio[idx] = np.asarray(out_audio)[: len(idx)]
+            mel[idx] = np.asarray(out_mel)[: len(idx)]
+    return audio, mel
