@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from datakiln.errors import BakeError, DatakilnError
@@ -230,6 +232,17 @@ def _print_report(report: Any) -> None:
         print(f"time in stages (summed over tasks): {stages}")
 
 
+def _jax_cache_dir() -> str | None:
+    """The persistent JAX compilation cache: $DATAKILN_JAX_CACHE, else ~/.cache/datakiln/jax.
+
+    Set DATAKILN_JAX_CACHE to an empty string to turn it off.
+    """
+    value = os.environ.get("DATAKILN_JAX_CACHE")
+    if value is None:
+        return str(Path.home() / ".cache" / "datakiln" / "jax")
+    return value or None
+
+
 def _cmd_bake(args: argparse.Namespace) -> int:
     from datakiln.etl.bake import bake, plan_only
 
@@ -238,7 +251,9 @@ def _cmd_bake(args: argparse.Namespace) -> int:
         for line in plan_only(spec).lines():
             print(line)
         return EXIT_OK
-    report = bake(spec, progress=_Progress(), lease_wait_s=args.wait)
+    report = bake(
+        spec, progress=_Progress(), lease_wait_s=args.wait, jax_cache_dir=_jax_cache_dir()
+    )
     _print_report(report)
     return EXIT_OK
 
@@ -261,7 +276,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             shard_size=128,
             image=ImageParams(height=64, width=64, labels="parent"),
         )
-        report = bake(spec)
+        report = bake(spec, jax_cache_dir=_jax_cache_dir())
     _print_report(report)
     dataset = open_cache(args.out, rngs=0)
     batch = dataset.get_batch(8)

@@ -98,9 +98,9 @@ class MultiModalDataset(BaseDataset):
         self.audio_duration = float(audio_duration)
         self.latent_dim = int(latent_dim)
         self._audio_len = audio_len
-        self._key = self.rngs.key("default")
+        self._key, decoder_key = jax.random.split(self.rngs.key("default"))
         self._decoders = _decoders(
-            jax.random.fold_in(self._key, -1 & 0x7FFFFFFF),
+            decoder_key,
             latent_dim=self.latent_dim,
             channels=self.image_shape[2],
             text_length=self.text_sequence_length,
@@ -118,9 +118,11 @@ class MultiModalDataset(BaseDataset):
             jnp.float32(self.alignment_strength),
             **self._static(),
         )
-        out["alignment_score"] = np.full(len(indices), self.alignment_strength, np.float32)
-        out["indices"] = np.asarray(indices, dtype=np.int64)
-        return out
+        batch: dict[str, Any] = {m: out[m] for m in MODALITIES if m in out}
+        batch["alignment_score"] = np.full(len(indices), self.alignment_strength, np.float32)
+        batch["latent"] = out["latent"]
+        batch["indices"] = np.asarray(indices, dtype=np.int64)
+        return batch
 
     def decode(self, latents: Any) -> dict[str, np.ndarray]:
         """Render every modality from latent vectors ``(B, latent_dim)`` with no modality noise.

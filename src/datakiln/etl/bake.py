@@ -280,7 +280,11 @@ def plan_only(spec: BakeSpec) -> PlanSummary:
 
 
 def bake(
-    spec: BakeSpec, *, progress: ProgressFn | None = None, lease_wait_s: float = 0.0
+    spec: BakeSpec,
+    *,
+    progress: ProgressFn | None = None,
+    lease_wait_s: float = 0.0,
+    jax_cache_dir: str | None = None,
 ) -> BakeReport:
     """Bake ``spec`` into its output cache and return what happened.
 
@@ -288,6 +292,8 @@ def bake(
         SourceError: a source names nothing readable.
         OutputError: the output cannot be written.
         LeaseHeldError: another bake is writing the same store (after ``lease_wait_s``).
+
+    ``jax_cache_dir`` names a persistent JAX compilation cache for every worker to share.
         TooManyRejectedError: more inputs were rejected than ``spec.max_rejected``; the shards
             stay on disk (a re-run with a higher limit commits at once) but no manifest is
             written.
@@ -322,6 +328,7 @@ def bake(
             "generation": plan.generation,
             "image": spec.image.to_dict(),
             "fields": [f.to_task() for f in fields],
+            "jax_cache_dir": jax_cache_dir,
         }
         tasks = [{**base_task, "shard": s.to_dict()} for s in plan.shards if s.shard_id not in done]
         logger.info(

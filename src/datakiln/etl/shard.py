@@ -67,6 +67,18 @@ def _decode(data: bytes, image: ImageParams) -> DecodedImage | ImageDecodeError:
         return err
 
 
+def _use_compilation_cache(path: str) -> None:
+    """Point this process's JAX at a persistent compilation cache shared by every worker.
+
+    A worker then compiles each kernel shape once ever, not once per process start.
+    """
+    import jax
+
+    if jax.config.jax_compilation_cache_dir != path:
+        jax.config.update("jax_compilation_cache_dir", path)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
 def bake_image_shard(task: Mapping[str, Any]) -> dict[str, Any]:
     """Bake one shard described by plain data; return its completion marker.
 
@@ -74,6 +86,8 @@ def bake_image_shard(task: Mapping[str, Any]) -> dict[str, Any]:
     ``generation_key``, ``generation`` (folder), ``image`` (ImageParams dict), ``fields``
     (``FieldLayout.to_task()`` of images and optional labels) and ``shard`` (ShardPlan dict).
     """
+    if task.get("jax_cache_dir"):
+        _use_compilation_cache(task["jax_cache_dir"])
     shard = ShardPlan.from_dict(task["shard"])
     image = ImageParams(**task["image"])
     url, out_options = task["url"], task.get("storage_options") or {}

@@ -108,8 +108,8 @@ def decode_audio(
             )
     except (soundfile.SoundFileError, RuntimeError) as err:
         raise AudioDecodeError(
-            f"not decodable by libsndfile ({type(err).__name__}: {err}); readable formats: "
-            f"{', '.join(sorted(soundfile.available_formats()))}",
+            f"not decodable by libsndfile ({type(err).__name__}: {err}); it reads WAV, FLAC, "
+            "OGG/Vorbis, AIFF and the rest of soundfile.available_formats()",
             stage=STAGE_DECODE,
             uri=uri,
         ) from err

@@ -21,10 +21,11 @@ __all__ = ["CorpusInfo", "write_image_corpus"]
 
 logger = logging.getLogger(__name__)
 
-# (format, extension, modes it is written in here). Every mode listed is one the format stores.
+# (format, extension, modes it is written in, repeated to weight the draw). Each is one the
+# format stores.
 _FORMATS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("JPEG", "jpg", ("RGB", "L", "CMYK")),
-    ("PNG", "png", ("RGB", "L", "P", "RGBA", "LA", "I;16")),
+    ("JPEG", "jpg", ("RGB", "RGB", "RGB", "RGB", "L", "CMYK")),
+    ("PNG", "png", ("RGB", "RGB", "L", "P", "RGBA", "LA", "I;16")),
     ("GIF", "gif", ("P",)),
     ("BMP", "bmp", ("RGB", "L", "P")),
     ("WEBP", "webp", ("RGB", "RGBA")),
@@ -189,7 +190,7 @@ def _to_mode(rgb: np.ndarray, mode: str, rng: np.random.Generator) -> Image.Imag
     if mode == "I;16":
         # Full 16-bit range, so that a clipping conversion would show.
         gray = np.asarray(im.convert("L")).astype(np.uint16) * 257
-        return Image.fromarray(gray, "I;16")
+        return Image.fromarray(gray)  # uint16 -> mode I;16
     raise ValueError(f"no generator for mode {mode!r}")
 
 

@@ -202,9 +202,7 @@ def resample(
     col = jnp.arange(t, dtype=jnp.int32)[None, :]
     x = jnp.where(col < lengths[:, None], x, 0.0)
     # ceil(lengths * up / down) in int64-safe form: lengths * up can exceed int32.
-    new_lengths = (
-        (lengths // down) * up + (-(-((lengths % down) * up) // down))
-    ).astype(jnp.int32)
+    new_lengths = ((lengths // down) * up + (-(-((lengths % down) * up) // down))).astype(jnp.int32)
     if up == down:
         y = x[:, :n_out] if t >= n_out else jnp.pad(x, ((0, 0), (0, n_out - t)))
     else:
@@ -319,9 +317,7 @@ def log_mel_spectrogram(
         mel_scale=mel_scale,
         mel_norm=mel_norm,
     )
-    mel = jnp.einsum(
-        "mf,ntf->nmt", jnp.asarray(basis), power, precision=jax.lax.Precision.HIGHEST
-    )
+    mel = jnp.einsum("mf,ntf->nmt", jnp.asarray(basis), power, precision=jax.lax.Precision.HIGHEST)
     if log is None:
         return mel
     db = 10.0 * jnp.log10(jnp.maximum(mel, amin))
@@ -527,7 +523,9 @@ def audio_features(
         raise ValueError(f"waves must be (N, T, C) or (N, T), got shape {waves.shape}")
     n, _, c = waves.shape
     lengths = jnp.asarray(lengths, dtype=jnp.int32)
-    channels = jnp.full((n,), c, jnp.int32) if channels is None else jnp.asarray(channels, jnp.int32)
+    channels = (
+        jnp.full((n,), c, jnp.int32) if channels is None else jnp.asarray(channels, jnp.int32)
+    )
     if lengths.shape != (n,) or channels.shape != (n,):
         raise ValueError(
             f"lengths and channels must be ({n},), got {lengths.shape} and {channels.shape}"

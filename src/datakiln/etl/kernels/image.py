@@ -39,6 +39,10 @@ __all__ = [
 ]
 
 
+# Pillow's fixed-point precision for 8-bit resampling (Resample.c: 32 - 8 - 2 bits).
+_PRECISION_BITS = 22
+
+
 def _axis_weights(
     in0: jax.Array,
     in1: jax.Array,
@@ -49,47 +53,57 @@ def _axis_weights(
     out_size: int,
     canvas_size: int,
 ) -> jax.Array:
-    """Resampling matrices (B, out_size, canvas_size) along one axis, as Pillow builds them.
+    """Pillow's resampling matrices along one axis: float32 (B, out_size, canvas_size).
 
     Output index ``o`` is position ``o - out_start`` of a resize of ``[in0, in1)`` to
     ``out_len`` samples; outside ``[out_start, out_start + out_len)`` its row is zero. Input
     positions at or beyond ``in_size`` (the padding) get zero weight.
+
+    The weights are computed in float64 in the order of Pillow's ``precompute_coeffs`` (box
+    edges as float32, as Pillow's C API takes them) and quantized to its 22-bit fixed point,
+    so they equal Pillow's integer coefficients / 2**22 exactly (float32 holds them exactly).
+    With exact coefficients, a float32 product differs from Pillow's integer sum only by
+    accumulation error (~1e-5), so rounding disagrees only when Pillow's sum is that close to
+    a half level.
     """
-    f32 = jnp.float32
-    local = jnp.arange(out_size, dtype=f32)[None, :] - out_start.astype(f32)[:, None]
-    length = jnp.maximum(out_len, 1).astype(f32)
-    scale = (in1 - in0) / length  # (B,)
-    filterscale = jnp.maximum(scale, 1.0)
-    support = filterscale  # the triangle filter's support is 1, widened when downscaling
-    center = in0[:, None] + (local + 0.5) * scale[:, None]  # (B, O)
-    # Pillow's window: int() truncation of center -/+ support + 0.5, clamped to the image.
-    xmin = jnp.maximum(jnp.trunc(center - support[:, None] + 0.5), 0.0)
-    xmax = jnp.minimum(jnp.trunc(center + support[:, None] + 0.5), in_size.astype(f32)[:, None])
-    j = jnp.arange(canvas_size, dtype=f32)[None, None, :]
-    inside = (j >= xmin[..., None]) & (j < xmax[..., None])
-    arg = (j - center[..., None] + 0.5) * (1.0 / filterscale)[:, None, None]
-    weights = jnp.where(inside, jnp.maximum(1.0 - jnp.abs(arg), 0.0), 0.0)
-    total = jnp.sum(weights, axis=-1, keepdims=True)
-    weights = jnp.where(total > 0, weights / jnp.where(total > 0, total, 1.0), 0.0)
-    in_region = (local >= 0) & (local < out_len.astype(f32)[:, None])
-    return jnp.where(in_region[..., None], weights, 0.0)
+    with jax.enable_x64(True):
+        f64 = jnp.float64
+        local = jnp.arange(out_size, dtype=f64)[None, :] - out_start.astype(f64)[:, None]
+        length = jnp.maximum(out_len, 1).astype(f64)
+        scale = (in1 - in0).astype(f64) / length  # float32 difference, as in Pillow
+        filterscale = jnp.maximum(scale, 1.0)
+        support = filterscale  # the triangle filter's support is 1, widened by the scale
+        center = in0.astype(f64)[:, None] + (local + 0.5) * scale[:, None]  # (B, O)
+        # Pillow's window: int() truncation of center -/+ support + 0.5, clamped.
+        xmin = jnp.maximum(jnp.trunc(center - support[:, None] + 0.5), 0.0)
+        xmax = jnp.minimum(jnp.trunc(center + support[:, None] + 0.5), in_size.astype(f64)[:, None])
+        j = jnp.arange(canvas_size, dtype=f64)[None, None, :]
+        inside = (j >= xmin[..., None]) & (j < xmax[..., None])
+        arg = ((j - center[..., None]) + 0.5) * (1.0 / filterscale)[:, None, None]
+        weights = jnp.where(inside, jnp.maximum(1.0 - jnp.abs(arg), 0.0), 0.0)
+        total = jnp.sum(weights, axis=-1, keepdims=True)
+        weights = jnp.where(total != 0.0, weights / jnp.where(total != 0.0, total, 1.0), 0.0)
+        fixed = jnp.trunc(0.5 + weights * (1 << _PRECISION_BITS))
+        in_region = (local >= 0) & (local < out_len.astype(f64)[:, None])
+        fixed = jnp.where(in_region[..., None], fixed, 0.0)
+        return (fixed * (1.0 / (1 << _PRECISION_BITS))).astype(jnp.float32)
 
 
 def _premultiply(x: jax.Array) -> jax.Array:
-    """RGBA -> Pillow's premultiplied RGBa, with its integer rounding (MULDIV255)."""
-    alpha = x[..., 3:4]
-    t = x[..., :3] * alpha + 128.0  # exact in float32: < 2**17
+    """(B, 4, H, W) RGBA -> Pillow's premultiplied RGBa, with its rounding (MULDIV255)."""
+    alpha = x[:, 3:4]
+    t = x[:, :3] * alpha + 128.0  # exact in float32: < 2**17
     rgb = jnp.floor((jnp.floor(t / 256.0) + t) / 256.0)
-    return jnp.concatenate([rgb, alpha], axis=-1)
+    return jnp.concatenate([rgb, alpha], axis=1)
 
 
 def _unpremultiply(x: jax.Array) -> jax.Array:
-    """Pillow's RGBa -> RGBA: floor(255 * v / alpha), clipped; alpha 0 and 255 left as is."""
-    alpha = x[..., 3:4]
+    """(B, 4, H, W) RGBa -> RGBA as Pillow: floor(255 v / alpha), clipped; alpha 0, 255 kept."""
+    alpha = x[:, 3:4]
     keep = (alpha == 0.0) | (alpha == 255.0)
-    rgb = x[..., :3]
+    rgb = x[:, :3]
     divided = jnp.minimum(jnp.floor(255.0 * rgb / jnp.where(keep, 1.0, alpha)), 255.0)
-    return jnp.concatenate([jnp.where(keep, rgb, divided), alpha], axis=-1)
+    return jnp.concatenate([jnp.where(keep, rgb, divided), alpha], axis=1)
 
 
 @functools.partial(jax.jit, static_argnames=("height", "width"))
@@ -104,14 +118,15 @@ def resize_canvases(
 ) -> jax.Array:
     """Resize a padded batch of images to ``height`` x ``width``, horizontal pass first.
 
-    Pure; compiled once per (canvas shape, height, width) and argument dtypes. The two passes
-    are rounded to uint8 in between, as Pillow does; Pillow runs the vertical pass first when
-    the height shrinks by more than twice as many pixels as the width, and the caller gets
-    that order by passing such images transposed (``ImageResizer`` does).
+    Pure; compiled once per (canvas shape, height, width) and argument dtypes. Channels come
+    first, so each pass is one batched matrix product without transposes. The passes are
+    rounded to uint8 in between, as Pillow does; Pillow runs the vertical pass first when the
+    height shrinks by more than twice as many pixels as the width, and the caller gets that
+    order by passing such images transposed (``ImageResizer`` does).
 
     Args:
-        canvases: uint8 (B, Hc, Wc, C): image ``b`` in ``canvases[b, :h, :w]``; the rest is
-            ignored (any content). C = 4 is RGBA, resized premultiplied as Pillow does.
+        canvases: uint8 (B, C, Hc, Wc): image ``b`` in ``canvases[b, :, :h, :w]``; the rest
+            is ignored (any content). C = 4 is RGBA, resized premultiplied as Pillow does.
         sizes: int32 (B, 2): the true (h, w) of each image; (0, 0) marks an unused slot.
         boxes: float32 (B, 4): the source box (x0, y0, x1, y1) of each image, in pixels.
         regions: int32 (B, 4): (top, left, height, width) of the output rectangle each box
@@ -120,11 +135,11 @@ def resize_canvases(
         width: Output width (static).
 
     Returns:
-        uint8 (B, height, width, C): within one level of ``Image.resize((rw, rh),
+        uint8 (B, C, height, width): within one level of ``Image.resize((rw, rh),
         Image.BILINEAR, box=box)`` pasted at the region (for RGBA, within one level of the
         premultiplied result, so the colour of translucent pixels may differ by more).
     """
-    _, hc, wc, c = canvases.shape
+    _, c, hc, wc = canvases.shape
     wx = _axis_weights(
         boxes[:, 0], boxes[:, 2], sizes[:, 1], regions[:, 1], regions[:, 3],
         out_size=width, canvas_size=wc,
@@ -137,9 +152,9 @@ def resize_canvases(
     if c == 4:
         x = _premultiply(x)
     hp = jax.lax.Precision.HIGHEST
-    tmp = jnp.einsum("bhwc,bow->bhoc", x, wx, precision=hp)
+    tmp = jnp.einsum("bchw,bow->bcho", x, wx, precision=hp)
     tmp = jnp.clip(jnp.floor(tmp + 0.5), 0.0, 255.0)
-    out = jnp.einsum("bhoc,bph->bpoc", tmp, wy, precision=hp)
+    out = jnp.einsum("bcho,bph->bcpo", tmp, wy, precision=hp)
     out = jnp.clip(jnp.floor(out + 0.5), 0.0, 255.0)
     if c == 4:
         out = _unpremultiply(out)
@@ -237,7 +252,10 @@ class ImageResizer:
             for start in range(0, len(indices), bucket.batch_size):
                 chunk = indices[start : start + bucket.batch_size]
                 result = self._run(bucket, c, transposed, [images[i] for i in chunk])
-                out[chunk] = result.transpose(0, 2, 1, 3) if transposed else result
+                # (B, C, oh, ow) -> (B, oh, ow, C), undoing the transposition if any.
+                out[chunk] = (
+                    result.transpose(0, 3, 2, 1) if transposed else result.transpose(0, 2, 3, 1)
+                )
         return out
 
     def _plan(self, image: DecodedImage) -> tuple[CanvasBucket, bool]:
@@ -258,7 +276,7 @@ class ImageResizer:
         canvas = self._canvases.get(key)
         if canvas is None:
             # Never cleared: padding gets zero weight, so stale pixels there are harmless.
-            canvas = np.zeros((bucket.batch_size, bucket.height, bucket.width, c), np.uint8)
+            canvas = np.zeros((bucket.batch_size, c, bucket.height, bucket.width), np.uint8)
             self._canvases[key] = canvas
         b = bucket.batch_size
         sizes = np.zeros((b, 2), np.int32)
@@ -268,12 +286,14 @@ class ImageResizer:
             pixels = image.pixels
             x0, y0, x1, y1 = image.box
             top, left, rh, rw = image.region
+            # (h, w, C) -> (C, h, w), or (C, w, h) for a transposed image.
+            pixels = pixels.transpose(2, 0, 1)
             if transposed:
-                pixels = pixels.transpose(1, 0, 2)
+                pixels = pixels.transpose(0, 2, 1)
                 x0, y0, x1, y1 = y0, x0, y1, x1
                 top, left, rh, rw = left, top, rw, rh
-            h, w = pixels.shape[:2]
-            canvas[k, :h, :w] = pixels
+            h, w = pixels.shape[1:]
+            canvas[k, :, :h, :w] = pixels
             sizes[k] = (h, w)
             boxes[k] = (x0, y0, x1, y1)
             regions[k] = (top, left, rh, rw)

@@ -1,0 +1,124 @@
+"""Tests of the audio reader: formats libsndfile decodes, and inputs it must reject."""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import numpy as np
+import pytest
+import soundfile
+
+from datakiln.errors import DatakilnError
+from datakiln.readers.audio import AudioDecodeError, AudioInfo, decode_audio, read_audio
+from datakiln.readers.rejections import Rejection
+
+RATE = 16000
+
+
+def _tone(frames: int = 4000, channels: int = 1) -> np.ndarray:
+    t = np.arange(frames) / RATE
+    cols = [0.5 * np.sin(2 * np.pi * 440 * (c + 1) * t) for c in range(channels)]
+    return np.stack(cols, axis=1).astype(np.float32)
+
+
+def _encode(samples: np.ndarray, fmt: str, subtype: str, rate: int = RATE) -> bytes:
+    buf = io.BytesIO()
+    soundfile.write(buf, samples, rate, format=fmt, subtype=subtype)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "subtype", "atol"),
+    [
+        ("WAV", "PCM_U8", 1e-2),
+        ("WAV", "PCM_16", 1e-4),
+        ("WAV", "PCM_24", 1e-6),
+        ("WAV", "PCM_32", 1e-7),
+        ("WAV", "FLOAT", 0.0),
+        ("WAV", "DOUBLE", 0.0),
+        ("FLAC", "PCM_16", 1e-4),
+        ("FLAC", "PCM_24", 1e-6),
+    ],
+)
+def test_lossless_formats_decode_to_float32(fmt, subtype, atol):
+    samples = _tone(channels=2)
+    decoded, rate, info = decode_audio(_encode(samples, fmt, subtype))
+    assert decoded.dtype == np.float32 and decoded.flags.c_contiguous
+    assert decoded.shape == samples.shape
+    assert rate == RATE
+    assert info == AudioInfo(
+        sample_rate=RATE, channels=2, frames=4000, format=fmt, subtype=subtype
+    )
+    assert info.duration_s == pytest.approx(0.25)
+    np.testing.assert_allclose(decoded, samples, atol=atol)
+
+
+def test_ogg_vorbis_and_file_objects():
+    samples = _tone(8000)
+    data = _encode(samples, "OGG", "VORBIS", rate=22050)
+    decoded, rate, info = decode_audio(io.BytesIO(data))
+    assert (rate, info.format, info.subtype, decoded.shape) == (22050, "OGG", "VORBIS", (8000, 1))
+    # Lossy: close in energy, not sample for sample.
+    assert np.sqrt(np.mean((decoded - samples) ** 2)) < 0.05
+
+
+def _wav_with_nan() -> bytes:
+    samples = _tone(100)
+    samples[50, 0] = np.nan
+    return _encode(samples, "WAV", "FLOAT")
+
+
+WAV16 = _encode(_tone(4000), "WAV", "PCM_16")
+
+
+@pytest.mark.parametrize(
+    ("data", "stage", "match"),
+    [
+        (b"", "decode", "empty input"),
+        (b"this is not audio at all, only text" * 10, "decode", "not decodable"),
+        (WAV16[:30], "decode", "not decodable"),  # header cut before the data chunk
+        (WAV16[: len(WAV16) // 2], "decode", "truncated WAV"),
+        (WAV16[:44], "decode", "truncated WAV"),  # header only
+        (_encode(np.zeros((0, 1), np.float32), "WAV", "PCM_16"), "validate", "no audio frames"),
+        (_wav_with_nan(), "validate", "NaN or infinite"),
+        (_encode(_tone(), "FLAC", "PCM_16")[:-40], "decode", "not decodable"),
+    ],
+)
+def test_bad_inputs_raise_with_stage(data, stage, match):
+    with pytest.raises(AudioDecodeError, match=match) as info:
+        decode_audio(data, uri="mem://clip")
+    assert info.value.stage == stage
+    assert info.value.uri == "mem://clip"
+    assert "mem://clip" in str(info.value)
+    assert isinstance(info.value, DatakilnError) and isinstance(info.value, ValueError)
+
+
+def test_riff_chunks_before_data_are_skipped():
+    # A LIST chunk before "data" must not confuse the truncation check.
+    fmt_chunk = struct.pack("<4sIHHIIHH", b"fmt ", 16, 1, 1, RATE, RATE * 2, 2, 16)
+    list_chunk = b"LIST" + struct.pack("<I", 5) + b"abcde\x00"  # odd size, padded
+    body = (_tone(100)[:, 0] * 32767).astype("<i2").tobytes()
+    data_chunk = b"data" + struct.pack("<I", len(body)) + body
+    riff = b"WAVE" + fmt_chunk + list_chunk + data_chunk
+    wav = b"RIFF" + struct.pack("<I", len(riff)) + riff
+    decoded, _, info = decode_audio(wav)
+    assert info.frames == 100
+    with pytest.raises(AudioDecodeError, match="truncated"):
+        decode_audio(wav[:-10])
+
+
+def test_read_audio_through_fsspec_returns_rejections(tmp_path):
+    good = tmp_path / "good.flac"
+    good.write_bytes(_encode(_tone(), "FLAC", "PCM_16"))
+    samples, rate, info = read_audio(str(good))
+    assert samples.shape == (4000, 1) and rate == RATE and info.format == "FLAC"
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(WAV16[:1000])
+    rejection = read_audio(f"file://{bad}")
+    assert isinstance(rejection, Rejection)
+    assert (rejection.stage, rejection.error_type) == ("decode", "AudioDecodeError")
+    assert "truncated" in rejection.message
+    missing = read_audio(str(tmp_path / "missing.wav"))
+    assert isinstance(missing, Rejection)
+    assert (missing.stage, missing.error_type) == ("fetch", "FileNotFoundError")
