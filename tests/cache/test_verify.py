@@ -21,8 +21,9 @@ def cache(image_corpus, tmp_path) -> Path:
 
 
 def _first_shard_object(cache: Path) -> Path:
-    marker = json.loads((cache / "_shards" / "00000.json").read_text())
-    key = next(k for k, v in marker["checksums"].items() if k.startswith("images/") and v)
+    manifest = json.loads((cache / "manifest.json").read_text())
+    marker = json.loads((cache / manifest["shards"][0]["marker"]).read_text())
+    key = next(k for k, v in marker["checksums"].items() if "/images/" in k and v)
     return cache / key
 
 
@@ -44,7 +45,8 @@ def test_flipped_byte_is_reported(cache):
 
 def test_missing_chunk_and_truncated_parquet_are_reported(cache):
     _first_shard_object(cache).unlink()
-    part = cache / "meta" / "part-00000.parquet"
+    manifest = json.loads((cache / "manifest.json").read_text())
+    part = cache / manifest["shards"][0]["meta"]
     part.write_bytes(part.read_bytes()[:-10])
     problems = verify_cache(str(cache)).problems
     assert any("is missing" in p for p in problems)

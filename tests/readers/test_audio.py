@@ -44,12 +44,11 @@ def _encode(samples: np.ndarray, fmt: str, subtype: str, rate: int = RATE) -> by
 def test_lossless_formats_decode_to_float32(fmt, subtype, atol):
     samples = _tone(channels=2)
     decoded, rate, info = decode_audio(_encode(samples, fmt, subtype))
-    assert decoded.dtype == np.float32 and decoded.flags.c_contiguous
+    assert decoded.dtype == np.float32
+    assert decoded.flags.c_contiguous
     assert decoded.shape == samples.shape
     assert rate == RATE
-    assert info == AudioInfo(
-        sample_rate=RATE, channels=2, frames=4000, format=fmt, subtype=subtype
-    )
+    assert info == AudioInfo(sample_rate=RATE, channels=2, frames=4000, format=fmt, subtype=subtype)
     assert info.duration_s == pytest.approx(0.25)
     np.testing.assert_allclose(decoded, samples, atol=atol)
 
@@ -91,7 +90,8 @@ def test_bad_inputs_raise_with_stage(data, stage, match):
     assert info.value.stage == stage
     assert info.value.uri == "mem://clip"
     assert "mem://clip" in str(info.value)
-    assert isinstance(info.value, DatakilnError) and isinstance(info.value, ValueError)
+    assert isinstance(info.value, DatakilnError)
+    assert isinstance(info.value, ValueError)
 
 
 def test_riff_chunks_before_data_are_skipped():
@@ -102,7 +102,7 @@ def test_riff_chunks_before_data_are_skipped():
     data_chunk = b"data" + struct.pack("<I", len(body)) + body
     riff = b"WAVE" + fmt_chunk + list_chunk + data_chunk
     wav = b"RIFF" + struct.pack("<I", len(riff)) + riff
-    decoded, _, info = decode_audio(wav)
+    _decoded, _, info = decode_audio(wav)
     assert info.frames == 100
     with pytest.raises(AudioDecodeError, match="truncated"):
         decode_audio(wav[:-10])
@@ -112,7 +112,9 @@ def test_read_audio_through_fsspec_returns_rejections(tmp_path):
     good = tmp_path / "good.flac"
     good.write_bytes(_encode(_tone(), "FLAC", "PCM_16"))
     samples, rate, info = read_audio(str(good))
-    assert samples.shape == (4000, 1) and rate == RATE and info.format == "FLAC"
+    assert samples.shape == (4000, 1)
+    assert rate == RATE
+    assert info.format == "FLAC"
     bad = tmp_path / "bad.wav"
     bad.write_bytes(WAV16[:1000])
     rejection = read_audio(f"file://{bad}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import itertools
 import json
 import uuid
 
@@ -88,10 +89,12 @@ def test_one_sample_per_file(tmp_path):
     assert rejections == []
     url = _write(tmp_path, "blank.txt", b" \n\t\n")
     records, rejections = _read(url, one_per_file=True)
-    assert records == [] and _reasons(rejections) == [("validate", EMPTY_SAMPLE, 0)]
+    assert records == []
+    assert _reasons(rejections) == [("validate", EMPTY_SAMPLE, 0)]
     url = _write(tmp_path, "broken.txt", b"abc \xc3")
     records, rejections = _read(url, one_per_file=True)
-    assert records == [] and _reasons(rejections) == [("decode", "UnicodeDecodeError", 0)]
+    assert records == []
+    assert _reasons(rejections) == [("decode", "UnicodeDecodeError", 0)]
 
 
 def test_empty_file_is_reported(tmp_path):
@@ -146,7 +149,8 @@ def test_csv_and_tsv_columns(tmp_path):
         ("validate", EMPTY_SAMPLE),
     ]
     records, rejections = _read(url, field="nope")
-    assert records == [] and [r.error_type for r in rejections] == ["MissingField"]
+    assert records == []
+    assert [r.error_type for r in rejections] == ["MissingField"]
     url = _write(tmp_path, "d.tsv", b"text\tn\nfirst, with comma\t1\nsecond\t2\n")
     records, _ = _read(url, field="text")
     assert [r.text for r in records] == ["first, with comma", "second"]
@@ -158,7 +162,11 @@ def test_csv_ranges_after_the_first_read_the_header(tmp_path):
     whole, _ = _read(url, field="text", target_bytes=10**9)
     split, rejections = _read(url, field="text", target_bytes=300)
     assert rejections == []
-    assert [r.text for r in split] == [r.text for r in whole] == [f"row {i}, quoted" for i in range(200)]
+    assert (
+        [r.text for r in split]
+        == [r.text for r in whole]
+        == [f"row {i}, quoted" for i in range(200)]
+    )
     assert [r.position for r in split] == [r.position for r in whole]
 
 
@@ -177,18 +185,27 @@ def test_parquet_column_row_groups_nulls_and_binary(tmp_path):
     assert ranges == [(0, 1), (1, 2), (2, 3), (3, 4)]
     assert rt.plan_text_ranges(url, path.stat().st_size, 10**9) == [(0, 4)]
     records, rejections = _read(url, field="text", target_bytes=1)
-    assert [(r.text, r.position) for r in records] == [("a", 0), ("b c", 2), ("d", 4), ("e", 5), ("f", 6)]
+    assert [(r.text, r.position) for r in records] == [
+        ("a", 0),
+        ("b c", 2),
+        ("d", 4),
+        ("e", 5),
+        ("f", 6),
+    ]
     assert _reasons(rejections) == [("validate", EMPTY_SAMPLE, 1), ("validate", EMPTY_SAMPLE, 3)]
     records, rejections = _read(url, field="raw")
     assert [r.text for r in records] == ["x", "y", "z", "w", "v", "u"]
     assert _reasons(rejections) == [("decode", "UnicodeDecodeError", 1)]
     records, rejections = _read(url, field="n")
-    assert records == [] and {r.error_type for r in rejections} == {"NotText"}
+    assert records == []
+    assert {r.error_type for r in rejections} == {"NotText"}
     records, rejections = _read(url, field="missing")
-    assert records == [] and [r.error_type for r in rejections] == ["MissingField"]
+    assert records == []
+    assert [r.error_type for r in rejections] == ["MissingField"]
     bad = _write(tmp_path, "bad.parquet", b"PAR1 this is not parquet PAR1")
     records, rejections = rt.read_text_range(bad, 0, 1, fmt="parquet", field="text")
-    assert records == [] and [r.stage for r in rejections] == ["decode"]
+    assert records == []
+    assert [r.stage for r in rejections] == ["decode"]
 
 
 @pytest.mark.parametrize("target_bytes", [1, 7, 64, 1000, 10**9])
@@ -198,9 +215,11 @@ def test_ranges_start_at_line_starts_and_cover_the_file(tmp_path, target_bytes):
     data = "\n".join(lines).encode() + b"\n"
     url = _write(tmp_path, "lines.txt", data)
     ranges = rt.plan_text_ranges(url, len(data), target_bytes)
-    assert ranges[0][0] == 0 and ranges[-1][1] == len(data)
-    for (s0, e0), (s1, _) in zip(ranges, ranges[1:], strict=False):
-        assert e0 == s1 and s0 < e0
+    assert ranges[0][0] == 0
+    assert ranges[-1][1] == len(data)
+    for (s0, e0), (s1, _) in itertools.pairwise(ranges):
+        assert e0 == s1
+        assert s0 < e0
         assert data[s1 - 1 : s1] == b"\n"
     if target_bytes < len(data):
         longest_line = max(map(len, lines)) + 1

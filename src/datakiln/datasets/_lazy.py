@@ -18,7 +18,6 @@ import numpy as np
 
 from datakiln.errors import SpecError
 
-
 # Smallest padded batch: reading one sample renders this many (cheap for synthetic data), and
 # in exchange every batch of up to this size reuses one compiled function.
 MIN_BUCKET = 64

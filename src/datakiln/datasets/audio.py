@@ -63,7 +63,9 @@ class SyntheticAudioDataset(BaseDataset):
     ) -> None:
         config = AudioModalityConfig() if config is None else config
         if not isinstance(config, AudioModalityConfig):
-            raise SpecError(f"audio datasets need an AudioModalityConfig, got {type(config).__name__}")
+            raise SpecError(
+                f"audio datasets need an AudioModalityConfig, got {type(config).__name__}"
+            )
         super().__init__(config, split, rngs=rngs)
         types = tuple(audio_types)
         unknown = [t for t in types if t not in AUDIO_TYPES]
@@ -110,7 +112,13 @@ class SyntheticAudioDataset(BaseDataset):
 
 @functools.partial(jax.jit, static_argnames=("n", "sample_rate", "normalize"))
 def _synthetic_audio(
-    key: jax.Array, indices: jax.Array, codes: jax.Array, *, n: int, sample_rate: int, normalize: bool
+    key: jax.Array,
+    indices: jax.Array,
+    codes: jax.Array,
+    *,
+    n: int,
+    sample_rate: int,
+    normalize: bool,
 ) -> jax.Array:
     t = jnp.arange(n, dtype=jnp.float32) / sample_rate
     duration = n / sample_rate

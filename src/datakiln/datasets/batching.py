@@ -113,8 +113,8 @@ def collate(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 def _is_numeric(value: Any) -> bool:
     if isinstance(value, bool | int | float | np.number | np.bool_):
         return True
-    dtype = getattr(value, "dtype", None)
-    return dtype is not None and getattr(value, "shape", None) is not None and dtype != object
+    kind = getattr(getattr(value, "dtype", None), "kind", None)
+    return kind is not None and kind in "biufc" and getattr(value, "shape", None) is not None
 
 
 def pad_batch(

@@ -89,9 +89,7 @@ class ImageModality:
         return out[0] if single else out
 
 
-@functools.partial(
-    jax.jit, static_argnames=("height", "width", "channels", "normalize", "scale")
-)
+@functools.partial(jax.jit, static_argnames=("height", "width", "channels", "normalize", "scale"))
 def _process(
     images: jax.Array, *, height: int, width: int, channels: int, normalize: bool, scale: float
 ) -> jax.Array:
@@ -181,7 +179,12 @@ class SyntheticImageDataset(BaseDataset):
 
 @functools.partial(jax.jit, static_argnames=("pattern", "shape", "normalize"))
 def _synthetic_images(
-    key: jax.Array, indices: jax.Array, *, pattern: str, shape: tuple[int, int, int], normalize: bool
+    key: jax.Array,
+    indices: jax.Array,
+    *,
+    pattern: str,
+    shape: tuple[int, int, int],
+    normalize: bool,
 ) -> jax.Array:
     draw = {
         "random": _random_image,
@@ -281,7 +284,9 @@ class MNISTLikeDataset(BaseDataset):
         super().__init__(_image_config(config), split, rngs=rngs)
         max_classes = len(_font.GLYPH_NAMES)
         if not isinstance(num_classes, int) or not 1 <= num_classes <= max_classes:
-            raise SpecError(f"num_classes must be an integer in [1, {max_classes}], got {num_classes!r}")
+            raise SpecError(
+                f"num_classes must be an integer in [1, {max_classes}], got {num_classes!r}"
+            )
         self.dataset_size = _lazy.check_size(dataset_size, "dataset_size")
         self.num_classes = num_classes
         self.class_names: str = _font.GLYPH_NAMES[:num_classes]
@@ -408,7 +413,5 @@ def _image_config(config: Any) -> ImageModalityConfig:
     if config is None:
         return ImageModalityConfig()
     if not isinstance(config, ImageModalityConfig):
-        raise SpecError(
-            f"image datasets need an ImageModalityConfig, got {type(config).__name__}"
-        )
+        raise SpecError(f"image datasets need an ImageModalityConfig, got {type(config).__name__}")
     return config

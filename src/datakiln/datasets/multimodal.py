@@ -72,7 +72,9 @@ class MultiModalDataset(BaseDataset):
         super().__init__(None, split, rngs=rngs)
         mods = tuple(modalities)
         if not mods or any(m not in MODALITIES for m in mods) or len(set(mods)) != len(mods):
-            raise SpecError(f"modalities must be distinct names from {list(MODALITIES)}, got {list(mods)}")
+            raise SpecError(
+                f"modalities must be distinct names from {list(MODALITIES)}, got {list(mods)}"
+            )
         if not 0.0 <= float(alignment_strength) <= 1.0:
             raise SpecError(f"alignment_strength must be in [0, 1], got {alignment_strength!r}")
         if len(image_shape) != 3 or min(image_shape) < 1:
@@ -132,7 +134,9 @@ class MultiModalDataset(BaseDataset):
         z = jnp.asarray(latents, jnp.float32)
         return {
             k: np.asarray(v)
-            for k, v in _decode(self._decoders, {m: z for m in self.modalities}, **self._static()).items()
+            for k, v in _decode(
+                self._decoders, {m: z for m in self.modalities}, **self._static()
+            ).items()
         }
 
     def _static(self) -> dict[str, Any]:
@@ -146,12 +150,15 @@ class MultiModalDataset(BaseDataset):
         }
 
 
-def _decoders(key: jax.Array, *, latent_dim: int, channels: int, text_length: int) -> dict[str, jax.Array]:
+def _decoders(
+    key: jax.Array, *, latent_dim: int, channels: int, text_length: int
+) -> dict[str, jax.Array]:
     """Fixed random projections from the latent to each modality (columns of unit norm)."""
     k_img, k_txt, k_freq, k_amp = jax.random.split(key, 4)
     scale = 1.0 / math.sqrt(latent_dim)
     return {
-        "image": jax.random.normal(k_img, (latent_dim, _IMAGE_GRID * _IMAGE_GRID * channels)) * scale,
+        "image": jax.random.normal(k_img, (latent_dim, _IMAGE_GRID * _IMAGE_GRID * channels))
+        * scale,
         "text": jax.random.normal(k_txt, (latent_dim, text_length)) * scale,
         "freq": jax.random.normal(k_freq, (latent_dim, _PARTIALS)) * scale,
         "amp": jax.random.normal(k_amp, (latent_dim, _PARTIALS)) * scale,
@@ -180,7 +187,9 @@ def _multi_modal(
     mixed = {}
     for n, m in enumerate(MODALITIES):
         if m in modalities:
-            noise = jax.vmap(lambda k, n=n: jax.random.normal(jax.random.fold_in(k, n + 1), (latent_dim,)))(keys)
+            noise = jax.vmap(
+                lambda k, n=n: jax.random.normal(jax.random.fold_in(k, n + 1), (latent_dim,))
+            )(keys)
             mixed[m] = strength * z + jnp.sqrt(1.0 - strength * strength) * noise
     out = _decode(
         decoders,
@@ -222,7 +231,9 @@ def _decode(
         ids = _RESERVED_IDS + jnp.floor(q * (vocab_size - _RESERVED_IDS)).astype(jnp.int32)
         out["text"] = jnp.clip(ids, _RESERVED_IDS, vocab_size - 1)
     if "audio" in modalities:
-        freq = _MIN_HZ + (_MAX_HZ - _MIN_HZ) * jax.scipy.stats.norm.cdf(u["audio"] @ decoders["freq"])
+        freq = _MIN_HZ + (_MAX_HZ - _MIN_HZ) * jax.scipy.stats.norm.cdf(
+            u["audio"] @ decoders["freq"]
+        )
         amp = 0.2 + 0.8 * jax.scipy.stats.norm.cdf(u["audio"] @ decoders["amp"])
         t = jnp.arange(audio_len, dtype=jnp.float32) / sample_rate
         wave = jnp.einsum("bk,bkt->bt", amp, jnp.sin(2 * jnp.pi * freq[:, :, None] * t))
@@ -295,7 +306,9 @@ class MultiModalPairedDataset(BaseDataset):
         self.data = {name: np.asarray(value) for name, value in data.items()}
         rows = {name: (a.shape[0] if a.ndim else None) for name, a in self.data.items()}
         if not rows or None in rows.values() or len(set(rows.values())) != 1:
-            raise SpecError(f"data must map modality names to arrays of one row count, got rows {rows}")
+            raise SpecError(
+                f"data must map modality names to arrays of one row count, got rows {rows}"
+            )
         self._len = next(iter(rows.values()))
         self.pairs = tuple((str(a), str(b)) for a, b in pairs)
         missing = sorted({m for pair in self.pairs for m in pair} - set(self.data))

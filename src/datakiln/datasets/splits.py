@@ -115,7 +115,9 @@ def split_dataset(full_dataset: Any, train_ratio: Any = 0.8, seed: int = 42) -> 
     """
     n = len(full_dataset)
     if isinstance(train_ratio, str):
-        return SubsetDataset(full_dataset, parse_split(train_ratio, n, _split_of(full_dataset)), train_ratio.strip())
+        return SubsetDataset(
+            full_dataset, parse_split(train_ratio, n, _split_of(full_dataset)), train_ratio.strip()
+        )
     if isinstance(train_ratio, Sequence):
         return tuple(split_dataset(full_dataset, s, seed) for s in train_ratio)
     ratio = float(train_ratio)
@@ -183,4 +185,3 @@ def _boundary(text: str | None, n: int, spec: str, *, default: int) -> int:
     if value < 0:
         value += n
     return min(max(value, 0), n)
-

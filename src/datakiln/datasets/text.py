@@ -27,14 +27,77 @@ from datakiln.datasets.configs import ModalityConfiguration, TextParams
 from datakiln.datasets.tokenize import word_hash, word_hash_tokenize
 from datakiln.errors import SpecError
 
-PATTERN_TYPES: tuple[str, ...] = ("random_sentences", "repeated_phrases", "sequences", "palindromes")
+PATTERN_TYPES: tuple[str, ...] = (
+    "random_sentences",
+    "repeated_phrases",
+    "sequences",
+    "palindromes",
+)
 
 # The words synthetic sentences are made of (lowercase, so case folding leaves them alone).
-_WORDS: tuple[str, ...] = tuple(
-    """the a one some every this that model data learning network deep neural layer signal
-    image text audio sound word token vector matrix train test fast slow small large quick
-    brown fox jumps over lazy dog cat bird tree river stone light dark red green blue bright
-    quiet loud warm cold learns sees hears reads writes moves grows finds makes keeps and""".split()
+_WORDS: tuple[str, ...] = (
+    "the",
+    "a",
+    "one",
+    "some",
+    "every",
+    "this",
+    "that",
+    "model",
+    "data",
+    "learning",
+    "network",
+    "deep",
+    "neural",
+    "layer",
+    "signal",
+    "image",
+    "text",
+    "audio",
+    "sound",
+    "word",
+    "token",
+    "vector",
+    "matrix",
+    "train",
+    "test",
+    "fast",
+    "slow",
+    "small",
+    "large",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "lazy",
+    "dog",
+    "cat",
+    "bird",
+    "tree",
+    "river",
+    "stone",
+    "light",
+    "dark",
+    "red",
+    "green",
+    "blue",
+    "bright",
+    "quiet",
+    "loud",
+    "warm",
+    "cold",
+    "learns",
+    "sees",
+    "hears",
+    "reads",
+    "writes",
+    "moves",
+    "grows",
+    "finds",
+    "makes",
+    "keeps",
+    "and",
 )
 # Numbers "0" .. "_MAX_NUMBER - 1" follow the words in the inventory ("sequences" uses them).
 _MAX_NUMBER = 1024
@@ -118,7 +181,7 @@ class SimpleTextDataset(_TextDatasetMixin, BaseDataset):
 class SyntheticTextDataset(_TextDatasetMixin, BaseDataset):
     """Synthetic texts of one pattern type, generated lazily by index.
 
-    Patterns (all from a fixed inventory of 64 English words and the numbers 0-1023):
+    Patterns (all from a fixed inventory of 62 common English words and the numbers 0-1023):
 
     * ``"random_sentences"``: 5-15 random words;
     * ``"repeated_phrases"``: a phrase of 2-4 random words, said 2-5 times;
@@ -152,9 +215,7 @@ class SyntheticTextDataset(_TextDatasetMixin, BaseDataset):
         self.dataset_size = _lazy.check_size(dataset_size, "dataset_size")
         self.pattern_type = pattern_type
         self._key = self.rngs.key("default")
-        self._inventory = np.array(
-            [*_WORDS, *(str(n) for n in range(_MAX_NUMBER))], dtype=object
-        )
+        self._inventory = np.array([*_WORDS, *(str(n) for n in range(_MAX_NUMBER))], dtype=object)
         hashes = np.array([word_hash(w) for w in self._inventory], dtype=np.uint64)
         self._word_ids = jnp.asarray((hashes % (self.params.vocab_size - 4) + 4).astype(np.int32))
 

@@ -94,7 +94,9 @@ def decode_audio(
     """
     raw = bytes(data) if isinstance(data, bytes | bytearray | memoryview) else data.read()
     if not raw:
-        raise AudioDecodeError("empty input (0 bytes), not an audio file", stage=STAGE_DECODE, uri=uri)
+        raise AudioDecodeError(
+            "empty input (0 bytes), not an audio file", stage=STAGE_DECODE, uri=uri
+        )
     try:
         with soundfile.SoundFile(io.BytesIO(raw)) as f:
             announced = f.frames

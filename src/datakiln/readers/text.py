@@ -38,6 +38,7 @@ from __future__ import annotations
 import codecs
 import csv
 import dataclasses
+import itertools
 import json
 import logging
 import os
@@ -174,7 +175,7 @@ def plan_text_ranges(
             nominal = cut + target_bytes
     cuts.append(size)
     logger.debug("planned %d ranges for %s", len(cuts) - 1, url)
-    return list(zip(cuts[:-1], cuts[1:], strict=True))
+    return list(itertools.pairwise(cuts))
 
 
 def read_text_range(
@@ -297,9 +298,7 @@ def iter_text_records(
         yield from rejections
 
 
-def read_text_file(
-    url: str, **kwargs: Any
-) -> tuple[list[TextRecord], list[Rejection]]:
+def read_text_file(url: str, **kwargs: Any) -> tuple[list[TextRecord], list[Rejection]]:
     """All samples of one file as ``(records, rejections)``; arguments of ``iter_text_records``."""
     records: list[TextRecord] = []
     rejections: list[Rejection] = []
@@ -631,7 +630,9 @@ class _RangeReader:
                     )
                     return
                 meta = pf.metadata
-                row = sum(meta.row_group(i).num_rows for i in range(min(first, meta.num_row_groups)))
+                row = sum(
+                    meta.row_group(i).num_rows for i in range(min(first, meta.num_row_groups))
+                )
                 if meta.num_rows == 0 and first == 0:
                     self.reject(STAGE_VALIDATE, EMPTY_SAMPLE, "Parquet file has no rows", 0)
                 for i in range(first, min(last, meta.num_row_groups)):

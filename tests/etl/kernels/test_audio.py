@@ -87,9 +87,11 @@ def test_log_mel_matches_librosa(params):
 
 def test_mel_power_without_log_matches_librosa():
     x = noisy_sweep(0.5)
-    got = np.asarray(jax.jit(functools.partial(ka.log_mel_spectrogram, sample_rate=SR, log=None))(
-        jnp.asarray(x[None])
-    ))[0]
+    got = np.asarray(
+        jax.jit(functools.partial(ka.log_mel_spectrogram, sample_rate=SR, log=None))(
+            jnp.asarray(x[None])
+        )
+    )[0]
     want = librosa.feature.melspectrogram(y=x, sr=SR, n_fft=1024, hop_length=512, n_mels=80)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * want.max())
 
@@ -124,7 +126,8 @@ def test_resampler_matches_soxr_on_sweeps(orig):
     x = sweep(orig, 1.0, 50, 0.8 * min(orig, SR) / 2)
     y, new_lengths = _resample(x[None], np.array([len(x)]), orig)
     want = soxr.resample(x, orig, SR, "HQ")
-    assert new_lengths.tolist() == [SR] and y.shape == (1, SR) == (1, len(want))
+    assert new_lengths.tolist() == [SR]
+    assert y.shape == (1, SR) == (1, len(want))
     edge = SR // 40
     assert snr_db(want[edge:-edge], y[0, edge:-edge]) >= 70
     assert snr_db(want, y[0]) >= 50
@@ -156,7 +159,8 @@ def test_resampler_ignores_padding_and_zeroes_past_new_length():
     assert new_lengths.tolist() == [3200, 37]  # ceil(100 * 160 / 441) = 37
     alone, _ = _resample(clip[None], np.array([8820]), 44100)
     np.testing.assert_allclose(y[0, :3200], alone[0, :3200], atol=1e-6)
-    assert not y[0, 3200:].any() and not y[1, 37:].any()
+    assert not y[0, 3200:].any()
+    assert not y[1, 37:].any()
     assert np.abs(y[1]).max() < 1.0
 
 
@@ -178,6 +182,8 @@ def test_fit_length_pads_and_trims_start_and_center():
     assert start.tolist() == [[1, 2, 3, 4, 5, 6], [1, 2, 3, 0, 0, 0]]
     center = np.asarray(ka.fit_length(x, lengths, n_samples=6, align="center"))
     assert center.tolist() == [[3, 4, 5, 6, 7, 8], [0, 1, 2, 3, 0, 0]]
+    odd = np.asarray(ka.fit_length(x, jnp.asarray([9, 4], jnp.int32), n_samples=6, align="center"))
+    assert odd.tolist() == [[2, 3, 4, 5, 6, 7], [0, 1, 2, 3, 4, 0]]
     longer = np.asarray(ka.fit_length(x, lengths, n_samples=12, align="start"))
     assert longer[0].tolist() == [*range(1, 11), 0, 0]
 
@@ -203,18 +209,20 @@ def test_audio_features_end_to_end_against_references():
         waves, [35280, 8820], [2, 1], orig_sr=44100, sample_rate=SR, duration=0.5, normalize=True
     )
     audio, mel = np.asarray(audio), np.asarray(mel)
-    assert audio.shape == (2, 8000) and mel.shape == (2, 80, 16)
+    assert audio.shape == (2, 8000)
+    assert mel.shape == (2, 80, 16)
     assert audio.dtype == mel.dtype == np.float32
     mono0 = soxr.resample((left + right) / 2, 44100, SR, "HQ")[:8000]
     edge = SR // 40
-    assert snr_db(mono0[edge:-edge] / np.abs(audio[0]).max(), audio[0, edge:-edge]) < np.inf
     peak0 = np.abs(mono0).max()
     assert snr_db(mono0[edge:-edge] / peak0, audio[0, edge:-edge]) >= 60
     assert np.abs(audio).max(axis=1) == pytest.approx([1.0, 1.0], abs=1e-6)
     assert not audio[1, 3200:].any()  # 0.2 s of signal, then zero padding
     for i in range(2):
         want = librosa.power_to_db(
-            librosa.feature.melspectrogram(y=audio[i], sr=SR, n_fft=1024, hop_length=512, n_mels=80),
+            librosa.feature.melspectrogram(
+                y=audio[i], sr=SR, n_fft=1024, hop_length=512, n_mels=80
+            ),
             ref=1.0,
         )
         np.testing.assert_allclose(mel[i], want, rtol=0, atol=1e-3)
@@ -227,7 +235,8 @@ def test_featurize_audio_buckets_rates_and_keeps_order():
         (sweep(22050, 0.1, 500, 600), 22050),
     ]
     audio, mel = ka.featurize_audio(clips, sample_rate=SR, duration=0.25, batch_size=2, n_mels=40)
-    assert audio.shape == (3, 4000) and mel.shape == (3, 40, 8)
+    assert audio.shape == (3, 4000)
+    assert mel.shape == (3, 40, 8)
     for i, (samples, rate) in enumerate(clips):
         samples = samples if samples.ndim == 2 else samples[:, None]
         a, m = ka.audio_features(

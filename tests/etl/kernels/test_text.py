@@ -108,9 +108,9 @@ TRICKY = [
     "b",
     "Word",
 ]
-TEXT = st.lists(
-    st.one_of(st.sampled_from(TRICKY), st.characters(codec="utf-8")), max_size=40
-).map("".join)
+TEXT = st.lists(st.one_of(st.sampled_from(TRICKY), st.characters(codec="utf-8")), max_size=40).map(
+    "".join
+)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -162,20 +162,29 @@ def test_truncation_keeps_eos_and_long_texts_are_exact():
     assert tokens[3, :3].tolist() == [2, 3, 0]
 
 
-def test_minimal_max_length_holds_only_bos_and_eos():
-    tokens, lengths, truncated = kt.tokenize_texts(["a b"], vocab_size=100, max_length=2, **PARAMS)
-    assert tokens.tolist() == [[2, 3]]
-    assert lengths.tolist() == [2]
-    assert truncated.tolist() == [True]
+@pytest.mark.parametrize("tokenizer", ["word_hash", "byte"])
+def test_minimal_max_lengths(tokenizer):
+    texts = ["a b", ""]
+    two = kt.tokenize_texts(texts, tokenizer=tokenizer, vocab_size=300, max_length=2, **PARAMS)
+    assert [a.tolist() for a in two] == [[[2, 3], [2, 3]], [2, 2], [True, False]]
+    one = kt.tokenize_texts(texts, tokenizer=tokenizer, vocab_size=300, max_length=1, **PARAMS)
+    assert [a.tolist() for a in one] == [[[3], [3]], [1, 1], [True, True]]
+    for max_length in (1, 2):
+        check_against_reference(
+            texts, tokenizer=tokenizer, vocab_size=300, max_length=max_length, case_sensitive=False
+        )
 
 
 def test_kernel_on_a_narrow_matrix_is_exact_or_refuses():
     texts = ["aa bb cc dd ee ff gg hh", "averyveryverylongword and more"]
     matrix, lengths = kt.encode_texts(texts, case_sensitive=False, max_bytes=10)
-    assert matrix.shape == (2, 10) and matrix.dtype == np.uint8
+    assert matrix.shape == (2, 10)
+    assert matrix.dtype == np.uint8
     assert lengths.tolist() == [23, 30]
     # Row 0: BOS + 2 words + EOS needs 3 word starts inside 10 bytes ("aa bb cc d"): exact.
-    tokens, _, truncated = kt.tokenize_word_hash(matrix[:1], lengths[:1], vocab_size=50, max_length=4)
+    tokens, _, truncated = kt.tokenize_word_hash(
+        matrix[:1], lengths[:1], vocab_size=50, max_length=4
+    )
     want = ref_word_hash(texts[0], vocab_size=50, max_length=4, case_sensitive=False)
     assert np.asarray(tokens)[0].tolist() == want[0]
     assert bool(truncated[0])
@@ -195,7 +204,8 @@ def test_encode_texts_folds_case_and_normalises_whitespace():
     matrix, lengths = kt.encode_texts(
         ["A\tB"], case_sensitive=True, max_bytes=8, normalize_whitespace=False
     )
-    assert bytes(matrix[0, :3]) == b"A\tB" and lengths.tolist() == [3]
+    assert bytes(matrix[0, :3]) == b"A\tB"
+    assert lengths.tolist() == [3]
 
 
 def test_token_dtype_is_smallest_unsigned():
@@ -209,11 +219,11 @@ def test_token_dtype_is_smallest_unsigned():
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [
-        ({"max_length": 1}, "max_length"),
+        ({"max_length": 0}, "max_length"),
         ({"vocab_size": 4}, "vocab_size"),
         ({"tokenizer": "byte", "vocab_size": 259}, "vocab_size"),
-        ({"pad_id": 5}, "special ids"),
-        ({"bos_id": 0}, "special ids"),
+        ({"pad_id": 300}, "pad_id"),
+        ({"bos_id": -1}, "bos_id"),
         ({"tokenizer": "bpe"}, "tokenizer"),
     ],
 )
@@ -236,7 +246,8 @@ def test_vocab_stats_counts_and_merges():
     assert stats.unique_tokens == len(word_ids) + 2  # + BOS and EOS
     assert stats.coverage == pytest.approx(len(word_ids) / 96)
     both = stats.merge(stats)
-    assert both.n_samples == 6 and both.n_tokens == 2 * stats.n_tokens
+    assert both.n_samples == 6
+    assert both.n_tokens == 2 * stats.n_tokens
     assert both.unique_tokens == stats.unique_tokens
     summary = both.to_dict()
     assert summary["n_truncated"] == 2

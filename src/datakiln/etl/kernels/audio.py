@@ -195,8 +195,8 @@ def resample(
     Returns:
         ``(y, new_lengths)``: float32 ``(N, n_out)`` and int32 ``(N,)``.
     """
-    n, t = x.shape
-    up, down, half_width, pad = _rates(orig_sr, target_sr)
+    _n, t = x.shape
+    up, down, _half_width, pad = _rates(orig_sr, target_sr)
     if n_out is None:
         n_out = -(-t * up // down)
     col = jnp.arange(t, dtype=jnp.int32)[None, :]
@@ -257,7 +257,8 @@ def fit_length(x: jax.Array, lengths: jax.Array, *, n_samples: int, align: str) 
     """Cut or zero-pad each clip to ``n_samples``: ``(N, T) -> (N, n_samples)``.
 
     ``align="start"`` keeps samples ``[0, n_samples)``; ``"center"`` keeps the middle
-    ``n_samples`` of a longer clip and centres a shorter one (extra padding sample at the end).
+    ``n_samples`` of a longer clip and centres a shorter one (an odd extra sample is trimmed,
+    or padded, at the end).
     Samples at or past ``lengths`` count as padding.
     """
     n, t = x.shape
@@ -265,7 +266,9 @@ def fit_length(x: jax.Array, lengths: jax.Array, *, n_samples: int, align: str) 
     if align == "start":
         src = jnp.broadcast_to(col, (n, n_samples))
     elif align == "center":
-        offset = jnp.floor_divide(lengths - n_samples, 2)
+        # Odd excess or shortfall: the extra sample is trimmed, or padded, at the end.
+        excess = jnp.minimum(lengths, t) - n_samples
+        offset = jnp.where(excess >= 0, excess // 2, -((-excess) // 2))
         src = col + offset[:, None]
     else:
         raise SpecError(f"align must be one of {ALIGNS}, got {align!r}")
@@ -300,7 +303,7 @@ def log_mel_spectrogram(
     See the module docstring for the conventions (librosa 0.11's ``melspectrogram`` with
     ``center=True, pad_mode="constant", power=2`` then ``power_to_db(ref=1.0)``).
     """
-    n, t = x.shape
+    _n, t = x.shape
     half = n_fft // 2
     frames = 1 + t // hop_length
     padded = jnp.pad(x, ((0, 0), (half, half)))
@@ -420,11 +423,8 @@ def _audio_kernel(
 ) -> tuple[jax.Array, jax.Array]:
     n_samples = round(duration * sample_rate)
     mono = mix_to_mono(waves, channels)
-    if align == "start":
-        # Only outputs [0, n_samples) are kept: resample just those.
-        n_out = n_samples
-    else:
-        n_out = -(-mono.shape[1] * sample_rate // orig_sr)
+    # With align="start" only outputs [0, n_samples) are kept: resample just those.
+    n_out = n_samples if align == "start" else -(-mono.shape[1] * sample_rate // orig_sr)
     y, new_lengths = resample(mono, lengths, orig_sr=orig_sr, target_sr=sample_rate, n_out=n_out)
     audio = fit_length(y, new_lengths, n_samples=n_samples, align=align)
     if normalize:

@@ -18,6 +18,7 @@ bake compiles once per bucket used, not once per image.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -36,6 +37,7 @@ __all__ = [
     "resize_canvases",
     "resize_images",
     "vertical_first",
+    "window_taps",
 ]
 
 
@@ -52,6 +54,7 @@ def _axis_weights(
     *,
     out_size: int,
     canvas_size: int,
+    taps: int,
 ) -> jax.Array:
     """Pillow's resampling matrices along one axis: float32 (B, out_size, canvas_size).
 
@@ -59,12 +62,13 @@ def _axis_weights(
     ``out_len`` samples; outside ``[out_start, out_start + out_len)`` its row is zero. Input
     positions at or beyond ``in_size`` (the padding) get zero weight.
 
-    The weights are computed in float64 in the order of Pillow's ``precompute_coeffs`` (box
-    edges as float32, as Pillow's C API takes them) and quantized to its 22-bit fixed point,
-    so they equal Pillow's integer coefficients / 2**22 exactly (float32 holds them exactly).
-    With exact coefficients, a float32 product differs from Pillow's integer sum only by
-    accumulation error (~1e-5), so rounding disagrees only when Pillow's sum is that close to
-    a half level.
+    The weights of each output's window (at most ``taps`` long: Pillow's ``ksize``) are
+    computed in float64 in the order of Pillow's ``precompute_coeffs`` (box edges as float32,
+    as Pillow's C API takes them) and quantized to its 22-bit fixed point, so they equal
+    Pillow's integer coefficients / 2**22 exactly (float32 holds them exactly). A float32
+    product then differs from Pillow's integer sum only by accumulation error (~1e-5), so
+    rounding disagrees only where Pillow's sum lies that close to a half level. The windows
+    are then spread into dense rows for the matrix product.
     """
     with jax.enable_x64(True):
         f64 = jnp.float64
@@ -76,17 +80,32 @@ def _axis_weights(
         center = in0.astype(f64)[:, None] + (local + 0.5) * scale[:, None]  # (B, O)
         # Pillow's window: int() truncation of center -/+ support + 0.5, clamped.
         xmin = jnp.maximum(jnp.trunc(center - support[:, None] + 0.5), 0.0)
-        xmax = jnp.minimum(jnp.trunc(center + support[:, None] + 0.5), in_size.astype(f64)[:, None])
-        j = jnp.arange(canvas_size, dtype=f64)[None, None, :]
-        inside = (j >= xmin[..., None]) & (j < xmax[..., None])
+        xmax = jnp.minimum(
+            jnp.trunc(center + support[:, None] + 0.5), in_size.astype(f64)[:, None]
+        )
+        j = xmin[..., None] + jnp.arange(taps, dtype=f64)  # (B, O, taps)
         arg = ((j - center[..., None]) + 0.5) * (1.0 / filterscale)[:, None, None]
-        weights = jnp.where(inside, jnp.maximum(1.0 - jnp.abs(arg), 0.0), 0.0)
+        weights = jnp.where(j < xmax[..., None], jnp.maximum(1.0 - jnp.abs(arg), 0.0), 0.0)
         total = jnp.sum(weights, axis=-1, keepdims=True)
         weights = jnp.where(total != 0.0, weights / jnp.where(total != 0.0, total, 1.0), 0.0)
         fixed = jnp.trunc(0.5 + weights * (1 << _PRECISION_BITS))
         in_region = (local >= 0) & (local < out_len.astype(f64)[:, None])
         fixed = jnp.where(in_region[..., None], fixed, 0.0)
-        return (fixed * (1.0 / (1 << _PRECISION_BITS))).astype(jnp.float32)
+        band = (fixed * (1.0 / (1 << _PRECISION_BITS))).astype(jnp.float32)
+        start = xmin.astype(jnp.int32)
+    offset = jnp.arange(canvas_size, dtype=jnp.int32)[None, None, :] - start[..., None]
+    dense = jnp.take_along_axis(band, jnp.clip(offset, 0, taps - 1), axis=-1)
+    return jnp.where((offset >= 0) & (offset < taps), dense, 0.0)
+
+
+def window_taps(in0: float, in1: float, out_len: int) -> int:
+    """Pillow's ``ksize`` for resizing source ``[in0, in1)`` to ``out_len`` pixels.
+
+    The longest window any output pixel reads: ``2 * ceil(support) + 1``, with the box edges
+    as float32, as Pillow computes it.
+    """
+    scale = float(np.float32(in1) - np.float32(in0)) / max(out_len, 1)
+    return 2 * math.ceil(max(scale, 1.0)) + 1
 
 
 def _premultiply(x: jax.Array) -> jax.Array:
@@ -106,7 +125,7 @@ def _unpremultiply(x: jax.Array) -> jax.Array:
     return jnp.concatenate([jnp.where(keep, rgb, divided), alpha], axis=1)
 
 
-@functools.partial(jax.jit, static_argnames=("height", "width"))
+@functools.partial(jax.jit, static_argnames=("height", "width", "taps_y", "taps_x"))
 def resize_canvases(
     canvases: jax.Array,
     sizes: jax.Array,
@@ -115,6 +134,8 @@ def resize_canvases(
     *,
     height: int,
     width: int,
+    taps_y: int | None = None,
+    taps_x: int | None = None,
 ) -> jax.Array:
     """Resize a padded batch of images to ``height`` x ``width``, horizontal pass first.
 
@@ -133,6 +154,10 @@ def resize_canvases(
             is resized into; output pixels outside it are 0.
         height: Output height (static).
         width: Output width (static).
+        taps_y: Longest vertical window of any image (static; see ``window_taps``); None
+            means the canvas height, which is always enough. A too-small value gives wrong
+            results, not an error: ``ImageResizer`` checks it on the host.
+        taps_x: The same, horizontally.
 
     Returns:
         uint8 (B, C, height, width): within one level of ``Image.resize((rw, rh),
@@ -142,11 +167,11 @@ def resize_canvases(
     _, c, hc, wc = canvases.shape
     wx = _axis_weights(
         boxes[:, 0], boxes[:, 2], sizes[:, 1], regions[:, 1], regions[:, 3],
-        out_size=width, canvas_size=wc,
+        out_size=width, canvas_size=wc, taps=min(taps_x or wc, wc),
     )  # fmt: skip
     wy = _axis_weights(
         boxes[:, 1], boxes[:, 3], sizes[:, 0], regions[:, 0], regions[:, 2],
-        out_size=height, canvas_size=hc,
+        out_size=height, canvas_size=hc, taps=min(taps_y or hc, hc),
     )  # fmt: skip
     x = canvases.astype(jnp.float32)
     if c == 4:
@@ -186,9 +211,10 @@ class ImageResizer:
         max_batch_pixels: Bound on canvas pixels per kernel call.
 
     Attributes:
-        kernel_shapes: The (batch, canvas height, canvas width, channels, out height, out
-            width) shapes this resizer has run the kernel with; each costs at most one
-            compile per process (JAX caches compiled kernels process-wide).
+        kernel_shapes: The static signatures (batch, channels, canvas height, canvas width,
+            out height, out width, taps_y, taps_x; 0 = dense) this resizer has run the kernel
+            with; each costs at most one compile per process (JAX caches compiled kernels
+            process-wide).
         calls: Kernel calls made.
 
     Not thread-safe: use one resizer per thread.
@@ -211,7 +237,7 @@ class ImageResizer:
         self.width: int = width
         self.batch_size: int = batch_size
         self.max_batch_pixels: int = max_batch_pixels
-        self.kernel_shapes: set[tuple[int, int, int, int, int, int]] = set()
+        self.kernel_shapes: set[tuple[int, ...]] = set()
         self.calls: int = 0
         self._canvases: dict[tuple[CanvasBucket, int], np.ndarray] = {}
 
@@ -278,16 +304,21 @@ class ImageResizer:
             # Never cleared: padding gets zero weight, so stale pixels there are harmless.
             canvas = np.zeros((bucket.batch_size, c, bucket.height, bucket.width), np.uint8)
             self._canvases[key] = canvas
+        out_h, out_w = (self.width, self.height) if transposed else (self.height, self.width)
+        # Window lengths: one bound per bucket covers stretch, crop and pad of images that fit
+        # it; a batch that needs longer windows (pad of a very elongated image) goes dense.
+        bound = 2 * math.ceil(max(bucket.height / out_h, bucket.width / out_w)) + 1
+        taps_y: int | None = bound if bound < bucket.height else None
+        taps_x: int | None = bound if bound < bucket.width else None
         b = bucket.batch_size
         sizes = np.zeros((b, 2), np.int32)
         boxes = np.zeros((b, 4), np.float32)
         regions = np.zeros((b, 4), np.int32)
         for k, image in enumerate(images):
-            pixels = image.pixels
+            # (h, w, C) -> (C, h, w), or (C, w, h) for a transposed image.
+            pixels = image.pixels.transpose(2, 0, 1)
             x0, y0, x1, y1 = image.box
             top, left, rh, rw = image.region
-            # (h, w, C) -> (C, h, w), or (C, w, h) for a transposed image.
-            pixels = pixels.transpose(2, 0, 1)
             if transposed:
                 pixels = pixels.transpose(0, 2, 1)
                 x0, y0, x1, y1 = y0, x0, y1, x1
@@ -297,10 +328,18 @@ class ImageResizer:
             sizes[k] = (h, w)
             boxes[k] = (x0, y0, x1, y1)
             regions[k] = (top, left, rh, rw)
-        out_h, out_w = (self.width, self.height) if transposed else (self.height, self.width)
-        self.kernel_shapes.add((bucket.batch_size, bucket.height, bucket.width, c, out_h, out_w))
+            if taps_y is not None and window_taps(y0, y1, rh) > taps_y:
+                taps_y = None
+            if taps_x is not None and window_taps(x0, x1, rw) > taps_x:
+                taps_x = None
+        self.kernel_shapes.add(
+            (b, c, bucket.height, bucket.width, out_h, out_w, taps_y or 0, taps_x or 0)
+        )
         self.calls += 1
-        result = resize_canvases(canvas, sizes, boxes, regions, height=out_h, width=out_w)
+        result = resize_canvases(
+            canvas, sizes, boxes, regions, height=out_h, width=out_w, taps_y=taps_y,
+            taps_x=taps_x,
+        )  # fmt: skip
         # np.asarray blocks until the kernel is done, so the canvas may be refilled after.
         return np.asarray(result)[: len(images)]
 

@@ -22,7 +22,9 @@ each UTF-8 byte ``b`` becomes ``b + 4`` (so ``vocab_size >= 260``), with the sam
 truncation and padding.
 
 Ids ``0..3`` are the special tokens' range; no word or byte maps there. ``unk_id`` is accepted
-for the seed's ``text_params`` but never emitted: every word has a hash.
+for the seed's ``text_params`` but never emitted: every word has a hash. The scheme is the one
+of ``datakiln.datasets.tokenize`` (same validation: ``max_length >= 1``, special ids any ids
+below ``vocab_size``).
 """
 
 from __future__ import annotations
@@ -77,24 +79,25 @@ def check_text_params(
 ) -> None:
     """Raise ``SpecError`` unless the parameters make a valid tokenizer.
 
-    Rules: ``max_length >= 2`` (room for BOS and EOS); ``vocab_size > 4`` for word_hash and
-    ``>= 260`` for byte; the four special ids distinct and in ``[0, 4)``, the range no word or
-    byte id uses.
+    Rules: ``max_length >= 1`` (with 1 every sequence is ``[eos]``); ``vocab_size > 4`` for
+    word_hash and ``>= 260`` for byte; every special id in ``[0, vocab_size)``. Special ids
+    should be 0..3 in some order (the seed's are pad 0, unk 1, bos 2, eos 3): ids from 4 on are
+    also word or byte ids, and such a collision is allowed, as in
+    ``datakiln.datasets.tokenize``, but makes the tokens ambiguous.
     """
     if tokenizer not in TOKENIZERS:
         raise SpecError(f"tokenizer must be one of {TOKENIZERS}, got {tokenizer!r}")
-    if max_length < 2:
-        raise SpecError(f"max_length must be at least 2 (BOS and EOS), got {max_length}")
+    if max_length < 1:
+        raise SpecError(f"max_length must be at least 1, got {max_length}")
     least = NUM_SPECIAL_IDS + 1 if tokenizer == "word_hash" else BYTE_VOCAB_SIZE
     if vocab_size < least:
         raise SpecError(f"vocab_size must be at least {least} for {tokenizer}, got {vocab_size}")
     if vocab_size > 2**31:
         raise SpecError(f"vocab_size must be at most 2**31 (int32 ids), got {vocab_size}")
     ids = {"pad_id": pad_id, "unk_id": unk_id, "bos_id": bos_id, "eos_id": eos_id}
-    if sorted(ids.values()) != list(range(NUM_SPECIAL_IDS)):
-        raise SpecError(
-            f"special ids must be 0, 1, 2, 3 in some order (ids from 4 on are words), got {ids}"
-        )
+    for name, value in ids.items():
+        if not 0 <= value < vocab_size:
+            raise SpecError(f"{name} must lie in [0, vocab_size={vocab_size}), got {value}")
 
 
 def encode_texts(
@@ -156,46 +159,62 @@ def _word_hash_kernel(
     eos_id: int,
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     n, width = byte_matrix.shape
-    keep = max_length - 2  # word ids that fit between BOS and EOS
+    keep = max_length - 2  # word ids between BOS and EOS; -1 when max_length == 1 ([eos])
+    slots = max(keep, 0)
     col = jnp.arange(width, dtype=jnp.int32)[None, :]
     in_text = col < lengths[:, None]
     in_word = in_text & (byte_matrix != _SPACE)  # NUL bytes inside the text are word bytes
-    no_word = jnp.zeros((n, 1), dtype=bool)
-    before = jnp.concatenate([no_word, in_word[:, :-1]], axis=1)
-    after = jnp.concatenate([in_word[:, 1:], no_word], axis=1)
-    starts = in_word & ~before
-    ends = in_word & ~after
+    before = jnp.concatenate([jnp.zeros((n, 1), dtype=bool), in_word[:, :-1]], axis=1)
+    # starts_before[:, p]: words starting at or before column p (non-decreasing along p).
+    starts_before = jnp.cumsum(in_word & ~before, axis=1, dtype=jnp.int32)
+    n_words = starts_before[:, -1]
 
+    # Column where word j starts, for the kept words j < slots: the number of columns with
+    # fewer than j + 1 word starts so far, found by a branch-free binary search on the
+    # non-decreasing counts (log2(width) gathers of (N, slots), no scatter, no sort).
+    target = jnp.arange(1, slots + 1, dtype=jnp.int32)[None, :]
+    start = jnp.zeros((n, slots), dtype=jnp.int32)
+    step = 1 << width.bit_length()
+    while step > 1:
+        step //= 2
+        probe = start + (step - 1)
+        count = jnp.take_along_axis(starts_before, jnp.minimum(probe, width - 1), axis=1)
+        start = jnp.where((probe < width) & (count < target), start + step, start)
+    # start == width for slots past the row's last word.
+
+    # FNV-1a of each kept word, all words one byte at a time; stops when every word ended.
     basis = jnp.uint32(FNV_OFFSET_BASIS)
     prime = jnp.uint32(FNV_PRIME)
 
-    def step(h: jax.Array, column: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
-        byte, start = column
-        h = jnp.where(start, basis, h)
-        h = (h ^ byte) * prime  # uint32 arithmetic wraps mod 2**32, as FNV-1a wants
-        return h, h
+    def more(state: tuple[jax.Array, jax.Array, jax.Array, jax.Array]) -> jax.Array:
+        return jnp.any(state[2])
 
-    # The running hash of the current word at every byte; at a word's last byte it is the
-    # word's FNV-1a hash. Sequential over columns, vectorised over rows.
-    _, hashes = jax.lax.scan(
-        step,
-        jnp.full((n,), basis),
-        (byte_matrix.T.astype(jnp.uint32), starts.T),
-        unroll=8,
+    def hash_byte(
+        state: tuple[jax.Array, jax.Array, jax.Array, jax.Array],
+    ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+        at, h, active, offset = state
+        where = jnp.minimum(at, width - 1)
+        byte = jnp.take_along_axis(byte_matrix, where, axis=1)
+        inside = jnp.take_along_axis(in_word, where, axis=1)
+        active = active & (at < width) & inside
+        # uint32 arithmetic wraps mod 2**32, as FNV-1a wants.
+        h = jnp.where(active, (h ^ byte.astype(jnp.uint32)) * prime, h)
+        return at + 1, h, active, offset + 1
+
+    _, hashes, _, _ = jax.lax.while_loop(
+        more,
+        hash_byte,
+        (start, jnp.full((n, slots), basis), start < width, jnp.int32(0)),
     )
-    ids = (hashes.T % jnp.uint32(vocab_size - NUM_SPECIAL_IDS)).astype(jnp.int32)
+    ids = (hashes % jnp.uint32(vocab_size - NUM_SPECIAL_IDS)).astype(jnp.int32)
     ids = ids + NUM_SPECIAL_IDS
-    word_index = jnp.cumsum(starts, axis=1, dtype=jnp.int32) - 1
-    n_words = word_index[:, -1] + 1
-    # Each word's id goes to slot word_index + 1 (after BOS); words past the kept ones and
-    # non-final bytes go to slot max_length, out of bounds, and are dropped.
-    slot = jnp.where(ends & (word_index < keep), word_index + 1, max_length)
-    rows = jnp.arange(n, dtype=jnp.int32)[:, None]
-    tokens = jnp.full((n, max_length), pad_id, dtype=jnp.int32)
-    tokens = tokens.at[rows, slot].set(ids, mode="drop")
     kept = jnp.minimum(n_words, keep)
+    slot_col = jnp.arange(slots, dtype=jnp.int32)[None, :]
+    body = jnp.where(slot_col < kept[:, None], ids, pad_id)
+    tokens = jnp.concatenate(
+        [jnp.full((n, 1), bos_id, jnp.int32), body, jnp.full((n, 1), pad_id, jnp.int32)], axis=1
+    )[:, :max_length]
     out_col = jnp.arange(max_length, dtype=jnp.int32)[None, :]
-    tokens = jnp.where(out_col == 0, bos_id, tokens)
     tokens = jnp.where(out_col == (kept + 1)[:, None], eos_id, tokens)
     # A row cut by the matrix width is still exact if the word after the kept ones starts
     # inside it: then every kept word ended inside it too, and the row is truncated.
@@ -214,16 +233,17 @@ def _byte_kernel(
     eos_id: int,
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     n, width = byte_matrix.shape
-    keep = max_length - 2
-    if width < keep:
-        byte_matrix = jnp.pad(byte_matrix, ((0, 0), (0, keep - width)))
-    body = byte_matrix[:, :keep].astype(jnp.int32) + NUM_SPECIAL_IDS
+    keep = max_length - 2  # -1 when max_length == 1: the sequence is [eos]
+    body_width = max(keep, 0)
+    if width < body_width:
+        byte_matrix = jnp.pad(byte_matrix, ((0, 0), (0, body_width - width)))
+    body = byte_matrix[:, :body_width].astype(jnp.int32) + NUM_SPECIAL_IDS
     kept = jnp.minimum(lengths, keep)
-    body_col = jnp.arange(keep, dtype=jnp.int32)[None, :]
+    body_col = jnp.arange(body_width, dtype=jnp.int32)[None, :]
     body = jnp.where(body_col < kept[:, None], body, pad_id)
     tokens = jnp.concatenate(
         [jnp.full((n, 1), bos_id, jnp.int32), body, jnp.full((n, 1), pad_id, jnp.int32)], axis=1
-    )
+    )[:, :max_length]
     out_col = jnp.arange(max_length, dtype=jnp.int32)[None, :]
     tokens = jnp.where(out_col == (kept + 1)[:, None], eos_id, tokens)
     exact = (lengths <= width) | (width >= keep)
