@@ -68,6 +68,7 @@ class CachedDataset(BaseDataset):
         # Hot path: sharded fields are read straight from their shard objects, small
         # per-row fields through a byte-bounded cache of decoded chunks; zarr-python
         # (fast=False) is the reference both are tested against.
+        self._scratch = threading.local()
         self._sharded: dict[str, ShardedFieldReader] = {}
         self._chunked: dict[str, _ChunkCache] = {}
         if fast:
@@ -117,7 +118,7 @@ class CachedDataset(BaseDataset):
     def _read_field(self, name: str, rows: np.ndarray) -> np.ndarray:
         if name in self._sharded:
             reader = self._sharded[name]
-            out = np.empty((len(rows), *reader.sample_shape), reader.dtype)
+            out = self._scratch_buffer(name, (len(rows), *reader.sample_shape), reader.dtype)
             reader.read_into(rows, out)
             return out
         if name in self._chunked:
@@ -126,6 +127,22 @@ class CachedDataset(BaseDataset):
         data = self._arrays[name].get_orthogonal_selection((unique,))
         return data[inverse]
 
+    def _scratch_buffer(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """A per-thread buffer for stored bytes, reused across batches.
+
+        Fresh multi-megabyte arrays per batch cost page faults on every call; the stored bytes
+        are converted into a new output right away, so reusing their buffer is safe. Fields
+        without a read-time transform get a fresh array, as the caller keeps it.
+        """
+        if self._fields[name].get("transform") is None:
+            return np.empty(shape, dtype)
+        buffers = self._scratch.__dict__.setdefault("buffers", {})
+        size = int(np.prod(shape, dtype=np.int64))
+        buffer = buffers.get(name)
+        if buffer is None or buffer.size < size:
+            buffer = buffers[name] = np.empty(size, dtype)
+        return buffer[:size].reshape(shape)
+
     def read_batch(self, indices: np.ndarray) -> dict[str, Any]:
         rows = self.rows_of(np.asarray(indices, dtype=np.int64))
         batch: dict[str, Any] = {}
@@ -133,9 +150,10 @@ class CachedDataset(BaseDataset):
             data = self._read_field(name, rows)
             transform = field.get("transform")
             if transform is not None and transform["kind"] == "affine":
-                out = data.astype(np.float32)
-                out *= np.float32(transform["scale"])
-                out += np.float32(transform["offset"])
+                # one pass from the stored dtype into float32, then the offset in place
+                out = np.multiply(data, np.float32(transform["scale"]), dtype=np.float32)
+                if transform["offset"]:
+                    out += np.float32(transform["offset"])
                 data = out
             batch[name] = data
         batch["indices"] = np.asarray(indices, dtype=np.int64)

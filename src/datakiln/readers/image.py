@@ -330,9 +330,7 @@ def _transpose_box(
     return (x0, y0, x1, y1)
 
 
-def _convert(
-    im: Image.Image, representation: str, transpose: Image.Transpose | None
-) -> np.ndarray:
+def _convert(im: Image.Image, representation: str, transpose: Image.Transpose | None) -> np.ndarray:
     """Pixels of ``im`` in ``representation`` as a C-contiguous uint8 (h, w, C) array."""
     target = _PIL_MODE[representation]
     mode = im.mode

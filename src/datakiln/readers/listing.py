@@ -84,6 +84,8 @@ def list_inputs(
             what = "file"
         else:
             raise SourceError(f"source {source!r} does not exist; check the path or URL")
+        # Local symlinks list as "other" with the link's own mtime: describe their targets.
+        entries = {p: fs.info(p) if info.get("islink") else info for p, info in entries.items()}
         files = {p: info for p, info in entries.items() if info.get("type", "file") == "file"}
         if not files:
             hint = (

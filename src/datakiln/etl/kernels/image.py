@@ -37,7 +37,6 @@ __all__ = [
     "resize_canvases",
     "resize_images",
     "vertical_first",
-    "window_taps",
 ]
 
 
@@ -80,10 +79,8 @@ def _axis_weights(
         center = in0.astype(f64)[:, None] + (local + 0.5) * scale[:, None]  # (B, O)
         # Pillow's window: int() truncation of center -/+ support + 0.5, clamped.
         xmin = jnp.maximum(jnp.trunc(center - support[:, None] + 0.5), 0.0)
-        xmax = jnp.minimum(
-            jnp.trunc(center + support[:, None] + 0.5), in_size.astype(f64)[:, None]
-        )
-        j = xmin[..., None] + jnp.arange(taps, dtype=f64)  # (B, O, taps)
+        xmax = jnp.minimum(jnp.trunc(center + support[:, None] + 0.5), in_size.astype(f64)[:, None])
+        j = xmin[..., None] + jnp.arange(taps, dtype=f64)[None, None, :]  # (B, O, taps)
         arg = ((j - center[..., None]) + 0.5) * (1.0 / filterscale)[:, None, None]
         weights = jnp.where(j < xmax[..., None], jnp.maximum(1.0 - jnp.abs(arg), 0.0), 0.0)
         total = jnp.sum(weights, axis=-1, keepdims=True)
@@ -96,16 +93,6 @@ def _axis_weights(
     offset = jnp.arange(canvas_size, dtype=jnp.int32)[None, None, :] - start[..., None]
     dense = jnp.take_along_axis(band, jnp.clip(offset, 0, taps - 1), axis=-1)
     return jnp.where((offset >= 0) & (offset < taps), dense, 0.0)
-
-
-def window_taps(in0: float, in1: float, out_len: int) -> int:
-    """Pillow's ``ksize`` for resizing source ``[in0, in1)`` to ``out_len`` pixels.
-
-    The longest window any output pixel reads: ``2 * ceil(support) + 1``, with the box edges
-    as float32, as Pillow computes it.
-    """
-    scale = float(np.float32(in1) - np.float32(in0)) / max(out_len, 1)
-    return 2 * math.ceil(max(scale, 1.0)) + 1
 
 
 def _premultiply(x: jax.Array) -> jax.Array:
@@ -139,32 +126,31 @@ def resize_canvases(
 ) -> jax.Array:
     """Resize a padded batch of images to ``height`` x ``width``, horizontal pass first.
 
-    Pure; compiled once per (canvas shape, height, width) and argument dtypes. Channels come
-    first, so each pass is one batched matrix product without transposes. The passes are
-    rounded to uint8 in between, as Pillow does; Pillow runs the vertical pass first when the
-    height shrinks by more than twice as many pixels as the width, and the caller gets that
-    order by passing such images transposed (``ImageResizer`` does).
+    Pure; compiled once per (canvas shape, height, width, taps) and argument dtypes. The
+    passes are rounded to uint8 in between, as Pillow does; Pillow runs the vertical pass
+    first when the height shrinks by more than twice as many pixels as the width, and the
+    caller gets that order by passing such images transposed (``ImageResizer`` does).
 
     Args:
-        canvases: uint8 (B, C, Hc, Wc): image ``b`` in ``canvases[b, :, :h, :w]``; the rest
-            is ignored (any content). C = 4 is RGBA, resized premultiplied as Pillow does.
+        canvases: uint8 (B, Hc, Wc, C): image ``b`` in ``canvases[b, :h, :w]``; the rest is
+            ignored (any content). C = 4 is RGBA, resized premultiplied as Pillow does.
         sizes: int32 (B, 2): the true (h, w) of each image; (0, 0) marks an unused slot.
         boxes: float32 (B, 4): the source box (x0, y0, x1, y1) of each image, in pixels.
         regions: int32 (B, 4): (top, left, height, width) of the output rectangle each box
             is resized into; output pixels outside it are 0.
         height: Output height (static).
         width: Output width (static).
-        taps_y: Longest vertical window of any image (static; see ``window_taps``); None
-            means the canvas height, which is always enough. A too-small value gives wrong
-            results, not an error: ``ImageResizer`` checks it on the host.
+        taps_y: Longest vertical window of any image (static): at least Pillow's ``ksize``,
+            ``2 * ceil(max(scale, 1)) + 1``. None means the canvas height, always enough. A
+            too-small value gives wrong results, not an error: ``ImageResizer`` checks it.
         taps_x: The same, horizontally.
 
     Returns:
-        uint8 (B, C, height, width): within one level of ``Image.resize((rw, rh),
+        uint8 (B, height, width, C): within one level of ``Image.resize((rw, rh),
         Image.BILINEAR, box=box)`` pasted at the region (for RGBA, within one level of the
         premultiplied result, so the colour of translucent pixels may differ by more).
     """
-    _, c, hc, wc = canvases.shape
+    _, hc, wc, c = canvases.shape
     wx = _axis_weights(
         boxes[:, 0], boxes[:, 2], sizes[:, 1], regions[:, 1], regions[:, 3],
         out_size=width, canvas_size=wc, taps=min(taps_x or wc, wc),
@@ -173,7 +159,9 @@ def resize_canvases(
         boxes[:, 1], boxes[:, 3], sizes[:, 0], regions[:, 0], regions[:, 2],
         out_size=height, canvas_size=hc, taps=min(taps_y or hc, hc),
     )  # fmt: skip
-    x = canvases.astype(jnp.float32)
+    # Channels first, so that each pass is one batched matrix product (transposing the uint8
+    # input here is cheaper than a strided copy on the host).
+    x = jnp.transpose(canvases, (0, 3, 1, 2)).astype(jnp.float32)
     if c == 4:
         x = _premultiply(x)
     hp = jax.lax.Precision.HIGHEST
@@ -183,7 +171,7 @@ def resize_canvases(
     out = jnp.clip(jnp.floor(out + 0.5), 0.0, 255.0)
     if c == 4:
         out = _unpremultiply(out)
-    return out.astype(jnp.uint8)
+    return jnp.transpose(out.astype(jnp.uint8), (0, 2, 3, 1))
 
 
 def vertical_first(image_height: int, image_width: int, out_height: int, out_width: int) -> bool:
@@ -278,10 +266,7 @@ class ImageResizer:
             for start in range(0, len(indices), bucket.batch_size):
                 chunk = indices[start : start + bucket.batch_size]
                 result = self._run(bucket, c, transposed, [images[i] for i in chunk])
-                # (B, C, oh, ow) -> (B, oh, ow, C), undoing the transposition if any.
-                out[chunk] = (
-                    result.transpose(0, 3, 2, 1) if transposed else result.transpose(0, 2, 3, 1)
-                )
+                out[chunk] = result.transpose(0, 2, 1, 3) if transposed else result
         return out
 
     def _plan(self, image: DecodedImage) -> tuple[CanvasBucket, bool]:
@@ -302,36 +287,25 @@ class ImageResizer:
         canvas = self._canvases.get(key)
         if canvas is None:
             # Never cleared: padding gets zero weight, so stale pixels there are harmless.
-            canvas = np.zeros((bucket.batch_size, c, bucket.height, bucket.width), np.uint8)
+            canvas = np.zeros((bucket.batch_size, bucket.height, bucket.width, c), np.uint8)
             self._canvases[key] = canvas
-        out_h, out_w = (self.width, self.height) if transposed else (self.height, self.width)
-        # Window lengths: one bound per bucket covers stretch, crop and pad of images that fit
-        # it; a batch that needs longer windows (pad of a very elongated image) goes dense.
-        bound = 2 * math.ceil(max(bucket.height / out_h, bucket.width / out_w)) + 1
-        taps_y: int | None = bound if bound < bucket.height else None
-        taps_x: int | None = bound if bound < bucket.width else None
         b = bucket.batch_size
-        sizes = np.zeros((b, 2), np.int32)
         boxes = np.zeros((b, 4), np.float32)
         regions = np.zeros((b, 4), np.int32)
+        sizes = np.zeros((b, 2), np.int32)
         for k, image in enumerate(images):
-            # (h, w, C) -> (C, h, w), or (C, w, h) for a transposed image.
-            pixels = image.pixels.transpose(2, 0, 1)
-            x0, y0, x1, y1 = image.box
-            top, left, rh, rw = image.region
-            if transposed:
-                pixels = pixels.transpose(0, 2, 1)
-                x0, y0, x1, y1 = y0, x0, y1, x1
-                top, left, rh, rw = left, top, rw, rh
-            h, w = pixels.shape[1:]
-            canvas[k, :, :h, :w] = pixels
+            pixels = image.pixels.transpose(1, 0, 2) if transposed else image.pixels
+            h, w = pixels.shape[:2]
+            canvas[k, :h, :w] = pixels
             sizes[k] = (h, w)
-            boxes[k] = (x0, y0, x1, y1)
-            regions[k] = (top, left, rh, rw)
-            if taps_y is not None and window_taps(y0, y1, rh) > taps_y:
-                taps_y = None
-            if taps_x is not None and window_taps(x0, x1, rw) > taps_x:
-                taps_x = None
+            boxes[k] = image.box
+            regions[k] = image.region
+        if transposed:
+            boxes = boxes[:, [1, 0, 3, 2]]
+            regions = regions[:, [1, 0, 3, 2]]
+        out_h, out_w = (self.width, self.height) if transposed else (self.height, self.width)
+        taps_y, taps_x = _batch_taps(bucket, boxes[: len(images)], regions[: len(images)],
+                                     out_h, out_w)  # fmt: skip
         self.kernel_shapes.add(
             (b, c, bucket.height, bucket.width, out_h, out_w, taps_y or 0, taps_x or 0)
         )
@@ -342,6 +316,26 @@ class ImageResizer:
         )  # fmt: skip
         # np.asarray blocks until the kernel is done, so the canvas may be refilled after.
         return np.asarray(result)[: len(images)]
+
+
+def _batch_taps(
+    bucket: CanvasBucket, boxes: np.ndarray, regions: np.ndarray, out_h: int, out_w: int
+) -> tuple[int | None, int | None]:
+    """Static window lengths (taps_y, taps_x) for a batch; None means dense (the canvas side).
+
+    One bound per bucket covers stretch, crop and pad of every image that fits the canvas, so
+    batches share a compiled kernel; a batch that needs longer windows (pad of a very
+    elongated image, whose short side becomes a pixel or two) falls back to dense.
+    """
+    bound = 2 * math.ceil(max(bucket.height / out_h, bucket.width / out_w)) + 1
+    # Pillow's ksize, 2 * ceil(max(scale, 1)) + 1, with the box length as float32.
+    scale_y = (boxes[:, 3] - boxes[:, 1]).astype(np.float64) / np.maximum(regions[:, 2], 1)
+    scale_x = (boxes[:, 2] - boxes[:, 0]).astype(np.float64) / np.maximum(regions[:, 3], 1)
+    need_y = 2 * int(np.ceil(max(scale_y.max(initial=1.0), 1.0))) + 1
+    need_x = 2 * int(np.ceil(max(scale_x.max(initial=1.0), 1.0))) + 1
+    taps_y = bound if need_y <= bound < bucket.height else None
+    taps_x = bound if need_x <= bound < bucket.width else None
+    return taps_y, taps_x
 
 
 def resize_images(

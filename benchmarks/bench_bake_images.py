@@ -1,0 +1,89 @@
+"""Image bake throughput against Pillow decode loops, on the same files in the same run.
+
+    python ../shared/bench/make_corpus.py --out /tmp/corpus
+    python benchmarks/bench_bake_images.py --corpus /tmp/corpus --runs 3
+
+Reports medians over ``--runs`` of: Pillow decode-only images/s (open, convert, asarray; one
+thread), the same with ``Image.draft`` to the target size (one thread), and ``datakiln.bake``
+images/s in this one process (Dask threads), each run into a fresh output, after one
+untimed warm-up bake that fills the persistent JAX compilation cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+import datakiln
+
+
+def _decode_loop(files: list[Path], size: int | None) -> float:
+    started = time.perf_counter()
+    for path in files:
+        with Image.open(path) as im:
+            if size is not None:
+                im.draft("RGB", (size, size))
+            np.asarray(im.convert("RGB"))
+    return len(files) / (time.perf_counter() - started)
+
+
+def _bake(files_root: str, out: str, size: int, shard_size: int, workers: int | None,
+          cache: str) -> float:  # fmt: skip
+    spec = datakiln.BakeSpec(
+        sources=(files_root,), output=out, shard_size=shard_size, workers=workers,
+        image=datakiln.ImageParams(height=size, width=size),
+    )  # fmt: skip
+    started = time.perf_counter()
+    report = datakiln.bake(spec, jax_cache_dir=cache)
+    elapsed = time.perf_counter() - started
+    assert report.rejected == 0, report.rejected_by_reason
+    return report.inputs / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", default="/tmp/corpus")
+    parser.add_argument("--subdir", default="images/jpeg")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--shard-size", type=int, default=256)
+    parser.add_argument("--workers", type=int, default=None)
+    args = parser.parse_args()
+    root = Path(args.corpus) / args.subdir
+    files = sorted(p for p in root.iterdir() if p.is_file())
+    results: dict[str, list[float]] = {"pillow_decode": [], "pillow_draft": [], "bake": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = f"{tmp}/jax-cache"
+        _bake(str(root), f"{tmp}/warm", args.size, args.shard_size, args.workers, cache)
+        for run in range(args.runs):
+            results["pillow_decode"].append(_decode_loop(files, None))
+            results["pillow_draft"].append(_decode_loop(files, args.size))
+            results["bake"].append(
+                _bake(str(root), f"{tmp}/out{run}", args.size, args.shard_size, args.workers,
+                      cache)  # fmt: skip
+            )
+    medians = {k: statistics.median(v) for k, v in results.items()}
+    summary = {
+        "files": len(files),
+        "size": args.size,
+        "shard_size": args.shard_size,
+        "runs": args.runs,
+        "machine": f"{platform.machine()}, {platform.system()}, python {platform.python_version()}",
+        "images_per_s_median": {k: round(v, 1) for k, v in medians.items()},
+        "all_runs": {k: [round(x, 1) for x in v] for k, v in results.items()},
+        "bake_vs_draft": round(medians["bake"] / medians["pillow_draft"], 3),
+        "bake_vs_decode": round(medians["bake"] / medians["pillow_decode"], 3),
+    }
+    print(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()

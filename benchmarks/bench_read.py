@@ -1,0 +1,135 @@
+"""Random-batch and epoch read speed of a baked cache against a float32 memmap floor.
+
+    python ../shared/bench/make_corpus.py --out /tmp/corpus
+    python benchmarks/bench_read.py --corpus /tmp/corpus --samples 50000 --runs 3
+
+Builds (once, under --work) a cache of ``--samples`` 64x64x3 images baked from the corpus's
+JPEGs (each JPEG linked under several names so the bake sees that many distinct inputs) and a
+``numpy.save`` float32 copy of the same decoded data. Then measures, in the same process and
+alternating, medians over ``--runs`` of:
+
+- random ``get_batch(indices=...)`` of ``--batch`` samples: datakiln's direct shard reader,
+  zarr-python (the reference path, fewer batches), and ``np.load(mmap_mode="r")`` fancy
+  indexing converted the same way (the floor);
+- one shuffled epoch through ``datakiln.Loader`` (prefetching) against the memmap floor read
+  in the same shuffled batches.
+Peak RSS is reported for the process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+import datakiln
+
+
+def _build(corpus: Path, work: Path, samples: int, shard_size: int) -> tuple[str, Path]:
+    out, floor = work / "cache", work / "floor.npy"
+    if (out / "manifest.json").exists() and floor.exists():
+        return str(out), floor
+    jpegs = sorted((corpus / "images" / "jpeg").glob("*.jpg"))
+    links = work / "links"
+    for k in range(samples):
+        link = links / f"r{k // len(jpegs):03d}" / f"{k:06d}.jpg"
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.exists():
+            os.symlink(jpegs[k % len(jpegs)], link)
+    spec = datakiln.BakeSpec(sources=(str(links),), output=str(out), shard_size=shard_size,
+                             image=datakiln.ImageParams(height=64, width=64))  # fmt: skip
+    report = datakiln.bake(spec, jax_cache_dir=str(work / "jax-cache"))
+    print(f"baked {report.summary_line()} in {report.wall_s:.1f} s", flush=True)
+    dataset = datakiln.open_cache(str(out))
+    data = np.lib.format.open_memmap(floor, mode="w+", dtype=np.float32,
+                                     shape=(len(dataset), 64, 64, 3))  # fmt: skip
+    for start in range(0, len(dataset), 4096):
+        idx = np.arange(start, min(start + 4096, len(dataset)))
+        data[idx] = dataset.get_batch(indices=idx)["images"]
+    data.flush()
+    del data
+    return str(out), floor
+
+
+def _rate(fn, batches: list[np.ndarray]) -> float:
+    started = time.perf_counter()
+    n = 0
+    for idx in batches:
+        n += len(fn(idx))
+    return n / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", default="/tmp/corpus")
+    parser.add_argument("--work", default="/tmp/datakiln-read-bench")
+    parser.add_argument("--samples", type=int, default=50_000)
+    parser.add_argument("--shard-size", type=int, default=1024)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--batches", type=int, default=400)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    url, floor_path = _build(Path(args.corpus), work, args.samples, args.shard_size)
+
+    fast = datakiln.open_cache(url)
+    reference = datakiln.CachedDataset(url, fast=False)
+    floor = np.load(floor_path, mmap_mode="r")
+    n = len(fast)
+    rng = np.random.default_rng(0)
+    # warm the page cache for both
+    for start in range(0, n, 8192):
+        fast.get_batch(indices=np.arange(start, min(n, start + 8192)))
+    np.asarray(floor).sum(dtype=np.float64)
+
+    def floor_batch(idx: np.ndarray) -> np.ndarray:
+        return np.asarray(floor[np.sort(idx)], dtype=np.float32)
+
+    def fast_batch(idx: np.ndarray) -> np.ndarray:
+        return fast.get_batch(indices=idx)["images"]
+
+    def reference_batch(idx: np.ndarray) -> np.ndarray:
+        return reference.get_batch(indices=idx)["images"]
+
+    results: dict[str, list[float]] = {}
+    for _ in range(args.runs):
+        batches = [rng.integers(0, n, args.batch) for _ in range(args.batches)]
+        results.setdefault("random_floor_memmap", []).append(_rate(floor_batch, batches))
+        results.setdefault("random_datakiln", []).append(_rate(fast_batch, batches))
+        results.setdefault("random_zarr_python", []).append(_rate(reference_batch, batches[:5]))
+        if hasattr(datakiln, "Loader"):
+            order = np.random.default_rng(1).permutation(n)
+            epoch = [order[k : k + args.batch] for k in range(0, n - args.batch + 1, args.batch)]
+            results.setdefault("epoch_floor_memmap", []).append(_rate(floor_batch, epoch))
+            loader = datakiln.Loader(fast, args.batch, shuffle=True, seed=1, num_epochs=1)
+            started = time.perf_counter()
+            count = sum(len(b["images"]) for b in loader)
+            results.setdefault("epoch_datakiln_loader", []).append(
+                count / (time.perf_counter() - started)
+            )
+    medians = {k: statistics.median(v) for k, v in results.items()}
+    summary = {
+        "samples": n, "batch": args.batch, "batches_per_run": args.batches, "runs": args.runs,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cpus, python "
+        f"{platform.python_version()}",
+        "samples_per_s_median": {k: round(v) for k, v in medians.items()},
+        "random_vs_floor": round(medians["random_datakiln"] / medians["random_floor_memmap"], 3),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }  # fmt: skip
+    if "epoch_datakiln_loader" in medians:
+        summary["epoch_vs_floor"] = round(
+            medians["epoch_datakiln_loader"] / medians["epoch_floor_memmap"], 3
+        )
+    print(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()
