@@ -40,6 +40,10 @@ def _setup_logging(verbosity: int) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
     logger.setLevel(level)
+    # Dask's distributed logs every worker start and stop at INFO; keep them for -v.
+    chatty = logging.DEBUG if verbosity > 0 else logging.WARNING
+    for name in ("distributed", "bokeh", "tornado"):
+        logging.getLogger(name).setLevel(chatty)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -78,7 +82,9 @@ def _bake_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-pixels", type=int, help="reject images declaring more pixels")
     parser.add_argument("--shard-size", type=int, help="inputs per bake shard (default 1024)")
     parser.add_argument("--scheduler", help="threads | processes | synchronous | tcp://HOST:PORT")
-    parser.add_argument("--workers", type=int, help="local threads or processes")
+    parser.add_argument(
+        "--workers", type=int, help="start a LocalCluster of N worker processes and bake on it"
+    )
     parser.add_argument(
         "--max-rejected", type=int, help="exit 1 without committing when more inputs are rejected"
     )

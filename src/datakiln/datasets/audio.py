@@ -124,12 +124,12 @@ def _synthetic_audio(
     duration = n / sample_rate
 
     def one(k: jax.Array, code: jax.Array) -> jax.Array:
-        k_freq, k_amp, k_phase, k_noise = jax.random.split(k, 4)
-        freq = jax.random.uniform(k_freq, (), minval=MIN_FREQUENCY_HZ, maxval=MAX_FREQUENCY_HZ)
-        amp = jax.random.uniform(k_amp, (), minval=0.5, maxval=1.0)
-        phase = jax.random.uniform(k_phase, (), maxval=2 * jnp.pi)
+        u = jax.random.uniform(k, (3,))  # one draw for all scalars: one Threefry to compile
+        freq = MIN_FREQUENCY_HZ + (MAX_FREQUENCY_HZ - MIN_FREQUENCY_HZ) * u[0]
+        amp = 0.5 + 0.5 * u[1]
+        phase = 2 * jnp.pi * u[2]
         sine = amp * jnp.sin(2 * jnp.pi * freq * t + phase)
-        noise = _NOISE_STD * jax.random.normal(k_noise, (n,))
+        noise = _NOISE_STD * jax.random.normal(jax.random.fold_in(k, 1), (n,))
         sweep = (MAX_FREQUENCY_HZ - MIN_FREQUENCY_HZ) / (2 * duration)
         chirp = amp * jnp.sin(2 * jnp.pi * (MIN_FREQUENCY_HZ * t + sweep * t * t))
         wave = jnp.select([code == 0, code == 1], [sine, noise], chirp)

@@ -204,49 +204,56 @@ def _grid(height: int, width: int) -> tuple[jax.Array, jax.Array]:
     return jnp.meshgrid(ys, xs, indexing="ij")
 
 
+# Each pattern draws all its scalar parameters with one uniform call (and a large array with
+# at most one more): every random call site compiles to its own Threefry computation, and
+# compile time, not run time, dominates for images this small.
+
+
 def _random_image(key: jax.Array, *, shape: tuple[int, int, int]) -> jax.Array:
     return jax.random.uniform(key, shape)
 
 
 def _gradient_image(key: jax.Array, *, shape: tuple[int, int, int]) -> jax.Array:
     h, w, c = shape
-    k_angle, k_colors = jax.random.split(key)
-    angle = jax.random.uniform(k_angle, (), maxval=2 * jnp.pi)
+    u = jax.random.uniform(key, (1 + 2 * c,))
+    angle = 2 * jnp.pi * u[0]
     y, x = _grid(h, w)
     proj = jnp.cos(angle) * x / w + jnp.sin(angle) * y / h
     lo, hi = proj.min(), proj.max()
     # The ramp spans the whole image: t is exactly 0 and 1 at its ends, so the image is a
     # convex combination of two colours in [0, 1] (the seed's ramp left that range).
     t = jnp.where(hi > lo, (proj - lo) / jnp.where(hi > lo, hi - lo, 1.0), 0.5)
-    c0, c1 = jax.random.uniform(k_colors, (2, c))
+    c0, c1 = u[1 : 1 + c], u[1 + c :]
     return c0 + t[..., None] * (c1 - c0)
 
 
 def _checkerboard_image(key: jax.Array, *, shape: tuple[int, int, int]) -> jax.Array:
     h, w, c = shape
-    k_cell, k_phase, k_dark, k_light = jax.random.split(key, 4)
-    cell = jax.random.randint(k_cell, (), 2, max(3, min(h, w) // 2 + 1))
-    phase = jax.random.randint(k_phase, (2,), 0, cell)
+    u = jax.random.uniform(key, (3 + 2 * c,))
+    max_cell = max(2, min(h, w) // 2)
+    cell = jnp.minimum(2 + jnp.floor(u[0] * (max_cell - 1)).astype(jnp.int32), max_cell)
+    phase = jnp.floor(u[1:3] * cell).astype(jnp.int32)
     y = jnp.arange(h)[:, None] + phase[0]
     x = jnp.arange(w)[None, :] + phase[1]
     odd = ((y // cell + x // cell) % 2).astype(bool)
-    dark = jax.random.uniform(k_dark, (c,), maxval=0.4)
-    light = jax.random.uniform(k_light, (c,), minval=0.6, maxval=1.0)
+    dark = 0.4 * u[3 : 3 + c]
+    light = 0.6 + 0.4 * u[3 + c :]
     return jnp.where(odd[..., None], light, dark)
 
 
 def _circles_image(key: jax.Array, *, shape: tuple[int, int, int]) -> jax.Array:
     h, w, c = shape
-    k_bg, k_centre, k_radius, k_color = jax.random.split(key, 4)
+    k = _NUM_CIRCLES
+    u = jax.random.uniform(key, (c + 3 * k + k * c,))
     y, x = _grid(h, w)
-    image = jnp.broadcast_to(jax.random.uniform(k_bg, (c,), maxval=0.3), shape)
-    centres = jax.random.uniform(k_centre, (_NUM_CIRCLES, 2)) * jnp.array([h, w], jnp.float32)
-    radii = jax.random.uniform(k_radius, (_NUM_CIRCLES,), minval=0.1, maxval=0.35) * min(h, w)
-    colors = jax.random.uniform(k_color, (_NUM_CIRCLES, c), minval=0.4, maxval=1.0)
-    for k in range(_NUM_CIRCLES):  # a fixed, tiny unrolled loop over circles, not samples
-        dist = jnp.hypot(y - centres[k, 0], x - centres[k, 1])
-        alpha = jnp.clip(radii[k] - dist + 0.5, 0.0, 1.0)[..., None]
-        image = image * (1.0 - alpha) + colors[k] * alpha
+    image = jnp.broadcast_to(0.3 * u[:c], shape)
+    centres = u[c : c + 2 * k].reshape(k, 2) * jnp.array([h, w], jnp.float32)
+    radii = (0.1 + 0.25 * u[c + 2 * k : c + 3 * k]) * min(h, w)
+    colors = 0.4 + 0.6 * u[c + 3 * k :].reshape(k, c)
+    for n in range(k):  # a fixed, tiny unrolled loop over circles, not samples
+        dist = jnp.hypot(y - centres[n, 0], x - centres[n, 1])
+        alpha = jnp.clip(radii[n] - dist + 0.5, 0.0, 1.0)[..., None]
+        image = image * (1.0 - alpha) + colors[n] * alpha
     return image
 
 
@@ -332,17 +339,18 @@ def _glyph_images(
     normalize: bool,
 ) -> tuple[jax.Array, jax.Array]:
     def one(k: jax.Array) -> tuple[jax.Array, jax.Array]:
-        k_label, k_size, k_aspect, k_pos, k_slant, k_ink, k_noise = jax.random.split(k, 7)
-        label = jax.random.randint(k_label, (), 0, glyphs.shape[0])
         h, w, _ = shape
-        size = jax.random.uniform(k_size, (), minval=0.55, maxval=0.75)
-        aspect = jax.random.uniform(k_aspect, (), minval=0.85, maxval=1.15)
-        offset = jax.random.uniform(k_pos, (2,), minval=-0.08, maxval=0.08)
-        slant = jax.random.uniform(k_slant, (), minval=-0.15, maxval=0.15)
-        ink = jax.random.uniform(k_ink, (), minval=0.8, maxval=1.0)
+        num_classes = glyphs.shape[0]
+        u = jax.random.uniform(k, (7,))
+        label = jnp.minimum(jnp.floor(u[0] * num_classes).astype(jnp.int32), num_classes - 1)
+        size = 0.55 + 0.2 * u[1]
+        aspect = 0.85 + 0.3 * u[2]
+        offset = 0.16 * u[3:5] - 0.08
+        slant = 0.3 * u[5] - 0.15
+        ink = 0.8 + 0.2 * u[6]
         gray = _draw_glyph(glyphs[label], h, w, size, aspect, offset, slant) * ink
-        gray = gray + 0.03 * jax.random.normal(k_noise, gray.shape)
-        return gray, label.astype(jnp.int32)
+        gray = gray + 0.03 * jax.random.normal(jax.random.fold_in(k, 1), gray.shape)
+        return gray, label
 
     gray, labels = jax.vmap(one)(_lazy.sample_keys(key, indices))
     images = convert_channels(jnp.clip(gray, 0.0, 1.0)[..., None], shape[2])

@@ -279,34 +279,42 @@ def _word_tokens(
     return tokens.astype(jnp.int32), length[:, 0].astype(jnp.int32)
 
 
+# Each pattern draws everything with one uniform call: every random call site compiles to its
+# own Threefry computation, and compilation dominates the cost of these tiny batches.
+
+
+def _ints(u: jax.Array, low: int, high: int) -> jax.Array:
+    """Uniform floats in [0, 1) to integers in [low, high)."""
+    return jnp.minimum(low + jnp.floor(u * (high - low)).astype(jnp.int32), high - 1)
+
+
 def _random_sentence(key: jax.Array) -> tuple[jax.Array, jax.Array]:
-    k_len, k_words = jax.random.split(key)
-    count = jax.random.randint(k_len, (), 5, 16)
-    return jax.random.randint(k_words, (_MAX_WORDS,), 0, len(_WORDS)), count
+    u = jax.random.uniform(key, (1 + _MAX_WORDS,))
+    return _ints(u[1:], 0, len(_WORDS)), _ints(u[0], 5, 16)
 
 
 def _repeated_phrase(key: jax.Array) -> tuple[jax.Array, jax.Array]:
-    k_len, k_reps, k_words = jax.random.split(key, 3)
-    phrase_len = jax.random.randint(k_len, (), 2, 5)
-    reps = jax.random.randint(k_reps, (), 2, 6)
-    phrase = jax.random.randint(k_words, (4,), 0, len(_WORDS))
+    u = jax.random.uniform(key, (6,))
+    phrase_len = _ints(u[0], 2, 5)
+    reps = _ints(u[1], 2, 6)
+    phrase = _ints(u[2:], 0, len(_WORDS))
     return phrase[jnp.arange(_MAX_WORDS) % phrase_len], phrase_len * reps
 
 
 def _number_sequence(key: jax.Array) -> tuple[jax.Array, jax.Array]:
-    k_len, k_start, k_step = jax.random.split(key, 3)
-    count = jax.random.randint(k_len, (), 5, 21)
-    start = jax.random.randint(k_start, (), 0, 512)
-    step = jax.random.randint(k_step, (), 1, 6)
+    u = jax.random.uniform(key, (3,))
+    count = _ints(u[0], 5, 21)
+    start = _ints(u[1], 0, 512)
+    step = _ints(u[2], 1, 6)
     numbers = jnp.minimum(start + step * jnp.arange(_MAX_WORDS), _MAX_NUMBER - 1)
     return len(_WORDS) + numbers, count
 
 
 def _palindrome(key: jax.Array) -> tuple[jax.Array, jax.Array]:
-    k_half, k_odd, k_words = jax.random.split(key, 3)
-    half = jax.random.randint(k_half, (), 2, 9)
-    count = 2 * half - jax.random.bernoulli(k_odd).astype(jnp.int32)
-    words = jax.random.randint(k_words, (_MAX_WORDS,), 0, len(_WORDS))
+    u = jax.random.uniform(key, (2 + _MAX_WORDS,))
+    half = _ints(u[0], 2, 9)
+    count = 2 * half - (u[1] < 0.5).astype(jnp.int32)
+    words = _ints(u[2:], 0, len(_WORDS))
     pos = jnp.arange(_MAX_WORDS)
     mirrored = jnp.where(pos < half, pos, jnp.clip(count - 1 - pos, 0, _MAX_WORDS - 1))
     return words[mirrored], count

@@ -179,34 +179,70 @@ def _prepare_store(plan: BakePlan, fields: list[FieldLayout]) -> dict[int, dict[
     return done
 
 
-def _run_tasks(
-    plan: BakePlan, tasks: list[dict[str, Any]], progress: ProgressFn | None
+def _run_distributed(
+    client: Any, tasks: list[dict[str, Any]], on_done: Callable[[Mapping[str, Any]], None]
 ) -> list[dict[str, Any]]:
+    """Submit every shard task to a ``distributed`` client; report each as it finishes.
+
+    A task whose worker dies is rescheduled by the scheduler; shard tasks are idempotent (they
+    rewrite the same objects), so a retry neither loses nor duplicates rows.
+    """
+    from distributed import as_completed
+
+    link = getattr(client, "dashboard_link", None)
+    if link:
+        logger.info("Dask dashboard: %s", link)
+    futures = [
+        client.submit(bake_image_shard, task, key=f"datakiln-shard-{task['shard']['shard_id']}-"
+                      f"{task['generation_key'][:8]}", pure=False, retries=2)
+        for task in tasks
+    ]  # fmt: skip
+    results = []
+    for future in as_completed(futures):
+        marker = future.result()
+        results.append(marker)
+        on_done(marker)
+    return results
+
+
+def _run_tasks(
+    plan: BakePlan, tasks: list[dict[str, Any]], on_done: Callable[[Mapping[str, Any]], None]
+) -> list[dict[str, Any]]:
+    """Run the shard tasks on the scheduler the spec names."""
     spec = plan.spec
     if not tasks:
         return []
     if "://" in spec.scheduler:
-        from distributed import Client, as_completed
+        from distributed import Client
 
-        with Client(spec.scheduler) as client:
-            futures = [client.submit(bake_image_shard, t, pure=False) for t in tasks]
-            results = []
-            for future in as_completed(futures):
-                marker = future.result()
-                results.append(marker)
-                if progress is not None:
-                    progress(marker)
-            return results
+        try:
+            client = Client(spec.scheduler, timeout="20s")
+        except OSError as err:
+            raise BakeError(
+                f"cannot reach the Dask scheduler at {spec.scheduler}: {err}; check the address "
+                "and that `dask scheduler` is running"
+            ) from err
+        with client:
+            return _run_distributed(client, tasks, on_done)
+    if spec.workers is not None and spec.scheduler == "threads":
+        from distributed import Client, LocalCluster
+
+        with (
+            LocalCluster(n_workers=spec.workers, threads_per_worker=1, processes=True,
+                         dashboard_address=":0") as cluster,
+            Client(cluster) as client,
+        ):  # fmt: skip
+            return _run_distributed(client, tasks, on_done)
 
     from dask.callbacks import Callback
 
     def posttask(key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
-        if progress is not None and isinstance(result, dict) and "shard_id" in result:
-            progress(result)
+        if isinstance(result, dict) and "shard_id" in result:
+            on_done(result)
 
     delayed = [dask.delayed(bake_image_shard, pure=False)(t) for t in tasks]
     with Callback(posttask=posttask):
-        return list(dask.compute(*delayed, scheduler=spec.scheduler, num_workers=spec.workers))
+        return list(dask.compute(*delayed, scheduler=spec.scheduler))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -100,9 +100,11 @@ class BakeSpec:
         storage_options: fsspec options for the sources (credentials stay out of logs and of
             the manifest).
         output_storage_options: fsspec options for the output store.
-        scheduler: ``"threads"`` (default), ``"processes"``, ``"synchronous"``, or the address
-            of a running ``distributed`` scheduler (``tcp://host:8786``).
-        workers: Threads or processes for a local scheduler (default: the machine's cores).
+        scheduler: ``"threads"`` (default: Dask's local threaded scheduler), ``"processes"``,
+            ``"synchronous"``, or the address of a running ``distributed`` scheduler
+            (``tcp://host:8786``).
+        workers: Start a ``distributed.LocalCluster`` of this many worker processes on this
+            machine and bake on it (with the default scheduler only).
         max_rejected: Fail the bake (exit non-zero) when more inputs than this are rejected.
     """
 

@@ -78,9 +78,10 @@ def write_image_corpus(
 ) -> CorpusInfo:
     """Write ``n`` good images and ``broken`` broken files under ``root/<class>/``.
 
-    Sizes are mostly 16-400 px; the first few good images are special (a 2000x1500 JPEG, a
-    1200x40 PNG, a 30x900 PNG, an animated GIF); about one JPEG in eight carries an EXIF
-    orientation. Broken files cycle through: a text file named ``.jpg``, a truncated JPEG,
+    Sizes are mostly 16-400 px. The first good images are special (a 2000x1500 JPEG, a
+    1200x40 PNG, a 30x900 PNG, an animated GIF), the next ones cover every (format, mode)
+    pair listed in ``_FORMATS`` once (so n >= 24 holds them all), the rest are drawn at
+    random, mostly JPEG and PNG. About one JPEG in eight carries an EXIF orientation. Broken files cycle through: a text file named ``.jpg``, a truncated JPEG,
     an empty ``.png``. Deterministic: the same arguments give byte-identical files.
 
     Args:
@@ -105,9 +106,13 @@ def write_image_corpus(
         (root / name).mkdir(parents=True, exist_ok=True)
     labels: dict[Path, int] = {}
     good: list[Path] = []
+    pairs = sorted({(fmt, mode) for fmt, _, modes in _FORMATS for mode in modes})
     for i in range(n):
         if i < len(_SPECIALS):
             fmt, mode, width, height = _SPECIALS[i]
+        elif i < len(_SPECIALS) + len(pairs):
+            fmt, mode = pairs[i - len(_SPECIALS)]
+            width, height = (int(v) for v in rng.integers(16, 401, size=2))
         else:
             f = int(rng.choice(len(_FORMATS), p=_FORMAT_WEIGHTS))
             fmt = _FORMATS[f][0]
