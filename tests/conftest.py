@@ -53,3 +53,78 @@ def write_small_images(root: Path, names: list[str], *, seed: int = 0) -> list[P
         Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
         paths.append(path)
     return paths
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for(url: str, timeout_s: float = 30.0) -> None:
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3 API on loopback: moto's standalone server in a subprocess."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("s3fs")
+    pytest.importorskip("moto.server")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for(f"{url}/moto-api/")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def s3_options(s3_endpoint):
+    """storage_options for a fresh bucket on the moto server; yields (bucket URL, options)."""
+    import s3fs
+
+    options = {"key": "testing", "secret": "testing-secret-key", "endpoint_url": s3_endpoint}
+    bucket = f"dk-{uuid.uuid4().hex[:12]}"
+    fs = s3fs.S3FileSystem(**options)
+    fs.mkdir(bucket)
+    fs.invalidate_cache()
+    return f"s3://{bucket}", options
+
+
+@pytest.fixture(scope="session")
+def http_root(tmp_path_factory):
+    """A folder served over HTTP by ``http.server`` on loopback: yields (folder, base URL)."""
+    import functools
+    import http.server
+    import threading
+
+    folder = tmp_path_factory.mktemp("http")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()

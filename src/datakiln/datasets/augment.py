@@ -51,23 +51,29 @@ def augment_image(
     Returns:
         The augmented image: same shape and dtype, clipped to ``[0, 1]``.
     """
-    k_flip, k_rot, k_bright, k_contrast, k_level, k_noise = jax.random.split(key, 6)
+    # One uniform draw for all five scalar choices and one normal draw for the noise (the seed
+    # drew the noise level and the noise from one key).
+    u = jax.random.uniform(key, (5,))
+    noise = jax.random.normal(jax.random.fold_in(key, 1), image.shape)
     dtype = image.dtype
     x = image.astype(jnp.float32)
-    x = jnp.where(jax.random.bernoulli(k_flip, flip_prob), jnp.flip(x, axis=1), x)
+    x = jnp.where(u[0] < flip_prob, jnp.flip(x, axis=1), x)
     if x.shape[0] == x.shape[1]:
-        k = jax.random.randint(k_rot, (), 0, 4)
-        x = jax.lax.switch(k, [functools.partial(jnp.rot90, k=i, axes=(0, 1)) for i in range(4)], x)
+        k = jnp.minimum(jnp.floor(4 * u[1]).astype(jnp.int32), 3)
+        rotations = [functools.partial(jnp.rot90, k=i, axes=(0, 1)) for i in range(4)]
+        x = jax.lax.switch(k, rotations, x)
     else:
-        x = jnp.where(jax.random.bernoulli(k_rot), jnp.rot90(x, k=2, axes=(0, 1)), x)
-    factor = jax.random.uniform(k_bright, minval=brightness[0], maxval=brightness[1])
-    x = jnp.clip(x * factor, 0.0, 1.0)
-    factor = jax.random.uniform(k_contrast, minval=contrast[0], maxval=contrast[1])
+        x = jnp.where(u[1] < 0.5, jnp.rot90(x, k=2, axes=(0, 1)), x)
+    x = jnp.clip(x * _between(u[2], brightness), 0.0, 1.0)
     mean = jnp.mean(x)
-    x = jnp.clip((x - mean) * factor + mean, 0.0, 1.0)
-    level = jax.random.uniform(k_level, minval=0.0, maxval=max_noise)
-    x = jnp.clip(x + level * jax.random.normal(k_noise, x.shape), 0.0, 1.0)
+    x = jnp.clip((x - mean) * _between(u[3], contrast) + mean, 0.0, 1.0)
+    x = jnp.clip(x + _between(u[4], (0.0, max_noise)) * noise, 0.0, 1.0)
     return x.astype(dtype)
+
+
+def _between(u: jax.Array, bounds: tuple[float, float]) -> jax.Array:
+    """A uniform [0, 1) draw mapped to [low, high)."""
+    return bounds[0] + (bounds[1] - bounds[0]) * u
 
 
 @jax.jit
@@ -114,15 +120,12 @@ def augment_text_tokens(
     Returns:
         Same shape and dtype; ids stay in ``[0, vocab_size)`` when they were.
     """
-    k_mask, k_replace, k_ids = jax.random.split(key, 3)
+    u = jax.random.uniform(key, (3, *tokens.shape))  # mask, replace, replacement id
     word = tokens >= num_reserved
-    mask = jax.random.bernoulli(k_mask, mask_prob, tokens.shape) & word
-    out = jnp.where(mask, jnp.asarray(mask_token_id, tokens.dtype), tokens)
-    replace = jax.random.bernoulli(k_replace, replace_prob, tokens.shape) & word
-    random_ids = jax.random.randint(
-        k_ids, tokens.shape, num_reserved, vocab_size, dtype=tokens.dtype
-    )
-    return jnp.where(replace, random_ids, out)
+    out = jnp.where((u[0] < mask_prob) & word, jnp.asarray(mask_token_id, tokens.dtype), tokens)
+    span = vocab_size - num_reserved
+    random_ids = num_reserved + jnp.minimum(jnp.floor(u[2] * span).astype(jnp.int32), span - 1)
+    return jnp.where((u[1] < replace_prob) & word, random_ids.astype(tokens.dtype), out)
 
 
 @functools.partial(jax.jit, static_argnames=("vocab_size",))
@@ -165,14 +168,14 @@ def augment_audio(
         Same shape and dtype, peak-normalised into ``[-1, 1]`` (silence stays silent).
     """
     del sample_rate
-    k_scale, k_shift, k_level, k_noise = jax.random.split(key, 4)
+    u = jax.random.uniform(key, (3,))  # gain, shift, noise level
+    noise = jax.random.normal(jax.random.fold_in(key, 1), audio.shape)
     dtype = audio.dtype
-    x = audio.astype(jnp.float32)
-    x = x * jax.random.uniform(k_scale, minval=scale[0], maxval=scale[1])
+    x = audio.astype(jnp.float32) * _between(u[0], scale)
     max_shift = int(max_shift_fraction * x.shape[0])
-    x = jnp.roll(x, jax.random.randint(k_shift, (), -max_shift, max_shift + 1))
-    level = jax.random.uniform(k_level, minval=0.0, maxval=max_noise)
-    x = x + level * jax.random.normal(k_noise, x.shape)
+    shift = jnp.minimum(jnp.floor(u[1] * (2 * max_shift + 1)).astype(jnp.int32), 2 * max_shift)
+    x = jnp.roll(x, shift - max_shift)
+    x = x + _between(u[2], (0.0, max_noise)) * noise
     peak = jnp.max(jnp.abs(x))
     x = jnp.where(peak > 0, x / jnp.where(peak > 0, peak, 1.0), x)
     return jnp.clip(x, -1.0, 1.0).astype(dtype)

@@ -150,6 +150,7 @@ class MultiModalDataset(BaseDataset):
         }
 
 
+@functools.partial(jax.jit, static_argnames=("latent_dim", "channels", "text_length"))
 def _decoders(
     key: jax.Array, *, latent_dim: int, channels: int, text_length: int
 ) -> dict[str, jax.Array]:
@@ -183,14 +184,14 @@ def _multi_modal(
     sample_rate: int,
 ) -> dict[str, jax.Array]:
     keys = _lazy.sample_keys(key, indices)
-    z = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 0), (latent_dim,)))(keys)
-    mixed = {}
-    for n, m in enumerate(MODALITIES):
-        if m in modalities:
-            noise = jax.vmap(
-                lambda k, n=n: jax.random.normal(jax.random.fold_in(k, n + 1), (latent_dim,))
-            )(keys)
-            mixed[m] = strength * z + jnp.sqrt(1.0 - strength * strength) * noise
+    # Row 0 is the shared latent, row 1 + m the noise of modality m: one draw per sample.
+    draws = jax.vmap(lambda k: jax.random.normal(k, (1 + len(MODALITIES), latent_dim)))(keys)
+    z = draws[:, 0]
+    mixed = {
+        m: strength * z + jnp.sqrt(1.0 - strength * strength) * draws[:, 1 + n]
+        for n, m in enumerate(MODALITIES)
+        if m in modalities
+    }
     out = _decode(
         decoders,
         mixed,

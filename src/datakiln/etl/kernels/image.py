@@ -55,7 +55,9 @@ def _axis_weights(
     canvas_size: int,
     taps: int,
 ) -> jax.Array:
-    """Pillow's resampling matrices along one axis: float32 (B, out_size, canvas_size).
+    """Pillow's fixed-point resampling matrices along one axis: (B, out_size, canvas_size).
+
+    The entries are Pillow's integer coefficients (weight * 2**22, rounded), as float32.
 
     Output index ``o`` is position ``o - out_start`` of a resize of ``[in0, in1)`` to
     ``out_len`` samples; outside ``[out_start, out_start + out_len)`` its row is zero. Input
@@ -63,11 +65,9 @@ def _axis_weights(
 
     The weights of each output's window (at most ``taps`` long: Pillow's ``ksize``) are
     computed in float64 in the order of Pillow's ``precompute_coeffs`` (box edges as float32,
-    as Pillow's C API takes them) and quantized to its 22-bit fixed point, so they equal
-    Pillow's integer coefficients / 2**22 exactly (float32 holds them exactly). A float32
-    product then differs from Pillow's integer sum only by accumulation error (~1e-5), so
-    rounding disagrees only where Pillow's sum lies that close to a half level. The windows
-    are then spread into dense rows for the matrix product.
+    as Pillow's C API takes them) and quantized as its ``normalize_coeffs_8bpc`` does, so they
+    equal Pillow's coefficients exactly. The windows are then spread into dense rows for the
+    matrix product.
     """
     with jax.enable_x64(True):
         f64 = jnp.float64
@@ -88,7 +88,7 @@ def _axis_weights(
         fixed = jnp.trunc(0.5 + weights * (1 << _PRECISION_BITS))
         in_region = (local >= 0) & (local < out_len.astype(f64)[:, None])
         fixed = jnp.where(in_region[..., None], fixed, 0.0)
-        band = (fixed * (1.0 / (1 << _PRECISION_BITS))).astype(jnp.float32)
+        band = fixed.astype(jnp.float32)  # integers < 2**23: exact
         start = xmin.astype(jnp.int32)
     offset = jnp.arange(canvas_size, dtype=jnp.int32)[None, None, :] - start[..., None]
     dense = jnp.take_along_axis(band, jnp.clip(offset, 0, taps - 1), axis=-1)
@@ -165,9 +165,21 @@ def resize_canvases(
     if c == 4:
         x = _premultiply(x)
     hp = jax.lax.Precision.HIGHEST
-    tmp = jnp.einsum("bchw,bow->bcho", x, wx, precision=hp)
-    tmp = jnp.clip(jnp.floor(tmp + 0.5), 0.0, 255.0)
-    out = jnp.einsum("bcho,bph->bcpo", tmp, wy, precision=hp)
+    # Horizontal pass, exact: Pillow's integer sum of pixel * coefficient, rounded to uint8.
+    # Splitting each coefficient into 256 * hi + lo keeps every float32 partial sum an
+    # integer below 2**24 (255 * 2**14 for hi; 255 * 255 * taps for lo, exact for windows up
+    # to 258 taps), so the two products are exact and their int32 combination is Pillow's.
+    # Exactness matters here: sums landing exactly on half a level are common (a 1.25x
+    # downscale has weights in fifths), and a float32 sum can round them either way.
+    hi = jnp.floor(wx * (1.0 / 256.0))
+    both = jnp.concatenate([hi, wx - hi * 256.0], axis=1)  # (B, 2 * width, Wc)
+    sums = jnp.einsum("bchw,bow->bcho", x, both, precision=hp)
+    fixed = sums[..., :width].astype(jnp.int32) * 256 + sums[..., width:].astype(jnp.int32)
+    tmp = jnp.clip((fixed + (1 << (_PRECISION_BITS - 1))) >> _PRECISION_BITS, 0, 255)
+    # Vertical pass in float32: its sum is off by ~1e-5 at most, so its rounding differs
+    # from Pillow's by one level at most, and only within 1e-5 of a half level.
+    wy = wy * (1.0 / (1 << _PRECISION_BITS))
+    out = jnp.einsum("bcho,bph->bcpo", tmp.astype(jnp.float32), wy, precision=hp)
     out = jnp.clip(jnp.floor(out + 0.5), 0.0, 255.0)
     if c == 4:
         out = _unpremultiply(out)

@@ -55,6 +55,10 @@ BYTES_PER_TOKEN_GUESS = 8
 # Rows are padded to a power of two of at least this many, so shard tails compile rarely.
 MIN_ROW_BUCKET = 8
 _SPACE = 0x20
+# Columns per bit-packed block of the word-start search (bits in a uint32).
+_BLOCK = 32
+# Bytes of each word hashed per round of the hash loop (unrolled inside a round).
+_HASH_CHUNK = 8
 
 
 def token_dtype(vocab_size: int) -> np.dtype[Any]:
@@ -160,61 +164,82 @@ def _word_hash_kernel(
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     n, width = byte_matrix.shape
     keep = max_length - 2  # word ids between BOS and EOS; -1 when max_length == 1 ([eos])
-    slots = max(keep, 0)
-    col = jnp.arange(width, dtype=jnp.int32)[None, :]
-    in_text = col < lengths[:, None]
-    in_word = in_text & (byte_matrix != _SPACE)  # NUL bytes inside the text are word bytes
-    before = jnp.concatenate([jnp.zeros((n, 1), dtype=bool), in_word[:, :-1]], axis=1)
-    # starts_before[:, p]: words starting at or before column p (non-decreasing along p).
-    starts_before = jnp.cumsum(in_word & ~before, axis=1, dtype=jnp.int32)
-    n_words = starts_before[:, -1]
+    # Word slots to fill: words are separated by spaces, so a row holds at most ceil(W / 2).
+    slots = max(0, min(keep, (width + 1) // 2))
+    blocks = -(-width // _BLOCK)
+    if blocks * _BLOCK != width:
+        byte_matrix = jnp.pad(byte_matrix, ((0, 0), (0, blocks * _BLOCK - width)))
+    col = jnp.arange(blocks * _BLOCK, dtype=jnp.int32)[None, :]
+    row_length = jnp.minimum(lengths, width)[:, None]
+    in_word = (col < row_length) & (byte_matrix != _SPACE)  # NUL bytes are word bytes
 
-    # Column where word j starts, for the kept words j < slots: the number of columns with
-    # fewer than j + 1 word starts so far, found by a branch-free binary search on the
-    # non-decreasing counts (log2(width) gathers of (N, slots), no scatter, no sort).
-    target = jnp.arange(1, slots + 1, dtype=jnp.int32)[None, :]
-    start = jnp.zeros((n, slots), dtype=jnp.int32)
-    step = 1 << width.bit_length()
-    while step > 1:
-        step //= 2
-        probe = start + (step - 1)
-        count = jnp.take_along_axis(starts_before, jnp.minimum(probe, width - 1), axis=1)
-        start = jnp.where((probe < width) & (count < target), start + step, start)
-    # start == width for slots past the row's last word.
+    # Word starts as one bit per column, 32 columns per uint32 block: the shifts and prefix
+    # sums that find them then run on (N, W / 32) arrays instead of (N, W).
+    bit = jnp.arange(_BLOCK, dtype=jnp.uint32)[None, None, :]
+    word_bits = jnp.sum(
+        in_word.reshape(n, blocks, _BLOCK).astype(jnp.uint32) << bit, axis=2, dtype=jnp.uint32
+    )
+    carry = jnp.concatenate(
+        [jnp.zeros((n, 1), jnp.uint32), word_bits[:, :-1] >> jnp.uint32(_BLOCK - 1)], axis=1
+    )
+    start_bits = word_bits & ~((word_bits << jnp.uint32(1)) | carry)
+    per_block = jax.lax.population_count(start_bits).astype(jnp.int32)
+    through = jnp.cumsum(per_block, axis=1, dtype=jnp.int32)  # starts in blocks <= b
+    n_words = through[:, -1]
 
-    # FNV-1a of each kept word, all words one byte at a time; stops when every word ended.
+    # Column of word j's start for each slot j: its block (blocks whose running count is
+    # <= j come before it), then the (j - starts before the block)-th set bit in that block,
+    # by a 5-step binary search on popcounts. Slots past the row's words get block == blocks.
+    slot = jnp.arange(slots, dtype=jnp.int32)[None, :]
+    block = jnp.sum((through[:, None, :] <= slot[:, :, None]).astype(jnp.int32), axis=2)
+    has_word = block < blocks
+    block = jnp.minimum(block, blocks - 1)
+    flat = (jnp.arange(n, dtype=jnp.int32) * blocks)[:, None] + block
+    rank = slot - (through - per_block).reshape(-1)[flat]
+    mask = start_bits.reshape(-1)[flat]
+    offset = jnp.zeros((n, slots), jnp.int32)
+    for step in (16, 8, 4, 2, 1):
+        below = (jnp.uint32(1) << (offset + step).astype(jnp.uint32)) - jnp.uint32(1)
+        seen = jax.lax.population_count(mask & below).astype(jnp.int32)
+        offset = jnp.where(seen <= rank, offset + step, offset)
+    start = block * _BLOCK + offset
+
+    # FNV-1a of every slot's word, _HASH_CHUNK bytes per round: each round slices a window of
+    # bytes per word (one gather) and folds it in, unrolled; rounds go on while any word does.
     basis = jnp.uint32(FNV_OFFSET_BASIS)
     prime = jnp.uint32(FNV_PRIME)
+    padded = jnp.pad(byte_matrix, ((0, 0), (0, _HASH_CHUNK)))
+    last = blocks * _BLOCK
+    window = jax.vmap(
+        jax.vmap(lambda row, at: jax.lax.dynamic_slice(row, (at,), (_HASH_CHUNK,)), (None, 0))
+    )
 
-    def more(state: tuple[jax.Array, jax.Array, jax.Array, jax.Array]) -> jax.Array:
+    def more(state: tuple[jax.Array, jax.Array, jax.Array]) -> jax.Array:
         return jnp.any(state[2])
 
-    def hash_byte(
-        state: tuple[jax.Array, jax.Array, jax.Array, jax.Array],
-    ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-        at, h, active, offset = state
-        where = jnp.minimum(at, width - 1)
-        byte = jnp.take_along_axis(byte_matrix, where, axis=1)
-        inside = jnp.take_along_axis(in_word, where, axis=1)
-        active = active & (at < width) & inside
-        # uint32 arithmetic wraps mod 2**32, as FNV-1a wants.
-        h = jnp.where(active, (h ^ byte.astype(jnp.uint32)) * prime, h)
-        return at + 1, h, active, offset + 1
+    def fold(
+        state: tuple[jax.Array, jax.Array, jax.Array],
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        at, h, active = state
+        chunk = window(padded, jnp.minimum(at, last))
+        for k in range(_HASH_CHUNK):
+            byte = chunk[:, :, k]
+            active = active & (at + k < row_length) & (byte != _SPACE)
+            # uint32 arithmetic wraps mod 2**32, as FNV-1a wants.
+            h = jnp.where(active, (h ^ byte.astype(jnp.uint32)) * prime, h)
+        return at + _HASH_CHUNK, h, active
 
-    _, hashes, _, _ = jax.lax.while_loop(
-        more,
-        hash_byte,
-        (start, jnp.full((n, slots), basis), start < width, jnp.int32(0)),
+    _, hashes, _ = jax.lax.while_loop(
+        more, fold, (start, jnp.full((n, slots), basis), has_word)
     )
     ids = (hashes % jnp.uint32(vocab_size - NUM_SPECIAL_IDS)).astype(jnp.int32)
     ids = ids + NUM_SPECIAL_IDS
     kept = jnp.minimum(n_words, keep)
-    slot_col = jnp.arange(slots, dtype=jnp.int32)[None, :]
-    body = jnp.where(slot_col < kept[:, None], ids, pad_id)
-    tokens = jnp.concatenate(
-        [jnp.full((n, 1), bos_id, jnp.int32), body, jnp.full((n, 1), pad_id, jnp.int32)], axis=1
-    )[:, :max_length]
+    body = jnp.where(slot < kept[:, None], ids, pad_id)
+    tokens = jnp.full((n, max_length), pad_id, dtype=jnp.int32)
+    tokens = tokens.at[:, 1 : 1 + slots].set(body)
     out_col = jnp.arange(max_length, dtype=jnp.int32)[None, :]
+    tokens = jnp.where(out_col == 0, bos_id, tokens)
     tokens = jnp.where(out_col == (kept + 1)[:, None], eos_id, tokens)
     # A row cut by the matrix width is still exact if the word after the kept ones starts
     # inside it: then every kept word ended inside it too, and the row is truncated.
