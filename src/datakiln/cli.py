@@ -197,45 +197,76 @@ def _spec_fields(spec: Any) -> dict[str, Any]:
     return {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
 
 
-class _Progress:
-    """Plain progress lines, one per finished shard, at most one every ``interval_s``."""
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
 
-    def __init__(self, interval_s: float = 2.0) -> None:
-        self.total = 0
-        self.done = self.rejected = 0
+
+class _Progress:
+    """Bake progress: a live bar on a terminal, log lines every ``interval_s`` otherwise."""
+
+    def __init__(self, stream: Any = None, interval_s: float = 5.0) -> None:
+        self.stream = stream or sys.stderr
+        self.live = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.started = time.perf_counter()
         self.last = 0.0
         self.interval_s = interval_s
+        self.drawn = False
 
     def __call__(self, event: Mapping[str, Any]) -> None:
-        self.total = event["inputs_total"]
-        self.done = event["inputs_done"]
-        self.rejected = event["rejected"]
         now = time.perf_counter()
-        if now - self.last >= self.interval_s or self.done >= self.total:
+        elapsed = max(now - self.started, 1e-9)
+        done, total = event["inputs_done"], max(event["inputs_total"], 1)
+        rate = done / elapsed
+        eta = (total - done) / rate if rate > 0 else float("inf")
+        text = (
+            f"{done}/{total} inputs, shards {event['shards_done']}/{event['shards_total']}, "
+            f"{rate:.0f} inputs/s, ETA {eta:.0f} s, rejected {event['rejected']}"
+        )
+        if self.live:
+            width = 28
+            filled = int(width * done / total)
+            bar = "#" * filled + "." * (width - filled)
+            self.stream.write(f"\r[{bar}] {text}\x1b[K")
+            self.stream.flush()
+            self.drawn = True
+        elif now - self.last >= self.interval_s or done >= total:
             self.last = now
-            elapsed = now - self.started
-            rate = self.done / elapsed if elapsed > 0 else 0.0
-            logger.info(
-                "%d/%d inputs (%.0f/s), %d rejected", self.done, self.total, rate, self.rejected
-            )
+            logger.info("progress: %s", text)
+
+    def close(self) -> None:
+        if self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
 
 
 def _print_report(report: Any) -> None:
     rate = report.inputs / report.wall_s if report.wall_s > 0 else 0.0
     if report.up_to_date:
         print(f"cache at {report.url} is up to date ({report.shards} shards); nothing to do")
-    else:
-        print(
-            f"baked {report.url} in {report.wall_s:.1f} s ({rate:.0f} inputs/s), "
-            f"{report.shards} shards ({report.shards_skipped} already done)"
-        )
+        print(report.summary_line())
+        return
+    rows = [
+        ("cache", report.url),
+        ("inputs", f"{report.inputs}"),
+        ("baked", f"{report.baked}"),
+        ("rejected", f"{report.rejected}"),
+        *(
+            (f"  {reason}", f"{count}")
+            for reason, count in sorted(report.rejected_by_reason.items())
+        ),
+        ("shards", f"{report.shards} ({report.shards_skipped} already done)"),
+        ("bytes in / out", f"{_human_bytes(report.bytes_in)} / {_human_bytes(report.bytes_out)}"),
+        ("wall time", f"{report.wall_s:.1f} s ({rate:.0f} inputs/s)"),
+        *((f"  {stage} (summed)", f"{secs:.2f} s") for stage, secs in report.stage_s.items()),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
     print(report.summary_line())
-    for reason, count in sorted(report.rejected_by_reason.items()):
-        print(f"  rejected {count:6d}  {reason}")
-    if report.stage_s:
-        stages = ", ".join(f"{k} {v:.2f} s" for k, v in report.stage_s.items())
-        print(f"time in stages (summed over tasks): {stages}")
 
 
 def _jax_cache_dir() -> str | None:

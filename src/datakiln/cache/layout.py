@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 LEASE = "_lease.json"
+REPORT = "report.json"  # the last bake's summary, beside the manifest
 META_DIR = "meta"
 SHARDS_DIR = "_shards"
 GENERATION_PREFIX = "g-"

@@ -8,6 +8,7 @@ same spec over unchanged inputs again is a no-op.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import datetime
 import logging
 import time
@@ -21,12 +22,18 @@ import numpy as np
 from datakiln.cache.layout import (
     FORMAT_VERSION,
     MANIFEST,
+    REPORT,
     meta_part,
     rejected_table_path,
     shard_marker,
     store_fs,
 )
-from datakiln.cache.manifest import FORMAT_NAME, commit_manifest, read_manifest
+from datakiln.cache.manifest import (
+    FORMAT_NAME,
+    commit_manifest,
+    read_manifest,
+    write_json_atomic,
+)
 from datakiln.errors import (
     BakeError,
     CacheFormatError,
@@ -63,6 +70,7 @@ class BakeReport:
     up_to_date: bool = False
     wall_s: float = 0.0
     bytes_in: int = 0
+    bytes_out: int = 0
     stage_s: Mapping[str, float] = field(default_factory=dict)
 
     def summary_line(self) -> str:
@@ -74,7 +82,8 @@ class BakeReport:
             "baked": self.baked, "rejected": self.rejected,
             "rejected_by_reason": dict(self.rejected_by_reason), "shards": self.shards,
             "shards_skipped": self.shards_skipped, "up_to_date": self.up_to_date,
-            "wall_s": self.wall_s, "bytes_in": self.bytes_in, "stage_s": dict(self.stage_s),
+            "wall_s": self.wall_s, "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
+            "stage_s": dict(self.stage_s),
         }  # fmt: skip
 
 
@@ -415,6 +424,7 @@ def _commit(
     std = np.sqrt(np.maximum(channel_sumsq / max(pixels, 1) - mean**2, 0.0))
     stage_s = {s: float(sum(m["timings"][s] for m in ordered)) for s in STAGES}
     bytes_in = int(sum(m["bytes_in"] for m in ordered))
+    bytes_out = int(sum(m.get("bytes_out", 0) for m in ordered))
 
     manifest = {
         "format": FORMAT_NAME,
@@ -450,7 +460,7 @@ def _commit(
         url=spec.output, cache_key=plan.cache_key, inputs=len(plan.inputs), baked=baked,
         rejected=len(rejections), rejected_by_reason=dict(by_reason), shards=len(ordered),
         shards_skipped=skipped, wall_s=time.perf_counter() - started, bytes_in=bytes_in,
-        stage_s=stage_s,
+        bytes_out=bytes_out, stage_s=stage_s,
     )  # fmt: skip
     if spec.max_rejected is not None and len(rejections) > spec.max_rejected:
         raise TooManyRejectedError(
@@ -459,5 +469,7 @@ def _commit(
             f"{spec.output}/{rejected_path}; fix the inputs or raise the limit."
         )
     commit_manifest(spec.output, manifest, spec.output_storage_options)
+    report = dataclasses.replace(report, wall_s=time.perf_counter() - started)
+    write_json_atomic(fs, f"{root}/{REPORT}", report.to_dict())
     logger.info("committed %s at %s: %s", MANIFEST, spec.output, report.summary_line())
     return report

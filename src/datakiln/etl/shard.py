@@ -159,12 +159,16 @@ def bake_image_shard(task: Mapping[str, Any]) -> dict[str, Any]:
     fs.pipe_file(f"{root}/{part}", meta_bytes)
 
     checksums = {part: content_hash(meta_bytes)}
+    bytes_out = len(meta_bytes)
     for field in fields.values():
         for key in object_keys(field, shard.row_start, shard.capacity):
             try:
-                checksums[key] = content_hash(fs.cat_file(f"{root}/{key}"))
+                data = fs.cat_file(f"{root}/{key}")
             except FileNotFoundError:
                 checksums[key] = None  # all fill: zarr writes no object
+                continue
+            checksums[key] = content_hash(data)
+            bytes_out += len(data)
     timings["write"] = time.perf_counter() - t3
 
     marker = {
@@ -177,6 +181,7 @@ def bake_image_shard(task: Mapping[str, Any]) -> dict[str, Any]:
         "rows": n,
         "rejections": rejections,
         "bytes_in": sum(len(data) for _, data in good),
+        "bytes_out": bytes_out,
         "channel_sum": channel_sum,
         "channel_sumsq": channel_sumsq,
         "pixels_per_channel": n * image.height * image.width,

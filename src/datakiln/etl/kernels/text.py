@@ -54,7 +54,6 @@ MIN_BYTE_WIDTH = 64
 BYTES_PER_TOKEN_GUESS = 8
 # Rows are padded to a power of two of at least this many, so shard tails compile rarely.
 MIN_ROW_BUCKET = 8
-_SPACE = 0x20
 # Columns per bit-packed block of the word-start search (bits in a uint32).
 _BLOCK = 32
 # Bytes of each word hashed per round of the hash loop (unrolled inside a round).
@@ -114,10 +113,12 @@ def encode_texts(
     """Pack strings into a zero-padded UTF-8 byte matrix for the tokenizer kernels.
 
     Case is folded with ``str.casefold()`` (full Unicode folding, e.g. ``"ß" -> "ss"``) unless
-    ``case_sensitive``. With ``normalize_whitespace`` (word_hash), each text becomes
-    ``" ".join(text.split())``: every run of Unicode whitespace is one byte ``0x20`` and none
-    leads or trails, which leaves the words, and so the word ids, exactly as ``str.split()``
-    finds them. Without it (byte tokenizer) the text is encoded as is.
+    ``case_sensitive``. With ``normalize_whitespace`` (word_hash), every Unicode whitespace
+    character becomes a separator the kernel recognises: ASCII whitespace bytes stay as they
+    are (the kernel treats all of ``str.isspace``'s ASCII characters as separators), and a
+    text holding any non-ASCII character is rewritten as ``" ".join(text.split())``. Either
+    way the kernel sees exactly the words ``str.split()`` finds. Without it (byte tokenizer)
+    the text is encoded as is.
 
     Args:
         texts: The samples.
@@ -132,13 +133,30 @@ def encode_texts(
     """
     if max_bytes < 1:
         raise SpecError(f"max_bytes must be positive, got {max_bytes}")
+    if normalize_whitespace:
+        return _pack(_encode_words(texts, case_sensitive), max_bytes)
     if not case_sensitive:
         texts = [t.casefold() for t in texts]
-    if normalize_whitespace:
-        encoded = [" ".join(t.split()).encode("utf-8") for t in texts]
-    else:
-        encoded = [t.encode("utf-8", "surrogatepass") for t in texts]
-    return _pack(encoded, max_bytes)
+    return _pack([t.encode("utf-8", "surrogatepass") for t in texts], max_bytes)
+
+
+def _is_space(byte: jax.Array) -> jax.Array:
+    """Whether UTF-8 bytes are ASCII whitespace in the sense of ``str.isspace``.
+
+    These are ``\\t \\n \\v \\f \\r``, ``\\x1c``-``\\x1f`` and the space; no byte of a
+    multi-byte UTF-8 sequence is below 0x80, so they never occur inside other characters.
+    """
+    return (byte == 0x20) | ((byte >= 0x09) & (byte <= 0x0D)) | ((byte >= 0x1C) & (byte <= 0x1F))
+
+
+def _encode_words(texts: Sequence[str], case_sensitive: bool) -> list[bytes]:
+    """UTF-8 for the word-hash kernel: folded, and whitespace the kernel cannot see made b" "."""
+    if not case_sensitive:
+        texts = [t.casefold() for t in texts]
+    # ASCII whitespace is recognised by the kernel (_is_space); other Unicode whitespace
+    # (U+00A0, U+3000, ...) is multi-byte, so such texts are re-joined with single spaces,
+    # which leaves their words exactly as str.split() finds them. isascii() is O(1).
+    return [t.encode("utf-8") if t.isascii() else " ".join(t.split()).encode("utf-8") for t in texts]
 
 
 def _pack(encoded: Sequence[bytes], width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -164,14 +182,14 @@ def _word_hash_kernel(
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     n, width = byte_matrix.shape
     keep = max_length - 2  # word ids between BOS and EOS; -1 when max_length == 1 ([eos])
-    # Word slots to fill: words are separated by spaces, so a row holds at most ceil(W / 2).
+    # Word slots to fill: words are separated by whitespace, so a row holds at most ceil(W / 2).
     slots = max(0, min(keep, (width + 1) // 2))
     blocks = -(-width // _BLOCK)
     if blocks * _BLOCK != width:
         byte_matrix = jnp.pad(byte_matrix, ((0, 0), (0, blocks * _BLOCK - width)))
     col = jnp.arange(blocks * _BLOCK, dtype=jnp.int32)[None, :]
     row_length = jnp.minimum(lengths, width)[:, None]
-    in_word = (col < row_length) & (byte_matrix != _SPACE)  # NUL bytes are word bytes
+    in_word = (col < row_length) & ~_is_space(byte_matrix)  # NUL bytes are word bytes
 
     # Word starts as one bit per column, 32 columns per uint32 block: the shifts and prefix
     # sums that find them then run on (N, W / 32) arrays instead of (N, W).
@@ -224,14 +242,12 @@ def _word_hash_kernel(
         chunk = window(padded, jnp.minimum(at, last))
         for k in range(_HASH_CHUNK):
             byte = chunk[:, :, k]
-            active = active & (at + k < row_length) & (byte != _SPACE)
+            active = active & (at + k < row_length) & ~_is_space(byte)
             # uint32 arithmetic wraps mod 2**32, as FNV-1a wants.
             h = jnp.where(active, (h ^ byte.astype(jnp.uint32)) * prime, h)
         return at + _HASH_CHUNK, h, active
 
-    _, hashes, _ = jax.lax.while_loop(
-        more, fold, (start, jnp.full((n, slots), basis), has_word)
-    )
+    _, hashes, _ = jax.lax.while_loop(more, fold, (start, jnp.full((n, slots), basis), has_word))
     ids = (hashes % jnp.uint32(vocab_size - NUM_SPECIAL_IDS)).astype(jnp.int32)
     ids = ids + NUM_SPECIAL_IDS
     kept = jnp.minimum(n_words, keep)
@@ -300,9 +316,9 @@ def tokenize_word_hash(
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Word-hash tokenize a byte matrix from ``encode_texts`` (jit-compiled; see module doc).
 
-    Words are the maximal runs of bytes other than ``0x20`` within each row's length, so the
-    matrix must come from ``encode_texts(..., normalize_whitespace=True)``. One compile per
-    (shape, parameters).
+    Words are the maximal runs of bytes other than ASCII whitespace within each row's length,
+    so the matrix must come from ``encode_texts(..., normalize_whitespace=True)``. One compile
+    per (shape, parameters).
 
     Args:
         byte_matrix: uint8 ``(N, W)``.
