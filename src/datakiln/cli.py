@@ -159,6 +159,28 @@ def _parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("url")
     _common(verify)
+
+    ls = sub.add_parser(
+        "ls",
+        help="list the caches under a prefix",
+        epilog="example:\n  datakiln ls s3://bucket/caches",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ls.add_argument("prefix")
+    _common(ls)
+
+    gc = sub.add_parser(
+        "gc",
+        help="remove old versions and leftovers of a cache",
+        epilog="example:\n  datakiln gc demo-cache --dry-run",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Delete what the committed manifest does not reference: other generations, "
+        "shards retired by incremental bakes, old rejected tables, partial writes. Readers of an "
+        "older version lose it.",
+    )
+    gc.add_argument("url")
+    gc.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    _common(gc)
     return parser
 
 
@@ -359,7 +381,37 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
+def _cmd_ls(args: argparse.Namespace) -> int:
+    from datakiln.cache.catalog import list_caches
+
+    entries = list_caches(args.prefix)
+    if not entries:
+        print(f"no caches under {args.prefix}")
+        return EXIT_OK
+    width = max(len(e.url) for e in entries)
+    print(f"{'cache':<{width}}  {'size':>10}  {'rows':>9}  {'modality':<8}  version  created")
+    for e in entries:
+        print(
+            f"{e.url:<{width}}  {_human_bytes(e.size_bytes):>10}  {e.rows:>9}  "
+            f"{e.modality:<8}  {e.version:>7}  {e.created}"
+        )
+    return EXIT_OK
+
+
+def _cmd_gc(args: argparse.Namespace) -> int:
+    from datakiln.cache.catalog import collect_garbage
+
+    removed = collect_garbage(args.url, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for path in removed:
+        print(f"{verb} {path}")
+    print(f"{verb} {len(removed)} paths")
+    return EXIT_OK
+
+
 COMMANDS = {
+    "ls": _cmd_ls,
+    "gc": _cmd_gc,
     "bake": _cmd_bake,
     "plan": _cmd_bake,
     "demo": _cmd_demo,

@@ -65,6 +65,8 @@ class BaseDataset:
         ``__getitem__`` instead, and otherwise raises :class:`RandomAccessError`.
         """
         if type(self).__getitem__ is not BaseDataset.__getitem__:
+            if len(indices) == 0:  # no sample to learn the keys from
+                return {"indices": np.zeros(0, dtype=np.int64)}
             return collate([self[int(i)] for i in indices])
         raise RandomAccessError(_no_random_access(self, "read samples by index"))
 
@@ -189,6 +191,8 @@ def read_indices(dataset: Any, indices: Any, *, purpose: str = "read by index") 
     if isinstance(dataset, BaseDataset):
         return dataset.read_batch(dataset.check_indices(indices))
     idx = check_indices(indices, len(dataset), type(dataset).__name__)
+    if len(idx) == 0:
+        return {"indices": idx}
     return collate([dataset[int(i)] for i in idx])
 
 

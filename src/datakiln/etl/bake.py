@@ -391,7 +391,10 @@ def bake(
                 "run the same command again to resume"
             ) from err
         markers = {**done, **{m["shard_id"]: m for m in new}}
-        return _commit(plan, fields, markers, started, skipped=len(done))
+        store_version = current["version"] if current is not None else 0
+        return _commit(
+            plan, fields, markers, started, skipped=len(done), store_version=store_version
+        )
 
 
 def _commit(
@@ -401,6 +404,7 @@ def _commit(
     started: float,
     *,
     skipped: int,
+    store_version: int,
 ) -> BakeReport:
     spec = plan.spec
     ordered = [markers[s.shard_id] for s in plan.shards]
@@ -412,7 +416,7 @@ def _commit(
             "a shard lost track of an input"
         )
     by_reason = collections.Counter(f"{r['stage']}: {r['error_type']}" for r in rejections)
-    version = plan.previous.version + 1 if plan.previous else 1
+    version = store_version + 1
     rejected_path = rejected_table_path(plan.generation, version)
     fs, root = store_fs(spec.output, spec.output_storage_options)
     fs.pipe_file(f"{root}/{rejected_path}", table_bytes(rejected_table(rejections)))

@@ -42,9 +42,12 @@ __all__ = [
 
 # Pillow's fixed-point precision for 8-bit resampling (Resample.c: 32 - 8 - 2 bits).
 _PRECISION_BITS = 22
+# Up to this many taps the normalising sum is unrolled in Pillow's order (beyond it, jnp.sum:
+# its order could flip the last bit of a coefficient in the rarest of cases).
+_SEQUENTIAL_SUM_TAPS = 64
 
 
-def _axis_weights(
+def _axis_coefficients(
     in0: jax.Array,
     in1: jax.Array,
     in_size: jax.Array,
@@ -52,22 +55,22 @@ def _axis_weights(
     out_len: jax.Array,
     *,
     out_size: int,
-    canvas_size: int,
     taps: int,
-) -> jax.Array:
-    """Pillow's fixed-point resampling matrices along one axis: (B, out_size, canvas_size).
-
-    The entries are Pillow's integer coefficients (weight * 2**22, rounded), as float32.
+) -> tuple[jax.Array, jax.Array]:
+    """Pillow's fixed-point resampling windows along one axis.
 
     Output index ``o`` is position ``o - out_start`` of a resize of ``[in0, in1)`` to
-    ``out_len`` samples; outside ``[out_start, out_start + out_len)`` its row is zero. Input
-    positions at or beyond ``in_size`` (the padding) get zero weight.
+    ``out_len`` samples; outside ``[out_start, out_start + out_len)`` its weights are zero.
+    Input positions at or beyond ``in_size`` (the padding) get zero weight.
 
-    The weights of each output's window (at most ``taps`` long: Pillow's ``ksize``) are
-    computed in float64 in the order of Pillow's ``precompute_coeffs`` (box edges as float32,
-    as Pillow's C API takes them) and quantized as its ``normalize_coeffs_8bpc`` does, so they
-    equal Pillow's coefficients exactly. The windows are then spread into dense rows for the
-    matrix product.
+    The weights are computed in float64 in the order of Pillow's ``precompute_coeffs`` (box
+    edges as float32, as Pillow's C API takes them; the normalising sum accumulated left to
+    right) and quantized as its ``normalize_coeffs_8bpc`` does, so they equal Pillow's integer
+    coefficients.
+
+    Returns:
+        coefficients: int32 (B, out_size, taps): weight * 2**22 of input ``start + k``.
+        start: int32 (B, out_size): the first input index of each output's window.
     """
     with jax.enable_x64(True):
         f64 = jnp.float64
@@ -83,33 +86,60 @@ def _axis_weights(
         j = xmin[..., None] + jnp.arange(taps, dtype=f64)[None, None, :]  # (B, O, taps)
         arg = ((j - center[..., None]) + 0.5) * (1.0 / filterscale)[:, None, None]
         weights = jnp.where(j < xmax[..., None], jnp.maximum(1.0 - jnp.abs(arg), 0.0), 0.0)
-        total = jnp.sum(weights, axis=-1, keepdims=True)
+        if taps <= _SEQUENTIAL_SUM_TAPS:
+            total = weights[..., 0]
+            for k in range(1, taps):  # in Pillow's order, so the rounding is the same
+                total = total + weights[..., k]
+            total = total[..., None]
+        else:
+            total = jnp.sum(weights, axis=-1, keepdims=True)
         weights = jnp.where(total != 0.0, weights / jnp.where(total != 0.0, total, 1.0), 0.0)
         fixed = jnp.trunc(0.5 + weights * (1 << _PRECISION_BITS))
         in_region = (local >= 0) & (local < out_len.astype(f64)[:, None])
         fixed = jnp.where(in_region[..., None], fixed, 0.0)
-        band = fixed.astype(jnp.float32)  # integers < 2**23: exact
-        start = xmin.astype(jnp.int32)
-    offset = jnp.arange(canvas_size, dtype=jnp.int32)[None, None, :] - start[..., None]
-    dense = jnp.take_along_axis(band, jnp.clip(offset, 0, taps - 1), axis=-1)
-    return jnp.where((offset >= 0) & (offset < taps), dense, 0.0)
+        return fixed.astype(jnp.int32), xmin.astype(jnp.int32)
+
+
+def _resample_rows(x: jax.Array, coefficients: jax.Array, start: jax.Array, axis: int) -> jax.Array:
+    """One exact pass of Pillow's 8-bit resampling along ``axis`` (1 or 2) of (B, H, W, C).
+
+    Gathers each output's window of ``taps`` inputs and sums pixel * coefficient in int32,
+    as Pillow does: ``clip8((2**21 + sum) >> 22)``. The sum is below 255 * (2**22 + taps)
+    < 2**31, so it is exact whatever the window length.
+    """
+    taps = coefficients.shape[-1]
+    size = x.shape[axis]
+    index = jnp.clip(start[..., None] + jnp.arange(taps, dtype=jnp.int32)[None, None, :],
+                     0, size - 1)  # fmt: skip
+    acc = None
+    for k in range(taps):
+        idx = index[..., k]  # (B, O)
+        if axis == 2:  # horizontal: x[b, h, idx[b, o], c]
+            shape = (x.shape[0], x.shape[1], idx.shape[1], x.shape[3])
+            picked = jnp.take_along_axis(x, jnp.broadcast_to(idx[:, None, :, None], shape), axis=2)
+            term = picked * coefficients[:, None, :, k, None]
+        else:  # vertical: x[b, idx[b, o], w, c]
+            shape = (x.shape[0], idx.shape[1], x.shape[2], x.shape[3])
+            picked = jnp.take_along_axis(x, jnp.broadcast_to(idx[:, :, None, None], shape), axis=1)
+            term = picked * coefficients[:, :, k, None, None]
+        acc = term if acc is None else acc + term
+    return jnp.clip((acc + (1 << (_PRECISION_BITS - 1))) >> _PRECISION_BITS, 0, 255)
 
 
 def _premultiply(x: jax.Array) -> jax.Array:
-    """(B, 4, H, W) RGBA -> Pillow's premultiplied RGBa, with its rounding (MULDIV255)."""
-    alpha = x[:, 3:4]
-    t = x[:, :3] * alpha + 128.0  # exact in float32: < 2**17
-    rgb = jnp.floor((jnp.floor(t / 256.0) + t) / 256.0)
-    return jnp.concatenate([rgb, alpha], axis=1)
+    """int32 (B, H, W, 4) RGBA -> Pillow's premultiplied RGBa, rounded as its MULDIV255."""
+    alpha = x[..., 3:4]
+    t = x[..., :3] * alpha + 128
+    return jnp.concatenate([((t >> 8) + t) >> 8, alpha], axis=-1)
 
 
 def _unpremultiply(x: jax.Array) -> jax.Array:
-    """(B, 4, H, W) RGBa -> RGBA as Pillow: floor(255 v / alpha), clipped; alpha 0, 255 kept."""
-    alpha = x[:, 3:4]
-    keep = (alpha == 0.0) | (alpha == 255.0)
-    rgb = x[:, :3]
-    divided = jnp.minimum(jnp.floor(255.0 * rgb / jnp.where(keep, 1.0, alpha)), 255.0)
-    return jnp.concatenate([jnp.where(keep, rgb, divided), alpha], axis=1)
+    """int32 (B, H, W, 4) RGBa -> RGBA as Pillow: 255 * v // alpha, clipped; alpha 0, 255 kept."""
+    alpha = x[..., 3:4]
+    keep = (alpha == 0) | (alpha == 255)
+    rgb = x[..., :3]
+    divided = jnp.minimum((255 * rgb) // jnp.where(keep, 1, alpha), 255)
+    return jnp.concatenate([jnp.where(keep, rgb, divided), alpha], axis=-1)
 
 
 @functools.partial(jax.jit, static_argnames=("height", "width", "taps_y", "taps_x"))
@@ -126,10 +156,11 @@ def resize_canvases(
 ) -> jax.Array:
     """Resize a padded batch of images to ``height`` x ``width``, horizontal pass first.
 
-    Pure; compiled once per (canvas shape, height, width, taps) and argument dtypes. The
-    passes are rounded to uint8 in between, as Pillow does; Pillow runs the vertical pass
-    first when the height shrinks by more than twice as many pixels as the width, and the
-    caller gets that order by passing such images transposed (``ImageResizer`` does).
+    Pure; compiled once per (canvas shape, height, width, taps) and argument dtypes. Integer
+    arithmetic throughout, with Pillow's own coefficients, so each pass equals Pillow's
+    ``ImagingResample`` bit for bit. Pillow runs the vertical pass first when the height
+    shrinks by more than twice as many pixels as the width; the caller gets that order by
+    passing such images transposed (``ImageResizer`` does).
 
     Args:
         canvases: uint8 (B, Hc, Wc, C): image ``b`` in ``canvases[b, :h, :w]``; the rest is
@@ -146,44 +177,26 @@ def resize_canvases(
         taps_x: The same, horizontally.
 
     Returns:
-        uint8 (B, height, width, C): within one level of ``Image.resize((rw, rh),
-        Image.BILINEAR, box=box)`` pasted at the region (for RGBA, within one level of the
-        premultiplied result, so the colour of translucent pixels may differ by more).
+        uint8 (B, height, width, C): ``Image.resize((rw, rh), Image.BILINEAR, box=box)``
+        pasted at the region, for horizontal-first images.
     """
     _, hc, wc, c = canvases.shape
-    wx = _axis_weights(
+    cx, sx = _axis_coefficients(
         boxes[:, 0], boxes[:, 2], sizes[:, 1], regions[:, 1], regions[:, 3],
-        out_size=width, canvas_size=wc, taps=min(taps_x or wc, wc),
+        out_size=width, taps=min(taps_x or wc, wc),
     )  # fmt: skip
-    wy = _axis_weights(
+    cy, sy = _axis_coefficients(
         boxes[:, 1], boxes[:, 3], sizes[:, 0], regions[:, 0], regions[:, 2],
-        out_size=height, canvas_size=hc, taps=min(taps_y or hc, hc),
+        out_size=height, taps=min(taps_y or hc, hc),
     )  # fmt: skip
-    # Channels first, so that each pass is one batched matrix product (transposing the uint8
-    # input here is cheaper than a strided copy on the host).
-    x = jnp.transpose(canvases, (0, 3, 1, 2)).astype(jnp.float32)
+    x = canvases.astype(jnp.int32)
     if c == 4:
         x = _premultiply(x)
-    hp = jax.lax.Precision.HIGHEST
-    # Horizontal pass, exact: Pillow's integer sum of pixel * coefficient, rounded to uint8.
-    # Splitting each coefficient into 256 * hi + lo keeps every float32 partial sum an
-    # integer below 2**24 (255 * 2**14 for hi; 255 * 255 * taps for lo, exact for windows up
-    # to 258 taps), so the two products are exact and their int32 combination is Pillow's.
-    # Exactness matters here: sums landing exactly on half a level are common (a 1.25x
-    # downscale has weights in fifths), and a float32 sum can round them either way.
-    hi = jnp.floor(wx * (1.0 / 256.0))
-    both = jnp.concatenate([hi, wx - hi * 256.0], axis=1)  # (B, 2 * width, Wc)
-    sums = jnp.einsum("bchw,bow->bcho", x, both, precision=hp)
-    fixed = sums[..., :width].astype(jnp.int32) * 256 + sums[..., width:].astype(jnp.int32)
-    tmp = jnp.clip((fixed + (1 << (_PRECISION_BITS - 1))) >> _PRECISION_BITS, 0, 255)
-    # Vertical pass in float32: its sum is off by ~1e-5 at most, so its rounding differs
-    # from Pillow's by one level at most, and only within 1e-5 of a half level.
-    wy = wy * (1.0 / (1 << _PRECISION_BITS))
-    out = jnp.einsum("bcho,bph->bcpo", tmp.astype(jnp.float32), wy, precision=hp)
-    out = jnp.clip(jnp.floor(out + 0.5), 0.0, 255.0)
+    tmp = _resample_rows(x, cx, sx, axis=2)  # (B, Hc, width, C)
+    out = _resample_rows(tmp, cy, sy, axis=1)  # (B, height, width, C)
     if c == 4:
         out = _unpremultiply(out)
-    return jnp.transpose(out.astype(jnp.uint8), (0, 2, 3, 1))
+    return out.astype(jnp.uint8)
 
 
 def vertical_first(image_height: int, image_width: int, out_height: int, out_width: int) -> bool:

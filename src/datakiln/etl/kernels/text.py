@@ -54,6 +54,8 @@ MIN_BYTE_WIDTH = 64
 BYTES_PER_TOKEN_GUESS = 8
 # Rows are padded to a power of two of at least this many, so shard tails compile rarely.
 MIN_ROW_BUCKET = 8
+# ``tokenize_texts`` passes at most this many rows to one kernel call.
+ROW_CHUNK = 1024
 # Columns per bit-packed block of the word-start search (bits in a uint32).
 _BLOCK = 32
 # Bytes of each word hashed per round of the hash loop (unrolled inside a round).
@@ -416,11 +418,12 @@ def tokenize_texts(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Tokenize strings: ``encode_texts`` then the tokenizer's kernel, on bucketed shapes.
 
-    Rows are padded to a power of two (at least ``MIN_ROW_BUCKET``) and byte widths are powers
-    of two (at least ``MIN_BYTE_WIDTH``), so a bake over shards of one size compiles once or
-    twice per width. For word_hash the first width is bounded by ``BYTES_PER_TOKEN_GUESS``
-    bytes per token; rows whose kept words do not fit are re-encoded wider, so every row's ids
-    equal the scheme's exactly.
+    Each row gets a byte width that is a power of two (at least ``MIN_BYTE_WIDTH``) holding
+    its text, and rows of one width go through the kernel together, at most ``ROW_CHUNK`` at a
+    time, padded to a power of two rows (at least ``MIN_ROW_BUCKET``); so short texts cost
+    little and a bake compiles a handful of times. For word_hash widths start at most
+    ``BYTES_PER_TOKEN_GUESS * max_length``; a longer row whose kept words do not all fit is
+    tokenized again wider, so every row's ids equal the scheme's exactly.
 
     Returns:
         ``(tokens, token_lengths, truncated)`` as numpy: int32 ``(N, max_length)``, int32
@@ -441,35 +444,52 @@ def tokenize_texts(
     truncated = np.zeros(n, dtype=bool)
     if n == 0:
         return tokens, token_lengths, truncated
-    folded = texts if case_sensitive else [t.casefold() for t in texts]
     ids = {"pad_id": pad_id, "bos_id": bos_id, "eos_id": eos_id}
     if tokenizer == "byte":
+        folded = texts if case_sensitive else [t.casefold() for t in texts]
         encoded = [t.encode("utf-8", "surrogatepass") for t in folded]
         # Only the first max_length - 2 bytes are ever used: the width is fixed by max_length.
-        width = _next_pow2(max_length - 2, MIN_BYTE_WIDTH)
+        widths = np.full(n, _next_pow2(max_length - 2, MIN_BYTE_WIDTH), dtype=np.int64)
         kernel = functools.partial(_byte_kernel, max_length=max_length, **ids)
     else:
-        encoded = [" ".join(t.split()).encode("utf-8") for t in folded]
-        longest = max(map(len, encoded))
-        width = _next_pow2(min(longest, BYTES_PER_TOKEN_GUESS * max_length), MIN_BYTE_WIDTH)
+        encoded = _encode_words(texts, case_sensitive)
+        cap = _next_pow2(BYTES_PER_TOKEN_GUESS * max_length, MIN_BYTE_WIDTH)
+        widths = _pow2_widths(np.fromiter(map(len, encoded), np.int64, n), MIN_BYTE_WIDTH, cap)
         kernel = functools.partial(
             _word_hash_kernel, vocab_size=vocab_size, max_length=max_length, **ids
         )
     todo = np.arange(n)
     while todo.size:
-        rows = _next_pow2(todo.size, MIN_ROW_BUCKET)
-        part = [encoded[i] for i in todo] + [b""] * (rows - todo.size)
-        matrix, lengths = _pack(part, width)
-        out = kernel(jnp.asarray(matrix), jnp.asarray(lengths))
-        t, tl, tr, exact = (np.asarray(a)[: todo.size] for a in out)
-        tokens[todo[exact]] = t[exact]
-        token_lengths[todo[exact]] = tl[exact]
-        truncated[todo[exact]] = tr[exact]
-        todo = todo[~exact]
-        if todo.size:
-            longest = max(len(encoded[i]) for i in todo)
-            width = _next_pow2(min(longest, 8 * width), MIN_BYTE_WIDTH)
+        retry = []
+        for width in np.unique(widths[todo]).tolist():
+            group = todo[widths[todo] == width]
+            for first in range(0, group.size, ROW_CHUNK):
+                rows = group[first : first + ROW_CHUNK]
+                padded_rows = _next_pow2(rows.size, MIN_ROW_BUCKET)
+                part = [encoded[i] for i in rows] + [b""] * (padded_rows - rows.size)
+                matrix, lengths = _pack(part, width)
+                out = kernel(jnp.asarray(matrix), jnp.asarray(lengths))
+                t, tl, tr, exact = (np.asarray(a)[: rows.size] for a in out)
+                tokens[rows[exact]] = t[exact]
+                token_lengths[rows[exact]] = tl[exact]
+                truncated[rows[exact]] = tr[exact]
+                wider = rows[~exact]
+                if wider.size:  # longer than width: at most 8x wider next round
+                    full = np.fromiter((len(encoded[i]) for i in wider), np.int64, wider.size)
+                    widths[wider] = _pow2_widths(full, 2 * width, 8 * width)
+                    retry.append(wider)
+        todo = np.concatenate(retry) if retry else todo[:0]
     return tokens, token_lengths, truncated
+
+
+def _pow2_widths(lengths: np.ndarray, least: int, cap: int) -> np.ndarray:
+    """Per row, the smallest power of two in ``[least, cap]`` that is >= its length (or cap)."""
+    widths = np.full(lengths.shape, least, dtype=np.int64)
+    while True:
+        grow = (widths < lengths) & (widths < cap)
+        if not grow.any():
+            return widths
+        widths[grow] *= 2
 
 
 @dataclasses.dataclass(frozen=True, slots=True, eq=False)
