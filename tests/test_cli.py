@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +38,14 @@ def test_bake_prints_the_totals_and_reads_back(image_corpus, tmp_path):
     inspect = _run("inspect", str(out))
     assert inspect.returncode == 0
     assert "uint8(16, 16, 3)" in inspect.stdout
+    info = json.loads(_run("inspect", str(out), "--json").stdout)
+    assert sum(info["classes"].values()) == len(image_corpus.good)
+    assert sum(r["count"] for r in info["rejected"].values()) == 3
+    assert info["fields"]["images"]["on_disk_bytes"] > 0
+    assert len(info["statistics"]["mean"]) == 3
+    verify = _run("verify", str(out))
+    assert verify.returncode == 0
+    assert "ok" in verify.stdout
 
 
 def test_bake_from_a_spec_file(image_corpus, tmp_path):
@@ -78,7 +87,7 @@ def test_max_rejected_exits_1(image_corpus, tmp_path):
 
 
 def test_every_command_has_help_with_an_example():
-    for command in ("bake", "demo", "inspect"):
+    for command in ("bake", "plan", "demo", "inspect", "verify", "ls", "gc"):
         result = _run(command, "--help")
         assert result.returncode == 0
         assert "example" in result.stdout

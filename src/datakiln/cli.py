@@ -349,24 +349,38 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from datakiln.cache.manifest import read_manifest
+    from datakiln.cache.inspect import describe_cache
 
-    manifest = read_manifest(args.url)
+    info = describe_cache(args.url)
     if args.json:
-        print(json.dumps(manifest, indent=1, sort_keys=True))
+        print(json.dumps(info, indent=1, sort_keys=True))
         return EXIT_OK
-    counts = manifest["counts"]
+    counts = info["counts"]
     print(
-        f"{args.url}: datakiln cache v{manifest['format_version']}, {manifest['modality']}, "
-        f"key {manifest['cache_key'][:16]}, created {manifest['created']}"
+        f"{info['url']}: datakiln cache format v{info['format_version']}, version "
+        f"{info['version']}, {info['modality']}, created {info['created']}"
     )
+    print(f"cache key {info['cache_key'][:16]}…, {info['shards']} shards")
     print(f"inputs {counts['inputs']} = baked {counts['baked']} + rejected {counts['rejected']}")
-    for name, field in manifest["fields"].items():
-        print(f"field {name}: {field['dtype']}{tuple(field['shape'])} x {field['rows']} rows")
-    if manifest.get("class_names"):
-        print(f"classes: {', '.join(manifest['class_names'])}")
-    for reason, count in sorted(manifest.get("rejected_by_reason", {}).items()):
-        print(f"  rejected {count:6d}  {reason}")
+    spec = info["spec"]
+    params = ", ".join(f"{k}={v}" for k, v in spec.get(info["modality"], {}).items())
+    print(f"spec: {params}")
+    for name, f in info["fields"].items():
+        ratio = f["compression_ratio"]
+        print(
+            f"field {name}: {f['dtype']}{tuple(f['shape'])} (read as {f['read_dtype']}), "
+            f"{_human_bytes(f['on_disk_bytes'])} on disk, {_human_bytes(f['in_memory_bytes'])} "
+            f"in memory" + (f", ratio {ratio}" if ratio else "")
+        )
+    if info["classes"]:
+        print("classes: " + ", ".join(f"{k} ({v})" for k, v in info["classes"].items()))
+    stats = info.get("statistics") or {}
+    if stats.get("mean"):
+        mean = ", ".join(f"{m:.3f}" for m in stats["mean"])
+        std = ", ".join(f"{s:.3f}" for s in stats["std"])
+        print(f"per-channel mean [{mean}], std [{std}] (pixels scaled to [0, 1])")
+    for reason, r in info["rejected"].items():
+        print(f"rejected {r['count']:6d}  {reason}  e.g. {r['examples'][0]}")
     return EXIT_OK
 
 

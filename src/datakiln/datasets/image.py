@@ -232,7 +232,7 @@ def _checkerboard_image(key: jax.Array, *, shape: tuple[int, int, int]) -> jax.A
     u = jax.random.uniform(key, (3 + 2 * c,))
     max_cell = max(2, min(h, w) // 2)
     cell = jnp.minimum(2 + jnp.floor(u[0] * (max_cell - 1)).astype(jnp.int32), max_cell)
-    phase = jnp.floor(u[1:3] * cell).astype(jnp.int32)
+    phase = jnp.floor(u[1:3] * cell.astype(jnp.float32)).astype(jnp.int32)
     y = jnp.arange(h)[:, None] + phase[0]
     x = jnp.arange(w)[None, :] + phase[1]
     odd = ((y // cell + x // cell) % 2).astype(bool)

@@ -397,6 +397,16 @@ def bake(
         )
 
 
+def _class_counts(plan: BakePlan, markers: list[Mapping[str, Any]]) -> list[int] | None:
+    if plan.class_names is None:
+        return None
+    counts = np.zeros(len(plan.class_names), dtype=np.int64)
+    for marker in markers:
+        per_shard = marker.get("label_counts", [])
+        counts[: len(per_shard)] += per_shard
+    return counts.tolist()
+
+
 def _commit(
     plan: BakePlan,
     fields: list[FieldLayout],
@@ -446,6 +456,7 @@ def _commit(
         "rejected_by_reason": dict(by_reason),
         "fields": _field_schema(plan, fields),
         "class_names": list(plan.class_names) if plan.class_names is not None else None,
+        "class_counts": _class_counts(plan, ordered),
         "stats": {"mean": mean.tolist(), "std": std.tolist(), "range": [0.0, 1.0]},
         "shards": [
             {

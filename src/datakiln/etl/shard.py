@@ -185,6 +185,7 @@ def bake_image_shard(task: Mapping[str, Any]) -> dict[str, Any]:
         "channel_sum": channel_sum,
         "channel_sumsq": channel_sumsq,
         "pixels_per_channel": n * image.height * image.width,
+        "label_counts": (np.bincount(labels[:n]).tolist() if labels is not None and n else []),
         "checksums": checksums,
         "timings": timings,
     }

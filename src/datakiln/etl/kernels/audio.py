@@ -60,6 +60,8 @@ RESAMPLE_BETA = 8.6
 # Above this many filter weights (phases x taps), ``resample(method="auto")`` switches from the
 # polyphase convolution to the per-tap form (rate pairs with a huge lcm, e.g. 16001 -> 16000).
 MAX_POLYPHASE_WEIGHTS = 2**22
+# The polyphase convolution computes at least this many outputs (channels) per input stride.
+_MIN_PHASES = 64
 # Peak normalisation leaves clips quieter than this (about -120 dBFS) unchanged.
 PEAK_FLOOR = 1e-6
 # Batches of featurize_audio are padded to a power of two rows of at least this many.
@@ -143,16 +145,22 @@ def _rates(orig_sr: int, target_sr: int) -> tuple[int, int, float, int]:
     return up, down, half_width, math.ceil(half_width)
 
 
-def resample_filter(orig_sr: int, target_sr: int) -> np.ndarray:
-    """Polyphase weights float32 ``(up, 1, down + 2 * pad + 1)`` for ``resample``.
+def resample_filter(orig_sr: int, target_sr: int, *, phases: int | None = None) -> np.ndarray:
+    """Polyphase weights float32 ``(phases, 1, stride + 2 * pad + 1)`` for ``resample``.
 
-    Output sample ``q * up + r`` is the dot product of phase ``r``'s row with input samples
-    ``q * down - pad ... q * down + down + pad``.
+    With ``up / down`` the reduced ratio ``target_sr / orig_sr``, ``phases`` a multiple of
+    ``up`` (default ``up``) and ``stride = down * phases / up``: output sample
+    ``q * phases + r`` is the dot product of row ``r`` with input samples
+    ``q * stride - pad ... q * stride + stride + pad``.
     """
     up, down, half_width, pad = _rates(orig_sr, target_sr)
+    phases = up if phases is None else phases
+    if phases % up:
+        raise SpecError(f"phases must be a multiple of {up}, got {phases}")
+    stride = down * (phases // up)
     cutoff = min(1.0, up / down) * RESAMPLE_ROLLOFF
-    w = np.arange(down + 2 * pad + 1, dtype=np.float64)
-    phase = np.arange(up, dtype=np.float64)[:, None] * down / up
+    w = np.arange(stride + 2 * pad + 1, dtype=np.float64)
+    phase = np.arange(phases, dtype=np.float64)[:, None] * down / up
     weights = _kaiser_sinc(phase + pad - w[None, :], cutoff, half_width)
     return weights.astype(np.float32)[:, None, :]
 
@@ -222,7 +230,11 @@ def resample(
 def _resample_polyphase(x: jax.Array, orig_sr: int, target_sr: int, n_out: int) -> jax.Array:
     n, t = x.shape
     up, down, _, pad = _rates(orig_sr, target_sr)
-    weights = resample_filter(orig_sr, target_sr)
+    # Few phases (48 kHz -> 16 kHz has one) make a convolution with too few output channels
+    # to run well on CPU; treating `grow` consecutive outputs as one block gives it more.
+    grow = -(-_MIN_PHASES // up)
+    weights = resample_filter(orig_sr, target_sr, phases=up * grow)
+    up, down = up * grow, down * grow
     taps = weights.shape[-1]
     blocks = -(-n_out // up)
     needed = (blocks - 1) * down + taps  # padded input length for `blocks` strided windows

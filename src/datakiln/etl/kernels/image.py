@@ -109,21 +109,19 @@ def _resample_rows(x: jax.Array, coefficients: jax.Array, start: jax.Array, axis
     """
     taps = coefficients.shape[-1]
     size = x.shape[axis]
-    index = jnp.clip(start[..., None] + jnp.arange(taps, dtype=jnp.int32)[None, None, :],
-                     0, size - 1)  # fmt: skip
-    acc = None
-    for k in range(taps):
-        idx = index[..., k]  # (B, O)
-        if axis == 2:  # horizontal: x[b, h, idx[b, o], c]
-            shape = (x.shape[0], x.shape[1], idx.shape[1], x.shape[3])
-            picked = jnp.take_along_axis(x, jnp.broadcast_to(idx[:, None, :, None], shape), axis=2)
-            term = picked * coefficients[:, None, :, k, None]
-        else:  # vertical: x[b, idx[b, o], w, c]
-            shape = (x.shape[0], idx.shape[1], x.shape[2], x.shape[3])
-            picked = jnp.take_along_axis(x, jnp.broadcast_to(idx[:, :, None, None], shape), axis=1)
-            term = picked * coefficients[:, :, k, None, None]
-        acc = term if acc is None else acc + term
-    return jnp.clip((acc + (1 << (_PRECISION_BITS - 1))) >> _PRECISION_BITS, 0, 255)
+    offsets = jnp.arange(taps, dtype=jnp.int32)[None, :]
+
+    def one(image: jax.Array, coef: jax.Array, first: jax.Array) -> jax.Array:
+        index = jnp.clip(first[:, None] + offsets, 0, size - 1)  # (O, taps)
+        if axis == 2:  # (H, W, C) -> (H, O, taps, C)
+            picked = image[:, index, :]
+            total = jnp.sum(picked * coef[None, :, :, None], axis=2)
+        else:  # (H, W, C) -> (O, taps, W, C)
+            picked = image[index, :, :]
+            total = jnp.sum(picked * coef[:, :, None, None], axis=1)
+        return jnp.clip((total + (1 << (_PRECISION_BITS - 1))) >> _PRECISION_BITS, 0, 255)
+
+    return jax.vmap(one)(x, coefficients, start)
 
 
 def _premultiply(x: jax.Array) -> jax.Array:

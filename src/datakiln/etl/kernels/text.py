@@ -158,7 +158,9 @@ def _encode_words(texts: Sequence[str], case_sensitive: bool) -> list[bytes]:
     # ASCII whitespace is recognised by the kernel (_is_space); other Unicode whitespace
     # (U+00A0, U+3000, ...) is multi-byte, so such texts are re-joined with single spaces,
     # which leaves their words exactly as str.split() finds them. isascii() is O(1).
-    return [t.encode("utf-8") if t.isascii() else " ".join(t.split()).encode("utf-8") for t in texts]
+    return [
+        t.encode("utf-8") if t.isascii() else " ".join(t.split()).encode("utf-8") for t in texts
+    ]
 
 
 def _pack(encoded: Sequence[bytes], width: int) -> tuple[np.ndarray, np.ndarray]:
