@@ -139,6 +139,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--out", "-o", default="demo-cache", help="cache path (default demo-cache)")
     demo.add_argument("--images", type=int, default=300, help="good images to generate")
+    demo.add_argument("--corpus", help="write the corpus here and keep it (default: a temp dir)")
+    demo.add_argument("--corpus-only", action="store_true", help="write the corpus, do not bake")
     _common(demo)
 
     inspect = sub.add_parser(
@@ -319,23 +321,31 @@ def _cmd_bake(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from datakiln.cache.open import open_cache
+    from datakiln.errors import SpecError
     from datakiln.etl.bake import bake
     from datakiln.etl.spec import BakeSpec, ImageParams
     from datakiln.testing.image_corpus import write_image_corpus
 
+    if args.corpus_only and not args.corpus:
+        raise SpecError("--corpus-only needs --corpus DIR to write the corpus to")
     with tempfile.TemporaryDirectory(prefix="datakiln-demo-") as tmp:
-        info = write_image_corpus(tmp, n=args.images, seed=0)
+        where = args.corpus or tmp
+        info = write_image_corpus(where, n=args.images, seed=0)
         print(
             f"wrote a demo corpus of {len(info.good)} images and {len(info.broken)} broken "
-            f"files to {tmp}"
+            f"files to {where}"
         )
+        if args.corpus_only:
+            return EXIT_OK
         spec = BakeSpec(
-            sources=(tmp,),
-            output=args.out,
-            shard_size=128,
+            sources=(where,), output=args.out, shard_size=128,
             image=ImageParams(height=64, width=64, labels="parent"),
-        )
-        report = bake(spec, jax_cache_dir=_jax_cache_dir())
+        )  # fmt: skip
+        progress = _Progress()
+        try:
+            report = bake(spec, progress=progress, jax_cache_dir=_jax_cache_dir())
+        finally:
+            progress.close()
     _print_report(report)
     dataset = open_cache(args.out, rngs=0)
     batch = dataset.get_batch(8)

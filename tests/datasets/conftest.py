@@ -53,11 +53,11 @@ class IterOnlyDataset(BaseDataset):
         return {"values": np.repeat(idx[:, None], 2, 1).astype(np.float32), "indices": idx}
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def counting() -> type[CountingDataset]:
     return CountingDataset
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def iter_only() -> type[IterOnlyDataset]:
     return IterOnlyDataset

@@ -6,6 +6,8 @@ compiling a new function per example.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,7 +24,7 @@ def _images(shape: tuple[int, ...], seed: int) -> jax.Array:
     return jax.random.uniform(jax.random.key(seed), shape)
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(shape=st.sampled_from(IMAGE_SHAPES), seed=SEEDS, key_seed=SEEDS)
 def test_image_augmentation_properties(shape: tuple[int, ...], seed: int, key_seed: int) -> None:
     images = _images(shape, seed)
@@ -40,10 +42,10 @@ def test_image_augmentation_properties(shape: tuple[int, ...], seed: int, key_se
 
 def test_image_augmentation_rotates_square_images_and_keeps_non_square_shapes() -> None:
     ramp = jnp.broadcast_to(jnp.arange(4.0)[None, :, None] / 4, (4, 4, 1))
-    outs = {
-        np.asarray(dk.augment_image(ramp, jax.random.key(k), brightness=(1, 1), contrast=(1, 1), max_noise=0.0)).tobytes()
-        for k in range(40)
-    }
+    geometric = jax.jit(
+        functools.partial(dk.augment_image, brightness=(1, 1), contrast=(1, 1), max_noise=0.0)
+    )
+    outs = {np.asarray(geometric(ramp, jax.random.key(k))).tobytes() for k in range(40)}
     assert len(outs) == 4  # identity, flips and rotations of a ramp give four distinct images
     wide = dk.augment_image(jnp.zeros((4, 6, 3)), jax.random.key(0))
     assert wide.shape == (4, 6, 3)
@@ -59,13 +61,18 @@ def test_batch_augmentation_differs_per_sample_and_per_key() -> None:
     assert not np.array_equal(out, np.asarray(dk.augment_images(images, jax.random.key(1))))
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(seed=SEEDS, key_seed=SEEDS)
 def test_text_augmentation_properties(seed: int, key_seed: int) -> None:
     vocab = 50
     body = jax.random.randint(jax.random.key(seed), (4, 10), 4, vocab, dtype=jnp.int32)
     tokens = jnp.concatenate(
-        [jnp.full((4, 1), 2, jnp.int32), body, jnp.full((4, 1), 3, jnp.int32), jnp.zeros((4, 4), jnp.int32)],
+        [
+            jnp.full((4, 1), 2, jnp.int32),
+            body,
+            jnp.full((4, 1), 3, jnp.int32),
+            jnp.zeros((4, 4), jnp.int32),
+        ],
         axis=1,
     )
     key = jax.random.key(key_seed)
@@ -89,7 +96,7 @@ def test_text_masking_rate() -> None:
     assert 0.10 < masked < 0.20 and 0.02 < replaced < 0.08
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(seed=SEEDS, key_seed=SEEDS, silent=st.booleans())
 def test_audio_augmentation_properties(seed: int, key_seed: int, silent: bool) -> None:
     audio = jax.random.normal(jax.random.key(seed), (3, 200)) * 3
@@ -110,8 +117,8 @@ def test_audio_augmentation_properties(seed: int, key_seed: int, silent: bool) -
 
 def test_audio_shift_is_circular_and_bounded() -> None:
     pulse = jnp.zeros(100).at[50].set(1.0)
-    for k in range(20):
-        out = np.asarray(
-            dk.augment_audio(pulse, 16000, jax.random.key(k), scale=(1, 1), max_noise=0.0)
-        )
-        assert abs(int(out.argmax()) - 50) <= 10
+    shift = jax.jit(
+        functools.partial(dk.augment_audio, scale=(1, 1), max_noise=0.0), static_argnums=1
+    )
+    peaks = {int(np.asarray(shift(pulse, 16000, jax.random.key(k))).argmax()) for k in range(30)}
+    assert min(peaks) >= 40 and max(peaks) <= 60 and len(peaks) > 5

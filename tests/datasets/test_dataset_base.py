@@ -127,12 +127,16 @@ def test_plain_getitem_objects_are_random_access() -> None:
     assert dk.has_random_access(source)
     batch = dk.read_indices(source, [3, 1])
     np.testing.assert_array_equal(batch["indices"], [3, 1])
-    seen = np.concatenate([b["indices"] for b in dk.Loader(source, 3, num_epochs=1, drop_last=False)])
+    seen = np.concatenate(
+        [b["indices"] for b in dk.Loader(source, 3, num_epochs=1, drop_last=False)]
+    )
     np.testing.assert_array_equal(np.sort(seen), np.arange(4))
 
 
 def test_collate_unbatch_round_trip() -> None:
-    samples = [{"images": np.full((2, 2), i), "text": f"t{i}", "index": np.int64(i)} for i in range(3)]
+    samples = [
+        {"images": np.full((2, 2), i), "text": f"t{i}", "index": np.int64(i)} for i in range(3)
+    ]
     batch = dk.collate(samples)
     assert list(batch) == ["images", "texts", "indices"]
     assert batch["images"].shape == (3, 2, 2) and batch["texts"] == ["t0", "t1", "t2"]

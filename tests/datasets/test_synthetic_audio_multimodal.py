@@ -37,7 +37,10 @@ class TestPairedConformance(DatasetTests):
     def dataset(self) -> dk.BaseDataset:
         return dk.MultiModalPairedDataset(
             pairs=[("image", "text")],
-            data={"image": np.random.default_rng(0).random((12, 4, 4, 3)), "text": np.arange(12 * 5).reshape(12, 5)},
+            data={
+                "image": np.random.default_rng(0).random((12, 4, 4, 3)),
+                "text": np.arange(12 * 5).reshape(12, 5),
+            },
             alignments=np.linspace(0, 1, 12),
         )
 
@@ -69,7 +72,9 @@ def test_audio_collate_fn_and_factory() -> None:
     batch = data.collate_fn([data[0], data[5]])
     assert batch["audio"].shape == (2, 2000) and batch["audio_type"] == ["noise", "noise"]
     np.testing.assert_array_equal(batch["indices"], [0, 5])
-    raw = dk.SyntheticAudioDataset(dk.AudioModalityConfig(sample_rate=8000, duration=0.25, normalize=False), 3)
+    raw = dk.SyntheticAudioDataset(
+        dk.AudioModalityConfig(sample_rate=8000, duration=0.25, normalize=False), 3
+    )
     assert np.abs(raw[0]["audio"]).max() <= 1.0
     with pytest.raises(SpecError, match="audio_types"):
         dk.SyntheticAudioDataset(SHORT_AUDIO, 3, ["square"])

@@ -185,6 +185,8 @@ def test_process_converts_channels() -> None:
 
 
 def test_create_image_dataset_kinds() -> None:
-    assert isinstance(dk.create_image_dataset("mnist_like", GRAY28, dataset_size=5), dk.MNISTLikeDataset)
+    assert isinstance(
+        dk.create_image_dataset("mnist_like", GRAY28, dataset_size=5), dk.MNISTLikeDataset
+    )
     made = dk.create_image_dataset("synthetic", RGB32, pattern_type="circles", dataset_size=5)
     assert isinstance(made, dk.SyntheticImageDataset) and made.pattern_type == "circles"

@@ -16,7 +16,9 @@ CONFIG = dk.ModalityConfiguration(
     metadata={"text_params": {"vocab_size": 10000, "max_length": 512}},
 )
 SHORT = dk.ModalityConfiguration(
-    name="text", modality_type="text", metadata={"text_params": {"vocab_size": 500, "max_length": 12}}
+    name="text",
+    modality_type="text",
+    metadata={"text_params": {"vocab_size": 500, "max_length": 12}},
 )
 
 
@@ -65,7 +67,9 @@ def test_sequences_are_arithmetic_progressions() -> None:
 
 def test_repeated_phrases_repeat() -> None:
     for words in _words("repeated_phrases"):
-        period = next(p for p in range(2, 5) if len(words) % p == 0 and words == words[:p] * (len(words) // p))
+        period = next(
+            p for p in range(2, 5) if len(words) % p == 0 and words == words[:p] * (len(words) // p)
+        )
         assert len(words) // period >= 2
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -315,7 +316,7 @@ def test_decompression_bombs_are_rejected_from_the_header() -> None:
     assert _stage(_png_declaring(huge // 10_000 + 1, 10_000), max_pixels=10**12) == "limit"
     warn = int(before or 0) + 10_000
     assert _stage(_png_declaring(warn // 10_000 + 1, 10_000), max_pixels=10**12) == "limit"
-    assert Image.MAX_IMAGE_PIXELS == before
+    assert before == Image.MAX_IMAGE_PIXELS
 
 
 @pytest.mark.parametrize(
@@ -334,7 +335,7 @@ def test_bad_arguments_raise_spec_error(kwargs: dict[str, object]) -> None:
         decode_image(b"irrelevant", **args)  # type: ignore[arg-type]
 
 
-def test_corpus_is_deterministic_and_decodes(tmp_path) -> None:  # noqa: ANN001
+def test_corpus_is_deterministic_and_decodes(tmp_path: Path) -> None:
     a = write_image_corpus(tmp_path / "a", 40, seed=3, broken=3)
     b = write_image_corpus(tmp_path / "b", 40, seed=3, broken=3)
     assert len(a.good) == 40

@@ -9,7 +9,7 @@ the ``*_batch`` functions take and return batch dicts, replacing only their own 
 Differences from the seed's code, which branched in Python on traced values (``if
 bernoulli(...)``, ``int(k)``), so could not be jitted, and looped over samples:
 
-* flips use ``jnp.where``, rotations ``lax.switch``; a non-square image is rotated by 0 or
+* flips and rotations choose with ``jnp.where`` / ``lax.select_n``; a non-square image is rotated by 0 or
   180 degrees only (90 would change its shape);
 * the image noise level and the noise draw use separate keys (the seed reused one);
 * text masking and replacement leave the reserved ids ``< num_reserved`` (pad, unk, bos, eos)
@@ -60,8 +60,7 @@ def augment_image(
     x = jnp.where(u[0] < flip_prob, jnp.flip(x, axis=1), x)
     if x.shape[0] == x.shape[1]:
         k = jnp.minimum(jnp.floor(4 * u[1]).astype(jnp.int32), 3)
-        rotations = [functools.partial(jnp.rot90, k=i, axes=(0, 1)) for i in range(4)]
-        x = jax.lax.switch(k, rotations, x)
+        x = jax.lax.select_n(k, *(jnp.rot90(x, k=i, axes=(0, 1)) for i in range(4)))
     else:
         x = jnp.where(u[1] < 0.5, jnp.rot90(x, k=2, axes=(0, 1)), x)
     x = jnp.clip(x * _between(u[2], brightness), 0.0, 1.0)

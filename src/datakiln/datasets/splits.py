@@ -2,8 +2,7 @@
 
 A :class:`SubsetDataset` holds an int64 index array into its base dataset: reading subset
 position ``p`` reads base index ``indices[p]`` directly (O(1) per sample; the seed re-iterated
-the whole base dataset per index). Subsets of subsets compose their indices, so reads stay one
-hop from the base.
+the whole base dataset per index).
 
 Split strings follow TFDS's slicing syntax: ``"train[:80%]"``, ``"train[80%:]"``,
 ``"train[10:20]"``, ``"train[-100:]"``, joined with ``+`` (``"train[:10%]+train[-10%:]"``).
@@ -37,11 +36,11 @@ class SubsetDataset(BaseDataset):
     Args:
         dataset: The base dataset: a :class:`BaseDataset` (random access or not) or any
             object with ``__len__`` and ``__getitem__``.
-        indices: Base indices (1-D integers, negatives from the end).
+        indices: Indices into ``dataset`` (1-D integers, negatives from the end).
         split: Name of this subset (default: the base's split).
 
-    Batches keep the base dataset's ``"indices"``, so a sample is identified by its index in
-    the base dataset (position ``p`` of the subset is base index ``subset.indices[p]``).
+    Batches hold the subset's own positions in ``"indices"`` (as for any dataset) and the
+    indices of the same samples in ``dataset`` in ``"base_indices"`` (int64).
     Over a base that can only be iterated, iterating the subset walks the base once and yields
     the subset's samples in *base* order; reading by index then raises ``RandomAccessError``.
     """
@@ -54,9 +53,6 @@ class SubsetDataset(BaseDataset):
             rngs=getattr(dataset, "rngs", None),
         )
         idx = check_indices(indices, len(dataset), type(dataset).__name__)
-        if isinstance(dataset, SubsetDataset):
-            idx = dataset.indices[idx]
-            dataset = dataset.dataset
         self.dataset = dataset
         self.indices: np.ndarray = idx
         self.indices.flags.writeable = False
@@ -69,7 +65,11 @@ class SubsetDataset(BaseDataset):
         return has_random_access(self.dataset)
 
     def read_batch(self, indices: np.ndarray) -> dict[str, Any]:
-        return read_indices(self.dataset, self.indices[indices], purpose="read a subset by index")
+        base = self.indices[indices]
+        batch = read_indices(self.dataset, base, purpose="read a subset by index")
+        batch["indices"] = np.asarray(indices, dtype=np.int64)
+        batch["base_indices"] = base
+        return batch
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         if self.supports_random_access:

@@ -129,4 +129,9 @@ class DatasetTests:
         both = np.concatenate([train.indices, val.indices])
         np.testing.assert_array_equal(np.sort(both), np.arange(len(dataset)))
         if len(val):
-            assert_same(val[0], dataset[int(val.indices[0])])
+            original = dataset[int(val.indices[0])]
+            subset = val[0]
+            assert subset["index"] == 0 and subset["base_indices"] == val.indices[0]
+            for key in original:
+                if key not in ("index", "base_indices"):
+                    assert_same(subset[key], original[key], key)

@@ -81,8 +81,9 @@ def write_image_corpus(
     Sizes are mostly 16-400 px. The first good images are special (a 2000x1500 JPEG, a
     1200x40 PNG, a 30x900 PNG, an animated GIF), the next ones cover every (format, mode)
     pair listed in ``_FORMATS`` once (so n >= 24 holds them all), the rest are drawn at
-    random, mostly JPEG and PNG. About one JPEG in eight carries an EXIF orientation. Broken files cycle through: a text file named ``.jpg``, a truncated JPEG,
-    an empty ``.png``. Deterministic: the same arguments give byte-identical files.
+    random, mostly JPEG and PNG. About one JPEG in eight carries an EXIF orientation. Broken
+    files cycle through: a text file named ``.jpg``, a truncated JPEG, an empty ``.png``.
+    Deterministic: the same arguments give byte-identical files.
 
     Args:
         root: Folder to write into (created if missing; existing files of the same names are
@@ -157,18 +158,25 @@ def write_image_corpus(
 
 
 def _pattern(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
-    """A smooth RGB picture (gradients, a disc, mild noise) as uint8 (height, width, 3)."""
-    y = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None]
-    x = np.linspace(0.0, 1.0, width, dtype=np.float32)[None, :]
+    """A smooth RGB picture (gradients, a disc) plus mild noise, uint8 (height, width, 3).
+
+    Drawn at most 128 px a side and enlarged with Pillow, so large images stay cheap.
+    """
+    sw, sh = min(width, 128), min(height, 128)
+    y = np.linspace(0.0, 1.0, sh, dtype=np.float32)[:, None]
+    x = np.linspace(0.0, 1.0, sw, dtype=np.float32)[None, :]
     a, b, c = rng.uniform(0.2, 1.0, 3)
     cx, cy, r = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.1, 0.4)
     disc = ((x - cx) ** 2 + (y - cy) ** 2 < r * r).astype(np.float32)
-    red = 255 * (a * x + (1 - a) * y) * np.ones_like(y * x)
-    green = 255 * np.abs(np.sin(3 * b * (x + y))) * np.ones_like(y * x)
-    blue = 255 * np.clip(c * disc + 0.3 * y, 0, 1) * np.ones_like(y * x)
-    img = np.stack([red, green, blue], axis=-1)
-    img += rng.normal(0.0, 6.0, img.shape).astype(np.float32)
-    return np.clip(img, 0, 255).astype(np.uint8)
+    red = 255 * (a * x + (1 - a) * y)
+    green = 255 * np.abs(np.sin(3 * b * (x + y)))
+    blue = 255 * np.clip(c * disc + 0.3 * y, 0, 1)
+    small = np.stack(np.broadcast_arrays(red, green, blue), axis=-1).astype(np.uint8)
+    img = Image.fromarray(small, "RGB")
+    if (sw, sh) != (width, height):
+        img = img.resize((width, height), Image.Resampling.BILINEAR)
+    noisy = np.asarray(img, dtype=np.int16) + rng.integers(-6, 7, (height, width, 3), np.int16)
+    return np.clip(noisy, 0, 255).astype(np.uint8)
 
 
 def _to_mode(rgb: np.ndarray, mode: str, rng: np.random.Generator) -> Image.Image:
@@ -179,14 +187,13 @@ def _to_mode(rgb: np.ndarray, mode: str, rng: np.random.Generator) -> Image.Imag
     if mode in ("L", "CMYK"):
         return im.convert(mode)
     if mode == "P":
-        p = im.quantize(colors=int(rng.integers(8, 65)))
+        p = im.quantize(colors=int(rng.integers(8, 65)), method=Image.Quantize.FASTOCTREE)
         p.info["transparency"] = 0  # palette index 0 is transparent
         return p
     h, w = rgb.shape[:2]
-    yy, xx = np.mgrid[0:h, 0:w]
-    alpha = (255 * (0.5 + 0.5 * np.cos(6.0 * xx / max(w, 1) + 4.0 * yy / max(h, 1)))).astype(
-        np.uint8
-    )
+    yy = np.arange(h, dtype=np.float32)[:, None] / max(h, 1)
+    xx = np.arange(w, dtype=np.float32)[None, :] / max(w, 1)
+    alpha = (255 * (0.5 + 0.5 * np.cos(6.0 * xx + 4.0 * yy))).astype(np.uint8)
     if mode == "RGBA":
         return Image.fromarray(np.dstack([rgb, alpha]), "RGBA")
     if mode == "LA":

@@ -1,9 +1,8 @@
 """The batched JAX resize against Pillow's ``Image.resize(BILINEAR, box=...)``.
 
-Tolerance: one level on every pixel (Pillow sums in 22-bit fixed point; the kernel uses its
-exact coefficients but float32 sums, so a sum lying within ~1e-5 of a half level may round
-the other way). For RGBA, Pillow resizes premultiplied and divides back, which magnifies a
-one-level difference by 255 / alpha in the colour of translucent pixels.
+Tolerance: none. The kernel uses Pillow's own fixed-point coefficients and integer sums, its
+pass order and its RGBA premultiplication, so every pixel must be equal (the brief asked for
+one level; exactness makes any regression visible at once).
 
 Compiles are the expensive part here: the cases are drawn so that they share a few canvas
 buckets, and one resizer per output size is reused across tests.
@@ -82,7 +81,12 @@ def _random_image(
     else:
         rh = int(rng.integers(1, height + 1))
         rw = int(rng.integers(1, width + 1))
-        region = (int(rng.integers(0, height - rh + 1)), int(rng.integers(0, width - rw + 1)), rh, rw)
+        region = (
+            int(rng.integers(0, height - rh + 1)),
+            int(rng.integers(0, width - rw + 1)),
+            rh,
+            rw,
+        )
     return DecodedImage(
         pixels=pixels,
         box=box,
@@ -95,7 +99,8 @@ def _random_image(
 
 def _assert_close(ours: np.ndarray, ref: np.ndarray, what: str) -> None:
     diff = np.abs(ours.astype(np.int16) - ref.astype(np.int16))
-    assert diff.max() <= 1, f"{what}: max diff {diff.max()} at {np.unravel_index(diff.argmax(), diff.shape)}"
+    where = np.unravel_index(diff.argmax(), diff.shape)
+    assert diff.max() == 0, f"{what}: {(diff > 0).sum()} pixels differ, max {diff.max()} at {where}"
 
 
 def test_random_sizes_boxes_and_regions_match_pillow(resizer64: ImageResizer) -> None:
@@ -142,14 +147,7 @@ def test_rgba_is_resized_premultiplied_like_pillow(resizer64: ImageResizer) -> N
         images.append(image)
     out = resizer64.resize(images)
     for k, image in enumerate(images):
-        ref = _reference(image, 64, 64).astype(np.int16)
-        ours = out[k].astype(np.int16)
-        assert np.abs(ours[..., 3] - ref[..., 3]).max() <= 1
-        alpha = np.minimum(ours[..., 3], ref[..., 3])[..., None]
-        tolerance = 1 + np.ceil(2 * 255 / np.maximum(alpha, 1))
-        assert (np.abs(ours[..., :3] - ref[..., :3]) <= tolerance).all(), f"case {k}"
-        opaque = alpha[..., 0] == 255
-        assert np.abs(ours[..., :3] - ref[..., :3])[opaque].max(initial=0) <= 1
+        _assert_close(out[k], _reference(image, 64, 64), f"case {k}")
 
 
 def test_elongated_and_large_images_get_a_bucket() -> None:
@@ -175,7 +173,7 @@ def test_elongated_and_large_images_get_a_bucket() -> None:
     out = resizer.resize(images)
     for k, image in enumerate(images):
         _assert_close(out[k], _reference(image, 32, 32), f"case {k}")
-    top, left, rh, rw = images[1].region
+    top, _, rh, _ = images[1].region
     assert not out[1, :top].any()
     assert not out[1, top + rh :].any()
     assert any(shape[2] >= 1536 or shape[3] >= 1536 for shape in resizer.kernel_shapes)
@@ -227,7 +225,12 @@ def _independent_pipeline(
         else:
             ch = ow * height / width
             crop = (0, (oh - ch) / 2, ow, (oh + ch) / 2)
-        box = (full[0] + crop[0] * fx, full[1] + crop[1] * fy, full[0] + crop[2] * fx, full[1] + crop[3] * fy)
+        box = (
+            full[0] + crop[0] * fx,
+            full[1] + crop[1] * fy,
+            full[0] + crop[2] * fx,
+            full[1] + crop[3] * fy,
+        )
     else:
         box = full
     top, left, rh, rw = region
@@ -318,9 +321,12 @@ def test_compiles_stay_few_for_mixed_sizes(resizer64: ImageResizer) -> None:
         (choose_bucket(int(h), int(w), batch_size=64), vertical_first(int(h), int(w), 64, 64))
         for h, w in sizes
     }
-    assert len({b for b, _ in buckets}) <= 10
-    # Run a 200-image subset through the kernel: one compile per signature at most.
+    assert len({b for b, _ in buckets}) <= 7  # squares of 64 ... 512
+    # Run 200 of them (halved, to keep this test quick) through the kernel: two compiles (one
+    # per pass) per signature at most, and a signature per bucket, or two for pad strips.
     images = [_random_image(rng, int(h), int(w), 3, 64, 64) for h, w in sizes[:200] // 2]
-    resizer64.resize(images)
-    assert resizer64.compiles <= 12
-    assert compile_count() - before <= resizer64.compiles
+    assert max(max(im.pixels.shape) for im in images) > 192  # five buckets
+    fresh = ImageResizer(height=64, width=64)
+    fresh.resize(images)
+    assert fresh.compiles <= 10
+    assert compile_count() - before <= 2 * fresh.compiles

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 import sys
 
 import hypothesis.strategies as st
@@ -149,6 +150,23 @@ def test_word_hash_known_ids():
     assert truncated.tolist() == [False, False]
 
 
+@pytest.mark.parametrize("case_sensitive", [False, True])
+def test_ascii_and_unicode_separators_and_long_words(case_sensitive):
+    texts = [
+        "a\x1cb\x1dc\x1ed\x1fe\x0bf\x0cg\rh\ti\nj k",  # every ASCII whitespace, ASCII text
+        "Über\u00a0straße\u3000x\u2028y\x85z",  # non-ASCII whitespace
+        "supercalifragilisticexpialidocious " * 3 + "\x00nul\x00 \x07bell",
+        "漢字漢字漢字漢字漢字 😀😀😀😀😀 e\u0301e\u0301",
+    ]
+    check_against_reference(
+        texts,
+        tokenizer="word_hash",
+        vocab_size=1 << 20,
+        max_length=16,
+        case_sensitive=case_sensitive,
+    )
+
+
 def test_truncation_keeps_eos_and_long_texts_are_exact():
     words = [f"w{i}" for i in range(3000)]
     texts = [" ".join(words), "x" * 5000 + " tail", "short", "", " \t\n "]
@@ -254,3 +272,9 @@ def test_vocab_stats_counts_and_merges():
     assert summary["length_histogram"] == [0, 0, 0, 2, 0, 4]
     with pytest.raises(SpecError, match="cannot merge"):
         stats.merge(kt.vocab_stats(tokens[:, :4], np.minimum(lengths, 4), 100))
+
+
+def test_docstring_examples_run():
+    result = doctest.testmod(kt, raise_on_error=False)
+    assert result.attempted > 0
+    assert result.failed == 0

@@ -21,7 +21,7 @@ __all__ = ["ELONGATED_RATIO", "MAX_BATCH_PIXELS", "MIN_SIDE", "CanvasBucket", "c
 #: Smallest canvas side; smaller images are padded up to it.
 MIN_SIDE = 64
 #: A canvas whose power-of-two sides differ by more than this factor stays non-square.
-ELONGATED_RATIO = 4
+ELONGATED_RATIO = 8
 #: Canvas pixels in one batch (16 canvases of 128x128): bounds the kernel's working set
 #: (about 12 bytes per pixel and channel in float32 temporaries).
 MAX_BATCH_PIXELS = 16 * 128 * 128

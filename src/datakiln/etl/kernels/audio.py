@@ -13,7 +13,8 @@ Conventions, matching librosa 0.11 where there is a counterpart:
 
 * Resampling is band-limited: a Kaiser-windowed sinc (``RESAMPLE_ZEROS`` zero crossings per
   side, cutoff ``RESAMPLE_ROLLOFF`` of the lower Nyquist, Kaiser beta ``RESAMPLE_BETA``),
-  applied as a polyphase strided convolution (one output channel per phase). A clip of ``n``
+  applied as a polyphase strided convolution (one output channel per phase, at least
+  ``_MIN_PHASES`` of them so that the CPU convolution is efficient). A clip of ``n``
   frames at ``orig_sr`` gives ``ceil(n * sample_rate / orig_sr)`` frames (``librosa.resample``'s
   ``fix=True`` length); sample 0 stays at time 0.
 * Pad/trim to ``round(duration * sample_rate)`` samples: ``align="start"`` keeps the beginning
@@ -209,14 +210,15 @@ def resample(
         n_out = -(-t * up // down)
     col = jnp.arange(t, dtype=jnp.int32)[None, :]
     x = jnp.where(col < lengths[:, None], x, 0.0)
-    # ceil(lengths * up / down) in int64-safe form: lengths * up can exceed int32.
+    # ceil(lengths * up / down), written so that no product overflows int32.
     new_lengths = ((lengths // down) * up + (-(-((lengths % down) * up) // down))).astype(jnp.int32)
     if up == down:
         y = x[:, :n_out] if t >= n_out else jnp.pad(x, ((0, 0), (0, n_out - t)))
     else:
-        taps = down + 2 * pad + 1
         if method == "auto":
-            method = "polyphase" if up * taps <= MAX_POLYPHASE_WEIGHTS else "direct"
+            grow = -(-_MIN_PHASES // up)
+            weights = up * grow * (down * grow + 2 * pad + 1)
+            method = "polyphase" if weights <= MAX_POLYPHASE_WEIGHTS else "direct"
         if method == "polyphase":
             y = _resample_polyphase(x, orig_sr, target_sr, n_out)
         elif method == "direct":
@@ -569,7 +571,7 @@ def featurize_audio(
     Clips are grouped by sample rate; each group is cut into batches of ``batch_size`` rows
     (the last padded to a power of two), channels padded to the group's most, and time padded
     to the frames the output depends on (``align="start"``: a fixed count per rate) or to a
-    power of two (``"center"``). Compiles: about one per (source rate, row bucket).
+    power of two (``"center"``). Compiles: about one per (source rate, row bucket, channels).
 
     Args:
         clips: ``(samples, rate)`` pairs, samples float32 ``(frames, channels)`` or
