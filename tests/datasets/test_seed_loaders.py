@@ -76,7 +76,7 @@ def test_loaders_check_settings_when_called(counting: Any, iter_only: Any) -> No
 
 
 def test_training_pipeline_normalises_per_image_and_augments() -> None:
-    config = dk.ImageModalityConfig(height=32, width=32, normalize=False)
+    config = dk.ImageModalityConfig(height=32, width=32)
     data = dk.SyntheticImageDataset(config, 100, "gradient", rngs=0)
     plain = list(dk.create_training_pipeline(data, 32, augment=False, seed=1))
     assert len(plain) == 3, "full batches only, as the seed's len // batch_size"

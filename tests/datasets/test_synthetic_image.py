@@ -30,7 +30,12 @@ class TestSyntheticImageConformance(DatasetTests):
 class TestMNISTLikeConformance(DatasetTests):
     @pytest.fixture
     def dataset(self) -> dk.BaseDataset:
-        return dk.MNISTLikeDataset(GRAY28, 90, rngs=2)
+        return dk.MNISTLikeDataset(RGB32, 90, num_classes=36, rngs=2)
+
+    def test_colour_layouts_repeat_the_gray_value(self, dataset: dk.BaseDataset) -> None:
+        image = dataset[3]["images"]
+        assert image.shape == (32, 32, 3)
+        np.testing.assert_array_equal(image[..., 0], image[..., 2])
 
 
 @pytest.mark.parametrize("pattern", PATTERN_TYPES)
@@ -126,13 +131,6 @@ def test_all_36_glyphs_differ() -> None:
     glyphs = glyph_bitmaps()
     assert glyphs.shape == (36, 7, 5)
     assert len({g.tobytes() for g in glyphs}) == 36
-
-
-def test_mnist_like_in_colour() -> None:
-    data = dk.MNISTLikeDataset(RGB32, 100, num_classes=36, rngs=0)
-    image = data[3]["images"]
-    assert image.shape == (32, 32, 3)
-    np.testing.assert_array_equal(image[..., 0], image[..., 2])
 
 
 # --- ImageModality.process ----------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import doctest
 import itertools
 import json
 import uuid
@@ -13,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from datakiln.errors import SpecError
+from datakiln.readers import rejections as rejections_module
 from datakiln.readers import text as rt
 from datakiln.readers.rejections import EMPTY_SAMPLE, Rejection
 
@@ -276,3 +278,9 @@ def test_rejection_round_trips():
     assert Rejection.from_dict(json.loads(json.dumps(rejection.to_dict()))) == rejection
     err = Rejection.from_error("u", "fetch", FileNotFoundError("gone"))
     assert (err.error_type, err.message, err.position) == ("FileNotFoundError", "gone", None)
+
+
+def test_redact_url_doctests():
+    result = doctest.testmod(rejections_module, raise_on_error=False)
+    assert result.attempted > 0
+    assert result.failed == 0

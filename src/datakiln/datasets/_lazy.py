@@ -20,7 +20,7 @@ from datakiln.errors import SpecError
 
 # Smallest padded batch: reading one sample renders this many (cheap for synthetic data), and
 # in exchange every batch of up to this size reuses one compiled function.
-MIN_BUCKET = 64
+MIN_BUCKET = 128
 
 
 def bucket_size(n: int) -> int:

@@ -9,8 +9,8 @@ the ``*_batch`` functions take and return batch dicts, replacing only their own 
 Differences from the seed's code, which branched in Python on traced values (``if
 bernoulli(...)``, ``int(k)``), so could not be jitted, and looped over samples:
 
-* flips and rotations choose with ``jnp.where`` / ``lax.select_n``; a non-square image is rotated by 0 or
-  180 degrees only (90 would change its shape);
+* flips and rotations choose with ``jnp.where`` / ``lax.select_n``; a non-square image is
+  rotated by 0 or 180 degrees only (90 would change its shape);
 * the image noise level and the noise draw use separate keys (the seed reused one);
 * text masking and replacement leave the reserved ids ``< num_reserved`` (pad, unk, bos, eos)
   alone, so padding stays padding and sequences keep their BOS/EOS;

@@ -172,19 +172,17 @@ class SyntheticImageDataset(BaseDataset):
             indices,
             pattern=self.pattern_type,
             shape=cfg.shape,
-            normalize=cfg.normalize,
         )
-        return {"images": images, "indices": np.asarray(indices, dtype=np.int64)}
+        return {"images": _scale(images, cfg), "indices": np.asarray(indices, dtype=np.int64)}
 
 
-@functools.partial(jax.jit, static_argnames=("pattern", "shape", "normalize"))
+@functools.partial(jax.jit, static_argnames=("pattern", "shape"))
 def _synthetic_images(
     key: jax.Array,
     indices: jax.Array,
     *,
     pattern: str,
     shape: tuple[int, int, int],
-    normalize: bool,
 ) -> jax.Array:
     draw = {
         "random": _random_image,
@@ -193,8 +191,17 @@ def _synthetic_images(
         "circles": _circles_image,
     }[pattern]
     images = jax.vmap(functools.partial(draw, shape=shape))(_lazy.sample_keys(key, indices))
-    images = jnp.clip(images, 0.0, 1.0)
-    return images if normalize else images * 255.0
+    return jnp.clip(images, 0.0, 1.0)
+
+
+def _scale(images: np.ndarray, config: ImageModalityConfig) -> np.ndarray:
+    """Images rendered in [0, 1], scaled to [0, 255] when the config does not normalise.
+
+    Done on the host so that both settings share one compiled renderer.
+    """
+    if not config.normalize:
+        images = np.multiply(images, np.float32(255.0), dtype=np.float32)
+    return images
 
 
 def _grid(height: int, width: int) -> tuple[jax.Array, jax.Array]:
@@ -311,10 +318,9 @@ class MNISTLikeDataset(BaseDataset):
             indices,
             self._glyphs,
             shape=cfg.shape,
-            normalize=cfg.normalize,
         )
         return {
-            "images": images,
+            "images": _scale(images, cfg),
             "labels": labels,
             "indices": np.asarray(indices, dtype=np.int64),
         }
@@ -324,19 +330,18 @@ class MNISTLikeDataset(BaseDataset):
 
         Useful to check that samples look like their class.
         """
-        return np.asarray(
-            _glyph_templates(self._glyphs, shape=self.config.shape, normalize=self.config.normalize)
+        return _scale(
+            np.asarray(_glyph_templates(self._glyphs, shape=self.config.shape)), self.config
         )
 
 
-@functools.partial(jax.jit, static_argnames=("shape", "normalize"))
+@functools.partial(jax.jit, static_argnames=("shape",))
 def _glyph_images(
     key: jax.Array,
     indices: jax.Array,
     glyphs: jax.Array,
     *,
     shape: tuple[int, int, int],
-    normalize: bool,
 ) -> tuple[jax.Array, jax.Array]:
     def one(k: jax.Array) -> tuple[jax.Array, jax.Array]:
         h, w, _ = shape
@@ -353,20 +358,16 @@ def _glyph_images(
         return gray, label
 
     gray, labels = jax.vmap(one)(_lazy.sample_keys(key, indices))
-    images = convert_channels(jnp.clip(gray, 0.0, 1.0)[..., None], shape[2])
-    return (images if normalize else images * 255.0), labels
+    return convert_channels(jnp.clip(gray, 0.0, 1.0)[..., None], shape[2]), labels
 
 
-@functools.partial(jax.jit, static_argnames=("shape", "normalize"))
-def _glyph_templates(
-    glyphs: jax.Array, *, shape: tuple[int, int, int], normalize: bool
-) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("shape",))
+def _glyph_templates(glyphs: jax.Array, *, shape: tuple[int, int, int]) -> jax.Array:
     h, w, _ = shape
     draw = functools.partial(
         _draw_glyph, h=h, w=w, size=0.65, aspect=1.0, offset=jnp.zeros(2), slant=0.0
     )
-    images = convert_channels(jax.vmap(draw)(glyphs)[..., None], shape[2])
-    return images if normalize else images * 255.0
+    return convert_channels(jax.vmap(draw)(glyphs)[..., None], shape[2])
 
 
 def _draw_glyph(

@@ -131,7 +131,8 @@ class DatasetTests:
         if len(val):
             original = dataset[int(val.indices[0])]
             subset = val[0]
-            assert subset["index"] == 0 and subset["base_indices"] == val.indices[0]
+            assert subset["index"] == 0
+            assert subset["base_indices"] == val.indices[0]
             for key in original:
                 if key not in ("index", "base_indices"):
                     assert_same(subset[key], original[key], key)

@@ -28,7 +28,13 @@ import numpy as np
 import soundfile
 
 from datakiln.errors import DatakilnError
-from datakiln.readers.rejections import STAGE_DECODE, STAGE_FETCH, STAGE_VALIDATE, Rejection
+from datakiln.readers.rejections import (
+    STAGE_DECODE,
+    STAGE_FETCH,
+    STAGE_VALIDATE,
+    Rejection,
+    redact_url,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +168,7 @@ def read_audio(
     try:
         return decode_audio(raw)
     except AudioDecodeError as err:
-        logger.debug("rejected %s at %s: %s", url, err.stage, err)
+        logger.debug("rejected %s at %s: %s", redact_url(url), err.stage, err)
         return Rejection.from_error(url, err.stage, err)
 
 

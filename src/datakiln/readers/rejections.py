@@ -10,6 +10,7 @@ machine-readable reason, usually an exception class name; ``message`` is for peo
 from __future__ import annotations
 
 import dataclasses
+import urllib.parse
 from typing import Any
 
 # The stages an input passes through on the host; ``Rejection.stage`` is one of them.
@@ -28,7 +29,8 @@ class Rejection:
     """One input (a file, or a line/row of one) that was skipped, and why.
 
     Attributes:
-        uri: The source the input came from, without credentials.
+        uri: The source the input came from, as the caller named it (listings name inputs
+            without credentials; ``redact_url`` strips any that a URL carries).
         stage: Where it failed: one of ``STAGES``.
         error_type: A short reason: an exception class name (``"UnicodeDecodeError"``,
             ``"LibsndfileError"``) or a reader's own tag (``"EmptySample"``, ``"MissingField"``).
@@ -58,3 +60,21 @@ class Rejection:
     def from_dict(cls, data: dict[str, Any]) -> Rejection:
         """Inverse of ``to_dict``."""
         return cls(**data)
+
+
+def redact_url(url: str) -> str:
+    """``url`` without user info (``user:password@``), query string or fragment, for logs.
+
+    Presigned URLs carry their signature in the query, and ``https://user:pass@host`` its
+    password in the user info; neither may reach a log or a rejection record.
+
+    >>> redact_url("https://me:secret@host/a/b.txt?X-Amz-Signature=abc#frag")
+    'https://host/a/b.txt'
+    >>> redact_url("/local/path.txt")
+    '/local/path.txt'
+    """
+    parts = urllib.parse.urlsplit(url)
+    if not parts.scheme:
+        return url
+    netloc = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))

@@ -56,6 +56,7 @@ from datakiln.readers.rejections import (
     STAGE_PARSE,
     STAGE_VALIDATE,
     Rejection,
+    redact_url,
 )
 
 if TYPE_CHECKING:
@@ -174,7 +175,7 @@ def plan_text_ranges(
             cuts.append(cut)
             nominal = cut + target_bytes
     cuts.append(size)
-    logger.debug("planned %d ranges for %s", len(cuts) - 1, url)
+    logger.debug("planned %d ranges for %s", len(cuts) - 1, redact_url(url))
     return list(itertools.pairwise(cuts))
 
 
@@ -246,7 +247,7 @@ def read_text_range(
         reader.rejections.append(Rejection.from_error(url, STAGE_FETCH, err, position=start))
     logger.debug(
         "read %s [%d, %d): %d records, %d rejected",
-        url,
+        redact_url(url),
         start,
         end,
         len(reader.records),
@@ -303,7 +304,10 @@ def read_text_file(url: str, **kwargs: Any) -> tuple[list[TextRecord], list[Reje
     records: list[TextRecord] = []
     rejections: list[Rejection] = []
     for item in iter_text_records(url, **kwargs):
-        (records if isinstance(item, TextRecord) else rejections).append(item)  # type: ignore[arg-type]
+        if isinstance(item, TextRecord):
+            records.append(item)
+        else:
+            rejections.append(item)
     return records, rejections
 
 

@@ -234,7 +234,10 @@ def test_featurize_audio_buckets_rates_and_keeps_order():
         (np.stack([sweep(SR, 0.4, 300, 900), sweep(SR, 0.4, 50, 60)], axis=1), SR),
         (sweep(22050, 0.1, 500, 600), 22050),
     ]
-    audio, mel = ka.featurize_audio(clips, sample_rate=SR, duration=0.25, batch_size=2, n_mels=40)
+    # numpy integers (as from a decoded header) are fine as rates
+    audio, mel = ka.featurize_audio(
+        clips, sample_rate=np.int64(SR), duration=0.25, batch_size=2, n_mels=40
+    )
     assert audio.shape == (3, 4000)
     assert mel.shape == (3, 40, 8)
     for i, (samples, rate) in enumerate(clips):

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -386,15 +387,15 @@ def check_audio_params(
     def bad(name: str, value: object, allowed: str) -> SpecError:
         return SpecError(f"audio parameter {name}={value!r} is not allowed: {allowed}")
 
-    if not (isinstance(sample_rate, int) and sample_rate > 0):
+    if not (isinstance(sample_rate, numbers.Integral) and sample_rate > 0):
         raise bad("sample_rate", sample_rate, "a positive integer number of Hz")
     if not duration > 0 or round(duration * sample_rate) < 1:
         raise bad("duration", duration, "positive seconds, at least one sample long")
-    if not (isinstance(n_fft, int) and n_fft >= 2):
+    if not (isinstance(n_fft, numbers.Integral) and n_fft >= 2):
         raise bad("n_fft", n_fft, "an integer >= 2")
-    if not (isinstance(hop_length, int) and hop_length >= 1):
+    if not (isinstance(hop_length, numbers.Integral) and hop_length >= 1):
         raise bad("hop_length", hop_length, "a positive integer")
-    if not (isinstance(n_mels, int) and n_mels >= 1):
+    if not (isinstance(n_mels, numbers.Integral) and n_mels >= 1):
         raise bad("n_mels", n_mels, "a positive integer")
     top = sample_rate / 2.0 if fmax is None else fmax
     if not 0.0 <= fmin < top <= sample_rate / 2.0:
@@ -528,7 +529,7 @@ def audio_features(
         "align": align,
     }
     check_audio_params(**params)
-    if not (isinstance(orig_sr, int) and orig_sr > 0):
+    if not (isinstance(orig_sr, numbers.Integral) and orig_sr > 0):
         raise SpecError(f"orig_sr must be a positive integer number of Hz, got {orig_sr!r}")
     waves = jnp.asarray(waves, dtype=jnp.float32)
     if waves.ndim == 2:
@@ -544,7 +545,10 @@ def audio_features(
         raise ValueError(
             f"lengths and channels must be ({n},), got {lengths.shape} and {channels.shape}"
         )
-    return _audio_kernel(waves, lengths, channels, orig_sr=orig_sr, **params)
+    # Static arguments key the compile cache: plain ints, so numpy ints do not recompile.
+    for name in ("sample_rate", "n_fft", "hop_length", "n_mels"):
+        params[name] = int(params[name])
+    return _audio_kernel(waves, lengths, channels, orig_sr=int(orig_sr), **params)
 
 
 def _next_pow2(x: int, least: int) -> int:
