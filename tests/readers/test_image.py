@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import pickle
 import struct
 import zlib
 from pathlib import Path
@@ -291,6 +292,8 @@ def _stage(data: bytes, **kwargs: int) -> str:
     assert isinstance(err, DatakilnError)
     assert isinstance(err, ValueError)
     assert str(err)
+    copy = pickle.loads(pickle.dumps(err))
+    assert (type(copy), copy.stage, str(copy)) == (ImageDecodeError, err.stage, str(err))
     return err.stage
 
 

@@ -89,6 +89,14 @@ class ImageDecodeError(DatakilnError, ValueError):
         super().__init__(message)
         self.stage: str = stage
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keeps ``stage`` when the error crosses a process boundary (Dask workers pickle).
+        return (_rebuild_decode_error, (str(self), self.stage))
+
+
+def _rebuild_decode_error(message: str, stage: str) -> ImageDecodeError:
+    return ImageDecodeError(message, stage=stage)
+
 
 @dataclass(frozen=True)
 class DecodedImage:
