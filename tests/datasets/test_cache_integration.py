@@ -64,7 +64,9 @@ def test_split_and_loaders_over_a_cache(cache: Any) -> None:
     assert isinstance(cache, dk.BaseDataset) and len(cache) == 30
     train, val = dk.split_dataset(cache, 0.8)
     assert (len(train), len(val)) == (24, 6)
-    loader = dk.Loader(train, 5, seed=1, num_epochs=2, drop_last=False, shard_index=0, shard_count=1)
+    loader = dk.Loader(
+        train, 5, seed=1, num_epochs=2, drop_last=False, shard_index=0, shard_count=1
+    )
     epochs: dict[int, list[int]] = {0: [], 1: []}
     for epoch, batch in loader.iter_with_epoch():
         assert batch["images"].dtype == np.float32 and batch["images"].shape[1:] == (8, 8, 3)
@@ -73,7 +75,9 @@ def test_split_and_loaders_over_a_cache(cache: Any) -> None:
     head = dk.split_dataset(cache, "train[:50%]")
     assert len(head) == 15
     simple = list(dk.create_simple_data_loader(val, 4))
-    assert sorted(np.concatenate([b["base_indices"] for b in simple]).tolist()) == sorted(val.indices.tolist())
+    assert sorted(np.concatenate([b["base_indices"] for b in simple]).tolist()) == sorted(
+        val.indices.tolist()
+    )
     prefetch = dk.PrefetchDataLoader(cache, 8, num_workers=2, prefetch_size=2)
     assert sorted(np.concatenate([b["indices"] for b in prefetch]).tolist()) == list(range(30))
 

@@ -72,7 +72,9 @@ def test_block_shuffle_is_a_local_permutation(n: int, block: int, window: int, s
 
 def test_block_shuffle_defaults_and_checks() -> None:
     assert dk.BlockShuffle(block_size=4).window == 64
-    order = dk.epoch_order(20, seed=1, epoch=0, shuffle=dk.BlockShuffle(block_size=5, window_size=1))
+    order = dk.epoch_order(
+        20, seed=1, epoch=0, shuffle=dk.BlockShuffle(block_size=5, window_size=1)
+    )
     blocks = order.reshape(4, 5)
     assert all(list(b) == list(range(b[0], b[0] + 5)) for b in blocks), "blocks stay whole"
     with pytest.raises(SpecError, match="block_size"):
@@ -173,7 +175,9 @@ def test_hosts_get_disjoint_slices_that_cover_the_epoch(
     order = dk.epoch_order(n, seed=seed, epoch=0)
     for step in range(n // global_batch):
         joined = np.concatenate([batches[step] for batches in per_host])
-        np.testing.assert_array_equal(joined, order[step * global_batch : (step + 1) * global_batch])
+        np.testing.assert_array_equal(
+            joined, order[step * global_batch : (step + 1) * global_batch]
+        )
 
 
 def test_default_shard_comes_from_jax(counting: Any) -> None:

@@ -48,7 +48,9 @@ def test_seed_loaders_cover_each_epoch_once(
     if shuffle and n >= 20:
         assert per_epoch[0] != per_epoch[1]
 
-    prefetch = dk.PrefetchDataLoader(data, batch_size, shuffle, 2, 2, drop_last=drop_last, seed=seed)
+    prefetch = dk.PrefetchDataLoader(
+        data, batch_size, shuffle, 2, 2, drop_last=drop_last, seed=seed
+    )
     assert [b["indices"].tolist() for b in prefetch] == [b.tolist() for b in simple]
     second = [i for b in prefetch for i in b["indices"].tolist()]
     assert second == per_epoch[1], "each iteration of a PrefetchDataLoader is the next epoch"
@@ -57,7 +59,9 @@ def test_seed_loaders_cover_each_epoch_once(
 
 def test_seed_loader_epochs_are_reproducible(counting: Any) -> None:
     data = counting(64)
-    run = lambda: [b["indices"].tolist() for _, b in dk.create_multi_epoch_data_loader(data, 16, 2, seed=9)]  # noqa: E731
+    run = lambda: [
+        b["indices"].tolist() for _, b in dk.create_multi_epoch_data_loader(data, 16, 2, seed=9)
+    ]  # noqa: E731
     assert run() == run()
     loader = dk.PrefetchDataLoader(data, 16, seed=9)
     loader.set_epoch(1)
@@ -87,7 +91,9 @@ def test_training_pipeline_normalises_per_image_and_augments() -> None:
     assert [b["indices"].tolist() for b in augmented] == [b["indices"].tolist() for b in plain]
     assert not np.array_equal(np.asarray(augmented[0]["images"]), images)
     again = list(dk.create_training_pipeline(data, 32, seed=1))
-    np.testing.assert_array_equal(np.asarray(again[1]["images"]), np.asarray(augmented[1]["images"]))
+    np.testing.assert_array_equal(
+        np.asarray(again[1]["images"]), np.asarray(augmented[1]["images"])
+    )
 
 
 def test_multi_modal_loader_aligns_rows(counting: Any) -> None:
@@ -105,7 +111,9 @@ def test_multi_modal_loader_aligns_rows(counting: Any) -> None:
         np.testing.assert_array_equal(batch["images"] * 10, batch["text_tokens"])
     free = list(dk.create_multi_modal_loader(Images(40), Texts(40), 8, align=False, seed=2))
     assert any(not np.array_equal(b["images"] * 10, b["text_tokens"]) for b in free)
-    assert sorted(np.concatenate([b["text_tokens"] for b in free]).tolist()) == list(range(0, 4000, 100))
+    assert sorted(np.concatenate([b["text_tokens"] for b in free]).tolist()) == list(
+        range(0, 4000, 100)
+    )
     with pytest.raises(SpecError, match="same length"):
         dk.create_multi_modal_loader(Images(40), Texts(41), 8)
 
@@ -115,7 +123,9 @@ def test_multi_modal_loader_aligns_rows(counting: Any) -> None:
 
 @settings(max_examples=50, deadline=None)
 @given(n=st.integers(0, 200), ratio=st.floats(0, 1), seed=st.integers(0, 100))
-def test_ratio_splits_are_disjoint_and_cover(counting: Any, n: int, ratio: float, seed: int) -> None:
+def test_ratio_splits_are_disjoint_and_cover(
+    counting: Any, n: int, ratio: float, seed: int
+) -> None:
     train, val = dk.split_dataset(counting(n), ratio, seed)
     assert len(train) == int(n * ratio) and len(train) + len(val) == n
     assert not set(train.indices.tolist()) & set(val.indices.tolist())
@@ -255,7 +265,12 @@ def test_validated_dataset_drops_invalid_rows_everywhere() -> None:
     strict = dk.ValidatedDataset(_Noisy(), on_invalid="raise")
     with pytest.raises(dk.SampleValidationError, match="sample 3"):
         strict.get_batch(indices=[1, 3])
-    seen = np.concatenate([b["indices"] for b in dk.Loader(data, 7, num_epochs=1, drop_last=False, shard_index=0, shard_count=1)])
+    seen = np.concatenate(
+        [
+            b["indices"]
+            for b in dk.Loader(data, 7, num_epochs=1, drop_last=False, shard_index=0, shard_count=1)
+        ]
+    )
     assert sorted(seen.tolist()) == [i for i in range(30) if i % 3 and i % 5]
     shaped = dk.ValidatedDataset(_Noisy(), shape=(3, 3, 1))
     assert shaped.get_batch(indices=[1, 2])["indices"].tolist() == []

@@ -151,3 +151,15 @@ def test_missing_source_and_unwritable_output(tmp_path, image_corpus):
     blocker.write_text("not a folder")
     with pytest.raises(OutputError):
         bake(BakeSpec(sources=(str(image_corpus.good[0]),), output=str(blocker / "cache")))
+
+
+def test_a_500_image_bake_compiles_a_handful_of_times(tmp_path):
+    from datakiln.testing.image_corpus import write_image_corpus
+
+    corpus = write_image_corpus(tmp_path / "raw", n=500, seed=5, broken=0)
+    spec = BakeSpec(sources=(str(corpus.root),), output=str(tmp_path / "c"), shard_size=128,
+                    image=ImageParams(height=32, width=32))  # fmt: skip
+    report = bake(spec)
+    assert report.baked == 500
+    # a handful of canvas buckets, each one static signature (two compiles at most)
+    assert 1 <= report.kernel_shapes <= 12, report.kernel_shapes

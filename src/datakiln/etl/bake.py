@@ -71,6 +71,7 @@ class BakeReport:
     wall_s: float = 0.0
     bytes_in: int = 0
     bytes_out: int = 0
+    kernel_shapes: int = 0
     stage_s: Mapping[str, float] = field(default_factory=dict)
 
     def summary_line(self) -> str:
@@ -83,7 +84,7 @@ class BakeReport:
             "rejected_by_reason": dict(self.rejected_by_reason), "shards": self.shards,
             "shards_skipped": self.shards_skipped, "up_to_date": self.up_to_date,
             "wall_s": self.wall_s, "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
-            "stage_s": dict(self.stage_s),
+            "kernel_shapes": self.kernel_shapes, "stage_s": dict(self.stage_s),
         }  # fmt: skip
 
 
@@ -393,7 +394,13 @@ def bake(
         markers = {**done, **{m["shard_id"]: m for m in new}}
         store_version = current["version"] if current is not None else 0
         return _commit(
-            plan, fields, markers, started, skipped=len(done), store_version=store_version
+            plan,
+            fields,
+            markers,
+            started,
+            skipped=len(done),
+            store_version=store_version,
+            new_markers=new,
         )
 
 
@@ -415,6 +422,7 @@ def _commit(
     *,
     skipped: int,
     store_version: int,
+    new_markers: list[Mapping[str, Any]],
 ) -> BakeReport:
     spec = plan.spec
     ordered = [markers[s.shard_id] for s in plan.shards]
@@ -439,6 +447,7 @@ def _commit(
     stage_s = {s: float(sum(m["timings"][s] for m in ordered)) for s in STAGES}
     bytes_in = int(sum(m["bytes_in"] for m in ordered))
     bytes_out = int(sum(m.get("bytes_out", 0) for m in ordered))
+    shapes = {tuple(shape) for m in new_markers for shape in m.get("kernel_shapes", [])}
 
     manifest = {
         "format": FORMAT_NAME,
@@ -475,7 +484,7 @@ def _commit(
         url=spec.output, cache_key=plan.cache_key, inputs=len(plan.inputs), baked=baked,
         rejected=len(rejections), rejected_by_reason=dict(by_reason), shards=len(ordered),
         shards_skipped=skipped, wall_s=time.perf_counter() - started, bytes_in=bytes_in,
-        bytes_out=bytes_out, stage_s=stage_s,
+        bytes_out=bytes_out, kernel_shapes=len(shapes), stage_s=stage_s,
     )  # fmt: skip
     if spec.max_rejected is not None and len(rejections) > spec.max_rejected:
         raise TooManyRejectedError(

@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from datakiln.cache.fingerprint import content_hash
 from datakiln.cache.layout import meta_part, store_fs
-from datakiln.etl.kernels.image import resize_images
+from datakiln.etl.kernels.image import ImageResizer
 from datakiln.etl.plan import ShardPlan
 from datakiln.etl.spec import ImageParams
 from datakiln.readers.image import DecodedImage, ImageDecodeError, decode_image
@@ -120,10 +120,9 @@ def bake_image_shard(task: Mapping[str, Any]) -> dict[str, Any]:
 
     images_field = fields["images"]
     pixels = np.zeros((shard.capacity, *images_field.sample_shape), dtype=np.uint8)
+    resizer = ImageResizer(height=image.height, width=image.width)
     if kept:
-        pixels[: len(kept)] = resize_images(
-            [d for _, _, d in kept], height=image.height, width=image.width
-        )
+        resizer.resize([d for _, _, d in kept], out=pixels[: len(kept)])
     t3 = time.perf_counter()
     timings["kernel"] = t3 - t2
 
@@ -188,6 +187,8 @@ def bake_image_shard(task: Mapping[str, Any]) -> dict[str, Any]:
         "label_counts": (np.bincount(labels[:n]).tolist() if labels is not None and n else []),
         "checksums": checksums,
         "timings": timings,
+        # static kernel signatures used; each costs at most two compiles per process
+        "kernel_shapes": sorted(list(shape) for shape in resizer.kernel_shapes),
     }
     write_marker(fs, root, generation, shard.shard_id, marker)
     logger.debug("shard %d: %d baked, %d rejected", shard.shard_id, n, len(rejections))
