@@ -54,6 +54,8 @@ fi
 
 log "building wheels on the host"
 "$PY" -m pip wheel -q --wheel-dir docker/wheelhouse . 2>&1 | grep -v '^WARNING' || true
+# the image builds datakiln from its own source, so its build backend must be there too
+"$PY" -m pip download -q -d docker/wheelhouse 'setuptools>=68' wheel 2>&1 | grep -v '^WARNING' || true
 log "building datakiln:latest"
 DOCKER_BUILDKIT=0 docker build -q -f docker/Dockerfile --build-arg BASE="$BASE_TAG" \
   --build-arg OFFLINE=1 -t datakiln:latest . >/dev/null

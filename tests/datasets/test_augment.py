@@ -33,8 +33,10 @@ def test_image_augmentation_properties(seed: int, key_seed: int) -> None:
     images = _images(shape, seed)
     key = jax.random.key(key_seed)
     out = dk.augment_images(images, key)
-    assert out.shape == images.shape and out.dtype == images.dtype
-    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    assert out.shape == images.shape
+    assert out.dtype == images.dtype
+    assert float(out.min()) >= 0.0
+    assert float(out.max()) <= 1.0
     keys = jax.random.split(key, shape[0])
     eager = [dk.augment_image(images[i], keys[i]) for i in range(shape[0])]
     np.testing.assert_allclose(np.asarray(out), np.stack(eager), rtol=1e-5, atol=1e-6)
@@ -52,8 +54,10 @@ def test_image_augmentation_rotates_square_images_and_keeps_non_square_shapes() 
     assert len(outs) == 4  # identity, flips and rotations of a ramp give four distinct images
     wide = jnp.broadcast_to(jnp.arange(6.0)[None, :, None] / 6, (2, 4, 6, 1))
     outs = dk.augment_batch_jit(wide, jax.random.key(0))
-    assert outs.shape == (2, 4, 6, 1) and outs.dtype == jnp.float32
-    assert float(outs.min()) >= 0.0 and float(outs.max()) <= 1.0
+    assert outs.shape == (2, 4, 6, 1)
+    assert outs.dtype == jnp.float32
+    assert float(outs.min()) >= 0.0
+    assert float(outs.max()) <= 1.0
 
 
 def test_batch_augmentation_differs_per_sample_and_per_key() -> None:
@@ -81,8 +85,10 @@ def test_text_augmentation_properties(seed: int, key_seed: int) -> None:
     )
     key = jax.random.key(key_seed)
     out = dk.augment_text_array(tokens, vocab, key)
-    assert out.shape == tokens.shape and out.dtype == jnp.int32
-    assert int(out.min()) >= 0 and int(out.max()) < vocab
+    assert out.shape == tokens.shape
+    assert out.dtype == jnp.int32
+    assert int(out.min()) >= 0
+    assert int(out.max()) < vocab
     reserved = np.asarray(tokens) < 4
     np.testing.assert_array_equal(np.asarray(out)[reserved], np.asarray(tokens)[reserved])
     keys = jax.random.split(key, 4)
@@ -97,7 +103,8 @@ def test_text_masking_rate() -> None:
     out = np.asarray(dk.augment_text_array(tokens, 1000, jax.random.key(0)))
     masked = (out == 1).mean()
     replaced = ((out != 1) & (out != 10)).mean()
-    assert 0.10 < masked < 0.20 and 0.02 < replaced < 0.08
+    assert 0.10 < masked < 0.20
+    assert 0.02 < replaced < 0.08
 
 
 @settings(max_examples=8, deadline=None)
@@ -108,7 +115,8 @@ def test_audio_augmentation_properties(seed: int, key_seed: int, silent: bool) -
         audio = jnp.zeros_like(audio)
     key = jax.random.key(key_seed)
     out = dk.augment_audio_array(audio, 16000, key)
-    assert out.shape == audio.shape and out.dtype == audio.dtype
+    assert out.shape == audio.shape
+    assert out.dtype == audio.dtype
     assert float(jnp.abs(out).max()) <= 1.0
     if not silent:
         np.testing.assert_allclose(np.abs(np.asarray(out)).max(axis=1), 1.0, rtol=1e-6)
@@ -125,4 +133,6 @@ def test_audio_shift_is_circular_and_bounded() -> None:
         functools.partial(dk.augment_audio, scale=(1, 1), max_noise=0.0), static_argnums=1
     )
     peaks = {int(np.asarray(shift(pulse, 16000, jax.random.key(k))).argmax()) for k in range(30)}
-    assert min(peaks) >= 40 and max(peaks) <= 60 and len(peaks) > 5
+    assert min(peaks) >= 40
+    assert max(peaks) <= 60
+    assert len(peaks) > 5

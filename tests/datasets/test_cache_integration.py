@@ -61,7 +61,8 @@ class TestCachedDatasetConformance(DatasetTests):
 
 
 def test_split_and_loaders_over_a_cache(cache: Any) -> None:
-    assert isinstance(cache, dk.BaseDataset) and len(cache) == 30
+    assert isinstance(cache, dk.BaseDataset)
+    assert len(cache) == 30
     train, val = dk.split_dataset(cache, 0.8)
     assert (len(train), len(val)) == (24, 6)
     loader = dk.Loader(
@@ -69,7 +70,8 @@ def test_split_and_loaders_over_a_cache(cache: Any) -> None:
     )
     epochs: dict[int, list[int]] = {0: [], 1: []}
     for epoch, batch in loader.iter_with_epoch():
-        assert batch["images"].dtype == np.float32 and batch["images"].shape[1:] == (8, 8, 3)
+        assert batch["images"].dtype == np.float32
+        assert batch["images"].shape[1:] == (8, 8, 3)
         epochs[epoch].extend(batch["base_indices"].tolist())
     assert sorted(epochs[0]) == sorted(epochs[1]) == sorted(train.indices.tolist())
     head = dk.split_dataset(cache, "train[:50%]")
@@ -88,7 +90,8 @@ def test_transforms_validation_and_augmentation_over_a_cache(cache: Any) -> None
     augmented = dk.augment_batch(cache.get_batch(indices=range(4)), jax.random.key(0))
     assert augmented["images"].shape == (4, 8, 8, 3)
     valid = dk.ValidatedDataset(cache)
-    assert valid.shape is None and len(valid.get_batch(indices=range(30))["indices"]) == 30
+    assert valid.shape is None
+    assert len(valid.get_batch(indices=range(30))["indices"]) == 30
     labels = dk.TransformDataset(None, cache, [lambda b: {**b, "labels": b["labels"] * 0}])
     assert set(labels.get_batch(8)["labels"].tolist()) == {0}
     resumed = dk.Loader(cache, 7, seed=3, shard_index=0, shard_count=1)

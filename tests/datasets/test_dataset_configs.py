@@ -22,9 +22,11 @@ def test_image_config_defaults_channels_and_round_trip() -> None:
     config = dk.ImageModalityConfig(
         representation=dk.ImageRepresentation.GRAYSCALE, height=28, width=20, normalize=False
     )
-    assert config.channels == 1 and config.shape == (28, 20, 1)
+    assert config.channels == 1
+    assert config.shape == (28, 20, 1)
     again = dk.ImageModalityConfig.from_dict(json.loads(json.dumps(config.to_dict())))
-    assert again == config and hash(again) == hash(config)
+    assert again == config
+    assert hash(again) == hash(config)
     assert dk.ImageModalityConfig(representation="RGBA").channels == 4
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.height = 3  # type: ignore[misc]
@@ -55,7 +57,7 @@ def test_audio_config() -> None:
     assert dk.AudioModalityConfig.from_dict(config.to_dict()) == config
     with pytest.raises(SpecError, match="duration"):
         dk.AudioModalityConfig(duration=0.0)
-    with pytest.raises(SpecError, match="from_dict|no field"):
+    with pytest.raises(SpecError, match="no field"):
         dk.AudioModalityConfig.from_dict({"rate": 1})
 
 
@@ -99,8 +101,12 @@ def test_fnv1a_reference_values() -> None:
 def test_tokenize_layout_case_and_unicode_whitespace() -> None:
     kw = {"vocab_size": 1000, "max_length": 8}
     tokens, length = dk.word_hash_tokenize("Hello\u3000WORLD\n", **kw)
-    word = lambda w: dk.word_hash(w) % 996 + 4  # noqa: E731
-    assert tokens.dtype == np.int32 and tokens.shape == (8,)
+
+    def word(w):
+        return dk.word_hash(w) % 996 + 4
+
+    assert tokens.dtype == np.int32
+    assert tokens.shape == (8,)
     assert tokens.tolist() == [2, word("hello"), word("world"), 3, 0, 0, 0, 0]
     assert length == 4
     cased, _ = dk.word_hash_tokenize("Hello", case_sensitive=True, **kw)
@@ -112,7 +118,9 @@ def test_tokenize_layout_case_and_unicode_whitespace() -> None:
 
 def test_truncation_keeps_eos_last() -> None:
     tokens, length = dk.word_hash_tokenize("a b c d e f", vocab_size=50, max_length=4)
-    assert length == 4 and tokens[0] == 2 and tokens[-1] == 3
+    assert length == 4
+    assert tokens[0] == 2
+    assert tokens[-1] == 3
     assert tokens[1:3].tolist() == [dk.word_hash(w) % 46 + 4 for w in "ab"]
     assert dk.word_hash_tokenize("a b", vocab_size=50, max_length=1)[0].tolist() == [3]
 
@@ -129,7 +137,8 @@ def test_tokenize_properties(text: str, max_length: int, vocab_size: int) -> Non
     )
     words = text.casefold().split()
     assert length == min(len(words) + 2, max_length)
-    assert tokens[length - 1] == 3 and (tokens[length:] == 0).all()
+    assert tokens[length - 1] == 3
+    assert (tokens[length:] == 0).all()
     assert ((tokens[1 : length - 1] >= 4) & (tokens[1 : length - 1] < vocab_size)).all()
 
 

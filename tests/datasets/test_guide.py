@@ -126,7 +126,7 @@ BLOCKS = guide_blocks()
 
 def context(**sizes: int) -> dict[str, Any]:
     """What the blocks take from earlier blocks and the prose, made with datakiln."""
-    from typing import Iterator  # noqa: UP035 - the guide's own import
+    from collections.abc import Iterator
 
     n = {"dataset": 10000, "train": 512, **sizes}
     rngs = dk.rngs.Rngs(0)
@@ -219,7 +219,8 @@ def _synthetic_images(ns: dict[str, Any]) -> None:
     for name in ("random_dataset", "gradient_dataset", "checkerboard_dataset", "circles_dataset"):
         images = ns[name].get_batch(4)["images"]
         assert images.shape == (4, 32, 32, 3)
-        assert 0.0 <= images.min() and images.max() <= 1.0
+        assert images.min() >= 0.0
+        assert images.max() <= 1.0
     assert ns["mnist_dataset"][0]["images"].shape == (28, 28, 1)
     assert len(ns["mnist_dataset"]) == 60000
 
@@ -231,8 +232,10 @@ def _iterating(ns: dict[str, Any]) -> None:
 
 def _arrays(ns: dict[str, Any]) -> None:
     out = ns["processed_images"]
-    assert out.shape == (2, 32, 32, 3) and out.dtype == jnp.float32
-    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    assert out.shape == (2, 32, 32, 3)
+    assert out.dtype == jnp.float32
+    assert float(out.min()) >= 0.0
+    assert float(out.max()) <= 1.0
 
 
 def _text_batch(ns: dict[str, Any]) -> None:
@@ -251,7 +254,8 @@ def _audio(ns: dict[str, Any]) -> None:
     sample = ns["sample"]
     assert sample["audio"].shape == (16000,)
     assert sample["audio_type"] == "sine"
-    assert sample["sample_rate"] == 16000 and sample["duration"] == 1.0
+    assert sample["sample_rate"] == 16000
+    assert sample["duration"] == 1.0
 
 
 def _audio_batch(ns: dict[str, Any]) -> None:
@@ -314,13 +318,15 @@ def _augment(ns: dict[str, Any]) -> None:
 def _text_augment(ns: dict[str, Any]) -> None:
     batch = {"text_tokens": jnp.array([[2, 10, 11, 12, 3, 0]] * 3, jnp.int32)}
     out = ns["augment_text_batch"](batch, 100, jax.random.key(0))["text_tokens"]
-    assert out.shape == (3, 6) and out.dtype == jnp.int32
+    assert out.shape == (3, 6)
+    assert out.dtype == jnp.int32
 
 
 def _audio_augment(ns: dict[str, Any]) -> None:
     batch = {"audio": jnp.sin(jnp.linspace(0.0, 50.0, 2 * 400)).reshape(2, 400)}
     out = ns["augment_audio_batch"](batch, 16000, jax.random.key(0))["audio"]
-    assert out.shape == (2, 400) and float(jnp.abs(out).max()) <= 1.0
+    assert out.shape == (2, 400)
+    assert float(jnp.abs(out).max()) <= 1.0
 
 
 def _multi_epoch(ns: dict[str, Any]) -> None:
@@ -354,7 +360,8 @@ def _split(ns: dict[str, Any]) -> None:
 def _pipeline(ns: dict[str, Any]) -> None:
     images = ns["batch"]["images"]
     assert images.shape == (128, 32, 32, 3)
-    assert float(images.min()) >= 0.0 and float(images.max()) <= 1.0
+    assert float(images.min()) >= 0.0
+    assert float(images.max()) <= 1.0
 
 
 def _multi_modal_loader(ns: dict[str, Any]) -> None:
@@ -435,7 +442,8 @@ def test_rewrite_changes_only_imports_and_provided_definitions() -> None:
         assert len(original) == len(rewritten)
         for old, new in zip(original, rewritten, strict=True):
             if ast.unparse(new) != ast.unparse(old):
-                assert isinstance(new, ast.ImportFrom) and new.module == "datakiln.datasets"
+                assert isinstance(new, ast.ImportFrom)
+                assert new.module == "datakiln.datasets"
                 assert isinstance(old, ast.ImportFrom | ast.FunctionDef | ast.ClassDef)
 
 

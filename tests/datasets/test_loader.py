@@ -115,7 +115,8 @@ def test_each_epoch_visits_every_sample_once(
     if drop_last:
         assert set(sizes) <= {batch_size}
     assert len(loader) == (n // batch_size if drop_last else -(-n // batch_size))
-    assert loader.epoch == 2 and loader.step == 0
+    assert loader.epoch == 2
+    assert loader.step == 0
 
 
 def test_same_seed_same_order_other_epoch_other_order(counting: Any) -> None:
@@ -127,7 +128,8 @@ def test_same_seed_same_order_other_epoch_other_order(counting: Any) -> None:
     first = run(3)
     assert first == run(3)
     assert first[:5] != first[5:], "epochs differ"
-    assert sorted(sum(first[:5], [])) == sorted(sum(first[5:], [])) == list(range(50))
+    assert sorted(np.concatenate(first[:5]).tolist()) == list(range(50))
+    assert sorted(np.concatenate(first[5:]).tolist()) == list(range(50))
     assert first != run(4)
 
 
@@ -389,7 +391,8 @@ def test_loader_over_synthetic_data_with_device_put() -> None:
     data = dk.SyntheticImageDataset(config, 100, "random", rngs=0)
     loader = dk.Loader(data, 32, num_epochs=1, device_put=True, **_one_host())
     batches = list(loader)
-    assert len(batches) == 3 and batches[0]["images"].shape == (32, 32, 32, 3)
+    assert len(batches) == 3
+    assert batches[0]["images"].shape == (32, 32, 32, 3)
     np.testing.assert_array_equal(
         np.asarray(batches[1]["images"][0]), data[int(batches[1]["indices"][0])]["images"]
     )

@@ -59,9 +59,12 @@ def test_seed_loaders_cover_each_epoch_once(
 
 def test_seed_loader_epochs_are_reproducible(counting: Any) -> None:
     data = counting(64)
-    run = lambda: [
-        b["indices"].tolist() for _, b in dk.create_multi_epoch_data_loader(data, 16, 2, seed=9)
-    ]  # noqa: E731
+
+    def run():
+        return [
+            b["indices"].tolist() for _, b in dk.create_multi_epoch_data_loader(data, 16, 2, seed=9)
+        ]
+
     assert run() == run()
     loader = dk.PrefetchDataLoader(data, 16, seed=9)
     loader.set_epoch(1)
@@ -127,7 +130,8 @@ def test_ratio_splits_are_disjoint_and_cover(
     counting: Any, n: int, ratio: float, seed: int
 ) -> None:
     train, val = dk.split_dataset(counting(n), ratio, seed)
-    assert len(train) == int(n * ratio) and len(train) + len(val) == n
+    assert len(train) == int(n * ratio)
+    assert len(train) + len(val) == n
     assert not set(train.indices.tolist()) & set(val.indices.tolist())
     assert sorted([*train.indices.tolist(), *val.indices.tolist()]) == list(range(n))
     again, _ = dk.split_dataset(counting(n), ratio, seed)
@@ -171,7 +175,8 @@ def test_subsets_read_the_base_by_index_in_constant_time(counting: Any) -> None:
     base.rows_read = 0
     sample = val[5]
     assert base.rows_read == 1, "one row read, not an iteration of the base"
-    assert sample["index"] == 5 and sample["base_indices"] == val.indices[5]
+    assert sample["index"] == 5
+    assert sample["base_indices"] == val.indices[5]
     assert sample["names"] == f"s{val.indices[5]}"
     batch = train.get_batch(indices=[0, 1])
     np.testing.assert_array_equal(batch["base_indices"], train.indices[:2])
@@ -214,7 +219,8 @@ def test_transform_dataset(counting: Any, iter_only: Any) -> None:
     data = dk.TransformDataset(None, base, [_double, _double])
     assert data[3]["values"].tolist() == [12.0, 12.0]
     assert base[3]["values"].tolist() == [3.0, 3.0], "the base is untouched"
-    assert data.split == "train" and len(data) == 10
+    assert data.split == "train"
+    assert len(data) == 10
     seed_style = dk.TransformDataset(None, iter_only(3), [_double])
     assert [s["values"][0] for s in seed_style] == [0.0, 2.0, 4.0]
     assert seed_style.get_batch(2)["values"].shape == (2, 2)

@@ -55,7 +55,8 @@ def test_audio_types_cycle_and_chirp_sweeps_200_to_800_hz() -> None:
     data = dk.SyntheticAudioDataset(config, 9, ["sine", "noise", "chirp"], rngs=0)
     batch = data.get_batch(indices=np.arange(9))
     assert batch["audio_type"] == ["sine", "noise", "chirp"] * 3
-    assert batch["audio"].shape == (9, 16000) and batch["audio"].dtype == np.float32
+    assert batch["audio"].shape == (9, 16000)
+    assert batch["audio"].dtype == np.float32
     np.testing.assert_allclose(np.abs(batch["audio"]).max(axis=1), 1.0, rtol=1e-6)
     chirp = batch["audio"][2]
     assert _zero_crossing_hz(chirp[:800], 16000) == pytest.approx(207.5, abs=25)
@@ -70,7 +71,8 @@ def test_audio_types_cycle_and_chirp_sweeps_200_to_800_hz() -> None:
 def test_audio_collate_fn_and_factory() -> None:
     data = dk.create_audio_dataset("synthetic", SHORT_AUDIO, n_samples=10, audio_types=["noise"])
     batch = data.collate_fn([data[0], data[5]])
-    assert batch["audio"].shape == (2, 2000) and batch["audio_type"] == ["noise", "noise"]
+    assert batch["audio"].shape == (2, 2000)
+    assert batch["audio_type"] == ["noise", "noise"]
     np.testing.assert_array_equal(batch["indices"], [0, 5])
     raw = dk.SyntheticAudioDataset(
         dk.AudioModalityConfig(sample_rate=8000, duration=0.25, normalize=False), 3
@@ -115,8 +117,10 @@ def test_alignment_strength_sets_how_much_the_latent_decides() -> None:
 def test_multi_modal_values_and_subsets_of_modalities() -> None:
     batch = _mm(0.5).get_batch(indices=np.arange(32))
     assert list(batch) == ["image", "text", "audio", "alignment_score", "latent", "indices"]
-    assert 0 < batch["image"].min() and batch["image"].max() < 1
-    assert batch["text"].min() >= 4 and batch["text"].max() < 100
+    assert batch["image"].min() > 0
+    assert batch["image"].max() < 1
+    assert batch["text"].min() >= 4
+    assert batch["text"].max() < 100
     assert np.abs(batch["audio"]).max() == pytest.approx(1.0)
     only = dk.MultiModalDataset(["text"], 10, 0.5, text_vocab_size=50, text_sequence_length=4)
     assert set(only[0]) == {"text", "alignment_score", "latent", "index"}

@@ -7,7 +7,6 @@ tests share compilations with the guide's.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import numpy as np
 import pytest
@@ -43,8 +42,10 @@ def test_patterns_are_in_range_and_fixed(pattern: str) -> None:
     data = dk.SyntheticImageDataset(RGB32, 5000, pattern, rngs=3)
     batch = data.get_batch(indices=np.arange(40, 80))
     images = batch["images"]
-    assert images.shape == (40, 32, 32, 3) and images.dtype == np.float32
-    assert images.min() >= 0.0 and images.max() <= 1.0
+    assert images.shape == (40, 32, 32, 3)
+    assert images.dtype == np.float32
+    assert images.min() >= 0.0
+    assert images.max() <= 1.0
     assert images.std() > 0.05, "patterns vary"
     again = data.get_batch(indices=[41])["images"][0]
     np.testing.assert_array_equal(again, images[1])
@@ -58,7 +59,8 @@ def test_gradient_spans_a_ramp() -> None:
         # A linear ramp: along its direction the colour changes monotonically end to end.
         lum = image.mean(axis=2)
         corners = [lum[0, 0], lum[0, -1], lum[-1, 0], lum[-1, -1]]
-        assert lum.min() >= min(corners) - 1e-5 and lum.max() <= max(corners) + 1e-5
+        assert lum.min() >= min(corners) - 1e-5
+        assert lum.max() <= max(corners) + 1e-5
 
 
 def test_checkerboard_has_two_colours() -> None:
@@ -69,14 +71,17 @@ def test_checkerboard_has_two_colours() -> None:
 def test_unnormalised_images_use_0_to_255() -> None:
     config = dk.ImageModalityConfig(height=32, width=32, normalize=False)
     images = dk.SyntheticImageDataset(config, 64, "random", rngs=0).get_batch(16)["images"]
-    assert images.max() > 200 and images.max() <= 255 and images.min() >= 0
+    assert images.max() > 200
+    assert images.max() <= 255
+    assert images.min() >= 0
 
 
 def test_huge_datasets_are_lazy() -> None:
     start = time.perf_counter()
     data = dk.SyntheticImageDataset(RGB32, 2_000_000_000, "random", rngs=0)
     sample = data[1_999_999_999]
-    assert sample["images"].shape == (32, 32, 3) and sample["index"] == 1_999_999_999
+    assert sample["images"].shape == (32, 32, 3)
+    assert sample["index"] == 1_999_999_999
     assert time.perf_counter() - start < 30
     with pytest.raises(SpecError, match="2\\*\\*31"):
         dk.SyntheticImageDataset(RGB32, 2**31, "random")
@@ -115,7 +120,8 @@ def test_mnist_like_classes_are_distinct_and_recognisable() -> None:
     data = dk.MNISTLikeDataset(GRAY28, 60000, num_classes=10, rngs=5)
     batch = data.get_batch(indices=np.arange(64))
     labels = batch["labels"]
-    assert labels.dtype == np.int32 and set(labels.tolist()) == set(range(10))
+    assert labels.dtype == np.int32
+    assert set(labels.tolist()) == set(range(10))
     templates = data.templates()
     assert templates.shape == (10, 28, 28, 1)
     flat = templates.reshape(10, -1)
@@ -139,8 +145,10 @@ def test_all_36_glyphs_differ() -> None:
 def test_process_resizes_and_normalises_uint8() -> None:
     raw = np.random.default_rng(0).integers(0, 256, (3, 64, 48, 3), dtype=np.uint8)
     out = np.asarray(dk.ImageModality(RGB32).process(raw))
-    assert out.shape == (3, 32, 32, 3) and out.dtype == np.float32
-    assert out.min() >= 0 and out.max() <= 1
+    assert out.shape == (3, 32, 32, 3)
+    assert out.dtype == np.float32
+    assert out.min() >= 0
+    assert out.max() <= 1
     # Antialiased downscaling averages: a random image's mean is kept, its noise smoothed.
     np.testing.assert_allclose(out.mean(), raw.mean() / 255, atol=0.01)
     assert out.std() < raw.std() / 255
@@ -150,7 +158,10 @@ def test_process_samples_a_smooth_image_at_pixel_centres() -> None:
     # A slow wave survives antialiased 2x downscaling: output pixel x sits at input pixel
     # position 2x + 0.5, where the wave is evaluated (the filter barely attenuates it).
     x = np.arange(64, dtype=np.float32)
-    wave = lambda pos: 0.5 + 0.4 * np.sin(2 * np.pi * pos / 64)  # noqa: E731
+
+    def wave(pos):
+        return 0.5 + 0.4 * np.sin(2 * np.pi * pos / 64)
+
     raw = np.broadcast_to(wave(x)[None, :, None], (64, 64, 3))
     out = np.asarray(dk.ImageModality(RGB32).process(raw))
     expected = wave(2 * np.arange(32, dtype=np.float32) + 0.5)
@@ -187,4 +198,5 @@ def test_create_image_dataset_kinds() -> None:
         dk.create_image_dataset("mnist_like", GRAY28, dataset_size=5), dk.MNISTLikeDataset
     )
     made = dk.create_image_dataset("synthetic", RGB32, pattern_type="circles", dataset_size=5)
-    assert isinstance(made, dk.SyntheticImageDataset) and made.pattern_type == "circles"
+    assert isinstance(made, dk.SyntheticImageDataset)
+    assert made.pattern_type == "circles"

@@ -55,14 +55,17 @@ def _words(pattern: str, n: int = 64) -> list[list[str]]:
 
 def test_palindromes_read_the_same_backwards() -> None:
     for words in _words("palindromes"):
-        assert words == words[::-1] and 3 <= len(words) <= 16
+        assert words == words[::-1]
+        assert 3 <= len(words) <= 16
 
 
 def test_sequences_are_arithmetic_progressions() -> None:
     for words in _words("sequences"):
         numbers = np.array([int(w) for w in words])
         steps = set(np.diff(numbers).tolist())
-        assert len(steps) == 1 and 1 <= steps.pop() <= 5 and 5 <= len(numbers) <= 20
+        assert len(steps) == 1
+        assert 1 <= steps.pop() <= 5
+        assert 5 <= len(numbers) <= 20
 
 
 def test_repeated_phrases_repeat() -> None:
@@ -84,23 +87,27 @@ def test_simple_text_dataset_access_and_stats() -> None:
     data = dk.SimpleTextDataset(SHORT, texts, rngs=0)
     assert data.get_sample_text(1) == "the QUICK fox"
     sample = data[0]
-    assert sample["text"] == texts[0] and sample["index"] == 0
+    assert sample["text"] == texts[0]
+    assert sample["index"] == 0
     assert sample["text_tokens"].shape == (12,)
     stats = data.get_vocab_stats()
     # bos, eos and the words the, quick, brown, fox, deep, nets, learn (case folded).
     assert stats["unique_tokens"] == 9
     assert stats["vocab_coverage"] == pytest.approx(9 / 500)
-    assert stats["total_sequences"] == 3 and stats["max_length"] == 12
+    assert stats["total_sequences"] == 3
+    assert stats["max_length"] == 12
     assert stats["mean_length"] == pytest.approx((6 + 5 + 5) / 3)
     batch = data.get_batch(32)
-    assert batch["text_tokens"].shape == (32, 12) and len(batch["texts"]) == 32
+    assert batch["text_tokens"].shape == (32, 12)
+    assert len(batch["texts"]) == 32
 
 
 def test_synthetic_stats_and_sample_text() -> None:
     data = dk.SyntheticTextDataset(SHORT, 100, "sequences", rngs=0)
     assert data.get_sample_text(7) == data[7]["text"]
     stats = data.get_vocab_stats()
-    assert stats["total_sequences"] == 100 and 0 < stats["vocab_coverage"] <= 1
+    assert stats["total_sequences"] == 100
+    assert 0 < stats["vocab_coverage"] <= 1
 
 
 def test_text_errors() -> None:
