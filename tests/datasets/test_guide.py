@@ -1,6 +1,7 @@
 """Every Python block of the seed's data-loading guide runs against datakiln.
 
-The guide (a verbatim copy in ``data/``) is parsed here and each ```` ```python ```` block is
+The guide (a verbatim copy in ``data/``, checked against ``shared/`` when it is there) is
+parsed here and each ```` ```python ```` block is
 rewritten mechanically, exactly as ``docs/seed-api.md`` describes:
 
 * ``from artifex.<anything> import X`` becomes ``from datakiln.datasets import X``, and
@@ -31,7 +32,8 @@ import pytest
 
 import datakiln.datasets as dk
 
-GUIDE = Path(__file__).parent / "data" / "data-loading-guide.md"
+# A verbatim copy of shared/seed/data-loading-guide.md (.txt so that formatters leave it alone).
+GUIDE = Path(__file__).parent / "data" / "data-loading-guide.md.txt"
 
 # Names the guide defines in its own code that datakiln.datasets provides.
 PROVIDED = frozenset(
@@ -417,6 +419,13 @@ CHECKS: dict[int, Callable[..., None]] = {
     29: _batch_sizes,
     30: _corruption,
 }
+
+
+def test_the_copy_is_the_seed_guide() -> None:
+    seed = Path(__file__).parents[3] / "shared" / "seed" / "data-loading-guide.md"
+    if not seed.exists():
+        pytest.skip(f"no seed guide at {seed}")
+    assert GUIDE.read_bytes() == seed.read_bytes()
 
 
 def test_the_guide_has_the_blocks_this_file_expects() -> None:

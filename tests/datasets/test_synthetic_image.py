@@ -53,6 +53,13 @@ def test_patterns_are_in_range_and_fixed(pattern: str) -> None:
     assert not np.array_equal(other["images"][0], images[1]), "the seed matters"
 
 
+def test_samples_are_the_same_in_any_batch() -> None:
+    # Batches are padded to power-of-two buckets: 1 and 200 indices run different programs.
+    data = dk.SyntheticImageDataset(RGB32, 1000, "circles", rngs=6)
+    alone = data.get_batch(indices=[150])["images"][0]
+    np.testing.assert_array_equal(data.get_batch(indices=np.arange(200))["images"][150], alone)
+
+
 def test_gradient_spans_a_ramp() -> None:
     images = dk.SyntheticImageDataset(RGB32, 64, "gradient", rngs=0).get_batch(indices=range(8))
     for image in images["images"]:
