@@ -15,7 +15,8 @@ from datakiln.errors import SpecError
 
 
 class FakeNnxRngs:
-    """Duck-typed like flax.nnx.Rngs(0): a `default` stream only, `in` on stream names."""
+    """Duck-typed like flax.nnx.Rngs(0): a `default` stream only, `in` on stream names, and
+    (like nnx) any other attribute name answered with the default stream, `dtype` included."""
 
     def __init__(self, seed: int) -> None:
         self.key = jax.random.key(seed)
@@ -23,6 +24,11 @@ class FakeNnxRngs:
 
     def __contains__(self, name: str) -> bool:
         return name == "default"
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self.default
 
     def default(self) -> jax.Array:
         self.count += 1

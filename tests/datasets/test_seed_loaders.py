@@ -45,7 +45,7 @@ def test_seed_loaders_cover_each_epoch_once(
     for seen_epoch in per_epoch.values():
         assert len(seen_epoch) == len(set(seen_epoch)) == expected
     assert per_epoch[0] == seen.tolist(), "epoch 0 is the simple loader's epoch"
-    if shuffle and n >= 20:
+    if shuffle and expected >= 20:
         assert per_epoch[0] != per_epoch[1]
 
     prefetch = dk.PrefetchDataLoader(
@@ -119,6 +119,19 @@ def test_multi_modal_loader_aligns_rows(counting: Any) -> None:
     )
     with pytest.raises(SpecError, match="same length"):
         dk.create_multi_modal_loader(Images(40), Texts(41), 8)
+
+
+def test_multi_modal_loader_over_iterable_only_datasets(iter_only: Any) -> None:
+    class Seed(iter_only):  # type: ignore[misc, valid-type]
+        def __iter__(self):  # type: ignore[no-untyped-def]
+            for sample in super().__iter__():
+                yield {**sample, "images": sample["values"], "text_tokens": sample["values"] * 2}
+
+    batches = list(dk.create_multi_modal_loader(Seed(5), Seed(5), 2, shuffle=False))
+    assert [b["indices"].tolist() for b in batches] == [[0, 1], [2, 3]]
+    np.testing.assert_array_equal(batches[1]["text_tokens"], batches[1]["images"] * 2)
+    with pytest.raises(dk.RandomAccessError):
+        dk.create_multi_modal_loader(Seed(5), Seed(5), 2)
 
 
 # --- splits ---------------------------------------------------------------------------------------

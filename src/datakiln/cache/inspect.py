@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from datakiln.cache.layout import check_relative, store_fs
@@ -35,7 +35,7 @@ def describe_cache(url: str, storage_options: Mapping[str, Any] | None = None) -
             "codec": field.get("codec"), "on_disk_bytes": on_disk, "in_memory_bytes": in_memory,
             "compression_ratio": round(in_memory / on_disk, 3) if on_disk else None,
         }  # fmt: skip
-    rejected = pq.read_table(io.BytesIO(fs.cat_file(f"{root}/{manifest['rejected']}")))
+    rejected = pq.read_table(pa.BufferReader(fs.cat_file(f"{root}/{manifest['rejected']}")))
     by_reason: dict[str, list[str]] = {}
     for row in rejected.to_pylist():
         key = f"{row['stage']}: {row['error_type']}"

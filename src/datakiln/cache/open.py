@@ -98,14 +98,13 @@ class CachedDataset(BaseDataset):
 
         Reads every live shard's Parquet part: a pyarrow Table with one row per sample.
         """
-        import io
 
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         fs, root = store_fs(self.url, self._storage_options)
         parts = [
-            pq.read_table(io.BytesIO(fs.cat_file(f"{root}/{check_relative(s['meta'])}")))
+            pq.read_table(pa.BufferReader(fs.cat_file(f"{root}/{check_relative(s['meta'])}")))
             for s in self.manifest["shards"]
         ]
         return pa.concat_tables(parts)

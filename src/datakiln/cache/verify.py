@@ -8,12 +8,12 @@ rejected table holds as many rows as the manifest counts.
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from datakiln.cache.fingerprint import content_hash
@@ -92,7 +92,7 @@ def verify_cache(url: str, storage_options: Mapping[str, Any] | None = None) -> 
                     f"shard {sid}: {key} does not match its checksum ({len(data)} bytes)"
                 )
     try:
-        rejected = pq.read_table(io.BytesIO(fs.cat_file(f"{root}/{manifest['rejected']}")))
+        rejected = pq.read_table(pa.BufferReader(fs.cat_file(f"{root}/{manifest['rejected']}")))
         if rejected.num_rows != manifest["counts"]["rejected"]:
             problems.append(
                 f"rejected.parquet has {rejected.num_rows} rows, manifest counts "

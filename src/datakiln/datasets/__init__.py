@@ -13,7 +13,7 @@ Everything the seed's data-loading guide imports from ``artifex`` is importable 
 * loaders: the seed's loaders, :func:`split_dataset`, and :class:`Loader`.
 """
 
-from datakiln.datasets import rngs
+from datakiln.datasets import rngs  # noqa: F401  (``rngs as nnx`` stands in for flax's nnx)
 from datakiln.datasets._errors import RandomAccessError, SampleValidationError
 from datakiln.datasets.audio import SyntheticAudioDataset, create_audio_dataset
 from datakiln.datasets.augment import (
@@ -113,7 +113,6 @@ __all__ = [
     "pad_batch",
     "parse_split",
     "read_indices",
-    "rngs",
     "shard_slices",
     "split_dataset",
     "take_rows",

@@ -8,6 +8,7 @@ batch keys are plural where the sample key is singular (``"indices"`` -> ``"inde
 
 from __future__ import annotations
 
+import types
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,9 +18,11 @@ import numpy as np
 from datakiln.errors import SpecError
 
 # Batch key -> sample key where the seed guide names them differently.
-SAMPLE_KEYS: Mapping[str, str] = {"indices": "index", "texts": "text", "paths": "path"}
+SAMPLE_KEYS: Mapping[str, str] = types.MappingProxyType(
+    {"indices": "index", "texts": "text", "paths": "path"}
+)
 # Sample key -> batch key, the inverse of SAMPLE_KEYS.
-BATCH_KEYS: Mapping[str, str] = {v: k for k, v in SAMPLE_KEYS.items()}
+BATCH_KEYS: Mapping[str, str] = types.MappingProxyType({v: k for k, v in SAMPLE_KEYS.items()})
 
 
 def batch_size_of(batch: Mapping[str, Any]) -> int:

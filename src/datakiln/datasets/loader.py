@@ -26,10 +26,10 @@ iteration ends, when the iterator is closed or garbage-collected (``break``), an
 Block shuffle. For object stores, where reading neighbours together is cheap,
 ``shuffle=BlockShuffle(block_size=..., window_size=...)`` permutes blocks of ``block_size``
 consecutive indices, then shuffles samples within consecutive windows of ``window_size``
-positions of that block order. A window touches at most ``window_size / block_size + 1``
-blocks. Both permutations derive from ``(seed, epoch)`` like the full shuffle, so resuming works
-the same; the randomness is weaker than a full shuffle (samples of one block stay within about
-one window of each other).
+positions of that block order. A window touches at most ``ceil(window_size / block_size) + 1``
+blocks (one more next to the final, shorter block). Both permutations derive from
+``(seed, epoch)`` like the full shuffle, so resuming works the same; the randomness is weaker
+than a full shuffle (samples of one block stay within about one window of each other).
 """
 
 from __future__ import annotations

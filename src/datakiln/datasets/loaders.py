@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from datakiln.datasets.augment import augment_batch
-from datakiln.datasets.base import BaseDataset, read_indices
+from datakiln.datasets.base import BaseDataset, has_random_access, read_indices
 from datakiln.datasets.loader import Loader
 from datakiln.errors import SpecError
 
@@ -232,6 +232,17 @@ class _Zipped(BaseDataset):
 
     def __len__(self) -> int:
         return len(self.first)
+
+    @property
+    def supports_random_access(self) -> bool:
+        return has_random_access(self.first) and has_random_access(self.second)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        if self.supports_random_access:
+            yield from super().__iter__()
+            return
+        for n, (a, b) in enumerate(zip(self.first, self.second, strict=True)):
+            yield {self.keys[0]: a[self.keys[0]], self.keys[1]: b[self.keys[1]], "index": n}
 
     def read_batch(self, indices: np.ndarray) -> dict[str, Any]:
         a = read_indices(self.first, indices, purpose="load multi-modal batches")

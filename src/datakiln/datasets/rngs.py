@@ -122,9 +122,15 @@ def _as_key(value: int | jax.Array) -> jax.Array:
 
 
 def _randint(key: jax.Array, size: int, high: int) -> np.ndarray:
+    """``size`` int64 draws from ``[0, high)``, a pure function of ``key``.
+
+    NumPy's PCG64 seeded with the key's bits: int64 ranges (JAX's ``randint`` is int32 without
+    x64) and nothing to compile.
+    """
     if high < 1:
         raise IndexError("cannot draw a random batch from an empty dataset")
-    return np.asarray(jax.random.randint(key, (size,), 0, high), dtype=np.int64)
+    bits = np.asarray(jax.random.key_data(key), dtype=np.uint32).ravel().tolist()
+    return np.random.Generator(np.random.PCG64(bits)).integers(0, high, size, dtype=np.int64)
 
 
 def as_rngs(rngs: Any) -> Rngs | _Foreign:
@@ -142,7 +148,8 @@ def as_rngs(rngs: Any) -> Rngs | _Foreign:
         return Rngs(0)
     if isinstance(rngs, Rngs | _Foreign):
         return rngs
-    if isinstance(rngs, int | np.integer) or hasattr(rngs, "dtype"):
+    # Not hasattr(rngs, "dtype"): nnx.Rngs answers any attribute name with a stream.
+    if isinstance(rngs, int | np.integer | jax.Array | np.ndarray):
         return Rngs(rngs)
     if callable(getattr(rngs, "default", None)) or callable(getattr(rngs, "sample", None)):
         return _Foreign(rngs)

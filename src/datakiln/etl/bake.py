@@ -43,8 +43,9 @@ from datakiln.errors import (
     TooManyRejectedError,
 )
 from datakiln.etl.lease import StoreLease
+from datakiln.etl.modalities import get_modality
 from datakiln.etl.plan import BakePlan, PreviousBake, ShardPlan, generation_key, plan_bake
-from datakiln.etl.shard import bake_image_shard
+from datakiln.etl.shard import bake_shard
 from datakiln.etl.spec import BakeSpec
 from datakiln.writers.marker import read_marker
 from datakiln.writers.parquet import rejected_table, table_bytes
@@ -97,7 +98,7 @@ class _Tally:
     def __init__(self, plan: BakePlan, tasks: list[dict[str, Any]], progress: ProgressFn | None):
         self.progress = progress
         self.event = {
-            "inputs_total": sum(len(t["shard"]["inputs"]) for t in tasks),
+            "inputs_total": sum(t["shard"]["capacity"] for t in tasks),
             "inputs_done": 0, "baked": 0, "rejected": 0,
             "shards_total": len(tasks), "shards_done": 0,
         }  # fmt: skip
@@ -113,27 +114,16 @@ class _Tally:
 
 
 def _fields(plan: BakePlan) -> list[FieldLayout]:
-    image = plan.spec.image
-    gen = plan.generation
-    fields = [
-        FieldLayout("images", f"{gen}/images", "uint8",
-                    (image.height, image.width, image.channels), plan.zarr_shard_rows)
-    ]  # fmt: skip
-    if plan.class_names is not None:
-        fields.append(FieldLayout("labels", f"{gen}/labels", "int32", (),
-                                  plan.zarr_shard_rows, sharded=False))  # fmt: skip
-    return fields
+    modality = get_modality(plan.spec.modality)
+    return modality.fields(plan.spec, plan.generation, plan.zarr_shard_rows,
+                           plan.class_names is not None)  # fmt: skip
 
 
 def _field_schema(plan: BakePlan, fields: list[FieldLayout]) -> dict[str, Any]:
-    image = plan.spec.image
+    transforms = get_modality(plan.spec.modality).transforms(plan.spec)
     schema = {f.name: f.to_dict(plan.rows) for f in fields}
-    # uint8 on disk; the reader applies this affine map to give the range the spec promised.
-    scale, offset = (1 / 255, 0.0) if image.normalize else (2 / 255, -1.0)
-    schema["images"]["transform"] = {"kind": "affine", "scale": scale, "offset": offset,
-                                     "dtype": "float32"}  # fmt: skip
-    if "labels" in schema:
-        schema["labels"]["transform"] = None
+    for name, entry in schema.items():
+        entry["transform"] = transforms.get(name)
     return schema
 
 
@@ -203,7 +193,7 @@ def _run_distributed(
     if link:
         logger.info("Dask dashboard: %s", link)
     futures = [
-        client.submit(bake_image_shard, task, key=f"datakiln-shard-{task['shard']['shard_id']}-"
+        client.submit(bake_shard, task, key=f"datakiln-shard-{task['shard']['shard_id']}-"
                       f"{task['generation_key'][:8]}", pure=False, retries=2)
         for task in tasks
     ]  # fmt: skip
@@ -250,7 +240,7 @@ def _run_tasks(
         if isinstance(result, dict) and "shard_id" in result:
             on_done(result)
 
-    delayed = [dask.delayed(bake_image_shard, pure=False)(t) for t in tasks]
+    delayed = [dask.delayed(bake_shard, pure=False)(t) for t in tasks]
     with Callback(posttask=posttask):
         return list(dask.compute(*delayed, scheduler=spec.scheduler))
 
@@ -372,7 +362,8 @@ def bake(
             "source_options": dict(spec.storage_options),
             "generation_key": plan.generation_key,
             "generation": plan.generation,
-            "image": spec.image.to_dict(),
+            "modality": spec.modality,
+            "params": spec.params.to_dict(),
             "fields": [f.to_task() for f in fields],
             "jax_cache_dir": jax_cache_dir,
         }
@@ -409,7 +400,7 @@ def _class_counts(plan: BakePlan, markers: list[Mapping[str, Any]]) -> list[int]
         return None
     counts = np.zeros(len(plan.class_names), dtype=np.int64)
     for marker in markers:
-        per_shard = marker.get("label_counts", [])
+        per_shard = np.asarray(marker["stats"].get("label_counts", []), dtype=np.int64)
         counts[: len(per_shard)] += per_shard
     return counts.tolist()
 
@@ -428,22 +419,22 @@ def _commit(
     ordered = [markers[s.shard_id] for s in plan.shards]
     rejections = [r for m in ordered for r in m["rejections"]]
     baked = sum(m["rows"] for m in ordered)
-    if len(plan.inputs) != baked + len(rejections):
+    modality = get_modality(spec.modality)
+    lost = [m["shard_id"] for m in ordered
+            if getattr(modality, "one_sample_per_input", True)
+            and m["rows"] + len(m["rejections"]) != m["inputs"]]  # fmt: skip
+    if lost:
         raise BakeError(
-            f"inputs {len(plan.inputs)} != baked {baked} + rejected {len(rejections)}: "
-            "a shard lost track of an input"
+            f"shards {lost} lost track of inputs: baked + rejected != inputs; nothing committed"
         )
+    inputs = baked + len(rejections)
     by_reason = collections.Counter(f"{r['stage']}: {r['error_type']}" for r in rejections)
     version = store_version + 1
     rejected_path = rejected_table_path(plan.generation, version)
     fs, root = store_fs(spec.output, spec.output_storage_options)
     fs.pipe_file(f"{root}/{rejected_path}", table_bytes(rejected_table(rejections)))
 
-    pixels = sum(m["pixels_per_channel"] for m in ordered)
-    channel_sum = np.sum([m["channel_sum"] for m in ordered], axis=0)
-    channel_sumsq = np.sum([m["channel_sumsq"] for m in ordered], axis=0)
-    mean = channel_sum / max(pixels, 1)
-    std = np.sqrt(np.maximum(channel_sumsq / max(pixels, 1) - mean**2, 0.0))
+    stats = modality.merge_stats(spec, ordered)
     stage_s = {s: float(sum(m["timings"][s] for m in ordered)) for s in STAGES}
     bytes_in = int(sum(m["bytes_in"] for m in ordered))
     bytes_out = int(sum(m.get("bytes_out", 0) for m in ordered))
@@ -461,12 +452,12 @@ def _commit(
         "modality": spec.modality,
         "spec": spec.to_dict(),
         "rows": plan.rows,
-        "counts": {"inputs": len(plan.inputs), "baked": baked, "rejected": len(rejections)},
+        "counts": {"inputs": inputs, "baked": baked, "rejected": len(rejections)},
         "rejected_by_reason": dict(by_reason),
         "fields": _field_schema(plan, fields),
         "class_names": list(plan.class_names) if plan.class_names is not None else None,
         "class_counts": _class_counts(plan, ordered),
-        "stats": {"mean": mean.tolist(), "std": std.tolist(), "range": [0.0, 1.0]},
+        "stats": stats,
         "shards": [
             {
                 "id": m["shard_id"],
@@ -481,7 +472,7 @@ def _commit(
         "rejected": rejected_path,
     }
     report = BakeReport(
-        url=spec.output, cache_key=plan.cache_key, inputs=len(plan.inputs), baked=baked,
+        url=spec.output, cache_key=plan.cache_key, inputs=inputs, baked=baked,
         rejected=len(rejections), rejected_by_reason=dict(by_reason), shards=len(ordered),
         shards_skipped=skipped, wall_s=time.perf_counter() - started, bytes_in=bytes_in,
         bytes_out=bytes_out, kernel_shapes=len(shapes), stage_s=stage_s,

@@ -9,12 +9,15 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from datakiln.cache.fingerprint import fingerprint
 from datakiln.cache.layout import FORMAT_VERSION, generation_dir
 from datakiln.etl.spec import BakeSpec
 from datakiln.readers.listing import InputFile, list_inputs
+
+if TYPE_CHECKING:
+    from datakiln.etl.modalities.base import Unit
 
 # Upper bound on the bytes of one Zarr shard object: big enough that a bake shard writes few
 # objects, small enough that a writer holds it in memory comfortably.
@@ -23,45 +26,54 @@ MAX_ZARR_SHARD_BYTES = 64 * 2**20
 
 @dataclass(frozen=True, slots=True)
 class ShardPlan:
-    """One bake shard: a contiguous run of inputs and the rows it owns in every array.
+    """One bake shard: a run of input units and the rows it owns in every array.
 
     Rows ``[row_start, row_start + capacity)`` belong to this shard alone; baked samples are
-    packed at the start and the tail left by rejected inputs stays fill.
+    packed at the start and the tail left by rejected or empty inputs stays fill. ``ranges``
+    gives, per input, the byte/row range to read (``None``: the whole file).
     """
 
     shard_id: int
     row_start: int
     inputs: tuple[InputFile, ...]
     labels: tuple[int, ...] | None
+    capacity: int = -1
+    ranges: tuple[tuple[int, int] | None, ...] | None = None
 
-    @property
-    def capacity(self) -> int:
-        return len(self.inputs)
+    def __post_init__(self) -> None:
+        if self.capacity < 0:  # one row per input unless the planner says otherwise
+            object.__setattr__(self, "capacity", len(self.inputs))
 
     @property
     def fingerprint(self) -> str:
         """Identifies this shard's inputs; a completion marker must match it to be reused."""
-        return fingerprint(
-            {"row_start": self.row_start, "inputs": [i.to_dict() for i in self.inputs],
-             "labels": list(self.labels) if self.labels is not None else None}
-        )  # fmt: skip
+        return fingerprint(self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "shard_id": self.shard_id,
             "row_start": self.row_start,
+            "capacity": self.capacity,
             "inputs": [i.to_dict() for i in self.inputs],
             "labels": list(self.labels) if self.labels is not None else None,
+            "ranges": [list(r) if r is not None else None for r in self.ranges]
+            if self.ranges is not None
+            else None,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ShardPlan:
         labels = data["labels"]
+        ranges = data.get("ranges")
         return cls(
             shard_id=int(data["shard_id"]),
             row_start=int(data["row_start"]),
             inputs=tuple(InputFile.from_dict(i) for i in data["inputs"]),
             labels=tuple(labels) if labels is not None else None,
+            capacity=int(data.get("capacity", len(data["inputs"]))),
+            ranges=tuple(tuple(r) if r is not None else None for r in ranges)
+            if ranges is not None
+            else None,
         )
 
 
@@ -154,42 +166,64 @@ def plan_shards(
     retired: list[int] = []
     todo: list[InputFile] = []
     known: set[str] = set()
-    changed = 0
+    changed: set[str] = set()
     for shard in previous.shards if previous else ():
         known.update(i.uri for i in shard.inputs)
-        changed += sum(1 for i in shard.inputs if i.uri in current and current[i.uri] != i)
+        changed.update(i.uri for i in shard.inputs if i.uri in current and current[i.uri] != i)
         if all(current.get(i.uri) == i for i in shard.inputs):
             kept.append(shard)
         else:
             retired.append(shard.shard_id)
             todo.extend(current[i.uri] for i in shard.inputs if i.uri in current)
     new = [i for i in inputs if i.uri not in known]
-    todo = sorted(todo + new, key=lambda i: i.uri)
+    # a file split over several retired shards is listed once and planned again whole
+    todo = sorted({i.uri: i for i in todo + new}.values(), key=lambda i: i.uri)
     changes = InputChanges(
-        new=len(new), changed=changed, removed=len(known - current.keys()),
-        unchanged=len(inputs) - len(new) - changed,
+        new=len(new), changed=len(changed), removed=len(known - current.keys()),
+        unchanged=len(inputs) - len(new) - len(changed),
     )  # fmt: skip
 
     class_names: tuple[str, ...] | None = None
     index: dict[str, int] = {}
-    if spec.image.labels == "parent":
+    if spec.modality == "image" and spec.image.labels == "parent":
         old = list(previous.class_names or ()) if previous else []
         added = sorted({parent_label(i.uri) for i in todo} - set(old))
         class_names = (*old, *added)
         index = {name: k for k, name in enumerate(class_names)}
 
-    image = spec.image
-    shard_rows = zarr_shard_rows(spec.shard_size, image.height * image.width * image.channels)
-    size = spec.shard_size
+    from datakiln.etl.modalities import get_modality
+
+    modality = get_modality(spec.modality)
+    shard_rows = zarr_shard_rows(spec.shard_size, modality.sample_bytes(spec))
+    units = modality.plan_units(spec, todo)
     row = -(-previous.rows // shard_rows) * shard_rows if previous else 0
     next_id = previous.next_shard_id if previous else 0
     fresh: list[ShardPlan] = []
-    for start in range(0, len(todo), size):
-        part = tuple(todo[start : start + size])
-        labels = tuple(index[parent_label(i.uri)] for i in part) if class_names else None
-        fresh.append(ShardPlan(shard_id=next_id, row_start=row, inputs=part, labels=labels))
+    group: list[Unit] = []
+
+    def close_group() -> None:
+        nonlocal row, next_id
+        capacity = sum(u.capacity for u in group)
+        labels = tuple(index[parent_label(u.input.uri)] for u in group) if class_names else None
+        ranges = (
+            tuple((u.start, u.end) if u.start is not None else None for u in group)
+            if any(u.start is not None for u in group)
+            else None
+        )
+        fresh.append(ShardPlan(shard_id=next_id, row_start=row, capacity=capacity,
+                               inputs=tuple(u.input for u in group), labels=labels,
+                               ranges=ranges))  # fmt: skip
         next_id += 1
-        row += size
+        # the next shard starts on a Zarr shard boundary, so no object is shared
+        row += -(-capacity // shard_rows) * shard_rows
+        group.clear()
+
+    for unit in units:
+        if group and sum(u.capacity for u in group) + unit.capacity > spec.shard_size:
+            close_group()
+        group.append(unit)
+    if group:
+        close_group()
     rows = max([previous.rows if previous else 0] + [s.row_start + s.capacity for s in fresh])
     return BakePlan(
         spec=spec, inputs=inputs, class_names=class_names, generation_key=generation_key(spec),
@@ -201,5 +235,8 @@ def plan_shards(
 
 def plan_bake(spec: BakeSpec, previous: PreviousBake | None = None) -> BakePlan:
     """List the inputs of ``spec`` (raises ``SourceError``) and plan the next version."""
-    inputs = tuple(list_inputs(spec.sources, spec.storage_options))
+    from datakiln.etl.modalities import get_modality
+
+    extensions = get_modality(spec.modality).extensions
+    inputs = tuple(list_inputs(spec.sources, spec.storage_options, extensions=extensions))
     return plan_shards(spec, inputs, previous)

@@ -20,7 +20,13 @@ from datakiln.errors import SpecError
 REPRESENTATIONS = ("rgb", "grayscale", "rgba")
 FITS = ("stretch", "center-crop", "pad")
 LABEL_SOURCES = (None, "parent")
-MODALITIES = ("image",)
+MODALITIES = ("image", "text", "audio")
+TEXT_FORMATS = (None, "txt", "jsonl", "csv", "tsv", "parquet")
+TOKENIZERS = ("word_hash", "byte")
+TEXT_ERRORS = ("reject", "replace")
+MEL_SCALES = ("slaney", "htk")
+MEL_NORMS = ("slaney", None)
+MEL_DTYPES = ("float16", "float32")
 # Local Dask schedulers a spec may name; anything else must be a distributed address.
 LOCAL_SCHEDULERS = ("threads", "processes", "synchronous")
 CHANNELS = {"rgb": 3, "grayscale": 1, "rgba": 4}
@@ -88,6 +94,110 @@ class ImageParams:
 
 
 @dataclass(frozen=True, kw_only=True)
+class _Params:
+    """Shared plumbing of the per-modality parameter tables."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Any:
+        section = f"[{cls.SECTION}]"  # type: ignore[attr-defined]
+        _reject_unknown(section, data, [f.name for f in dataclasses.fields(cls)])
+        return cls(**dict(data))
+
+
+@dataclass(frozen=True, kw_only=True)
+class TextParams(_Params):
+    """How text is read and tokenized; the token parameters follow the seed's text_params.
+
+    ``format`` is inferred from the file extension when ``None``; ``field`` names the JSON
+    key or CSV/Parquet column; ``one_per_file`` makes each .txt file one sample.
+    ``tokenizer`` is ``word_hash`` (the seed's scheme with a stable FNV-1a hash) or ``byte``.
+    ``target_bytes`` is the size of the byte ranges a large file is cut into.
+    """
+
+    SECTION = "text"
+    format: str | None = None
+    field: str | None = None
+    one_per_file: bool = False
+    encoding: str = "utf-8"
+    errors: str = "reject"
+    tokenizer: str = "word_hash"
+    vocab_size: int = 10000
+    max_length: int = 512
+    pad_token_id: int = 0
+    unk_token_id: int = 1
+    bos_token_id: int = 2
+    eos_token_id: int = 3
+    case_sensitive: bool = False
+    target_bytes: int = 64 * 2**20
+
+    def __post_init__(self) -> None:
+        _check_choice("text.format", self.format, TEXT_FORMATS)
+        _check_choice("text.tokenizer", self.tokenizer, TOKENIZERS)
+        _check_choice("text.errors", self.errors, TEXT_ERRORS)
+        for name in ("vocab_size", "max_length", "target_bytes"):
+            _check_positive(f"text.{name}", getattr(self, name))
+        if self.format in ("jsonl", "csv", "tsv", "parquet") and not self.field:
+            raise SpecError(f"text.field must name the {self.format} field that holds the text")
+        if self.tokenizer == "byte" and self.vocab_size < 260:
+            raise SpecError(f"text.vocab_size must be >= 260 for the byte tokenizer; got "
+                            f"{self.vocab_size}")  # fmt: skip
+        ids = [self.pad_token_id, self.unk_token_id, self.bos_token_id, self.eos_token_id]
+        if any(not 0 <= i < 4 for i in ids) or len(set(ids)) != 4:
+            raise SpecError(f"text special token ids must be 0..3 and distinct; got {ids}")
+        if self.max_length < 2:
+            raise SpecError("text.max_length must leave room for BOS and EOS (>= 2)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AudioParams(_Params):
+    """How audio is resampled and featurized; follows the seed's AudioModalityConfig.
+
+    ``normalize`` is peak normalisation of each clip; the log-mel spectrogram is
+    ``10 * log10(max(power, 1e-10))`` clipped to ``top_db`` below its peak (librosa's
+    ``power_to_db`` with ``ref=1.0``), stored as ``mel_dtype``.
+    """
+
+    SECTION = "audio"
+    sample_rate: int = 16000
+    duration: float = 1.0
+    n_mels: int = 80
+    hop_length: int = 512
+    n_fft: int = 1024
+    fmin: float = 0.0
+    fmax: float | None = None
+    mel_scale: str = "slaney"
+    mel_norm: str | None = "slaney"
+    normalize: bool = True
+    top_db: float | None = 80.0
+    mel_dtype: str = "float16"
+
+    def __post_init__(self) -> None:
+        for name in ("sample_rate", "n_mels", "hop_length", "n_fft"):
+            _check_positive(f"audio.{name}", getattr(self, name))
+        if not isinstance(self.duration, int | float) or self.duration <= 0:
+            raise SpecError(f"audio.duration must be a positive number of seconds; got "
+                            f"{self.duration!r}")  # fmt: skip
+        _check_choice("audio.mel_scale", self.mel_scale, MEL_SCALES)
+        _check_choice("audio.mel_norm", self.mel_norm, MEL_NORMS)
+        _check_choice("audio.mel_dtype", self.mel_dtype, MEL_DTYPES)
+        nyquist = self.sample_rate / 2
+        if self.fmax is not None and not self.fmin < self.fmax <= nyquist:
+            raise SpecError(f"audio.fmax must be in (fmin, {nyquist}]; got {self.fmax}")
+
+    @property
+    def samples(self) -> int:
+        return round(self.sample_rate * self.duration)
+
+    @property
+    def frames(self) -> int:
+        """Mel frames per clip (centred STFT frames, as librosa counts them)."""
+        return 1 + self.samples // self.hop_length
+
+
+@dataclass(frozen=True, kw_only=True)
 class BakeSpec:
     """Everything a bake needs.
 
@@ -95,7 +205,9 @@ class BakeSpec:
         sources: URLs, paths or globs of the raw inputs (any fsspec protocol).
         output: URL or path of the cache store to write.
         modality: What the inputs are; only ``"image"`` in this version.
-        image: Image preprocessing parameters.
+        image: Image preprocessing parameters (used when ``modality == "image"``).
+        text: Text reading and tokenization parameters (``modality == "text"``).
+        audio: Audio featurization parameters (``modality == "audio"``).
         shard_size: Inputs per bake shard (one Dask task each).
         storage_options: fsspec options for the sources (credentials stay out of logs and of
             the manifest).
@@ -112,6 +224,8 @@ class BakeSpec:
     output: str
     modality: str = "image"
     image: ImageParams = field(default_factory=ImageParams)
+    text: TextParams = field(default_factory=TextParams)
+    audio: AudioParams = field(default_factory=AudioParams)
     shard_size: int = 1024
     # repr=False: these hold credentials, which must never reach a log or a traceback.
     storage_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
@@ -143,11 +257,16 @@ class BakeSpec:
                 f"address such as tcp://host:8786; got {self.scheduler!r}"
             )
 
+    @property
+    def params(self) -> Any:
+        """The parameter table of the spec's modality."""
+        return getattr(self, self.modality)
+
     def key_dict(self) -> dict[str, Any]:
         """The fields that decide what the cache holds (no paths, credentials or scheduling)."""
         return {
             "modality": self.modality,
-            "image": self.image.to_dict(),
+            self.modality: self.params.to_dict(),
             "shard_size": self.shard_size,
         }
 
@@ -157,7 +276,7 @@ class BakeSpec:
             "sources": list(self.sources),
             "output": self.output,
             "modality": self.modality,
-            "image": self.image.to_dict(),
+            self.modality: self.params.to_dict(),
             "shard_size": self.shard_size,
             "scheduler": self.scheduler,
             "workers": self.workers,
@@ -169,13 +288,12 @@ class BakeSpec:
         names = [f.name for f in dataclasses.fields(cls)]
         _reject_unknown("the bake spec", data, names)
         values = dict(data)
-        if "image" in values:
-            image = values["image"]
-            if not isinstance(image, Mapping | ImageParams):
-                raise SpecError("[image] must be a table of image parameters")
-            values["image"] = (
-                image if isinstance(image, ImageParams) else ImageParams.from_dict(image)
-            )
+        for name, kind in (("image", ImageParams), ("text", TextParams), ("audio", AudioParams)):
+            if name in values:
+                table = values[name]
+                if not isinstance(table, Mapping | kind):
+                    raise SpecError(f"[{name}] must be a table of {name} parameters")
+                values[name] = table if isinstance(table, kind) else kind.from_dict(table)
         for required in ("sources", "output"):
             if required not in values:
                 raise SpecError(f"the bake spec needs {required!r}")

@@ -1,0 +1,105 @@
+"""The contract between the shared bake machinery and one modality."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pyarrow as pa
+
+    from datakiln.etl.plan import ShardPlan
+    from datakiln.etl.spec import BakeSpec
+    from datakiln.readers.listing import InputFile
+    from datakiln.writers.zarr_region import FieldLayout
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """One planned piece of input: a whole file, or a byte/row range of one.
+
+    ``capacity`` is an upper bound on the samples it yields (1 for an image or a clip, the
+    line count of a text range), so its shard can reserve rows before reading it.
+    """
+
+    input: InputFile
+    start: int | None = None
+    end: int | None = None
+    capacity: int = 1
+
+
+@dataclass(slots=True)
+class ShardOutput:
+    """What a modality's shard function hands back to the shared writer.
+
+    ``arrays`` maps field name to an array of ``shard.capacity`` rows whose first ``rows``
+    hold the samples; ``meta`` is the Parquet part without its ``row`` column (added by the
+    writer); ``stats`` and ``extra`` go into the completion marker.
+    """
+
+    rows: int
+    arrays: dict[str, np.ndarray]
+    meta: pa.Table
+    rejections: list[dict[str, Any]]
+    bytes_in: int = 0
+    stats: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Modality(Protocol):
+    """What the shared planner, shard runner, commit and reader need from a modality."""
+
+    name: str
+    extensions: tuple[str, ...]  # taken from folders given as sources
+
+    def plan_units(self, spec: BakeSpec, inputs: Sequence[InputFile]) -> list[Unit]:
+        """Cut inputs into units (may read them, e.g. to count lines)."""
+        ...
+
+    def fields(self, spec: BakeSpec, generation: str, shard_rows: int,
+               labelled: bool) -> list[FieldLayout]:  # fmt: skip
+        """The stored fields, with Zarr paths under ``generation``."""
+        ...
+
+    def sample_bytes(self, spec: BakeSpec) -> int:
+        """Bytes of one row of the largest field (sizes the Zarr shard objects)."""
+        ...
+
+    def transforms(self, spec: BakeSpec) -> dict[str, dict[str, Any] | None]:
+        """Read-time transform of each field, recorded in the manifest."""
+        ...
+
+    def bake_shard(self, shard: ShardPlan, spec_params: Mapping[str, Any],
+                   source_options: Mapping[str, Any],
+                   timings: dict[str, float]) -> ShardOutput:  # fmt: skip
+        """Fetch, decode and transform one shard's inputs; never raise for one bad input."""
+        ...
+
+    def merge_stats(self, spec: BakeSpec, markers: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """The manifest's ``stats`` from every live shard's marker."""
+        ...
+
+
+def rejection(uri: str, stage: str, err: BaseException | str, shard_id: int,
+              error_type: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """A rejection record: which input, at which stage, and why."""
+    message = err if isinstance(err, str) else (str(err) or type(err).__name__)
+    kind = error_type or (type(err).__name__ if not isinstance(err, str) else "Rejected")
+    return {"uri": uri, "stage": stage, "error_type": kind, "message": message,
+            "shard": shard_id}  # fmt: skip
+
+
+def fetch_all(shard: ShardPlan, storage_options: Mapping[str, Any]) -> list[bytes | BaseException]:
+    """Bytes of every input of ``shard``, or the exception fetching it raised (per input)."""
+    import fsspec
+
+    if not shard.inputs:
+        return []
+    fs, _ = fsspec.core.url_to_fs(shard.inputs[0].uri, **dict(storage_options))
+    paths = [fs._strip_protocol(i.uri) for i in shard.inputs]
+    got = fs.cat(paths, on_error="return")
+    if not isinstance(got, dict):  # one path: fsspec returns the bytes themselves
+        got = {paths[0]: got}
+    return [got.get(p, FileNotFoundError(p)) for p in paths]
