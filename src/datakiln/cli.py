@@ -162,6 +162,18 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("url")
     _common(verify)
 
+    preview = sub.add_parser(
+        "preview",
+        help="draw a picture of a cache (contact sheet, spectrograms, histogram)",
+        epilog="example:\n  datakiln preview demo-cache -o preview.png",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    preview.add_argument("url")
+    preview.add_argument("-o", "--output", default="preview.png", help="PNG file to write")
+    preview.add_argument("--count", type=int, default=36, help="samples to show")
+    preview.add_argument("--seed", type=int, default=0, help="which samples to show")
+    _common(preview)
+
     ls = sub.add_parser(
         "ls",
         help="list the caches under a prefix",
@@ -406,6 +418,15 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
+def _cmd_preview(args: argparse.Namespace) -> int:
+    from datakiln.preview import render_preview
+
+    picture = render_preview(args.url, count=args.count, seed=args.seed)
+    picture.save(args.output)
+    print(f"wrote {args.output} ({picture.width}x{picture.height})")
+    return EXIT_OK
+
+
 def _cmd_ls(args: argparse.Namespace) -> int:
     from datakiln.cache.catalog import list_caches
 
@@ -435,6 +456,7 @@ def _cmd_gc(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
+    "preview": _cmd_preview,
     "ls": _cmd_ls,
     "gc": _cmd_gc,
     "bake": _cmd_bake,

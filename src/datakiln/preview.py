@@ -1,0 +1,142 @@
+"""``render_preview``: a picture of a cache that people would rather look at than read.
+
+Images: a contact sheet of samples with their labels. Audio: mel spectrograms over waveforms.
+Text: a token-length histogram and a few decoded samples. Drawn with Pillow only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from datakiln.cache.open import CachedDataset, open_cache
+
+BACKGROUND = (24, 24, 28)
+INK = (235, 235, 235)
+ACCENT = (255, 170, 60)
+TILE = 96  # pixels per contact-sheet tile
+
+
+def _font() -> ImageFont.ImageFont:
+    return ImageFont.load_default()
+
+
+def _sample_indices(n: int, count: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, size=min(n, count), replace=False))
+
+
+def _title(draw: ImageDraw.ImageDraw, text: str, width: int) -> None:
+    draw.rectangle([0, 0, width, 22], fill=(40, 40, 48))
+    draw.text((8, 5), text, fill=INK, font=_font())
+
+
+def _contact_sheet(dataset: CachedDataset, count: int, seed: int) -> Image.Image:
+    idx = _sample_indices(len(dataset), count, seed)
+    batch = dataset.get_batch(indices=idx)
+    images = batch["images"]
+    lo, hi = (-1.0, 1.0) if images.min() < 0 else (0.0, 1.0)
+    pixels = np.clip((images - lo) / (hi - lo) * 255 + 0.5, 0, 255).astype(np.uint8)
+    cols = int(np.ceil(np.sqrt(len(idx))))
+    rows = int(np.ceil(len(idx) / cols))
+    label_h = 14
+    sheet = Image.new("RGB", (cols * (TILE + 6) + 6, rows * (TILE + label_h + 6) + 30),
+                      BACKGROUND)  # fmt: skip
+    draw = ImageDraw.Draw(sheet)
+    _title(draw, f"{dataset.url}: {len(dataset)} images", sheet.width)
+    names = dataset.class_names
+    for k, (i, tile) in enumerate(zip(idx, pixels, strict=True)):
+        channels = tile.shape[-1]
+        mode = {1: "L", 3: "RGB", 4: "RGBA"}[channels]
+        im = Image.fromarray(tile[..., 0] if channels == 1 else tile, mode).convert("RGB")
+        im = im.resize((TILE, TILE), Image.Resampling.NEAREST)
+        x, y = 6 + (k % cols) * (TILE + 6), 28 + (k // cols) * (TILE + label_h + 6)
+        sheet.paste(im, (x, y))
+        label = f"#{int(i)}"
+        if "labels" in batch:
+            value = int(batch["labels"][k])
+            label += f" {names[value] if names else value}"
+        draw.text((x, y + TILE + 1), label[:16], fill=ACCENT, font=_font())
+    return sheet
+
+
+def _colormap(values: np.ndarray) -> np.ndarray:
+    """A perceptually ordered dark-to-bright map for spectrograms (no matplotlib)."""
+    v = np.clip(values, 0.0, 1.0)[..., None]
+    stops = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]],
+                     dtype=np.float64)  # fmt: skip
+    pos = v * (len(stops) - 1)
+    lo = np.floor(pos).astype(int).clip(0, len(stops) - 2)
+    frac = pos - lo
+    return (stops[lo[..., 0]] * (1 - frac) + stops[lo[..., 0] + 1] * frac).astype(np.uint8)
+
+
+def _audio_sheet(dataset: CachedDataset, count: int, seed: int) -> Image.Image:
+    idx = _sample_indices(len(dataset), min(count, 8), seed)
+    batch = dataset.get_batch(indices=idx)
+    panel_w, mel_h, wave_h = 360, 96, 48
+    sheet = Image.new("RGB", (panel_w * 2 + 18, 30 + ((len(idx) + 1) // 2) * (mel_h + wave_h + 24)),
+                      BACKGROUND)  # fmt: skip
+    draw = ImageDraw.Draw(sheet)
+    _title(draw, f"{dataset.url}: {len(dataset)} clips (log-mel over waveform)", sheet.width)
+    for k, i in enumerate(idx):
+        x, y = 6 + (k % 2) * (panel_w + 6), 28 + (k // 2) * (mel_h + wave_h + 24)
+        mel = np.asarray(batch["mel"][k], dtype=np.float64)
+        span = max(float(mel.max() - mel.min()), 1e-9)
+        rgb = _colormap((mel - mel.min()) / span)[::-1]  # low frequencies at the bottom
+        sheet.paste(Image.fromarray(rgb).resize((panel_w, mel_h)), (x, y))
+        wave = np.asarray(batch["audio"][k], dtype=np.float64)
+        cols = np.array_split(wave, panel_w)
+        peak = max(float(np.abs(wave).max()), 1e-9)
+        mid = y + mel_h + 4 + wave_h // 2
+        for c, part in enumerate(cols):
+            if len(part):
+                top = mid - int(part.max() / peak * wave_h / 2)
+                bottom = mid - int(part.min() / peak * wave_h / 2)
+                draw.line([x + c, top, x + c, bottom], fill=ACCENT)
+        draw.text((x, y + mel_h + wave_h + 8), f"#{int(i)}", fill=INK, font=_font())
+    return sheet
+
+
+def _text_sheet(dataset: CachedDataset, count: int, seed: int) -> Image.Image:
+    lengths = dataset.token_lengths()
+    width, hist_h = 720, 180
+    idx = _sample_indices(len(dataset), min(count, 8), seed)
+    texts = [dataset.get_sample_text(int(i)) for i in idx]
+    sheet = Image.new("RGB", (width, 60 + hist_h + 18 * len(texts) + 20), BACKGROUND)
+    draw = ImageDraw.Draw(sheet)
+    _title(draw, f"{dataset.url}: {len(dataset)} texts, token lengths (mean "
+           f"{lengths.mean():.1f}, max {lengths.max()})", width)  # fmt: skip
+    bins = min(48, max(1, int(lengths.max()) + 1))
+    counts, edges = np.histogram(lengths, bins=bins)
+    bar_w = (width - 40) / bins
+    for b, c in enumerate(counts):
+        h = int(c / max(counts.max(), 1) * hist_h)
+        x0 = 20 + b * bar_w
+        draw.rectangle([x0, 30 + hist_h - h, x0 + bar_w - 1, 30 + hist_h], fill=ACCENT)
+    draw.text((20, 34 + hist_h), f"{int(edges[0])}", fill=INK, font=_font())
+    draw.text((width - 60, 34 + hist_h), f"{int(edges[-1])}", fill=INK, font=_font())
+    for k, (i, text) in enumerate(zip(idx, texts, strict=True)):
+        line = f"#{int(i)}: {text}".replace("\n", " ")
+        draw.text((20, 56 + hist_h + 18 * k), line[:110], fill=INK, font=_font())
+    return sheet
+
+
+def render_preview(
+    url: str,
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    count: int = 36,
+    seed: int = 0,
+) -> Image.Image:
+    """A preview picture of the cache at ``url`` for its modality."""
+    dataset = open_cache(url, storage_options=storage_options)
+    modality = dataset.manifest["modality"]
+    if modality == "audio":
+        return _audio_sheet(dataset, count, seed)
+    if modality == "text":
+        return _text_sheet(dataset, count, seed)
+    return _contact_sheet(dataset, count, seed)
