@@ -23,7 +23,8 @@ def test_image_contact_sheet_has_every_tile_and_is_not_blank(tmp_path):
     pixels = np.asarray(picture.convert("L"), dtype=np.float64)
     assert pixels.std() > 20  # real content, not a flat background
     result = subprocess.run(
-        [sys.executable, "-m", "datakiln", "preview", out, "-o", str(tmp_path / "p.png")],
+        [sys.executable, "-m", "datakiln", "preview", out, "-o", str(tmp_path / "p.png"),
+         "--count", "9"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert "wrote" in result.stdout
