@@ -45,3 +45,11 @@ class TooManyRejectedError(BakeError):
 
 class LeaseHeldError(BakeError):
     """Another bake holds the store's lease (its owner, start and expiry are in the message)."""
+
+
+class RandomAccessError(DatakilnError, TypeError):
+    """A dataset only supports iteration, but the caller needs to read samples by index."""
+
+
+class SampleValidationError(DatakilnError, ValueError):
+    """A sample failed ``validate_sample`` where invalid samples raise."""

@@ -52,13 +52,6 @@ class TestCachedDatasetConformance(DatasetTests):
     def dataset(self, cache: Any) -> dk.BaseDataset:
         return cache
 
-    @pytest.mark.xfail(
-        reason="datakiln.cache.shard_reader cannot read an empty index batch (reshape of size 0)",
-        strict=False,
-    )
-    def test_empty_batch(self, dataset: dk.BaseDataset) -> None:
-        super().test_empty_batch(dataset)
-
 
 def test_split_and_loaders_over_a_cache(cache: Any) -> None:
     assert isinstance(cache, dk.BaseDataset)

@@ -127,6 +127,8 @@ class ShardedFieldReader:
 
         Work per call is one numpy gather per shard touched, not a Python step per sample.
         """
+        if len(rows) == 0:
+            return
         shards = rows // self.shard_rows
         inner = rows - shards * self.shard_rows
         flat = out.reshape(len(out), -1).view(np.uint8)

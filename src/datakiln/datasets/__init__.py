@@ -14,7 +14,6 @@ Everything the seed's data-loading guide imports from ``artifex`` is importable 
 """
 
 from datakiln.datasets import rngs  # noqa: F401  (``rngs as nnx`` stands in for flax's nnx)
-from datakiln.datasets._errors import RandomAccessError, SampleValidationError
 from datakiln.datasets.audio import SyntheticAudioDataset, create_audio_dataset
 from datakiln.datasets.augment import (
     augment_audio,
@@ -63,6 +62,7 @@ from datakiln.datasets.text import SimpleTextDataset, SyntheticTextDataset, crea
 from datakiln.datasets.tokenize import word_hash, word_hash_tokenize
 from datakiln.datasets.transforms import TransformDataset
 from datakiln.datasets.validation import ValidatedDataset, validate_batch, validate_sample
+from datakiln.errors import RandomAccessError, SampleValidationError
 
 __all__ = [
     "AudioModalityConfig",

@@ -25,10 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from datakiln.datasets._errors import RandomAccessError
 from datakiln.datasets.batching import collate, unbatch
 from datakiln.datasets.rngs import Rngs, _Foreign, as_rngs
-from datakiln.errors import SpecError
+from datakiln.errors import RandomAccessError, SpecError
 
 # Samples read per read_batch call while iterating: amortises per-call overhead (a jit dispatch
 # for synthetic data, a chunk fetch for caches) while keeping memory bounded.

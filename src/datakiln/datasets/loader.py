@@ -47,10 +47,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from datakiln.datasets._errors import RandomAccessError
 from datakiln.datasets.base import _no_random_access, has_random_access, read_indices
 from datakiln.datasets.batching import collate
-from datakiln.errors import SpecError
+from datakiln.errors import RandomAccessError, SpecError
 
 logger = logging.getLogger(__name__)
 

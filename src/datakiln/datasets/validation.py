@@ -13,10 +13,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from datakiln.datasets._errors import SampleValidationError
 from datakiln.datasets.base import _ITER_CHUNK, BaseDataset, has_random_access, read_indices
 from datakiln.datasets.batching import batch_size_of, take_rows, unbatch
-from datakiln.errors import SpecError
+from datakiln.errors import SampleValidationError, SpecError
 
 OnInvalid = Literal["drop", "raise"]
 
