@@ -41,14 +41,20 @@ from datakiln.etl.kernels import text as kt
 SPECIAL = {"pad_id": 0, "unk_id": 1, "bos_id": 2, "eos_id": 3}
 
 
-def _median_time(fn: Callable[[], Any], runs: int) -> tuple[float, Any]:
-    result = fn()  # warm-up: compiles, fills caches
-    times = []
+def _race(fns: dict[str, Callable[[], Any]], runs: int) -> dict[str, tuple[float, Any]]:
+    """Median seconds (and last result) of each function, timed round-robin.
+
+    Each function runs once untimed (compiles, fills caches); then the timed runs alternate
+    between the contenders, so that a noisy neighbour on a shared machine slows them alike.
+    """
+    results = {name: fn() for name, fn in fns.items()}
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(runs):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            results[name] = fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: (statistics.median(times[name]), results[name]) for name in fns}
 
 
 # -- text baselines ------------------------------------------------------------------------
@@ -101,70 +107,57 @@ def bench_text(args: argparse.Namespace) -> dict[str, Any]:
     path = Path(args.corpus) / "text" / "lines.txt"
     lines = path.read_text(encoding="utf-8").splitlines()[: args.lines]
     shards = [lines[i : i + args.shard] for i in range(0, len(lines), args.shard)]
+    base = lines[: args.baseline_lines]
     params = {"vocab_size": args.vocab_size, "max_length": args.max_length, **SPECIAL}
-    out: dict[str, Any] = {"lines": len(lines), "shard": args.shard, **params}
+    out: dict[str, Any] = {"lines": len(lines), "python_lines": len(base), "shard": args.shard}
+    out.update(params)
 
-    def ours() -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        return [kt.tokenize_texts(s, **params) for s in shards]
-
-    seconds, result = _median_time(ours, args.runs)
-    n_tokens = int(sum(int(r[1].sum()) for r in result))
-    out["word_hash_tokens"] = n_tokens
-    out["word_hash_jax_tok_s"] = n_tokens / seconds
-
-    # The kernel alone, on pre-packed matrices of the widths tokenize_texts would use.
+    # The kernel alone, on matrices packed beforehand at one power-of-two width per shard.
     packed = []
     for s in shards:
         _, lengths = kt.encode_texts(s, case_sensitive=False, max_bytes=1)
         width = kt._next_pow2(int(lengths.max()), kt.MIN_BYTE_WIDTH)
-        packed.append(
-            tuple(jnp.asarray(a) for a in kt.encode_texts(s, case_sensitive=False, max_bytes=width))
-        )
+        matrix, lengths = kt.encode_texts(s, case_sensitive=False, max_bytes=width)
+        packed.append((jnp.asarray(matrix), jnp.asarray(lengths)))
+    kernel_params = {k: v for k, v in params.items() if k != "unk_id"}
 
-    def kernel_only() -> list[Any]:
-        return [
-            jax.block_until_ready(
-                kt._word_hash_kernel(
-                    m,
-                    ln,
-                    vocab_size=args.vocab_size,
-                    max_length=args.max_length,
-                    pad_id=0,
-                    bos_id=2,
-                    eos_id=3,
-                )
-            )
-            for m, ln in packed
-        ]
-
-    seconds, _ = _median_time(kernel_only, args.runs)
-    out["word_hash_kernel_only_tok_s"] = n_tokens / seconds
-
-    base = lines[: args.baseline_lines]
-    base_tokens = None
-    for name, cache in (("python_fnv", None), ("python_fnv_cached", {})):
-        seconds, (tok, lengths) = _median_time(
-            lambda cache=cache: python_word_hash(
-                base, args.vocab_size, args.max_length, None if cache is None else {}
+    race = _race(
+        {
+            "jax": lambda: [kt.tokenize_texts(s, **params) for s in shards],
+            "jax_kernel_only": lambda: [
+                jax.block_until_ready(kt._word_hash_kernel(m, ln, **kernel_params))
+                for m, ln in packed
+            ],
+            "python_fnv": lambda: python_word_hash(base, args.vocab_size, args.max_length, None),
+            "python_fnv_cached": lambda: python_word_hash(
+                base, args.vocab_size, args.max_length, {}
             ),
-            args.runs,
-        )
-        out[f"word_hash_{name}_tok_s"] = int(lengths.sum()) / seconds
-        base_tokens = tok
-    # Same ids as the kernel: a cheap guard that the comparison is like for like.
-    assert base_tokens is not None
-    assert np.array_equal(base_tokens, kt.tokenize_texts(base, **params)[0])
+        },
+        args.runs,
+    )
+    n_tokens = int(sum(int(r[1].sum()) for r in race["jax"][1]))
+    n_base = int(race["python_fnv"][1][1].sum())
+    out["word_hash_tokens"] = n_tokens
+    for name in ("jax", "jax_kernel_only"):
+        out[f"word_hash_{name}_tok_s"] = n_tokens / race[name][0]
+    for name in ("python_fnv", "python_fnv_cached"):
+        out[f"word_hash_{name}_tok_s"] = n_base / race[name][0]
+    # Same ids on both sides: a guard that the comparison is like for like.
+    assert np.array_equal(race["python_fnv"][1][0], kt.tokenize_texts(base, **params)[0])
 
     byte_params = {**params, "max_length": args.byte_max_length, "vocab_size": 260}
-
-    def ours_bytes() -> list[Any]:
-        return [kt.tokenize_texts(s, tokenizer="byte", **byte_params) for s in shards]
-
-    seconds, result = _median_time(ours_bytes, args.runs)
-    n_bytes = int(sum(int(r[1].sum()) for r in result))
-    out["byte_jax_tok_s"] = n_bytes / seconds
-    seconds, _ = _median_time(lambda: numpy_bytes(lines, args.byte_max_length), args.runs)
-    out["byte_numpy_tok_s"] = n_bytes / seconds
+    race = _race(
+        {
+            "jax": lambda: [kt.tokenize_texts(s, tokenizer="byte", **byte_params) for s in shards],
+            "numpy": lambda: numpy_bytes(lines, args.byte_max_length),
+        },
+        args.runs,
+    )
+    n_bytes = int(sum(int(r[1].sum()) for r in race["jax"][1]))
+    assert n_bytes == int(race["numpy"][1][1].sum())
+    out["byte_max_length"] = args.byte_max_length
+    out["byte_jax_tok_s"] = n_bytes / race["jax"][0]
+    out["byte_numpy_tok_s"] = n_bytes / race["numpy"][0]
     return out
 
 
@@ -191,38 +184,21 @@ def bench_audio(args: argparse.Namespace) -> dict[str, Any]:
     corpus = Path(args.corpus)
     mel_kw = {"n_fft": 1024, "hop_length": 512, "n_mels": 80}
     out: dict[str, Any] = {"batch": args.batch, "sample_rate": 16000, "duration_s": 1.0, **mel_kw}
+    basis = librosa.filters.mel(sr=16000, n_fft=1024, n_mels=80)
+
+    def librosa_features(clips: list[np.ndarray], rate: int) -> None:
+        for clip in clips:
+            y = librosa.resample(clip, orig_sr=rate, target_sr=16000) if rate != 16000 else clip
+            y = librosa.util.normalize(y)
+            s = librosa.feature.melspectrogram(y=y, sr=16000, **mel_kw)
+            librosa.power_to_db(s, ref=1.0)
+
     for rate in (16000, 44100):
         clips = _clips(corpus, rate, args.batch)
         batch = jnp.asarray(np.stack(clips))
         lengths = jnp.full((args.batch,), rate, jnp.int32)
-        if rate == 16000:
-            mel = jax.jit(lambda x: ka.log_mel_spectrogram(x, sample_rate=16000, **mel_kw))
-            seconds, _ = _median_time(
-                lambda mel=mel, batch=batch: jax.block_until_ready(mel(batch)), args.runs
-            )
-            out["mel_jax_clips_s"] = args.batch / seconds
-
-            def librosa_mel(clips: list[np.ndarray] = clips) -> None:
-                for clip in clips:
-                    s = librosa.feature.melspectrogram(y=clip, sr=16000, **mel_kw)
-                    librosa.power_to_db(s, ref=1.0)
-
-            seconds, _ = _median_time(librosa_mel, args.runs)
-            out["mel_librosa_clips_s"] = args.batch / seconds
-            # A stricter baseline: librosa's STFT with the filter bank built once and applied
-            # with a plain matmul (melspectrogram's einsum(optimize=True) plans every call).
-            basis = librosa.filters.mel(sr=16000, n_fft=1024, n_mels=80)
-
-            def stft_mel(clips: list[np.ndarray] = clips, basis: np.ndarray = basis) -> None:
-                for clip in clips:
-                    spec = np.abs(librosa.stft(clip, n_fft=1024, hop_length=512)) ** 2
-                    librosa.power_to_db(basis @ spec, ref=1.0)
-
-            seconds, _ = _median_time(stft_mel, args.runs)
-            out["mel_librosa_stft_matmul_clips_s"] = args.batch / seconds
-
-        def features(batch: jax.Array = batch, lengths: jax.Array = lengths, rate: int = rate):
-            return jax.block_until_ready(
+        fns: dict[str, Callable[[], Any]] = {
+            "features_jax": lambda batch=batch, lengths=lengths, rate=rate: jax.block_until_ready(
                 ka.audio_features(
                     batch,
                     lengths,
@@ -232,20 +208,30 @@ def bench_audio(args: argparse.Namespace) -> dict[str, Any]:
                     normalize=True,
                     **mel_kw,
                 )
-            )
+            ),
+            "features_librosa": lambda clips=clips, rate=rate: librosa_features(clips, rate),
+        }
+        if rate == 16000:
+            mel = jax.jit(lambda x: ka.log_mel_spectrogram(x, sample_rate=16000, **mel_kw))
 
-        seconds, _ = _median_time(features, args.runs)
-        out[f"features_from_{rate}_jax_clips_s"] = args.batch / seconds
+            def librosa_mel(clips: list[np.ndarray] = clips) -> None:
+                for clip in clips:
+                    s = librosa.feature.melspectrogram(y=clip, sr=16000, **mel_kw)
+                    librosa.power_to_db(s, ref=1.0)
 
-        def librosa_features(clips: list[np.ndarray] = clips, rate: int = rate) -> None:
-            for clip in clips:
-                y = librosa.resample(clip, orig_sr=rate, target_sr=16000) if rate != 16000 else clip
-                y = librosa.util.normalize(y)
-                s = librosa.feature.melspectrogram(y=y, sr=16000, **mel_kw)
-                librosa.power_to_db(s, ref=1.0)
+            # A stricter baseline: librosa's STFT with the filter bank built once and applied
+            # with a plain matmul (melspectrogram rebuilds it and plans an einsum every call).
+            def stft_mel(clips: list[np.ndarray] = clips) -> None:
+                for clip in clips:
+                    spec = np.abs(librosa.stft(clip, n_fft=1024, hop_length=512)) ** 2
+                    librosa.power_to_db(basis @ spec, ref=1.0)
 
-        seconds, _ = _median_time(librosa_features, args.runs)
-        out[f"features_from_{rate}_librosa_clips_s"] = args.batch / seconds
+            fns["mel_jax"] = lambda mel=mel, batch=batch: jax.block_until_ready(mel(batch))
+            fns["mel_librosa"] = librosa_mel
+            fns["mel_librosa_stft_matmul"] = stft_mel
+        for name, (seconds, _) in _race(fns, args.runs).items():
+            key = name if name.startswith("mel") else f"{name}_from_{rate}"
+            out[f"{key}_clips_s"] = args.batch / seconds
     return out
 
 

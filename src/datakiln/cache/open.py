@@ -198,11 +198,21 @@ def open_cache(
     split: str = "train",
     storage_options: Mapping[str, Any] | None = None,
     rngs: Any = None,
-) -> CachedDataset:
-    """Open the committed cache at ``url`` (any fsspec URL) as a ``CachedDataset``.
+) -> BaseDataset:
+    """Open the committed cache at ``url`` (any fsspec URL) as a dataset.
+
+    ``split`` names the split the dataset serves; a TFDS-style slice such as
+    ``"train[:80%]"`` or ``"train[80%:]"`` returns that O(1) index subset of the cache.
 
     Raises:
         CacheNotFoundError: there is no committed cache at ``url``.
         CacheFormatError: the cache is of another format version or is damaged.
+        SpecError: a malformed split string.
     """
-    return CachedDataset(url, storage_options=storage_options, split=split, rngs=rngs)
+    name = split.split("[", 1)[0]
+    dataset = CachedDataset(url, storage_options=storage_options, split=name, rngs=rngs)
+    if "[" not in split:
+        return dataset
+    from datakiln.datasets.splits import split_dataset
+
+    return split_dataset(dataset, split)

@@ -147,7 +147,7 @@ def encode_texts(
         return _pack(_encode_words(texts, case_sensitive), max_bytes)
     if not case_sensitive:
         texts = [t.casefold() for t in texts]
-    return _pack([t.encode("utf-8", "surrogatepass") for t in texts], max_bytes)
+    return _pack([t.encode("utf-8") for t in texts], max_bytes)
 
 
 def _is_space(byte: jax.Array) -> jax.Array:
@@ -466,7 +466,7 @@ def tokenize_texts(
     ids = {"pad_id": pad_id, "bos_id": bos_id, "eos_id": eos_id}
     if tokenizer == "byte":
         folded = texts if case_sensitive else [t.casefold() for t in texts]
-        encoded = [t.encode("utf-8", "surrogatepass") for t in folded]
+        encoded = [t.encode("utf-8") for t in folded]
         # Only the first max_length - 2 bytes are ever used: the width is fixed by max_length.
         widths = np.full(n, _next_pow2(max_length - 2, MIN_BYTE_WIDTH), dtype=np.int64)
         kernel = functools.partial(_byte_kernel, max_length=max_length, **ids)
