@@ -11,32 +11,48 @@ clips, against librosa clip by clip (``melspectrogram`` + ``power_to_db``; with
 ``librosa.resample`` first for 44.1 kHz; and, for the mel alone, ``librosa.stft`` with a filter
 bank built once). Decoding is not timed (same for both sides).
 
-Every figure is the median of ``--runs`` runs after one warm-up (which compiles).
+Every figure is the median of ``--runs`` runs after one warm-up (which compiles), the
+contenders timed round-robin. The baselines run on one core (BLAS is pinned to one thread, see
+below); XLA uses every core unless ``--single-thread``.
 
     python benchmarks/bench_kernels_text_audio.py --corpus /tmp/corpus
+    python benchmarks/bench_kernels_text_audio.py --corpus /tmp/corpus --single-thread
 
 The corpus comes from ``../shared/bench/make_corpus.py`` (text/lines.txt, audio/*.wav).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
-import statistics
-import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+import sys
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import soundfile
+# Before numpy loads: the per-clip librosa baseline multiplies tiny matrices, which gain
+# nothing from BLAS threads, and multi-threaded OpenBLAS on a busy 2-core machine was seen
+# taking 3-18 ms instead of ~1 ms per melspectrogram. One BLAS thread keeps the baseline fair.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+if "--single-thread" in sys.argv:  # XLA on one core too: a per-core comparison
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "")
+        + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    )
 
-from datakiln.etl.kernels import audio as ka
-from datakiln.etl.kernels import text as kt
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import soundfile  # noqa: E402
+
+from datakiln.etl.kernels import audio as ka  # noqa: E402
+from datakiln.etl.kernels import text as kt  # noqa: E402
 
 SPECIAL = {"pad_id": 0, "unk_id": 1, "bos_id": 2, "eos_id": 3}
 
@@ -247,6 +263,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64, help="clips per audio kernel call")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", choices=("text", "audio"))
+    parser.add_argument(
+        "--single-thread", action="store_true", help="run XLA on one thread (read at import)"
+    )
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     results: dict[str, Any] = {
@@ -254,6 +273,8 @@ def main() -> None:
         "load_avg_1m_at_start": os.getloadavg()[0],
         "jax": jax.__version__,
         "runs": args.runs,
+        "xla_threads": 1 if args.single_thread else os.cpu_count(),
+        "blas_threads": os.environ["OPENBLAS_NUM_THREADS"],
     }
     if args.only != "audio":
         results["text"] = bench_text(args)

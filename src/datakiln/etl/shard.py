@@ -21,7 +21,7 @@ from datakiln.etl.modalities import get_modality
 from datakiln.etl.plan import ShardPlan
 from datakiln.writers.marker import write_marker
 from datakiln.writers.parquet import table_bytes
-from datakiln.writers.zarr_region import FieldLayout, object_keys, write_rows
+from datakiln.writers.zarr_region import FieldLayout, write_field
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +56,9 @@ def bake_shard(task: Mapping[str, Any]) -> dict[str, Any]:
     out = modality.bake_shard(shard, task["params"], task.get("source_options") or {}, timings)
 
     started = time.perf_counter()
+    checksums: dict[str, str | None] = {}
     for name, field in fields.items():
-        write_rows(url, out_options, field.path, shard.row_start, out.arrays[name])
+        checksums.update(write_field(url, out_options, field, shard.row_start, out.arrays[name]))
     fs, root = store_fs(url, out_options)
     meta = out.meta.add_column(
         0, "row", pa.array([shard.row_start + j for j in range(out.rows)], pa.int64())
@@ -65,17 +66,10 @@ def bake_shard(task: Mapping[str, Any]) -> dict[str, Any]:
     meta_bytes = table_bytes(meta)
     part = meta_part(task["generation"], shard.shard_id)
     fs.pipe_file(f"{root}/{part}", meta_bytes)
-    checksums = {part: content_hash(meta_bytes)}
-    bytes_out = len(meta_bytes)
-    for field in fields.values():
-        for key in object_keys(field, shard.row_start, shard.capacity):
-            try:
-                data = fs.cat_file(f"{root}/{key}")
-            except FileNotFoundError:
-                checksums[key] = None  # all fill: zarr writes no object
-                continue
-            checksums[key] = content_hash(data)
-            bytes_out += len(data)
+    checksums[part] = content_hash(meta_bytes)
+    bytes_out = len(meta_bytes) + sum(
+        fs.size(f"{root}/{key}") for key, value in checksums.items() if value and key != part
+    )
     timings["write"] = time.perf_counter() - started
 
     marker = {

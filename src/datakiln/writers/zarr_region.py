@@ -14,7 +14,9 @@ from typing import Any
 import numpy as np
 import zarr
 
-from datakiln.cache.layout import zarr_store
+from datakiln.cache.fingerprint import content_hash
+from datakiln.cache.layout import store_fs, zarr_store
+from datakiln.writers.shard_encoder import encode_shard
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +98,41 @@ def prepare_arrays(
             fill_value=0,
             overwrite=True,
         )
+
+
+def write_field(
+    url: str, storage_options: Mapping[str, Any] | None, field: FieldLayout, row_start: int,
+    data: np.ndarray,
+) -> dict[str, str | None]:  # fmt: skip
+    """Write rows ``[row_start, row_start + len(data))`` of ``field``; return content hashes.
+
+    Sharded fields are encoded by :func:`encode_shard` and put one object each (hashed as
+    written); other fields go through zarr-python and are hashed as read back. A ``None`` hash
+    means no object: every row of it is fill.
+    """
+    keys = object_keys(field, row_start, len(data))
+    fs, root = store_fs(url, storage_options)
+    sums: dict[str, str | None] = {}
+    if not field.sharded:
+        write_rows(url, storage_options, field.path, row_start, data)
+        for key in keys:
+            try:
+                sums[key] = content_hash(fs.cat_file(f"{root}/{key}"))
+            except FileNotFoundError:
+                sums[key] = None
+        return sums
+    for k, key in enumerate(keys):
+        encoded = encode_shard(data[k * field.shard_rows : (k + 1) * field.shard_rows],
+                               field.shard_rows)  # fmt: skip
+        path = f"{root}/{key}"
+        if encoded is None:
+            if fs.exists(path):
+                fs.rm_file(path)
+            sums[key] = None
+        else:
+            fs.pipe_file(path, encoded)
+            sums[key] = content_hash(encoded)
+    return sums
 
 
 def write_rows(

@@ -1,0 +1,41 @@
+"""Encoding one Zarr v3 shard object of our layout directly, without zarr-python's pipeline.
+
+zarr-python encodes a 256-row shard of 64x64x3 images in ~40 ms of Python per call, more than
+the resize kernel costs. Our fields use one layout only: 1-sample inner chunks, raw ``bytes``
+codec, the index at the end as little-endian (offset, nbytes) uint64 pairs followed by the
+crc32c of the index. For that layout the shard object is a concatenation, so this module
+writes it in one pass. The bytes are identical to what zarr-python writes for the same rows
+(tested), and zarr-python stays the reference reader.
+"""
+
+from __future__ import annotations
+
+import google_crc32c
+import numpy as np
+
+# Both fields of an index entry are 2**64 - 1 for an inner chunk that holds only fill.
+_MISSING = np.uint64(2**64 - 1)
+
+
+def encode_shard(rows: np.ndarray, shard_rows: int, fill_value: int = 0) -> bytes | None:
+    """The shard object holding ``rows`` (the first ``len(rows)`` of ``shard_rows``).
+
+    Rows equal to the fill value are left out, as zarr-python leaves out empty inner chunks.
+    Returns ``None`` when every row is fill: zarr-python then writes no object at all.
+    """
+    n = len(rows)
+    if n > shard_rows:
+        raise ValueError(f"{n} rows do not fit a shard of {shard_rows}")
+    flat = np.ascontiguousarray(rows).reshape(n, -1)
+    present = (flat != fill_value).any(axis=1) if n else np.zeros(0, bool)
+    kept = flat[present]
+    sample_bytes = flat.shape[1] * flat.dtype.itemsize
+    index = np.full((shard_rows, 2), _MISSING, dtype="<u8")
+    positions = np.flatnonzero(present)
+    index[positions, 0] = np.arange(len(positions), dtype=np.uint64) * np.uint64(sample_bytes)
+    index[positions, 1] = sample_bytes
+    if not len(positions):
+        return None
+    index_bytes = index.tobytes()
+    crc = google_crc32c.value(index_bytes).to_bytes(4, "little")
+    return b"".join([kept.tobytes(), index_bytes, crc])
