@@ -67,8 +67,7 @@ def main() -> None:
             results["pillow_decode"].append(_decode_loop(files, None))
             results["pillow_draft"].append(_decode_loop(files, args.size))
             results["bake"].append(
-                _bake(str(root), f"{tmp}/out{run}", args.size, args.shard_size, args.workers,
-                      cache)  # fmt: skip
+                _bake(str(root), f"{tmp}/out{run}", args.size, args.shard_size, args.workers, cache)
             )
     medians = {k: statistics.median(v) for k, v in results.items()}
     summary = {

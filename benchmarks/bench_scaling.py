@@ -1,0 +1,115 @@
+"""How the image bake scales: cores, worker processes, corpus size, worker memory.
+
+    python ../shared/bench/make_corpus.py --out /tmp/corpus
+    python benchmarks/bench_scaling.py --corpus /tmp/corpus --runs 3
+
+Each figure is the median over ``--runs`` of ``report.json``'s wall time (the bake itself,
+not interpreter start), from ``datakiln bake`` subprocesses on the same files in one run:
+
+- one core (``taskset -c 0``) against the whole machine (default threads scheduler);
+- ``--workers 1`` against ``--workers 2`` (a ``distributed.LocalCluster`` of processes);
+- 1k, 5k and 20k inputs (the corpus's JPEGs linked under distinct names), inputs/s;
+- peak RSS of each worker process of a 2-worker cluster after a 20k bake.
+A warm-up bake fills the persistent JAX compilation cache first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+
+def _links(corpus: Path, root: Path, n: int) -> Path:
+    jpegs = sorted((corpus / "images" / "jpeg").glob("*.jpg"))
+    folder = root / f"links{n}"
+    for k in range(n):
+        link = folder / f"r{k // len(jpegs):03d}" / f"{k:06d}.jpg"
+        if not link.exists():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(jpegs[k % len(jpegs)], link)
+    return folder
+
+
+def _bake(source: Path, out: Path, *extra: str, prefix: tuple[str, ...] = (),
+          env: dict[str, str]) -> float:  # fmt: skip
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [*prefix, sys.executable, "-m", "datakiln", "bake", str(source), "--out", str(out),
+           "--size", "64", "--shard-size", "256", "-q", *extra]  # fmt: skip
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
+    report = json.loads((out / "report.json").read_text())
+    return report["inputs"] / report["wall_s"]
+
+
+def _worker_memory(source: Path, out: Path, env: dict[str, str]) -> list[float]:
+    """Peak RSS (MiB) of each worker of a 2-process LocalCluster after baking ``source``."""
+    code = f"""
+import json, resource
+from distributed import Client, LocalCluster
+import datakiln
+with LocalCluster(n_workers=2, threads_per_worker=1, processes=True) as cluster, \\
+        Client(cluster) as client:
+    spec = datakiln.BakeSpec(sources=({str(source)!r},), output={str(out)!r}, shard_size=256,
+                             image=datakiln.ImageParams(height=64, width=64),
+                             scheduler=cluster.scheduler_address)
+    datakiln.bake(spec, jax_cache_dir={env["DATAKILN_JAX_CACHE"]!r})
+    rss = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    print(json.dumps(sorted(rss.values())))
+"""
+    shutil.rmtree(out, ignore_errors=True)
+    result = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                            text=True, env=env)  # fmt: skip
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", default="/tmp/corpus")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--sizes", default="1000,5000,20000")
+    args = parser.parse_args()
+    corpus = Path(args.corpus)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        env = {**os.environ, "DATAKILN_JAX_CACHE": str(root / "jax")}
+        source = corpus / "images" / "jpeg"
+        _bake(source, root / "warm", env=env)
+        runs: dict[str, list[float]] = {}
+        for _ in range(args.runs):
+            runs.setdefault("one_core", []).append(
+                _bake(source, root / "a", prefix=("taskset", "-c", "0"), env=env)
+            )
+            runs.setdefault("whole_machine", []).append(_bake(source, root / "b", env=env))
+            runs.setdefault("cluster_1_worker", []).append(
+                _bake(source, root / "c", "--workers", "1", env=env)
+            )
+            runs.setdefault("cluster_2_workers", []).append(
+                _bake(source, root / "d", "--workers", "2", env=env)
+            )
+        for n in sizes:
+            links = _links(corpus, root, n)
+            runs[f"inputs_{n}"] = [_bake(links, root / f"s{n}", env=env)
+                                   for _ in range(args.runs if n <= 5000 else 1)]  # fmt: skip
+        memory = _worker_memory(_links(corpus, root, sizes[-1]), root / "mem", env)
+    medians = {k: round(statistics.median(v), 1) for k, v in runs.items()}
+    print(json.dumps({
+        "machine": f"{platform.machine()}, {os.cpu_count()} cpus, python "
+                   f"{platform.python_version()}",
+        "inputs_per_s_median": medians,
+        "all_runs": {k: [round(x, 1) for x in v] for k, v in runs.items()},
+        "whole_machine_vs_one_core": round(medians["whole_machine"] / medians["one_core"], 3),
+        "two_workers_vs_one": round(medians["cluster_2_workers"] / medians["cluster_1_worker"], 3),
+        "worker_peak_rss_mib_after_largest": [round(m) for m in memory],
+    }, indent=1))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
