@@ -12,8 +12,12 @@ alternating, medians over ``--runs`` of:
   zarr-python (the reference path, fewer batches), and ``np.load(mmap_mode="r")`` fancy
   indexing converted the same way (the floor);
 - one shuffled epoch through ``datakiln.Loader`` (prefetching) against the memmap floor read
-  in the same shuffled batches.
-Peak RSS is reported for the process.
+  in the same shuffled batches;
+- the same two figures for a Hugging Face ``datasets`` Arrow copy (``save_to_disk``, numpy
+  format) of the same uint8 data, when ``datasets`` is installed (benchmark-only dependency).
+Memory is measured in a fresh subprocess that only iterates one Loader epoch over the cache:
+peak RSS and, at the end, anonymous vs file-backed resident memory (memory-mapped shard
+pages are file-backed page cache, reclaimable, and shared between processes).
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import time
 from pathlib import Path
@@ -56,6 +59,44 @@ def _build(corpus: Path, work: Path, samples: int, shard_size: int) -> tuple[str
     data.flush()
     del data
     return str(out), floor
+
+
+def _hf_copy(url: str, work: Path) -> object | None:
+    """A Hugging Face ``datasets`` Arrow copy of the cache's images (uint8), or None."""
+    try:
+        import datasets
+    except ImportError:
+        return None
+    path = work / "hf"
+    if not path.exists():
+        dataset = datakiln.open_cache(url)
+        raw_path = dataset.manifest["fields"]["images"]["path"]
+        import zarr
+
+        raw = zarr.open_array(url, path=raw_path, mode="r")[: len(dataset)]
+        features = datasets.Features({"images": datasets.Array3D((64, 64, 3), "uint8")})
+        datasets.Dataset.from_dict({"images": raw}, features=features).save_to_disk(str(path))
+    return datasets.load_from_disk(str(path)).with_format("numpy")
+
+
+def _loader_memory(url: str, batch: int) -> dict[str, float]:
+    """Peak and final resident memory (MiB) of a process iterating one Loader epoch."""
+    import subprocess
+    import sys
+
+    code = f"""
+import json, datakiln
+dataset = datakiln.open_cache({url!r})
+loader = datakiln.Loader(dataset, {batch}, shuffle=True, seed=2, num_epochs=1, prefetch=2)
+for batch in loader:
+    pass
+status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+mib = lambda key: int(status[key].split()[0]) / 1024
+print(json.dumps({{"peak_rss_mib": mib("VmHWM"), "rss_anon_mib": mib("RssAnon"),
+                  "rss_file_mib": mib("RssFile")}}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return {k: round(v) for k, v in json.loads(out.stdout.strip().splitlines()[-1]).items()}
 
 
 def _rate(fn, batches: list[np.ndarray]) -> float:
@@ -99,16 +140,25 @@ def main() -> None:
     def reference_batch(idx: np.ndarray) -> np.ndarray:
         return reference.get_batch(indices=idx)["images"]
 
+    hf = _hf_copy(url, work)
+
+    def hf_batch(idx: np.ndarray) -> np.ndarray:
+        return np.asarray(hf[np.sort(idx)]["images"], dtype=np.float32) / np.float32(255)
+
     results: dict[str, list[float]] = {}
     for _ in range(args.runs):
         batches = [rng.integers(0, n, args.batch) for _ in range(args.batches)]
         results.setdefault("random_floor_memmap", []).append(_rate(floor_batch, batches))
         results.setdefault("random_datakiln", []).append(_rate(fast_batch, batches))
         results.setdefault("random_zarr_python", []).append(_rate(reference_batch, batches[:5]))
+        if hf is not None:
+            results.setdefault("random_hf_datasets", []).append(_rate(hf_batch, batches[:50]))
         if hasattr(datakiln, "Loader"):
             order = np.random.default_rng(1).permutation(n)
             epoch = [order[k : k + args.batch] for k in range(0, n - args.batch + 1, args.batch)]
             results.setdefault("epoch_floor_memmap", []).append(_rate(floor_batch, epoch))
+            if hf is not None:
+                results.setdefault("epoch_hf_datasets", []).append(_rate(hf_batch, epoch))
             loader = datakiln.Loader(fast, args.batch, shuffle=True, seed=1, num_epochs=1)
             started = time.perf_counter()
             count = sum(len(b["images"]) for b in loader)
@@ -122,7 +172,9 @@ def main() -> None:
         f"{platform.python_version()}",
         "samples_per_s_median": {k: round(v) for k, v in medians.items()},
         "random_vs_floor": round(medians["random_datakiln"] / medians["random_floor_memmap"], 3),
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "cache_bytes_on_disk": sum(p.stat().st_size for p in Path(url).rglob("*")
+                                   if p.is_file()),
+        "loader_epoch_memory": _loader_memory(url, args.batch),
     }  # fmt: skip
     if "epoch_datakiln_loader" in medians:
         summary["epoch_vs_floor"] = round(

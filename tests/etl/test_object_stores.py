@@ -111,3 +111,25 @@ def test_bake_raw_files_over_http(local_raw, http_root, tmp_path):
     globbed = BakeSpec(sources=(f"{base}/*.png",), output=str(tmp_path / "g"),
                        image=ImageParams(height=8, width=8))  # fmt: skip
     assert bake(globbed).baked == 6
+
+
+def test_missing_credentials_give_one_actionable_line(s3_endpoint, tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    result = subprocess.run(
+        [sys.executable, "-m", "datakiln", "bake", "s3://no-such-bucket/raw/*.jpg", "--out",
+         str(tmp_path / "c")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("datakiln:")]
+    assert len(lines) == 1
+    assert "Traceback" not in result.stderr
+    assert "credentials" in lines[0]

@@ -8,11 +8,12 @@ same spec over unchanged inputs again is a no-op.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import datetime
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +48,7 @@ from datakiln.etl.modalities import get_modality
 from datakiln.etl.plan import BakePlan, PreviousBake, ShardPlan, generation_key, plan_bake
 from datakiln.etl.shard import bake_shard
 from datakiln.etl.spec import BakeSpec
+from datakiln.readers.listing import access_hint
 from datakiln.writers.marker import read_marker
 from datakiln.writers.parquet import rejected_table, table_bytes
 from datakiln.writers.zarr_region import FieldLayout, prepare_arrays
@@ -315,6 +317,14 @@ def plan_only(spec: BakeSpec) -> PlanSummary:
     )  # fmt: skip
 
 
+@contextlib.contextmanager
+def _released(lease: StoreLease) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        lease.release()
+
+
 def bake(
     spec: BakeSpec,
     *,
@@ -341,7 +351,14 @@ def bake(
         fs.makedirs(root, exist_ok=True)
     except OSError as err:
         raise OutputError(f"cannot create the output {spec.output!r}: {err}") from err
-    with StoreLease(spec.output, spec.output_storage_options, wait_s=lease_wait_s):
+    lease = StoreLease(spec.output, spec.output_storage_options, wait_s=lease_wait_s)
+    try:
+        lease.acquire()
+    except DatakilnError:
+        raise
+    except Exception as err:  # the first write to the store: credentials, permissions
+        raise OutputError(access_hint(spec.output, err, "write")) from err
+    with _released(lease):
         current, previous = _read_previous(spec)
         plan = plan_bake(spec, previous)
         if current is not None and current["cache_key"] == plan.cache_key:

@@ -68,33 +68,59 @@ def list_inputs(
     """
     found: dict[str, InputFile] = {}
     for source in sources:
-        fs, path = _open_fs(source, storage_options or {})
-        if any(c in path for c in _GLOB_CHARS):
-            entries = fs.glob(path, detail=True)
-            what = "glob"
-        elif fs.isdir(path):
-            entries = {
-                p: info
-                for p, info in fs.find(path, detail=True).items()
-                if p.lower().endswith(extensions)
-            }
-            what = "folder"
-        elif fs.exists(path):
-            entries = {path: fs.info(path)}
-            what = "file"
-        else:
-            raise SourceError(f"source {source!r} does not exist; check the path or URL")
-        # Local symlinks list as "other" with the link's own mtime: describe their targets.
-        entries = {p: fs.info(p) if info.get("islink") else info for p, info in entries.items()}
-        files = {p: info for p, info in entries.items() if info.get("type", "file") == "file"}
-        if not files:
-            hint = (
-                f" (looked for {', '.join(extensions)})" if what == "folder" else
-                "; quote the glob so the shell does not expand it, and check the pattern"
-            )  # fmt: skip
-            raise SourceError(f"source {source!r} ({what}) matched no files{hint}")
-        for p, info in files.items():
-            uri = fs.unstrip_protocol(p)
-            found[uri] = InputFile(uri=uri, size=int(info.get("size") or 0), version=_version(info))
-        logger.debug("source %s: %d files", source, len(files))
+        try:
+            _list_one(source, storage_options or {}, extensions, found)
+        except SourceError:
+            raise
+        except Exception as err:  # the store said no: credentials, permissions, network
+            raise SourceError(access_hint(source, err)) from err
     return [found[uri] for uri in sorted(found)]
+
+
+def access_hint(url: str, err: BaseException, verb: str = "read") -> str:
+    """One actionable line for a store that refused or could not be reached."""
+    text = f"{type(err).__name__}: {err}"
+    if any(w in text.lower() for w in ("credential", "accessdenied", "access denied",
+                                         "forbidden", "permission", "signature")):  # fmt: skip
+        hint = ("check the credentials: the standard AWS/GCS environment variables or "
+                "storage_options in the spec")  # fmt: skip
+    else:
+        hint = "check the URL, the network and the store's endpoint"
+    return f"cannot {verb} {url!r} ({text}); {hint}"
+
+
+def _list_one(
+    source: str,
+    storage_options: Mapping[str, Any],
+    extensions: tuple[str, ...],
+    found: dict[str, InputFile],
+) -> None:
+    fs, path = _open_fs(source, storage_options)
+    if any(c in path for c in _GLOB_CHARS):
+        entries = fs.glob(path, detail=True)
+        what = "glob"
+    elif fs.isdir(path):
+        entries = {
+            p: info
+            for p, info in fs.find(path, detail=True).items()
+            if p.lower().endswith(extensions)
+        }
+        what = "folder"
+    elif fs.exists(path):
+        entries = {path: fs.info(path)}
+        what = "file"
+    else:
+        raise SourceError(f"source {source!r} does not exist; check the path or URL")
+    # Local symlinks list as "other" with the link's own mtime: describe their targets.
+    entries = {p: fs.info(p) if info.get("islink") else info for p, info in entries.items()}
+    files = {p: info for p, info in entries.items() if info.get("type", "file") == "file"}
+    if not files:
+        hint = (
+            f" (looked for {', '.join(extensions)})" if what == "folder" else
+            "; quote the glob so the shell does not expand it, and check the pattern"
+        )  # fmt: skip
+        raise SourceError(f"source {source!r} ({what}) matched no files{hint}")
+    for p, info in files.items():
+        uri = fs.unstrip_protocol(p)
+        found[uri] = InputFile(uri=uri, size=int(info.get("size") or 0), version=_version(info))
+    logger.debug("source %s: %d files", source, len(files))
