@@ -68,3 +68,13 @@ def test_verify_command_exits_nonzero_on_damage(cache):
     result = subprocess.run(run, capture_output=True, text=True)
     assert result.returncode == 1
     assert "DAMAGED" in result.stdout
+
+
+def test_malformed_parquet_part_is_a_clear_error(cache):
+    from datakiln.cache.open import open_cache
+    from datakiln.errors import CacheFormatError
+
+    manifest = json.loads((cache / "manifest.json").read_text())
+    (cache / manifest["shards"][0]["meta"]).write_bytes(b"PAR1 not really parquet PAR1")
+    with pytest.raises(CacheFormatError, match="not a readable Parquet file"):
+        open_cache(str(cache)).metadata()

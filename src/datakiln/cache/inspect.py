@@ -6,11 +6,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from datakiln.cache.layout import check_relative, store_fs
-from datakiln.cache.manifest import read_manifest
+from datakiln.cache.manifest import read_manifest, read_parquet
 
 
 def _stored_bytes(fs: Any, root: str, path: str) -> int:
@@ -35,7 +33,7 @@ def describe_cache(url: str, storage_options: Mapping[str, Any] | None = None) -
             "codec": field.get("codec"), "on_disk_bytes": on_disk, "in_memory_bytes": in_memory,
             "compression_ratio": round(in_memory / on_disk, 3) if on_disk else None,
         }  # fmt: skip
-    rejected = pq.read_table(pa.BufferReader(fs.cat_file(f"{root}/{manifest['rejected']}")))
+    rejected = read_parquet(url, manifest["rejected"], storage_options)
     by_reason: dict[str, list[str]] = {}
     for row in rejected.to_pylist():
         key = f"{row['stage']}: {row['error_type']}"

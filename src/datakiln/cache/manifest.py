@@ -75,6 +75,34 @@ def read_manifest(url: str, storage_options: Any = None) -> dict[str, Any]:
     return manifest
 
 
+# Parquet parts hold one shard's metadata; far larger ones were not written by datakiln.
+MAX_PARQUET_BYTES = 1 * 2**30
+
+
+def read_parquet(url: str, relative: str, storage_options: Any = None) -> Any:
+    """Read a Parquet file of the store as a pyarrow Table, or raise ``CacheFormatError``.
+
+    Bytes go through ``pyarrow.BufferReader`` (not a Python file object), and a part that is
+    too large, truncated or not Parquet gives a clear error naming it.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    fs, root = store_fs(url, storage_options)
+    path = f"{root}/{check_relative(relative)}"
+    try:
+        size = fs.size(path)
+        if size is not None and size > MAX_PARQUET_BYTES:
+            raise CacheFormatError(f"{url}/{relative} is too large ({size} bytes) to be ours")
+        return pq.read_table(pa.BufferReader(fs.cat_file(path)))
+    except FileNotFoundError as err:
+        raise CacheFormatError(f"{url}/{relative} is missing; run `datakiln verify`") from err
+    except (pa.ArrowException, OSError) as err:
+        raise CacheFormatError(
+            f"{url}/{relative} is not a readable Parquet file ({err}); run `datakiln verify`"
+        ) from err
+
+
 def validate_manifest(manifest: Mapping[str, Any], url: str) -> None:
     """Check what a reader relies on; raise ``CacheFormatError`` naming what is wrong."""
     if not isinstance(manifest, Mapping) or manifest.get("format") != FORMAT_NAME:

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import zarr
 
-from datakiln.cache.layout import check_relative, store_fs, zarr_store
-from datakiln.cache.manifest import read_manifest
+from datakiln.cache.layout import store_fs, zarr_store
+from datakiln.cache.manifest import read_manifest, read_parquet
 from datakiln.cache.shard_reader import ShardedFieldReader
 from datakiln.datasets.base import BaseDataset
 from datakiln.errors import CacheFormatError
@@ -100,13 +100,9 @@ class CachedDataset(BaseDataset):
         """
 
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
-        fs, root = store_fs(self.url, self._storage_options)
-        parts = [
-            pq.read_table(pa.BufferReader(fs.cat_file(f"{root}/{check_relative(s['meta'])}")))
-            for s in self.manifest["shards"]
-        ]
+        parts = [read_parquet(self.url, s["meta"], self._storage_options)
+                 for s in self.manifest["shards"]]  # fmt: skip
         return pa.concat_tables(parts)
 
     def rows_of(self, indices: np.ndarray) -> np.ndarray:

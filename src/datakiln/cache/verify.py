@@ -13,12 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from datakiln.cache.fingerprint import content_hash
 from datakiln.cache.layout import check_relative, store_fs
-from datakiln.cache.manifest import read_manifest
+from datakiln.cache.manifest import read_manifest, read_parquet
+from datakiln.errors import CacheFormatError
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,12 +90,12 @@ def verify_cache(url: str, storage_options: Mapping[str, Any] | None = None) -> 
                     f"shard {sid}: {key} does not match its checksum ({len(data)} bytes)"
                 )
     try:
-        rejected = pq.read_table(pa.BufferReader(fs.cat_file(f"{root}/{manifest['rejected']}")))
+        rejected = read_parquet(url, manifest["rejected"], storage_options)
         if rejected.num_rows != manifest["counts"]["rejected"]:
             problems.append(
-                f"rejected.parquet has {rejected.num_rows} rows, manifest counts "
+                f"rejected table has {rejected.num_rows} rows, manifest counts "
                 f"{manifest['counts']['rejected']}"
             )
-    except (FileNotFoundError, OSError, ValueError) as err:
-        problems.append(f"rejected.parquet missing or unreadable ({err})")
+    except CacheFormatError as err:
+        problems.append(str(err))
     return VerifyReport(url=url, objects_checked=checked, problems=tuple(problems))
