@@ -369,10 +369,12 @@ def _read_first_line(fs: AbstractFileSystem, path: str) -> bytes:
 
 
 def _plan_parquet(fs: AbstractFileSystem, path: str, target_bytes: int) -> list[tuple[int, int]]:
-    import pyarrow.parquet as pq
+    import pyarrow as pa
 
-    with fs.open(path, "rb") as f:
-        meta = pq.ParquetFile(f).metadata
+    try:
+        meta = _SparseParquet(fs, path).file.metadata
+    except (pa.ArrowException, ValueError):  # unreadable: one range, rejected by the reader
+        return [(0, 0)]
     n = meta.num_row_groups
     if n == 0:
         return [(0, 0)]
@@ -386,6 +388,86 @@ def _plan_parquet(fs: AbstractFileSystem, path: str, target_bytes: int) -> list[
     if first < n:
         ranges.append((first, n))
     return ranges
+
+
+def parquet_row_counts(url: str, storage_options: Mapping[str, Any] | None = None) -> list[int]:
+    """Rows of each row group of a Parquet file, from its footer alone (``[]`` if unreadable).
+
+    The planner uses them as the sample bound of a run of row groups.
+    """
+    import pyarrow as pa
+
+    fs, path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
+    try:
+        meta = _SparseParquet(fs, path).file.metadata
+    except (pa.ArrowException, ValueError):
+        return []
+    return [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+
+
+class _SparseParquet:
+    """A Parquet file seen by pyarrow as an in-memory buffer that holds only what was fetched.
+
+    pyarrow reading through a Python file object (``pq.ParquetFile(fsspec_file)``) can abort
+    the interpreter at exit ("terminate called without an active exception") in a process
+    that has imported jax, so pyarrow is only ever given a ``BufferReader``. The buffer is as
+    long as the file but zero-allocated (``calloc``: pages never written take no memory); the
+    footer is fetched on open and each column chunk before its row group is read, so memory
+    is bounded by the footer and the chunks read, not by the file.
+    """
+
+    def __init__(self, fs: AbstractFileSystem, path: str) -> None:
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self._fs, self._path = fs, path
+        size = int(fs.size(path))
+        tail = fs.cat_file(path, start=max(0, size - 8)) if size >= 12 else b""
+        if len(tail) != 8 or tail[4:] != b"PAR1":
+            raise pa.ArrowInvalid(
+                f"not a Parquet file: no PAR1 footer in its last 8 bytes ({size} bytes)"
+            )
+        footer = int.from_bytes(tail[:4], "little")
+        if not 0 < footer <= size - 12:
+            raise pa.ArrowInvalid(f"corrupt Parquet footer length {footer} in a {size}-byte file")
+        self._buffer = np.zeros(size, dtype=np.uint8)
+        self._buffer[:4] = np.frombuffer(b"PAR1", np.uint8)
+        start = size - 8 - footer
+        self._put(start, fs.cat_file(path, start=start, end=size))
+        self._whole = False
+        self.file = pq.ParquetFile(pa.BufferReader(pa.py_buffer(self._buffer)))
+
+    def _put(self, start: int, data: bytes) -> None:
+        import numpy as np
+
+        self._buffer[start : start + len(data)] = np.frombuffer(data, np.uint8)
+
+    def read_column(self, row_group: int, field: str) -> Any:
+        """Column ``field`` of ``row_group`` as a pyarrow array, fetching its bytes first."""
+        import pyarrow as pa
+
+        meta = self.file.metadata.row_group(row_group)
+        for j in range(meta.num_columns):
+            column = meta.column(j)
+            if column.path_in_schema != field and not column.path_in_schema.startswith(f"{field}."):
+                continue
+            offsets = [column.data_page_offset]
+            if column.has_dictionary_page and column.dictionary_page_offset:
+                offsets.append(column.dictionary_page_offset)
+            start = min(offsets)
+            end = min(start + column.total_compressed_size, len(self._buffer))
+            if not self._whole:
+                self._put(start, self._fs.cat_file(self._path, start=start, end=end))
+        try:
+            return self.file.read_row_group(row_group, columns=[field]).column(0)
+        except pa.ArrowException:
+            if self._whole:
+                raise
+            # A writer whose chunk offsets do not cover its pages: fall back to the whole file.
+            self._put(0, self._fs.cat_file(self._path))
+            self._whole = True
+            return self.file.read_row_group(row_group, columns=[field]).column(0)
 
 
 def _normalise(text: str) -> str:
@@ -619,31 +701,26 @@ class _RangeReader:
         self, fs: AbstractFileSystem, path: str, first: int, last: int, field: str
     ) -> None:
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         try:
-            with fs.open(path, "rb") as f:
-                pf = pq.ParquetFile(f)
-                names = pf.schema_arrow.names
-                if field not in names:
-                    self.reject(
-                        STAGE_PARSE,
-                        "MissingField",
-                        f"no column {field!r} in the Parquet schema {names[:20]}",
-                        None,
-                    )
-                    return
-                meta = pf.metadata
-                row = sum(
-                    meta.row_group(i).num_rows for i in range(min(first, meta.num_row_groups))
+            parquet = _SparseParquet(fs, path)
+            names = parquet.file.schema_arrow.names
+            if field not in names:
+                self.reject(
+                    STAGE_PARSE,
+                    "MissingField",
+                    f"no column {field!r} in the Parquet schema {names[:20]}",
+                    None,
                 )
-                if meta.num_rows == 0 and first == 0:
-                    self.reject(STAGE_VALIDATE, EMPTY_SAMPLE, "Parquet file has no rows", 0)
-                for i in range(first, min(last, meta.num_row_groups)):
-                    values = pf.read_row_group(i, columns=[field]).column(0).to_pylist()
-                    for value in values:
-                        self._add_value(value, row, field)
-                        row += 1
+                return
+            meta = parquet.file.metadata
+            row = sum(meta.row_group(i).num_rows for i in range(min(first, meta.num_row_groups)))
+            if meta.num_rows == 0 and first == 0:
+                self.reject(STAGE_VALIDATE, EMPTY_SAMPLE, "Parquet file has no rows", 0)
+            for i in range(first, min(last, meta.num_row_groups)):
+                for value in parquet.read_column(i, field).to_pylist():
+                    self._add_value(value, row, field)
+                    row += 1
         except pa.ArrowException as err:
             self.reject(STAGE_DECODE, type(err).__name__, f"unreadable Parquet: {err}", None)
 

@@ -1,0 +1,83 @@
+"""CachedDataset: what batches hold, determinism, bounded caches, the reference path."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tests.conftest import write_small_images
+
+from datakiln.cache.open import CachedDataset, open_cache
+from datakiln.errors import CacheFormatError, CacheNotFoundError
+from datakiln.etl.bake import bake
+from datakiln.etl.spec import BakeSpec, ImageParams
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    root = tmp_path_factory.mktemp("open")
+    write_small_images(root / "raw", [f"c{k % 3}/{k:03d}.png" for k in range(70)])
+    (root / "raw" / "c0" / "bad.png").write_bytes(b"not a png")
+    out = str(root / "cache")
+    bake(BakeSpec(sources=(str(root / "raw"),), output=out, shard_size=16,
+                  image=ImageParams(height=12, width=10, labels="parent")))  # fmt: skip
+    return out
+
+
+def test_batches_have_the_promised_shapes_dtypes_and_ranges(cache):
+    dataset = open_cache(cache, rngs=0)
+    assert len(dataset) == 70
+    batch = dataset.get_batch(9)
+    assert batch["images"].shape == (9, 12, 10, 3)
+    assert batch["images"].dtype == np.float32
+    assert 0.0 <= batch["images"].min() <= batch["images"].max() <= 1.0
+    assert batch["labels"].dtype == np.int32
+    assert set(batch["labels"].tolist()) <= {0, 1, 2}
+    assert batch["indices"].dtype == np.int64
+    sample = dataset[5]
+    assert sample["images"].shape == (12, 10, 3)
+    assert int(sample["index"]) == 5
+
+
+def test_random_batches_are_reproducible_and_advance(cache):
+    a, b = open_cache(cache, rngs=7), open_cache(cache, rngs=7)
+    first, second = a.get_batch(8), a.get_batch(8)
+    assert not np.array_equal(first["indices"], second["indices"])
+    np.testing.assert_array_equal(b.get_batch(8)["indices"], first["indices"])
+
+
+def test_fast_path_equals_zarr_python(cache):
+    fast, reference = open_cache(cache), CachedDataset(cache, fast=False)
+    idx = np.random.default_rng(0).integers(0, 70, 50)
+    a, b = fast.get_batch(indices=idx), reference.get_batch(indices=idx)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_indices_are_checked(cache):
+    dataset = open_cache(cache)
+    with pytest.raises(IndexError, match="out of range"):
+        dataset.get_batch(indices=[0, 70])
+    np.testing.assert_array_equal(dataset[-1]["images"], dataset[69]["images"])
+
+
+def test_read_caches_are_bounded_in_bytes(cache):
+    dataset = CachedDataset(cache, max_cache_bytes=1)
+    dataset.get_batch(indices=np.arange(70))
+    assert len(dataset._chunked["labels"]._chunks) == 1
+    assert len(dataset._sharded["images"]._cache) == 1
+
+
+def test_missing_and_foreign_caches(cache, tmp_path):
+    with pytest.raises(CacheNotFoundError, match="no datakiln cache"):
+        open_cache(str(tmp_path))
+    manifest = json.loads(Path(cache, "manifest.json").read_text())
+    manifest["fields"]["images"]["shape"] = [12, 10, 4]
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    shutil.copy(Path(cache, "zarr.json"), tmp_path / "zarr.json")
+    shutil.copytree(Path(cache, manifest["generation"]), tmp_path / manifest["generation"])
+    with pytest.raises(CacheFormatError, match="verify"):
+        open_cache(str(tmp_path))
