@@ -81,7 +81,10 @@ def main() -> int:
             tally["identical" if same else "different"] += 1
             verify = subprocess.run([sys.executable, "-m", "datakiln", "verify", str(out)],
                                     capture_output=True)  # fmt: skip
-            tally["verify_failed"] += verify.returncode != 0
+            if verify.returncode != 0:
+                tally["verify_failed"] += 1
+                print(f"verify failed (exit {verify.returncode}): {verify.stdout!r} "
+                      f"{verify.stderr[-500:]!r}", flush=True)  # fmt: skip
             print(f"run {run + 1}/{args.runs}: {'identical' if same else 'DIFFERENT'}",
                   flush=True)  # fmt: skip
     print(json.dumps({"runs": args.runs, "images": args.images, **tally}))
