@@ -35,12 +35,16 @@ def _decode_loop(files: list[Path], size: int | None) -> float:
     return len(files) / (time.perf_counter() - started)
 
 
-def _bake(files_root: str, out: str, size: int, shard_size: int, workers: int | None,
-          cache: str) -> float:  # fmt: skip
+def _bake(
+    files_root: str, out: str, size: int, shard_size: int, workers: int | None, cache: str
+) -> float:
     spec = datakiln.BakeSpec(
-        sources=(files_root,), output=out, shard_size=shard_size, workers=workers,
+        sources=(files_root,),
+        output=out,
+        shard_size=shard_size,
+        workers=workers,
         image=datakiln.ImageParams(height=size, width=size),
-    )  # fmt: skip
+    )
     started = time.perf_counter()
     report = datakiln.bake(spec, jax_cache_dir=cache)
     elapsed = time.perf_counter() - started

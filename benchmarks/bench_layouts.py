@@ -67,16 +67,28 @@ def main() -> None:
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
     candidates = {
-        "sharded_1x_raw (datakiln)": {"chunks": (1, *shape), "shards": (1024, *shape),
-                                      "compressors": None},
-        "sharded_1x_zstd1": {"chunks": (1, *shape), "shards": (1024, *shape),
-                             "compressors": ZstdCodec(level=1)},
-        "sharded_1x_blosc_lz4": {"chunks": (1, *shape), "shards": (1024, *shape),
-                                 "compressors": BloscCodec(cname="lz4", clevel=5)},
-        "chunks_256_zstd1": {"chunks": (256, *shape), "shards": None,
-                             "compressors": ZstdCodec(level=1)},
+        "sharded_1x_raw (datakiln)": {
+            "chunks": (1, *shape),
+            "shards": (1024, *shape),
+            "compressors": None,
+        },
+        "sharded_1x_zstd1": {
+            "chunks": (1, *shape),
+            "shards": (1024, *shape),
+            "compressors": ZstdCodec(level=1),
+        },
+        "sharded_1x_blosc_lz4": {
+            "chunks": (1, *shape),
+            "shards": (1024, *shape),
+            "compressors": BloscCodec(cname="lz4", clevel=5),
+        },
+        "chunks_256_zstd1": {
+            "chunks": (256, *shape),
+            "shards": None,
+            "compressors": ZstdCodec(level=1),
+        },
         "chunks_16_raw": {"chunks": (16, *shape), "shards": None, "compressors": None},
-    }  # fmt: skip
+    }
     rng = np.random.default_rng(0)
     results = {}
     for name, layout in candidates.items():
@@ -111,8 +123,12 @@ def main() -> None:
             entry["direct_samples_per_s"] = round(statistics.median(direct_rates))
         entry["disk_vs_raw"] = round(entry["bytes_on_disk"] / entry["raw_bytes"], 3)
         results[name] = entry
-    print(json.dumps({"samples": n, "sample_shape": list(shape), "batch": args.batch,
-                      "layouts": results}, indent=1))  # fmt: skip
+    print(
+        json.dumps(
+            {"samples": n, "sample_shape": list(shape), "batch": args.batch, "layouts": results},
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

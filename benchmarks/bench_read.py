@@ -46,13 +46,18 @@ def _build(corpus: Path, work: Path, samples: int, shard_size: int) -> tuple[str
         link.parent.mkdir(parents=True, exist_ok=True)
         if not link.exists():
             os.symlink(jpegs[k % len(jpegs)], link)
-    spec = datakiln.BakeSpec(sources=(str(links),), output=str(out), shard_size=shard_size,
-                             image=datakiln.ImageParams(height=64, width=64))  # fmt: skip
+    spec = datakiln.BakeSpec(
+        sources=(str(links),),
+        output=str(out),
+        shard_size=shard_size,
+        image=datakiln.ImageParams(height=64, width=64),
+    )
     report = datakiln.bake(spec, jax_cache_dir=str(work / "jax-cache"))
     print(f"baked {report.summary_line()} in {report.wall_s:.1f} s", flush=True)
     dataset = datakiln.open_cache(str(out))
-    data = np.lib.format.open_memmap(floor, mode="w+", dtype=np.float32,
-                                     shape=(len(dataset), 64, 64, 3))  # fmt: skip
+    data = np.lib.format.open_memmap(
+        floor, mode="w+", dtype=np.float32, shape=(len(dataset), 64, 64, 3)
+    )
     for start in range(0, len(dataset), 4096):
         idx = np.arange(start, min(start + 4096, len(dataset)))
         data[idx] = dataset.get_batch(indices=idx)["images"]
@@ -167,15 +172,17 @@ def main() -> None:
             )
     medians = {k: statistics.median(v) for k, v in results.items()}
     summary = {
-        "samples": n, "batch": args.batch, "batches_per_run": args.batches, "runs": args.runs,
+        "samples": n,
+        "batch": args.batch,
+        "batches_per_run": args.batches,
+        "runs": args.runs,
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus, python "
         f"{platform.python_version()}",
         "samples_per_s_median": {k: round(v) for k, v in medians.items()},
         "random_vs_floor": round(medians["random_datakiln"] / medians["random_floor_memmap"], 3),
-        "cache_bytes_on_disk": sum(p.stat().st_size for p in Path(url).rglob("*")
-                                   if p.is_file()),
+        "cache_bytes_on_disk": sum(p.stat().st_size for p in Path(url).rglob("*") if p.is_file()),
         "loader_epoch_memory": _loader_memory(url, args.batch),
-    }  # fmt: skip
+    }
     if "epoch_datakiln_loader" in medians:
         summary["epoch_vs_floor"] = round(
             medians["epoch_datakiln_loader"] / medians["epoch_floor_memmap"], 3

@@ -38,11 +38,26 @@ def _links(corpus: Path, root: Path, n: int) -> Path:
     return folder
 
 
-def _bake(source: Path, out: Path, *extra: str, prefix: tuple[str, ...] = (),
-          env: dict[str, str]) -> float:  # fmt: skip
+def _bake(
+    source: Path, out: Path, *extra: str, prefix: tuple[str, ...] = (), env: dict[str, str]
+) -> float:
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [*prefix, sys.executable, "-m", "datakiln", "bake", str(source), "--out", str(out),
-           "--size", "64", "--shard-size", "256", "-q", *extra]  # fmt: skip
+    cmd = [
+        *prefix,
+        sys.executable,
+        "-m",
+        "datakiln",
+        "bake",
+        str(source),
+        "--out",
+        str(out),
+        "--size",
+        "64",
+        "--shard-size",
+        "256",
+        "-q",
+        *extra,
+    ]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
     report = json.loads((out / "report.json").read_text())
     return report["inputs"] / report["wall_s"]
@@ -64,8 +79,9 @@ with LocalCluster(n_workers=2, threads_per_worker=1, processes=True) as cluster,
     print(json.dumps(sorted(rss.values())))
 """
     shutil.rmtree(out, ignore_errors=True)
-    result = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                            text=True, env=env)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env
+    )
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -96,19 +112,29 @@ def main() -> None:
             )
         for n in sizes:
             links = _links(corpus, root, n)
-            runs[f"inputs_{n}"] = [_bake(links, root / f"s{n}", env=env)
-                                   for _ in range(args.runs if n <= 5000 else 1)]  # fmt: skip
+            runs[f"inputs_{n}"] = [
+                _bake(links, root / f"s{n}", env=env) for _ in range(args.runs if n <= 5000 else 1)
+            ]
         memory = _worker_memory(_links(corpus, root, sizes[-1]), root / "mem", env)
     medians = {k: round(statistics.median(v), 1) for k, v in runs.items()}
-    print(json.dumps({
-        "machine": f"{platform.machine()}, {os.cpu_count()} cpus, python "
-                   f"{platform.python_version()}",
-        "inputs_per_s_median": medians,
-        "all_runs": {k: [round(x, 1) for x in v] for k, v in runs.items()},
-        "whole_machine_vs_one_core": round(medians["whole_machine"] / medians["one_core"], 3),
-        "two_workers_vs_one": round(medians["cluster_2_workers"] / medians["cluster_1_worker"], 3),
-        "worker_peak_rss_mib_after_largest": [round(m) for m in memory],
-    }, indent=1))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "machine": f"{platform.machine()}, {os.cpu_count()} cpus, python "
+                f"{platform.python_version()}",
+                "inputs_per_s_median": medians,
+                "all_runs": {k: [round(x, 1) for x in v] for k, v in runs.items()},
+                "whole_machine_vs_one_core": round(
+                    medians["whole_machine"] / medians["one_core"], 3
+                ),
+                "two_workers_vs_one": round(
+                    medians["cluster_2_workers"] / medians["cluster_1_worker"], 3
+                ),
+                "worker_peak_rss_mib_after_largest": [round(m) for m in memory],
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

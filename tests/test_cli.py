@@ -12,9 +12,12 @@ import pytest
 
 def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "datakiln", *args], capture_output=True, text=True, cwd=cwd,
+        [sys.executable, "-m", "datakiln", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
         timeout=300,
-    )  # fmt: skip
+    )
 
 
 def _one_error_line(result: subprocess.CompletedProcess[str]) -> str:
@@ -26,13 +29,35 @@ def _one_error_line(result: subprocess.CompletedProcess[str]) -> str:
 
 def test_bake_prints_the_totals_and_reads_back(image_corpus, tmp_path):
     out = tmp_path / "cache"
-    result = _run("bake", str(image_corpus.root), "--out", str(out), "--size", "16",
-                  "--labels", "parent", "--shard-size", "100", "-q")  # fmt: skip
+    result = _run(
+        "bake",
+        str(image_corpus.root),
+        "--out",
+        str(out),
+        "--size",
+        "16",
+        "--labels",
+        "parent",
+        "--shard-size",
+        "100",
+        "-q",
+    )
     assert result.returncode == 0, result.stderr
     total = len(image_corpus.good) + len(image_corpus.broken)
     assert f"inputs {total} = baked {len(image_corpus.good)} + rejected 3" in result.stdout
-    again = _run("bake", str(image_corpus.root), "--out", str(out), "--size", "16",
-                 "--labels", "parent", "--shard-size", "100", "-q")  # fmt: skip
+    again = _run(
+        "bake",
+        str(image_corpus.root),
+        "--out",
+        str(out),
+        "--size",
+        "16",
+        "--labels",
+        "parent",
+        "--shard-size",
+        "100",
+        "-q",
+    )
     assert again.returncode == 0
     assert "up to date" in again.stdout
     inspect = _run("inspect", str(out))
@@ -80,8 +105,17 @@ def test_user_errors_give_one_line_and_exit_2(image_corpus, tmp_path, args, expe
 
 
 def test_max_rejected_exits_1(image_corpus, tmp_path):
-    result = _run("bake", str(image_corpus.root), "--out", str(tmp_path / "c"), "--size", "8",
-                  "--max-rejected", "0", "-q")  # fmt: skip
+    result = _run(
+        "bake",
+        str(image_corpus.root),
+        "--out",
+        str(tmp_path / "c"),
+        "--size",
+        "8",
+        "--max-rejected",
+        "0",
+        "-q",
+    )
     assert result.returncode == 1
     assert "max_rejected=0" in _one_error_line(result)
 

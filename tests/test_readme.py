@@ -64,8 +64,9 @@ def _run_sh(line: str, cwd: Path) -> None:
     words = shlex.split(line)
     if words[0] in (".venv/bin/datakiln", "datakiln"):
         words = [sys.executable, "-m", "datakiln", *words[1:]]
-    result = subprocess.run(words, cwd=cwd, capture_output=True, text=True, timeout=600,
-                            env=os.environ.copy())  # fmt: skip
+    result = subprocess.run(
+        words, cwd=cwd, capture_output=True, text=True, timeout=600, env=os.environ.copy()
+    )
     assert result.returncode == 0, f"{line}\n{result.stdout}\n{result.stderr}"
     assert "Traceback" not in result.stderr
 

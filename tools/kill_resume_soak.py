@@ -34,8 +34,22 @@ def _corpus(root: Path, n: int) -> None:
 
 
 def _cmd(raw: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "datakiln", "bake", str(raw), "--out", str(out), "--size", "16",
-            "--shard-size", "8", "--labels", "parent", "-q"]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "datakiln",
+        "bake",
+        str(raw),
+        "--out",
+        str(out),
+        "--size",
+        "16",
+        "--shard-size",
+        "8",
+        "--labels",
+        "parent",
+        "-q",
+    ]
 
 
 def _checksums(out: Path) -> dict[str, str]:
@@ -64,8 +78,9 @@ def main() -> int:
         reference = _checksums(ref)
         for run in range(args.runs):
             out = Path(tmp) / f"run{run}"
-            proc = subprocess.Popen(_cmd(raw, out), stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL)  # fmt: skip
+            proc = subprocess.Popen(
+                _cmd(raw, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
             time.sleep(rng.uniform(0.2, full_s))
             proc.send_signal(signal.SIGKILL)
             proc.wait()
@@ -79,14 +94,17 @@ def main() -> int:
             subprocess.run(_cmd(raw, out), check=True, stdout=subprocess.DEVNULL)
             same = _checksums(out) == reference
             tally["identical" if same else "different"] += 1
-            verify = subprocess.run([sys.executable, "-m", "datakiln", "verify", str(out)],
-                                    capture_output=True)  # fmt: skip
+            verify = subprocess.run(
+                [sys.executable, "-m", "datakiln", "verify", str(out)], capture_output=True
+            )
             if verify.returncode != 0:
                 tally["verify_failed"] += 1
-                print(f"verify failed (exit {verify.returncode}): {verify.stdout!r} "
-                      f"{verify.stderr[-500:]!r}", flush=True)  # fmt: skip
-            print(f"run {run + 1}/{args.runs}: {'identical' if same else 'DIFFERENT'}",
-                  flush=True)  # fmt: skip
+                print(
+                    f"verify failed (exit {verify.returncode}): {verify.stdout!r} "
+                    f"{verify.stderr[-500:]!r}",
+                    flush=True,
+                )
+            print(f"run {run + 1}/{args.runs}: {'identical' if same else 'DIFFERENT'}", flush=True)
     print(json.dumps({"runs": args.runs, "images": args.images, **tally}))
     return 0 if tally["different"] == tally["verify_failed"] == 0 else 1
 

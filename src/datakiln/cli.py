@@ -26,6 +26,9 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 BAKE_EXAMPLES = """examples:
   datakiln bake 'photos/**/*.jpg' --out cache/photos64 --size 64 --representation rgb
   datakiln bake photos/ --out s3://bucket/cache --labels parent --fit center-crop
+  datakiln bake 'corpus/*.jsonl' --modality text --field text --out cache/t --max-length 128
+  datakiln bake 'clips/**/*.wav' --modality audio --out cache/a --sample-rate 16000 \\
+      --duration 2.0 --n-mels 80
   datakiln bake spec.toml
 """
 
@@ -67,20 +70,97 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(verbosity=0)
 
 
+# Flags of each modality's parameter table: flag dest -> field name of the table.
+IMAGE_FLAGS = {
+    name: name for name in ("height", "width", "representation", "fit", "labels", "max_pixels")
+}
+TEXT_FLAGS = {
+    "format": "format",
+    "field": "field",
+    "one_per_file": "one_per_file",
+    "encoding": "encoding",
+    "errors": "errors",
+    "tokenizer": "tokenizer",
+    "vocab_size": "vocab_size",
+    "max_length": "max_length",
+    "case_sensitive": "case_sensitive",
+    "target_bytes": "target_bytes",
+}
+AUDIO_FLAGS = {
+    "sample_rate": "sample_rate",
+    "duration": "duration",
+    "n_mels": "n_mels",
+    "hop_length": "hop_length",
+    "n_fft": "n_fft",
+    "fmin": "fmin",
+    "fmax": "fmax",
+    "mel_dtype": "mel_dtype",
+    "align": "align",
+}
+
+
 def _bake_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("sources", nargs="+", metavar="SOURCE|SPEC.toml")
     parser.add_argument("--out", "-o", help="output cache URL or path")
-    parser.add_argument("--size", type=int, help="height and width of the stored images")
-    parser.add_argument("--height", type=int)
-    parser.add_argument("--width", type=int)
-    parser.add_argument("--representation", choices=("rgb", "grayscale", "rgba"))
-    parser.add_argument("--fit", choices=("stretch", "center-crop", "pad"))
-    parser.add_argument("--labels", choices=("parent",), help="label by parent folder name")
     parser.add_argument(
-        "--no-normalize", action="store_true", help="read images in [-1, 1] instead of [0, 1]"
+        "--modality",
+        choices=("image", "text", "audio"),
+        help="what the sources are (default: from their file endings or the flags given, "
+        "else image)",
     )
-    parser.add_argument("--max-pixels", type=int, help="reject images declaring more pixels")
-    parser.add_argument("--shard-size", type=int, help="inputs per bake shard (default 1024)")
+    parser.add_argument(
+        "--no-normalize",
+        action="store_true",
+        help="images: read in [-1, 1] instead of [0, 1]; audio: no peak normalisation",
+    )
+    parser.add_argument(
+        "--shard-size",
+        type=int,
+        help="samples per bake shard (default 1024; text: lines, cut at line starts)",
+    )
+    image = parser.add_argument_group("images")
+    image.add_argument("--size", type=int, help="height and width of the stored images")
+    image.add_argument("--height", type=int)
+    image.add_argument("--width", type=int)
+    image.add_argument("--representation", choices=("rgb", "grayscale", "rgba"))
+    image.add_argument("--fit", choices=("stretch", "center-crop", "pad"))
+    image.add_argument("--labels", choices=("parent",), help="label by parent folder name")
+    image.add_argument("--max-pixels", type=int, help="reject images declaring more pixels")
+    text = parser.add_argument_group("text")
+    text.add_argument(
+        "--format",
+        choices=("txt", "jsonl", "csv", "tsv", "parquet"),
+        help="how to read the files (default: from each file's ending)",
+    )
+    text.add_argument("--field", help="the JSON key or CSV/Parquet column holding the text")
+    text.add_argument(
+        "--one-per-file", action="store_true", default=None, help=".txt: a file is one sample"
+    )
+    text.add_argument("--encoding", help="text codec of the files (default utf-8)")
+    text.add_argument(
+        "--errors",
+        choices=("reject", "replace"),
+        help="undecodable bytes: reject the sample (default) or replace them with U+FFFD",
+    )
+    text.add_argument("--tokenizer", choices=("word_hash", "byte"), help="default word_hash")
+    text.add_argument("--vocab-size", type=int, help="token ids (default 10000)")
+    text.add_argument("--max-length", type=int, help="tokens per sample (default 512)")
+    text.add_argument("--case-sensitive", action="store_true", default=None)
+    text.add_argument(
+        "--target-bytes", type=int, help="bytes per range of a large file (default 64 MiB)"
+    )
+    audio = parser.add_argument_group("audio")
+    audio.add_argument("--sample-rate", type=int, help="Hz (default 16000)")
+    audio.add_argument("--duration", type=float, help="seconds per clip (default 1.0)")
+    audio.add_argument("--n-mels", type=int, help="mel bands (default 80)")
+    audio.add_argument("--hop-length", type=int, help="samples between frames (default 512)")
+    audio.add_argument("--n-fft", type=int, help="FFT window (default 1024)")
+    audio.add_argument("--fmin", type=float, help="lowest mel frequency in Hz (default 0)")
+    audio.add_argument("--fmax", type=float, help="highest mel frequency (default Nyquist)")
+    audio.add_argument("--mel-dtype", choices=("float16", "float32"), help="default float16")
+    audio.add_argument(
+        "--align", choices=("start", "center"), help="what pad/trim keeps (default start)"
+    )
     parser.add_argument("--scheduler", help="threads | processes | synchronous | tcp://HOST:PORT")
     parser.add_argument(
         "--workers", type=int, help="start a LocalCluster of N worker processes and bake on it"
@@ -116,7 +196,9 @@ def _parser() -> argparse.ArgumentParser:
         help="bake inputs into a cache",
         epilog=BAKE_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Bake images from SOURCES (paths, globs or fsspec URLs), or a SPEC.toml.",
+        description="Bake images, text or audio from SOURCES (paths, globs or fsspec URLs), "
+        "or a SPEC.toml. The modality comes from --modality, else from the sources' file "
+        "endings or the modality flags given, else it is image.",
     )
     _bake_arguments(bake)
     plan = sub.add_parser(
@@ -198,32 +280,87 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _flags_given(args: argparse.Namespace, names: Mapping[str, str]) -> dict[str, Any]:
+    """The table fields set on the command line (flags left at None were not given)."""
+    return {
+        field: getattr(args, dest)
+        for dest, field in names.items()
+        if getattr(args, dest) is not None
+    }
+
+
+def _infer_modality(sources: Sequence[str], given: Mapping[str, bool]) -> str | None:
+    """The modality the sources' file endings and the flags given point to, if any."""
+    from datakiln.errors import SpecError
+    from datakiln.readers.listing import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS
+    from datakiln.readers.text import TEXT_EXTENSIONS
+
+    kinds = {name for name, flagged in given.items() if flagged}
+    for source in sources:
+        ending = os.path.splitext(source.rstrip("/"))[1].lower()
+        for name, endings in (
+            ("text", tuple(TEXT_EXTENSIONS)),
+            ("audio", AUDIO_EXTENSIONS),
+            ("image", IMAGE_EXTENSIONS),
+        ):
+            if ending in endings:
+                kinds.add(name)
+    if len(kinds) > 1:
+        raise SpecError(
+            f"the sources and flags mix modalities ({', '.join(sorted(kinds))}); pass "
+            "--modality image|text|audio and only that modality's flags"
+        )
+    return kinds.pop() if kinds else None
+
+
 def _spec_from_args(args: argparse.Namespace) -> Any:
     from datakiln.errors import SpecError
-    from datakiln.etl.spec import BakeSpec, ImageParams
+    from datakiln.etl.spec import AudioParams, BakeSpec, ImageParams, TextParams
 
-    if len(args.sources) == 1 and args.sources[0].endswith(".toml"):
+    toml = len(args.sources) == 1 and args.sources[0].endswith(".toml")
+    if toml:
         spec = BakeSpec.from_toml(args.sources[0])
     else:
         if not args.out:
             raise SpecError("--out is required when baking SOURCES (or pass a SPEC.toml)")
         spec = BakeSpec(sources=tuple(args.sources), output=args.out)
-    image: dict[str, Any] = {}
+    image = _flags_given(args, IMAGE_FLAGS)
     if args.size is not None:
         image["height"] = image["width"] = args.size
-    for name in ("height", "width", "representation", "fit", "labels", "max_pixels"):
-        if getattr(args, name) is not None:
-            image[name] = getattr(args, name)
+    text = _flags_given(args, TEXT_FLAGS)
+    audio = _flags_given(args, AUDIO_FLAGS)
+    given = {"image": bool(image), "text": bool(text), "audio": bool(audio)}
+    if args.modality:
+        modality = args.modality
+    elif toml:
+        modality = spec.modality
+    else:
+        modality = _infer_modality(args.sources, given) or "image"
+    for name, flagged in given.items():
+        if flagged and name != modality:
+            raise SpecError(
+                f"{name} flags were given, but this is a {modality} bake; pass --modality "
+                f"{name}, or leave them out"
+            )
     if args.no_normalize:
-        image["normalize"] = False
-    top: dict[str, Any] = {}
-    if args.out and len(args.sources) == 1 and args.sources[0].endswith(".toml"):
+        if modality == "image":
+            image["normalize"] = False
+        elif modality == "audio":
+            audio["normalize"] = False
+        else:
+            raise SpecError("--no-normalize applies to image and audio bakes")
+    top: dict[str, Any] = {"modality": modality}
+    if args.out and toml:
         top["output"] = args.out
     for name in ("shard_size", "scheduler", "workers", "max_rejected"):
         if getattr(args, name) is not None:
             top[name] = getattr(args, name)
     if image:
         top["image"] = ImageParams.from_dict({**spec.image.to_dict(), **image})
+    if text:
+        top["text"] = TextParams.from_dict({**spec.text.to_dict(), **text})
+    if audio:
+        top["audio"] = AudioParams.from_dict({**spec.audio.to_dict(), **audio})
     return BakeSpec.from_dict({**_spec_fields(spec), **top})
 
 
@@ -318,16 +455,22 @@ def _jax_cache_dir() -> str | None:
 
 
 def _cmd_bake(args: argparse.Namespace) -> int:
+    from datakiln.errors import SourceError
     from datakiln.etl.bake import bake, plan_only
 
     spec = _spec_from_args(args)
-    if args.dry_run or args.command == "plan":
-        for line in plan_only(spec).lines():
-            print(line)
-        return EXIT_OK
-    report = bake(
-        spec, progress=_Progress(), lease_wait_s=args.wait, jax_cache_dir=_jax_cache_dir()
-    )
+    try:
+        if args.dry_run or args.command == "plan":
+            for line in plan_only(spec).lines():
+                print(line)
+            return EXIT_OK
+        report = bake(
+            spec, progress=_Progress(), lease_wait_s=args.wait, jax_cache_dir=_jax_cache_dir()
+        )
+    except SourceError as err:
+        if args.modality is None and spec.modality == "image" and "matched no files" in str(err):
+            raise SourceError(f"{err}; for text or audio pass --modality text|audio") from err
+        raise
     _print_report(report)
     return EXIT_OK
 
@@ -351,9 +494,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         if args.corpus_only:
             return EXIT_OK
         spec = BakeSpec(
-            sources=(where,), output=args.out, shard_size=128,
+            sources=(where,),
+            output=args.out,
+            shard_size=128,
             image=ImageParams(height=64, width=64, labels="parent"),
-        )  # fmt: skip
+        )
         progress = _Progress()
         try:
             report = bake(spec, progress=progress, jax_cache_dir=_jax_cache_dir())
@@ -402,6 +547,26 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         mean = ", ".join(f"{m:.3f}" for m in stats["mean"])
         std = ", ".join(f"{s:.3f}" for s in stats["std"])
         print(f"per-channel mean [{mean}], std [{std}] (pixels scaled to [0, 1])")
+    vocabulary = info.get("vocabulary")
+    if vocabulary and vocabulary.get("total_sequences") is not None:
+        v, p = vocabulary, vocabulary["length_percentiles"]
+        print(
+            f"vocabulary ({v['tokenizer']}, {v['vocab_size']} ids): {v['unique_tokens']} unique "
+            f"tokens ({v['coverage']:.1%} of the word ids), {v['n_tokens']} tokens in "
+            f"{v['total_sequences']} samples"
+        )
+        print(
+            f"token lengths: mean {v['mean_length']:.1f}, p50 {p['p50']}, p90 {p['p90']}, "
+            f"p99 {p['p99']}, max {p['max']} of {v['max_length']}; {v['n_truncated']} truncated"
+        )
+    durations = info.get("durations")
+    if durations and durations.get("clips"):
+        d = durations
+        print(
+            f"clip durations: min {d['duration_min_s']:.3f} s, mean {d['duration_mean_s']:.3f} s, "
+            f"max {d['duration_max_s']:.3f} s ({d['duration_total_s']:.1f} s in all); stored "
+            f"{d['target_duration_s']:g} s each: {d['padded']} padded, {d['trimmed']} trimmed"
+        )
     for reason, r in info["rejected"].items():
         print(f"rejected {r['count']:6d}  {reason}  e.g. {r['examples'][0]}")
     return EXIT_OK

@@ -43,8 +43,7 @@ def _contact_sheet(dataset: CachedDataset, count: int, seed: int) -> Image.Image
     cols = int(np.ceil(np.sqrt(len(idx))))
     rows = int(np.ceil(len(idx) / cols))
     label_h = 14
-    sheet = Image.new("RGB", (cols * (TILE + 6) + 6, rows * (TILE + label_h + 6) + 30),
-                      BACKGROUND)  # fmt: skip
+    sheet = Image.new("RGB", (cols * (TILE + 6) + 6, rows * (TILE + label_h + 6) + 30), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
     _title(draw, f"{dataset.url}: {len(dataset)} images", sheet.width)
     names = dataset.class_names
@@ -66,8 +65,9 @@ def _contact_sheet(dataset: CachedDataset, count: int, seed: int) -> Image.Image
 def _colormap(values: np.ndarray) -> np.ndarray:
     """A perceptually ordered dark-to-bright map for spectrograms (no matplotlib)."""
     v = np.clip(values, 0.0, 1.0)[..., None]
-    stops = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]],
-                     dtype=np.float64)  # fmt: skip
+    stops = np.array(
+        [[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], dtype=np.float64
+    )
     pos = v * (len(stops) - 1)
     lo = np.floor(pos).astype(int).clip(0, len(stops) - 2)
     frac = pos - lo
@@ -78,8 +78,9 @@ def _audio_sheet(dataset: CachedDataset, count: int, seed: int) -> Image.Image:
     idx = _sample_indices(len(dataset), min(count, 8), seed)
     batch = dataset.get_batch(indices=idx)
     panel_w, mel_h, wave_h = 360, 96, 48
-    sheet = Image.new("RGB", (panel_w * 2 + 18, 30 + ((len(idx) + 1) // 2) * (mel_h + wave_h + 24)),
-                      BACKGROUND)  # fmt: skip
+    sheet = Image.new(
+        "RGB", (panel_w * 2 + 18, 30 + ((len(idx) + 1) // 2) * (mel_h + wave_h + 24)), BACKGROUND
+    )
     draw = ImageDraw.Draw(sheet)
     _title(draw, f"{dataset.url}: {len(dataset)} clips (log-mel over waveform)", sheet.width)
     for k, i in enumerate(idx):
@@ -108,8 +109,12 @@ def _text_sheet(dataset: CachedDataset, count: int, seed: int) -> Image.Image:
     texts = [dataset.get_sample_text(int(i)) for i in idx]
     sheet = Image.new("RGB", (width, 60 + hist_h + 18 * len(texts) + 20), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
-    _title(draw, f"{dataset.url}: {len(dataset)} texts, token lengths (mean "
-           f"{lengths.mean():.1f}, max {lengths.max()})", width)  # fmt: skip
+    _title(
+        draw,
+        f"{dataset.url}: {len(dataset)} texts, token lengths (mean "
+        f"{lengths.mean():.1f}, max {lengths.max()})",
+        width,
+    )
     bins = min(48, max(1, int(lengths.max()) + 1))
     counts, edges = np.histogram(lengths, bins=bins)
     bar_w = (width - 40) / bins

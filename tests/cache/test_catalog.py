@@ -6,33 +6,46 @@ import subprocess
 import sys
 
 import numpy as np
+from tests.conftest import write_small_images
 
 from datakiln.cache.catalog import collect_garbage, list_caches
 from datakiln.cache.open import open_cache
 from datakiln.cache.verify import verify_cache
 from datakiln.etl.bake import bake
 from datakiln.etl.spec import BakeSpec, ImageParams
-from tests.conftest import write_small_images
 
 
 def test_ls_finds_every_cache_below_a_prefix(tmp_path):
     write_small_images(tmp_path / "raw", [f"{k}.png" for k in range(5)])
     for name in ("a", "nested/b"):
-        bake(BakeSpec(sources=(str(tmp_path / "raw"),), output=str(tmp_path / "caches" / name),
-                      image=ImageParams(height=8, width=8)))  # fmt: skip
+        bake(
+            BakeSpec(
+                sources=(str(tmp_path / "raw"),),
+                output=str(tmp_path / "caches" / name),
+                image=ImageParams(height=8, width=8),
+            )
+        )
     entries = list_caches(str(tmp_path / "caches"))
     assert [e.url.rsplit("caches/", 1)[1] for e in entries] == ["a", "nested/b"]
     assert all(e.rows == 5 and e.modality == "image" and e.size_bytes > 0 for e in entries)
-    out = subprocess.run([sys.executable, "-m", "datakiln", "ls", str(tmp_path / "caches")],
-                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "datakiln", "ls", str(tmp_path / "caches")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "nested/b" in out
 
 
 def test_gc_removes_old_generations_and_retired_shards_only(tmp_path):
     raw = tmp_path / "raw"
     write_small_images(raw, [f"{k:02d}.png" for k in range(12)])
-    spec = BakeSpec(sources=(str(raw),), output=str(tmp_path / "c"), shard_size=4,
-                    image=ImageParams(height=8, width=8))  # fmt: skip
+    spec = BakeSpec(
+        sources=(str(raw),),
+        output=str(tmp_path / "c"),
+        shard_size=4,
+        image=ImageParams(height=8, width=8),
+    )
     bake(spec)
     bake(dataclasses.replace(spec, image=ImageParams(height=6, width=6)))  # another generation
     bake(spec)  # back to the first generation: its shards are reused, version 3

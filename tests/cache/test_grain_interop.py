@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tests.conftest import write_small_images
 
 from datakiln.cache.open import open_cache
 from datakiln.etl.bake import bake
 from datakiln.etl.spec import BakeSpec, ImageParams
-from tests.conftest import write_small_images
 
 grain = pytest.importorskip("grain.python")
 
@@ -16,8 +16,13 @@ grain = pytest.importorskip("grain.python")
 def test_grain_pipeline_over_a_cache(tmp_path):
     write_small_images(tmp_path / "raw", [f"c{k % 2}/{k:02d}.png" for k in range(20)])
     out = str(tmp_path / "c")
-    bake(BakeSpec(sources=(str(tmp_path / "raw"),), output=out,
-                  image=ImageParams(height=8, width=8, labels="parent")))  # fmt: skip
+    bake(
+        BakeSpec(
+            sources=(str(tmp_path / "raw"),),
+            output=out,
+            image=ImageParams(height=8, width=8, labels="parent"),
+        )
+    )
     dataset = open_cache(out)
     pipeline = (
         grain.MapDataset.source(dataset)

@@ -22,8 +22,14 @@ def cache(tmp_path_factory):
     write_small_images(root / "raw", [f"c{k % 3}/{k:03d}.png" for k in range(70)])
     (root / "raw" / "c0" / "bad.png").write_bytes(b"not a png")
     out = str(root / "cache")
-    bake(BakeSpec(sources=(str(root / "raw"),), output=out, shard_size=16,
-                  image=ImageParams(height=12, width=10, labels="parent")))  # fmt: skip
+    bake(
+        BakeSpec(
+            sources=(str(root / "raw"),),
+            output=out,
+            shard_size=16,
+            image=ImageParams(height=12, width=10, labels="parent"),
+        )
+    )
     return out
 
 
@@ -68,7 +74,7 @@ def test_read_caches_are_bounded_in_bytes(cache):
     dataset = CachedDataset(cache, max_cache_bytes=1)
     dataset.get_batch(indices=np.arange(70))
     assert len(dataset._chunked["labels"]._chunks) == 1
-    assert len(dataset._sharded["images"]._cache) == 1
+    assert len(dataset._sharded["images"]._slot_shard) == 1
 
 
 def test_missing_and_foreign_caches(cache, tmp_path):

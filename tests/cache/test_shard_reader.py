@@ -52,12 +52,17 @@ def test_matches_zarr_python(stored, rows):
 
 def test_cache_is_bounded(tmp_path):
     url = str(tmp_path / "s")
-    _make(url)
+    data = _make(url)
     fs, root = store_fs(url)
     reader = ShardedFieldReader(fs, root, "x", max_cache_bytes=1)
     out = np.empty((4, *SHAPE), np.uint8)
-    reader.read_into(np.array([0, 17, 49, 3]), out)
+    rows = np.array([0, 17, 49, 3])
+    reader.read_into(rows, out)  # more shards than slots: read shard by shard
+    np.testing.assert_array_equal(out, data[rows])
+    assert len(reader._slot_shard) == 1
     assert len(reader._cache) == 1
+    reader.read_into(np.array([20, 21]), out[:2])  # one shard: through the slot table
+    np.testing.assert_array_equal(out[:2], data[[20, 21]])
 
 
 def test_damaged_chunk_length_is_an_error(tmp_path):
@@ -65,9 +70,7 @@ def test_damaged_chunk_length_is_an_error(tmp_path):
     _make(url)
     fs, root = store_fs(url)
     reader = ShardedFieldReader(fs, root, "x")
-    index, chunks = reader._entry(0)
-    broken = index.copy()
-    broken[2, 1] = 7
-    reader._cache[0] = (broken, chunks)
+    reader.read_into(np.array([2]), np.empty((1, *SHAPE), np.uint8))
+    reader._table[reader._slot_of[0], 2, 1] = 7
     with pytest.raises(CacheFormatError, match="verify"):
         reader.read_into(np.array([2]), np.empty((1, *SHAPE), np.uint8))

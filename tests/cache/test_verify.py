@@ -15,8 +15,14 @@ from datakiln.etl.spec import BakeSpec, ImageParams
 @pytest.fixture
 def cache(image_corpus, tmp_path) -> Path:
     out = tmp_path / "cache"
-    bake(BakeSpec(sources=(f"{image_corpus.root}/*/*.png",), output=str(out), shard_size=16,
-                  image=ImageParams(height=8, width=8, labels="parent")))  # fmt: skip
+    bake(
+        BakeSpec(
+            sources=(f"{image_corpus.root}/*/*.png",),
+            output=str(out),
+            shard_size=16,
+            image=ImageParams(height=8, width=8, labels="parent"),
+        )
+    )
     return out
 
 

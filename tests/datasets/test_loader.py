@@ -99,9 +99,15 @@ def test_each_epoch_visits_every_sample_once(
 ) -> None:
     data = counting(n)
     loader = dk.Loader(
-        data, batch_size, shuffle=shuffle, seed=seed, num_epochs=2, drop_last=drop_last,
-        prefetch=0, **_one_host(),
-    )  # fmt: skip
+        data,
+        batch_size,
+        shuffle=shuffle,
+        seed=seed,
+        num_epochs=2,
+        drop_last=drop_last,
+        prefetch=0,
+        **_one_host(),
+    )
     epochs: dict[int, list[int]] = {0: [], 1: []}
     sizes = []
     for epoch, batch in loader.iter_with_epoch():
@@ -162,11 +168,17 @@ def test_hosts_get_disjoint_slices_that_cover_the_epoch(
     data = counting(n)
     per_host = [
         dk.Loader(
-            data, batch_size, seed=seed, drop_last=drop_last, num_epochs=1, prefetch=0,
-            shard_index=h, shard_count=hosts,
+            data,
+            batch_size,
+            seed=seed,
+            drop_last=drop_last,
+            num_epochs=1,
+            prefetch=0,
+            shard_index=h,
+            shard_count=hosts,
         ).epoch_indices(0)
         for h in range(hosts)
-    ]  # fmt: skip
+    ]
     seen = [int(i) for batches in per_host for b in batches for i in b]
     assert len(seen) == len(set(seen))
     global_batch = batch_size * hosts
@@ -228,9 +240,17 @@ def test_state_contents_and_epoch_boundaries(counting: Any) -> None:
     next(it)
     state = loader.state()
     assert state == {
-        "version": 1, "seed": 2, "epoch": 0, "step": 1, "num_samples": 10, "batch_size": 4,
-        "shard_index": 0, "shard_count": 1, "drop_last": False, "shuffle": "full",
-    }  # fmt: skip
+        "version": 1,
+        "seed": 2,
+        "epoch": 0,
+        "step": 1,
+        "num_samples": 10,
+        "batch_size": 4,
+        "shard_index": 0,
+        "shard_count": 1,
+        "drop_last": False,
+        "shuffle": "full",
+    }
     next(it)
     next(it)
     assert (loader.state()["epoch"], loader.state()["step"]) == (1, 0)

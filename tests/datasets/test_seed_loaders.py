@@ -78,8 +78,13 @@ def test_loaders_check_settings_when_called(counting: Any, iter_only: Any) -> No
         dk.PrefetchDataLoader(iter_only(5), 2)
     batches = list(dk.create_multi_epoch_data_loader(iter_only(5), 2, 2, shuffle=False))
     assert [(e, b["indices"].tolist()) for e, b in batches] == [
-        (0, [0, 1]), (0, [2, 3]), (0, [4]), (1, [0, 1]), (1, [2, 3]), (1, [4])
-    ]  # fmt: skip
+        (0, [0, 1]),
+        (0, [2, 3]),
+        (0, [4]),
+        (1, [0, 1]),
+        (1, [2, 3]),
+        (1, [4]),
+    ]
 
 
 def test_training_pipeline_normalises_per_image_and_augments() -> None:

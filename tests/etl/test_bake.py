@@ -22,9 +22,12 @@ from datakiln.readers.image import decode_image
 def _pillow_reference(data: bytes, image: ImageParams) -> np.ndarray:
     """The same draft and conversion, resized by Pillow's own BILINEAR over the same box."""
     decoded = decode_image(
-        data, representation=image.representation, height=image.height, width=image.width,
+        data,
+        representation=image.representation,
+        height=image.height,
+        width=image.width,
         fit=image.fit,
-    )  # fmt: skip
+    )
     top, left, rh, rw = decoded.region
     pixels = decoded.pixels
     mode = {1: "L", 3: "RGB", 4: "RGBA"}[pixels.shape[2]]
@@ -39,9 +42,11 @@ def _pillow_reference(data: bytes, image: ImageParams) -> np.ndarray:
 def baked(image_corpus, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("baked") / "cache")
     spec = BakeSpec(
-        sources=(str(image_corpus.root),), output=out, shard_size=64,
+        sources=(str(image_corpus.root),),
+        output=out,
+        shard_size=64,
         image=ImageParams(height=32, width=32, labels="parent"),
-    )  # fmt: skip
+    )
     return spec, bake(spec)
 
 
@@ -82,8 +87,11 @@ def test_manifest_records_schema_classes_and_stats(baked, image_corpus):
     spec, report = baked
     manifest = json.loads((Path(spec.output) / "manifest.json").read_text())
     assert manifest["format_version"] == 1
-    assert manifest["counts"] == {"inputs": report.inputs, "baked": report.baked,
-                                  "rejected": report.rejected}  # fmt: skip
+    assert manifest["counts"] == {
+        "inputs": report.inputs,
+        "baked": report.baked,
+        "rejected": report.rejected,
+    }
     assert manifest["class_names"] == sorted(image_corpus.classes)
     images = manifest["fields"]["images"]
     assert (images["dtype"], images["shape"]) == ("uint8", [32, 32, 3])
@@ -107,8 +115,12 @@ def test_rebake_is_a_noop_and_a_changed_parameter_rebakes(baked):
 
 
 def test_resume_skips_finished_shards(image_corpus, tmp_path):
-    spec = BakeSpec(sources=(str(image_corpus.root),), output=str(tmp_path / "c"),
-                    shard_size=64, image=ImageParams(height=16, width=16))  # fmt: skip
+    spec = BakeSpec(
+        sources=(str(image_corpus.root),),
+        output=str(tmp_path / "c"),
+        shard_size=64,
+        image=ImageParams(height=16, width=16),
+    )
     first = bake(spec)
     manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
     (tmp_path / "c" / "manifest.json").unlink()
@@ -124,9 +136,12 @@ def test_bake_from_and_to_memory(image_corpus, memory_root):
     for path in image_corpus.good[:20] + image_corpus.broken:
         p = Path(path)
         fs.pipe_file(f"{src}/{p.parent.name}/{p.name}", p.read_bytes())
-    spec = BakeSpec(sources=(f"{src}/**",), output=f"{memory_root}/cache", shard_size=8,
-                    image=ImageParams(height=8, width=8, representation="grayscale",
-                                      normalize=False))  # fmt: skip
+    spec = BakeSpec(
+        sources=(f"{src}/**",),
+        output=f"{memory_root}/cache",
+        shard_size=8,
+        image=ImageParams(height=8, width=8, representation="grayscale", normalize=False),
+    )
     report = bake(spec)
     assert (report.baked, report.rejected) == (20, len(image_corpus.broken))
     dataset = open_cache(spec.output, rngs=0)
@@ -137,8 +152,12 @@ def test_bake_from_and_to_memory(image_corpus, memory_root):
 
 
 def test_max_rejected_fails_without_committing(image_corpus, tmp_path):
-    spec = BakeSpec(sources=(str(image_corpus.root),), output=str(tmp_path / "c"),
-                    image=ImageParams(height=8, width=8), max_rejected=1)  # fmt: skip
+    spec = BakeSpec(
+        sources=(str(image_corpus.root),),
+        output=str(tmp_path / "c"),
+        image=ImageParams(height=8, width=8),
+        max_rejected=1,
+    )
     with pytest.raises(TooManyRejectedError, match="max_rejected=1"):
         bake(spec)
     assert not (tmp_path / "c" / "manifest.json").exists()
@@ -157,8 +176,12 @@ def test_a_500_image_bake_compiles_a_handful_of_times(tmp_path):
     from datakiln.testing.image_corpus import write_image_corpus
 
     corpus = write_image_corpus(tmp_path / "raw", n=500, seed=5, broken=0)
-    spec = BakeSpec(sources=(str(corpus.root),), output=str(tmp_path / "c"), shard_size=128,
-                    image=ImageParams(height=32, width=32))  # fmt: skip
+    spec = BakeSpec(
+        sources=(str(corpus.root),),
+        output=str(tmp_path / "c"),
+        shard_size=128,
+        image=ImageParams(height=32, width=32),
+    )
     report = bake(spec)
     assert report.baked == 500
     # a handful of canvas buckets, each one static signature (two compiles at most)

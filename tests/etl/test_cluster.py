@@ -7,18 +7,19 @@ import signal
 
 import pytest
 from distributed import Client, LocalCluster
+from tests.conftest import write_small_images
 
 from datakiln.cache.open import open_cache
 from datakiln.cache.verify import verify_cache
 from datakiln.etl.bake import bake
 from datakiln.etl.spec import BakeSpec, ImageParams
-from tests.conftest import write_small_images
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=":0") as cluster:  # fmt: skip
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+    ) as cluster:
         yield cluster
 
 
@@ -32,10 +33,18 @@ def raw(tmp_path_factory):
 
 def test_bake_on_a_cluster_matches_the_local_bake(cluster, raw, tmp_path):
     image = ImageParams(height=8, width=8, labels="parent")
-    remote = bake(BakeSpec(sources=(str(raw),), output=str(tmp_path / "a"), shard_size=4,
-                           image=image, scheduler=cluster.scheduler_address))  # fmt: skip
-    local = bake(BakeSpec(sources=(str(raw),), output=str(tmp_path / "b"), shard_size=4,
-                          image=image))  # fmt: skip
+    remote = bake(
+        BakeSpec(
+            sources=(str(raw),),
+            output=str(tmp_path / "a"),
+            shard_size=4,
+            image=image,
+            scheduler=cluster.scheduler_address,
+        )
+    )
+    local = bake(
+        BakeSpec(sources=(str(raw),), output=str(tmp_path / "b"), shard_size=4, image=image)
+    )
     assert remote.summary_line() == local.summary_line() == "inputs 41 = baked 40 + rejected 1"
     a, b = open_cache(str(tmp_path / "a")), open_cache(str(tmp_path / "b"))
     idx = list(range(len(a)))
@@ -70,6 +79,11 @@ def test_killed_worker_neither_fails_nor_duplicates(cluster, raw, tmp_path):
 
 
 def test_workers_flag_starts_a_local_cluster(raw, tmp_path):
-    spec = BakeSpec(sources=(str(raw),), output=str(tmp_path / "d"), shard_size=8,
-                    image=ImageParams(height=8, width=8), workers=2)  # fmt: skip
+    spec = BakeSpec(
+        sources=(str(raw),),
+        output=str(tmp_path / "d"),
+        shard_size=8,
+        image=ImageParams(height=8, width=8),
+        workers=2,
+    )
     assert bake(spec).baked == 40

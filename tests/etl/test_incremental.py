@@ -7,12 +7,12 @@ import os
 
 import numpy as np
 import pytest
+from tests.conftest import write_small_images
 
 from datakiln.cache.open import open_cache
 from datakiln.cache.verify import verify_cache
 from datakiln.etl.bake import bake, plan_only
 from datakiln.etl.spec import BakeSpec, ImageParams
-from tests.conftest import write_small_images
 
 
 def _names(prefix: str, n: int) -> list[str]:
@@ -22,8 +22,12 @@ def _names(prefix: str, n: int) -> list[str]:
 @pytest.fixture
 def spec(tmp_path) -> BakeSpec:
     write_small_images(tmp_path / "raw", _names("cats", 10) + _names("dogs", 10))
-    return BakeSpec(sources=(str(tmp_path / "raw"),), output=str(tmp_path / "cache"),
-                    shard_size=8, image=ImageParams(height=8, width=8, labels="parent"))  # fmt: skip
+    return BakeSpec(
+        sources=(str(tmp_path / "raw"),),
+        output=str(tmp_path / "cache"),
+        shard_size=8,
+        image=ImageParams(height=8, width=8, labels="parent"),
+    )
 
 
 def _all(dataset) -> dict[str, np.ndarray]:
@@ -80,8 +84,9 @@ def test_reader_keeps_its_version_across_a_rebake_with_new_parameters(spec):
 
 def test_plan_names_the_changed_parameter(spec):
     bake(spec)
-    changed = dataclasses.replace(spec, image=ImageParams(height=8, width=8, fit="pad",
-                                                          labels="parent"))  # fmt: skip
+    changed = dataclasses.replace(
+        spec, image=ImageParams(height=8, width=8, fit="pad", labels="parent")
+    )
     summary = plan_only(changed)
     assert not summary.up_to_date
     assert any("image.fit: 'stretch' -> 'pad'" in r for r in summary.key_changes)

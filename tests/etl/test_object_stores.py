@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tests.conftest import write_small_images
 
 from datakiln.cache.open import open_cache
 from datakiln.cache.verify import verify_cache
 from datakiln.etl.bake import bake
 from datakiln.etl.spec import BakeSpec, ImageParams
-from tests.conftest import write_small_images
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +32,13 @@ def test_bake_from_and_to_s3_and_read_back(local_raw, s3_options, tmp_path):
     fs = s3fs.S3FileSystem(**options)
     _upload(fs, local_raw[0], f"{bucket.removeprefix('s3://')}/raw")
     spec = BakeSpec(
-        sources=(f"{bucket}/raw/**/*.png",), output=f"{bucket}/cache", shard_size=8,
-        storage_options=options, output_storage_options=options,
+        sources=(f"{bucket}/raw/**/*.png",),
+        output=f"{bucket}/cache",
+        shard_size=8,
+        storage_options=options,
+        output_storage_options=options,
         image=ImageParams(height=8, width=8, labels="parent"),
-    )  # fmt: skip
+    )
     report = bake(spec)
     assert report.summary_line() == "inputs 25 = baked 24 + rejected 1"
     assert bake(spec).up_to_date
@@ -53,8 +56,9 @@ def test_bake_from_and_to_s3_and_read_back(local_raw, s3_options, tmp_path):
     remote_ds = open_cache(spec.output, storage_options=options)
     local_ds = open_cache(str(tmp_path / "l"))
     idx = np.arange(24)
-    np.testing.assert_array_equal(remote_ds.get_batch(indices=idx)["images"],
-                                  local_ds.get_batch(indices=idx)["images"])  # fmt: skip
+    np.testing.assert_array_equal(
+        remote_ds.get_batch(indices=idx)["images"], local_ds.get_batch(indices=idx)["images"]
+    )
 
 
 def test_s3_reads_are_ranged_not_whole_objects(local_raw, s3_options, monkeypatch):
@@ -63,9 +67,14 @@ def test_s3_reads_are_ranged_not_whole_objects(local_raw, s3_options, monkeypatc
     bucket, options = s3_options
     fs = s3fs.S3FileSystem(**options)
     _upload(fs, local_raw[0], f"{bucket.removeprefix('s3://')}/raw")
-    spec = BakeSpec(sources=(f"{bucket}/raw/**/*.png",), output=f"{bucket}/cache",
-                    shard_size=16, storage_options=options, output_storage_options=options,
-                    image=ImageParams(height=16, width=16))  # fmt: skip
+    spec = BakeSpec(
+        sources=(f"{bucket}/raw/**/*.png",),
+        output=f"{bucket}/cache",
+        shard_size=16,
+        storage_options=options,
+        output_storage_options=options,
+        image=ImageParams(height=16, width=16),
+    )
     bake(spec)
     dataset = open_cache(spec.output, storage_options=options)
     calls = []
@@ -82,8 +91,9 @@ def test_s3_reads_are_ranged_not_whole_objects(local_raw, s3_options, monkeypatc
     assert shard_reads, calls
     sample_bytes = 16 * 16 * 3
     assert all(start is not None and end is not None for _, start, end in shard_reads)
-    assert all(end - start <= max(sample_bytes, 16 * 16 + 4) for _, start, end in shard_reads
-               if start >= 0)  # fmt: skip
+    assert all(
+        end - start <= max(sample_bytes, 16 * 16 + 4) for _, start, end in shard_reads if start >= 0
+    )
 
 
 def test_aws_environment_supplies_credentials(local_raw, s3_options, monkeypatch):
@@ -96,8 +106,11 @@ def test_aws_environment_supplies_credentials(local_raw, s3_options, monkeypatch
     monkeypatch.setenv("AWS_ENDPOINT_URL", options["endpoint_url"])
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     s3fs.S3FileSystem.clear_instance_cache()
-    spec = BakeSpec(sources=(f"{bucket}/raw/c0/*.png",), output=f"{bucket}/env-cache",
-                    image=ImageParams(height=8, width=8))  # fmt: skip
+    spec = BakeSpec(
+        sources=(f"{bucket}/raw/c0/*.png",),
+        output=f"{bucket}/env-cache",
+        image=ImageParams(height=8, width=8),
+    )
     assert bake(spec).baked == 12
 
 
@@ -108,8 +121,9 @@ def test_bake_raw_files_over_http(local_raw, http_root, tmp_path):
     urls = tuple(f"{base}/{p.name}" for p in sorted(folder.glob("*.png")))
     spec = BakeSpec(sources=urls, output=str(tmp_path / "h"), image=ImageParams(height=8, width=8))
     assert bake(spec).baked == 6
-    globbed = BakeSpec(sources=(f"{base}/*.png",), output=str(tmp_path / "g"),
-                       image=ImageParams(height=8, width=8))  # fmt: skip
+    globbed = BakeSpec(
+        sources=(f"{base}/*.png",), output=str(tmp_path / "g"), image=ImageParams(height=8, width=8)
+    )
     assert bake(globbed).baked == 6
 
 
@@ -124,10 +138,19 @@ def test_missing_credentials_give_one_actionable_line(s3_endpoint, tmp_path, mon
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     result = subprocess.run(
-        [sys.executable, "-m", "datakiln", "bake", "s3://no-such-bucket/raw/*.jpg", "--out",
-         str(tmp_path / "c")],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "datakiln",
+            "bake",
+            "s3://no-such-bucket/raw/*.jpg",
+            "--out",
+            str(tmp_path / "c"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.startswith("datakiln:")]
     assert len(lines) == 1

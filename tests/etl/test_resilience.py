@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.conftest import write_small_images
 
 from datakiln.cache.manifest import read_manifest
 from datakiln.cache.open import open_cache
@@ -20,7 +21,6 @@ from datakiln.errors import CacheFormatError, LeaseHeldError
 from datakiln.etl.bake import bake
 from datakiln.etl.lease import StoreLease
 from datakiln.etl.spec import BakeSpec, ImageParams
-from tests.conftest import write_small_images
 
 BAKE_ARGS = ["--size", "8", "--shard-size", "4", "--workers", "1", "-q"]
 
@@ -56,8 +56,9 @@ def reference(raw, tmp_path_factory) -> dict[str, str]:
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_killed_bake_resumes_to_identical_content(raw, reference, tmp_path, seed):
     out = tmp_path / "cache"
-    proc = subprocess.Popen(_bake_cmd(raw, out), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        _bake_cmd(raw, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     time.sleep(random.Random(seed).uniform(0.5, 3.0))
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -147,9 +148,11 @@ def test_planted_secret_never_leaves_memory(raw, tmp_path, caplog, capfd):
     for p in sorted(raw.rglob("*.png"))[:6]:
         mem.pipe_file(f"{fs_root.removeprefix('memory://')}/raw/{p.name}", p.read_bytes())
     spec = BakeSpec(
-        sources=(f"{fs_root}/raw/*.png",), output=str(tmp_path / "cache"),
-        storage_options={"secret_token": secret}, image=ImageParams(height=8, width=8),
-    )  # fmt: skip
+        sources=(f"{fs_root}/raw/*.png",),
+        output=str(tmp_path / "cache"),
+        storage_options={"secret_token": secret},
+        image=ImageParams(height=8, width=8),
+    )
     with caplog.at_level(logging.DEBUG):
         bake(spec)
     stored = b"".join(p.read_bytes() for p in (tmp_path / "cache").rglob("*") if p.is_file())

@@ -11,9 +11,12 @@ from datakiln.etl.spec import BakeSpec, ImageParams
 
 def test_round_trips_through_plain_json():
     spec = BakeSpec(
-        sources=("a/*.jpg",), output="out", image=ImageParams(height=32, width=48, fit="pad"),
-        shard_size=64, storage_options={"token": "secret"},
-    )  # fmt: skip
+        sources=("a/*.jpg",),
+        output="out",
+        image=ImageParams(height=32, width=48, fit="pad"),
+        shard_size=64,
+        storage_options={"token": "secret"},
+    )
     data = json.loads(json.dumps(spec.to_dict()))
     assert "secret" not in json.dumps(data)
     assert BakeSpec.from_dict(data) == dataclasses.replace(spec, storage_options={})

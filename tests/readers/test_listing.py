@@ -19,8 +19,11 @@ def test_lists_globs_folders_and_files_sorted_without_duplicates(tmp_path):
     found = list_inputs([str(tmp_path / "*/*.jpg"), str(tmp_path), str(tmp_path / "c.jpg")])
     uris = [f.uri for f in found]
     assert uris == sorted(uris)
-    assert [u.rsplit("/", 2)[-2:] for u in uris] == [["a", "1.png"], ["b", "2.jpg"],
-                                                     [tmp_path.name, "c.jpg"]]  # fmt: skip
+    assert [u.rsplit("/", 2)[-2:] for u in uris] == [
+        ["a", "1.png"],
+        ["b", "2.jpg"],
+        [tmp_path.name, "c.jpg"],
+    ]
     assert all(f.size == 4 and f.version for f in found)
 
 
@@ -36,9 +39,12 @@ def test_memory_protocol(memory_root):
 
 @pytest.mark.parametrize(
     ("source", "message"),
-    [("nowhere/*.jpg", "matched no files"), ("nowhere", "does not exist"),
-     ("nosuchproto://x/*.jpg", "not available")],
-)  # fmt: skip
+    [
+        ("nowhere/*.jpg", "matched no files"),
+        ("nowhere", "does not exist"),
+        ("nosuchproto://x/*.jpg", "not available"),
+    ],
+)
 def test_sources_that_name_nothing_raise(tmp_path, source, message):
     with pytest.raises(SourceError, match=message):
         list_inputs([source if "://" in source else str(tmp_path / source)])

@@ -23,9 +23,14 @@ def test_bytes_equal_zarr_python(tmp_path_factory, rows, shard_rows, empty, seed
     data = np.random.default_rng(seed).integers(1, 256, (rows, 3, 2, 3), dtype=np.uint8)
     data[[e for e in empty if e < rows]] = 0
     array = zarr.open_group(root, mode="w").create_array(
-        "x", shape=data.shape, dtype="uint8", chunks=(1, 3, 2, 3), shards=(shard_rows, 3, 2, 3),
-        compressors=None, fill_value=0,
-    )  # fmt: skip
+        "x",
+        shape=data.shape,
+        dtype="uint8",
+        chunks=(1, 3, 2, 3),
+        shards=(shard_rows, 3, 2, 3),
+        compressors=None,
+        fill_value=0,
+    )
     for start in range(0, rows, shard_rows):
         array[start : start + shard_rows] = data[start : start + shard_rows]
     for k, start in enumerate(range(0, rows, shard_rows)):
@@ -37,9 +42,14 @@ def test_bytes_equal_zarr_python(tmp_path_factory, rows, shard_rows, empty, seed
 def test_zarr_reads_what_we_write(tmp_path):
     data = np.random.default_rng(1).integers(0, 256, (10, 4, 4, 1), dtype=np.uint8)
     array = zarr.open_group(tmp_path, mode="w").create_array(
-        "x", shape=data.shape, dtype="uint8", chunks=(1, 4, 4, 1), shards=(8, 4, 4, 1),
-        compressors=None, fill_value=0,
-    )  # fmt: skip
+        "x",
+        shape=data.shape,
+        dtype="uint8",
+        chunks=(1, 4, 4, 1),
+        shards=(8, 4, 4, 1),
+        compressors=None,
+        fill_value=0,
+    )
     for k, start in enumerate(range(0, 10, 8)):
         path = tmp_path / "x" / "c" / str(k) / "0" / "0" / "0"
         path.parent.mkdir(parents=True, exist_ok=True)

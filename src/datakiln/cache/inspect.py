@@ -16,23 +16,36 @@ def _stored_bytes(fs: Any, root: str, path: str) -> int:
 
 
 def describe_cache(url: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Format, key, spec, fields with sizes, counts, classes, statistics and rejections."""
+    """Format, key, spec, fields with sizes, counts, classes, statistics and rejections.
+
+    Text caches add ``vocabulary`` (tokenizer, unique tokens, coverage, token-length
+    percentiles, truncations) and ``tokenizer`` (its identity); audio caches add
+    ``durations`` (of the source clips: min/mean/max, how many were padded or trimmed to the
+    stored duration) and ``featurizer``.
+    """
     manifest = read_manifest(url, storage_options)
     fs, root = store_fs(url, storage_options)
     fields = {}
     for name, field in manifest["fields"].items():
-        itemsize = np.dtype(field["dtype"]).itemsize
-        per_row = int(np.prod(field["shape"], dtype=np.int64)) * itemsize
-        in_memory = per_row * manifest["counts"]["baked"]
         on_disk = _stored_bytes(fs, root, check_relative(field["path"]))
+        if field["dtype"] == "string":  # variable length: stored as UTF-8 plus 8 bytes a row
+            in_memory = on_disk
+        else:
+            itemsize = np.dtype(field["dtype"]).itemsize
+            per_row = int(np.prod(field["shape"], dtype=np.int64)) * itemsize
+            in_memory = per_row * manifest["counts"]["baked"]
         transform = field.get("transform") or {}
         fields[name] = {
-            "shape": field["shape"], "dtype": field["dtype"],
+            "shape": field["shape"],
+            "dtype": field["dtype"],
             "read_dtype": transform.get("dtype", field["dtype"]),
-            "chunk_rows": field.get("chunk_rows"), "shard_rows": field.get("shard_rows"),
-            "codec": field.get("codec"), "on_disk_bytes": on_disk, "in_memory_bytes": in_memory,
+            "chunk_rows": field.get("chunk_rows"),
+            "shard_rows": field.get("shard_rows"),
+            "codec": field.get("codec"),
+            "on_disk_bytes": on_disk,
+            "in_memory_bytes": in_memory,
             "compression_ratio": round(in_memory / on_disk, 3) if on_disk else None,
-        }  # fmt: skip
+        }
     rejected = read_parquet(url, manifest["rejected"], storage_options)
     by_reason: dict[str, list[str]] = {}
     for row in rejected.to_pylist():
@@ -42,7 +55,28 @@ def describe_cache(url: str, storage_options: Mapping[str, Any] | None = None) -
     if manifest.get("class_names"):
         counts = manifest.get("class_counts") or [None] * len(manifest["class_names"])
         classes = dict(zip(manifest["class_names"], counts, strict=True))
+    extra: dict[str, Any] = {}
+    stats = manifest.get("stats") or {}
+    if manifest["modality"] == "text":
+        extra["tokenizer"] = manifest.get("tokenizer")
+        extra["vocabulary"] = _vocabulary(stats)
+    elif manifest["modality"] == "audio":
+        extra["featurizer"] = manifest.get("featurizer")
+        extra["durations"] = {
+            k: stats.get(k)
+            for k in (
+                "clips",
+                "duration_min_s",
+                "duration_mean_s",
+                "duration_max_s",
+                "duration_total_s",
+                "target_duration_s",
+                "padded",
+                "trimmed",
+            )
+        }
     return {
+        **extra,
         "url": url,
         "format_version": manifest["format_version"],
         "version": manifest["version"],
@@ -59,5 +93,39 @@ def describe_cache(url: str, storage_options: Mapping[str, Any] | None = None) -
         "rejected": {
             reason: {"count": len(uris), "examples": uris[:3]}
             for reason, uris in sorted(by_reason.items())
+        },
+    }
+
+
+def _vocabulary(stats: Mapping[str, Any]) -> dict[str, Any]:
+    """Vocabulary summary of a text cache's stats, with token-length percentiles."""
+    histogram = np.asarray(stats.get("length_histogram") or [0], dtype=np.int64)
+    total = int(histogram.sum())
+    cumulative = np.cumsum(histogram)
+
+    def percentile(q: float) -> int | None:
+        return int(np.searchsorted(cumulative, q * total)) if total else None
+
+    return {
+        **{
+            k: stats.get(k)
+            for k in (
+                "tokenizer",
+                "vocab_size",
+                "unique_tokens",
+                "vocab_coverage",
+                "coverage",
+                "total_sequences",
+                "n_tokens",
+                "mean_length",
+                "max_length",
+                "n_truncated",
+            )
+        },
+        "length_percentiles": {
+            "p50": percentile(0.5),
+            "p90": percentile(0.9),
+            "p99": percentile(0.99),
+            "max": percentile(1.0),
         },
     }

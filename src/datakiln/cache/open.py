@@ -17,18 +17,33 @@ import zarr
 from datakiln.cache.layout import store_fs, zarr_store
 from datakiln.cache.manifest import read_manifest, read_parquet
 from datakiln.cache.shard_reader import ShardedFieldReader
+from datakiln.cache.string_reader import StringFieldReader
 from datakiln.datasets.base import BaseDataset
 from datakiln.errors import CacheFormatError
+
+# Field dtype of variable-length UTF-8 strings (Zarr v3 data type "string"); read as lists.
+STRING_DTYPE = "string"
+
+
+def _dtype_name(array: zarr.Array) -> str:
+    return STRING_DTYPE if array.dtype.kind in "TOU" else str(array.dtype)
 
 
 class CachedDataset(BaseDataset):
     """A baked cache, served on demand.
 
-    Batches are dicts as in the seed guide: ``images`` float32 (B, H, W, C) in [0, 1]
-    (or [-1, 1] when the spec had ``normalize = false``), ``labels`` int32 (B,) when the cache
-    has labels, and ``indices`` int64 (B,). ``read_batch`` is thread-safe.
+    Batches are dicts as in the seed guide, one entry per stored field (under its field name,
+    after the field's read-time transform) plus ``indices`` int64 (B,):
 
-    Dataset index ``i`` counts baked samples in input order; rejected inputs leave no gaps.
+    * images: ``images`` float32 (B, H, W, C) in [0, 1] (or [-1, 1] when the spec had
+      ``normalize = false``), ``labels`` int32 (B,) when the cache has labels;
+    * text: ``text_tokens`` int32 (B, max_length), ``text_lengths`` int32 (B,), ``texts``
+      (a list of B strings; ``text`` in a sample);
+    * audio: ``audio`` float32 (B, samples), ``mel`` float32 (B, n_mels, frames), and the
+      constants ``sample_rate`` int64 (B,) and ``duration`` float32 (B,).
+
+    ``read_batch`` is thread-safe. Dataset index ``i`` counts baked samples in input order;
+    rejected inputs leave no gaps.
     """
 
     def __init__(
@@ -58,10 +73,11 @@ class CachedDataset(BaseDataset):
             if (
                 array.shape[0] < expected[0]
                 or tuple(array.shape[1:]) != expected[1:]
-                or str(array.dtype) != field["dtype"]
+                or _dtype_name(array) != field["dtype"]
             ):
                 raise CacheFormatError(
-                    f"{url}: array {name!r} is {array.dtype}{tuple(array.shape)}, the manifest "
+                    f"{url}: array {name!r} is {_dtype_name(array)}{tuple(array.shape)}, the "
+                    "manifest "
                     f"says {field['dtype']}{expected}; run `datakiln verify` and re-bake"
                 )
             self._arrays[name] = array
@@ -70,11 +86,16 @@ class CachedDataset(BaseDataset):
         # (fast=False) is the reference both are tested against.
         self._scratch = threading.local()
         self._sharded: dict[str, ShardedFieldReader] = {}
+        self._strings: dict[str, StringFieldReader] = {}
         self._chunked: dict[str, _ChunkCache] = {}
         if fast:
             fs, root = store_fs(url, storage_options)
             for name, field in self._fields.items():
-                if field.get("chunk_rows") == 1:
+                if field["dtype"] == STRING_DTYPE:
+                    self._strings[name] = StringFieldReader(
+                        fs, root, field["path"], max_cache_bytes=max_cache_bytes
+                    )
+                elif field.get("chunk_rows") == 1:
                     self._sharded[name] = ShardedFieldReader(
                         fs, root, field["path"], max_cache_bytes=max_cache_bytes
                     )
@@ -86,6 +107,11 @@ class CachedDataset(BaseDataset):
         self._first_index = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
         self._end_index = np.cumsum(counts)
         self._length = int(counts.sum())
+        # Per-sample constants of the cache (audio: sample_rate, duration): name -> (value, dtype)
+        self._constants = {
+            name: (entry["value"], np.dtype(entry["dtype"]))
+            for name, entry in (manifest.get("constants") or {}).items()
+        }
 
     def __len__(self) -> int:
         return self._length
@@ -101,8 +127,10 @@ class CachedDataset(BaseDataset):
 
         import pyarrow as pa
 
-        parts = [read_parquet(self.url, s["meta"], self._storage_options)
-                 for s in self.manifest["shards"]]  # fmt: skip
+        parts = [
+            read_parquet(self.url, s["meta"], self._storage_options)
+            for s in self.manifest["shards"]
+        ]
         return pa.concat_tables(parts)
 
     def rows_of(self, indices: np.ndarray) -> np.ndarray:
@@ -110,7 +138,9 @@ class CachedDataset(BaseDataset):
         shard = np.searchsorted(self._end_index, indices, side="right")
         return self._row_start[shard] + (indices - self._first_index[shard])
 
-    def _read_field(self, name: str, rows: np.ndarray) -> np.ndarray:
+    def _read_field(self, name: str, rows: np.ndarray) -> np.ndarray | list[str]:
+        if name in self._strings:
+            return self._strings[name].read(rows)
         if name in self._sharded:
             reader = self._sharded[name]
             out = self._scratch_buffer(name, (len(rows), *reader.sample_shape), reader.dtype)
@@ -119,8 +149,8 @@ class CachedDataset(BaseDataset):
         if name in self._chunked:
             return self._chunked[name].take(rows)
         unique, inverse = np.unique(rows, return_inverse=True)
-        data = self._arrays[name].get_orthogonal_selection((unique,))
-        return data[inverse]
+        data = self._arrays[name].get_orthogonal_selection((unique,))[inverse]
+        return data.tolist() if self._fields[name]["dtype"] == STRING_DTYPE else data
 
     def _scratch_buffer(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         """A per-thread buffer for stored bytes, reused across batches.
@@ -145,14 +175,61 @@ class CachedDataset(BaseDataset):
             data = self._read_field(name, rows)
             transform = field.get("transform")
             if transform is not None and transform["kind"] == "affine":
-                # one pass from the stored dtype into float32, then the offset in place
-                out = np.multiply(data, np.float32(transform["scale"]), dtype=np.float32)
+                # a plain cast then an in-place float32 multiply: faster than one
+                # mixed-type multiply, which goes through numpy's casting loop
+                out = data.astype(np.float32)
+                out *= np.float32(transform["scale"])
                 if transform["offset"]:
                     out += np.float32(transform["offset"])
                 data = out
+            elif transform is not None and transform["kind"] == "cast":
+                # a new array: the stored bytes may sit in a reused scratch buffer
+                data = np.array(data, dtype=transform["dtype"])
+            elif transform is not None:
+                raise CacheFormatError(
+                    f"{self.url}: field {name!r} has read-time transform {transform['kind']!r}, "
+                    "which this version of datakiln does not know; upgrade datakiln"
+                )
             batch[name] = data
+        for name, (value, dtype) in self._constants.items():
+            batch[name] = np.full(len(rows), value, dtype=dtype)
         batch["indices"] = np.asarray(indices, dtype=np.int64)
         return batch
+
+    # -- text caches -----------------------------------------------------------------------
+
+    def _require(self, name: str, what: str) -> None:
+        if name not in self._fields:
+            raise CacheFormatError(
+                f"{self.url}: {what} needs the field {name!r}, which this "
+                f"{self.manifest.get('modality')} cache does not have (fields "
+                f"{sorted(self._fields)})"
+            )
+
+    def get_sample_text(self, index: int) -> str:
+        """The original text of sample ``index`` (after decoding and CRLF normalisation)."""
+        self._require("texts", "get_sample_text")
+        rows = self.rows_of(self.check_indices([index]))
+        return self._read_field("texts", rows)[0]  # type: ignore[return-value]
+
+    def token_lengths(self) -> np.ndarray:
+        """Token lengths (BOS and EOS included) of every sample, int32 ``(len(self),)``."""
+        self._require("text_lengths", "token_lengths")
+        return np.asarray(
+            self._read_field("text_lengths", self.rows_of(np.arange(len(self), dtype=np.int64))),
+            dtype=np.int32,
+        )
+
+    def get_vocab_stats(self) -> dict[str, Any]:
+        """Token statistics of the whole cache, computed at bake time (no data is read).
+
+        Returns the seed's keys (``unique_tokens``, ``vocab_coverage`` = unique / vocab_size,
+        ``total_sequences``, ``max_length``, ``mean_length``) and the bake's own:
+        ``vocab_size``, ``n_tokens``, ``n_truncated``, ``coverage`` (share of the non-special
+        ids that occur), ``length_histogram`` (samples per token length), ``top_tokens``.
+        """
+        self._require("text_tokens", "get_vocab_stats")
+        return dict(self.manifest.get("stats") or {})
 
 
 class _ChunkCache:

@@ -29,8 +29,11 @@ _MISSING = np.uint64(2**64 - 1)
 _CRC_BYTES = 4
 
 
-def supports_fast_path(array_meta: Mapping[str, Any]) -> bool:
-    """Whether ``zarr.json`` of an array describes the layout this module reads."""
+def supports_fast_path(array_meta: Mapping[str, Any], *, inner_codec: str = "bytes") -> bool:
+    """Whether ``zarr.json`` of an array describes the layout this module reads.
+
+    ``inner_codec`` is ``"bytes"`` for fixed-size fields, ``"vlen-utf8"`` for string fields.
+    """
     codecs = array_meta.get("codecs", [])
     if len(codecs) != 1 or codecs[0].get("name") != "sharding_indexed":
         return False
@@ -42,7 +45,7 @@ def supports_fast_path(array_meta: Mapping[str, Any]) -> bool:
         conf.get("index_location", "end") == "end"
         and list(conf["chunk_shape"]) == [1, *shape[1:]]
         and len(inner) == 1
-        and inner[0]["name"] == "bytes"
+        and inner[0]["name"] == inner_codec
         and [c["name"] for c in index] == ["bytes", "crc32c"]
         and index[0].get("configuration", {}).get("endian", "little") == "little"
         and array_meta["chunk_key_encoding"]["name"] == "default"
@@ -80,6 +83,58 @@ class ShardedFieldReader:
         self._cache_bytes = 0
         self._max_cache_bytes = max_cache_bytes
         self._lock = threading.Lock()
+        # The batch path keeps shard indexes stacked in one table of ``slots`` rows, so one
+        # numpy gather looks up a whole batch; slots are reused round-robin, bounded in bytes.
+        n_shards = -(-self.rows // self.shard_rows)
+        slots = max(1, min(n_shards, max_cache_bytes // (16 * self.shard_rows)))
+        self._slot_of = np.full(max(n_shards, 1), -1, dtype=np.int64)
+        self._table = np.empty((slots, self.shard_rows, 2), dtype=np.uint64)
+        self._slot_shard = np.full(slots, -1, dtype=np.int64)
+        self._slot_view: list[Any] = [None] * slots
+        self._next_slot = 0
+
+    def _lookup(
+        self, shards: np.ndarray, inner: np.ndarray, unique: np.ndarray
+    ) -> tuple[np.ndarray, dict[int, Any]]:
+        """Index entries of ``(shards, inner)`` and the mapped views of ``unique`` shards.
+
+        Loads what is not in the slot table; the entries are copied under the lock, so a
+        slot reused by another thread afterwards cannot change them.
+        """
+        absent = unique[self._slot_of[unique] < 0]
+        loaded = {int(shard): self._load(int(shard)) for shard in absent}
+        with self._lock:
+            for shard, (index, view) in loaded.items():
+                if self._slot_of[shard] >= 0:
+                    continue
+                slot = self._next_slot
+                self._next_slot = (slot + 1) % len(self._slot_shard)
+                old = self._slot_shard[slot]
+                if old >= 0:
+                    self._slot_of[old] = -1
+                self._table[slot] = index
+                self._slot_shard[slot] = shard
+                self._slot_view[slot] = view
+                self._slot_of[shard] = slot
+            slots = self._slot_of[shards]
+            if (slots < 0).any():  # evicted by another thread in between: read again
+                return self._lookup_grouped(shards, inner, unique)
+            entries = self._table[slots, inner]
+            views = {int(s): self._slot_view[self._slot_of[s]] for s in unique.tolist()}
+        return entries, views
+
+    def _lookup_grouped(
+        self, shards: np.ndarray, inner: np.ndarray, unique: np.ndarray
+    ) -> tuple[np.ndarray, dict[int, Any]]:
+        """The same as ``_lookup`` one shard at a time, for batches wider than the table."""
+        entries = np.empty((len(shards), 2), dtype=np.uint64)
+        views = {}
+        for shard in unique.tolist():
+            index, view = self._entry(shard)
+            where = shards == shard
+            entries[where] = index[inner[where]]
+            views[shard] = view
+        return entries, views
 
     def _key(self, shard: int) -> str:
         return f"{self._root}/{self._path}/c/{shard}{self._tail}"
@@ -96,8 +151,7 @@ class ShardedFieldReader:
                 with open(key, "rb") as f:
                     mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
                 raw = mapped[len(mapped) - index_bytes : len(mapped) - _CRC_BYTES]
-                usable = (len(mapped) // self.sample_bytes) * self.sample_bytes
-                view = np.frombuffer(mapped, np.uint8, usable).reshape(-1, self.sample_bytes)
+                view = self._view(mapped)
             else:
                 raw = self._fs.cat_file(key, start=-index_bytes)[:-_CRC_BYTES]
         except FileNotFoundError:  # no object: every chunk of the shard is fill
@@ -105,6 +159,11 @@ class ShardedFieldReader:
             return index, None
         index = np.frombuffer(raw, dtype="<u8").reshape(nrows, 2)
         return index, view
+
+    def _view(self, mapped: mmap.mmap) -> np.ndarray:
+        """A mapped shard object as ``(n, sample_bytes)`` rows of inner chunks."""
+        usable = (len(mapped) // self.sample_bytes) * self.sample_bytes
+        return np.frombuffer(mapped, np.uint8, usable).reshape(-1, self.sample_bytes)
 
     def _entry(self, shard: int) -> tuple[np.ndarray, Any]:
         with self._lock:
@@ -125,45 +184,55 @@ class ShardedFieldReader:
     def read_into(self, rows: np.ndarray, out: np.ndarray) -> None:
         """Copy rows ``rows`` (int64, any order, repeats allowed) into ``out[: len(rows)]``.
 
-        Work per call is one numpy gather per shard touched, not a Python step per sample.
+        One vectorised index lookup for the batch, then one numpy gather per shard touched:
+        no Python step per sample.
         """
         if len(rows) == 0:
             return
         shards = rows // self.shard_rows
         inner = rows - shards * self.shard_rows
+        unique = np.unique(shards)
+        if len(unique) <= len(self._slot_shard):
+            entries, views = self._lookup(shards, inner, unique)
+        else:
+            entries, views = self._lookup_grouped(shards, inner, unique)
+        offsets, nbytes = entries[:, 0], entries[:, 1]
+        missing = offsets == _MISSING
+        wrong = ~missing & (nbytes != self.sample_bytes)
+        if wrong.any():
+            bad = int(rows[np.argmax(wrong)])
+            raise CacheFormatError(
+                f"{self._path}: the chunk of row {bad} does not hold {self.sample_bytes} bytes; "
+                "run `datakiln verify` on the cache"
+            )
         flat = out.reshape(len(out), -1).view(np.uint8)
-        order = np.argsort(shards, kind="stable")
-        bounds = np.flatnonzero(np.diff(shards[order])) + 1
-        keys: list[str] = []
-        starts: list[int] = []
-        targets: list[int] = []
-        for positions in np.split(order, bounds):
-            shard = int(shards[positions[0]])
-            index, chunks = self._entry(shard)
-            offsets, nbytes = index[inner[positions]].T
-            missing = offsets == _MISSING
-            if missing.any():
-                out[positions[missing]] = self._fill
-                positions, offsets, nbytes = (
-                    positions[~missing],
-                    offsets[~missing],
-                    nbytes[~missing],
-                )
-            if (nbytes != self.sample_bytes).any():
-                bad = int(rows[positions[np.argmax(nbytes != self.sample_bytes)]])
-                raise CacheFormatError(
-                    f"{self._path}: the chunk of row {bad} does not hold {self.sample_bytes} "
-                    "bytes; run `datakiln verify` on the cache"
-                )
-            if chunks is not None and not (offsets % self.sample_bytes).any():
-                flat[positions] = chunks[(offsets // self.sample_bytes).astype(np.intp)]
+        if missing.any():
+            out[np.flatnonzero(missing)] = self._fill
+        present = np.flatnonzero(~missing)
+        if not len(present):
+            return
+        order = present[np.argsort(shards[present], kind="stable")]
+        sorted_shards = shards[order]
+        starts = np.flatnonzero(np.r_[True, sorted_shards[1:] != sorted_shards[:-1]])
+        ends = np.r_[starts[1:], len(order)]
+        aligned = not (offsets[present] % self.sample_bytes).any()
+        chunk_of = (offsets // np.uint64(self.sample_bytes)).astype(np.intp)
+        remote: list[int] = []
+        for shard, a, b in zip(
+            sorted_shards[starts].tolist(), starts.tolist(), ends.tolist(), strict=True
+        ):
+            view = views[shard]
+            positions = order[a:b]
+            if view is not None and aligned:
+                flat[positions] = view[chunk_of[positions]]
             else:
-                keys.extend([self._key(shard)] * len(positions))
-                starts.extend(offsets.astype(np.int64).tolist())
-                targets.extend(positions.tolist())
-        if keys:
-            ends = [start + self.sample_bytes for start in starts]
-            for pos, data in zip(targets, self._fs.cat_ranges(keys, starts, ends), strict=True):
+                remote.extend(positions.tolist())
+        if remote:
+            keys = [self._key(int(shards[p])) for p in remote]
+            starts_remote = [int(offsets[p]) for p in remote]
+            ends_remote = [start + self.sample_bytes for start in starts_remote]
+            fetched = self._fs.cat_ranges(keys, starts_remote, ends_remote)
+            for pos, data in zip(remote, fetched, strict=True):
                 if len(data) != self.sample_bytes:
                     raise CacheFormatError(f"{self._path}: short read of row {int(rows[pos])}")
                 flat[pos] = np.frombuffer(data, np.uint8)

@@ -82,13 +82,21 @@ class BakeReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "url": self.url, "cache_key": self.cache_key, "inputs": self.inputs,
-            "baked": self.baked, "rejected": self.rejected,
-            "rejected_by_reason": dict(self.rejected_by_reason), "shards": self.shards,
-            "shards_skipped": self.shards_skipped, "up_to_date": self.up_to_date,
-            "wall_s": self.wall_s, "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
-            "kernel_shapes": self.kernel_shapes, "stage_s": dict(self.stage_s),
-        }  # fmt: skip
+            "url": self.url,
+            "cache_key": self.cache_key,
+            "inputs": self.inputs,
+            "baked": self.baked,
+            "rejected": self.rejected,
+            "rejected_by_reason": dict(self.rejected_by_reason),
+            "shards": self.shards,
+            "shards_skipped": self.shards_skipped,
+            "up_to_date": self.up_to_date,
+            "wall_s": self.wall_s,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "kernel_shapes": self.kernel_shapes,
+            "stage_s": dict(self.stage_s),
+        }
 
 
 ProgressFn = Callable[[Mapping[str, Any]], None]
@@ -101,9 +109,12 @@ class _Tally:
         self.progress = progress
         self.event = {
             "inputs_total": sum(t["shard"]["capacity"] for t in tasks),
-            "inputs_done": 0, "baked": 0, "rejected": 0,
-            "shards_total": len(tasks), "shards_done": 0,
-        }  # fmt: skip
+            "inputs_done": 0,
+            "baked": 0,
+            "rejected": 0,
+            "shards_total": len(tasks),
+            "shards_done": 0,
+        }
 
     def __call__(self, marker: Mapping[str, Any]) -> None:
         e = self.event
@@ -117,8 +128,9 @@ class _Tally:
 
 def _fields(plan: BakePlan) -> list[FieldLayout]:
     modality = get_modality(plan.spec.modality)
-    return modality.fields(plan.spec, plan.generation, plan.zarr_shard_rows,
-                           plan.class_names is not None)  # fmt: skip
+    return modality.fields(
+        plan.spec, plan.generation, plan.zarr_shard_rows, plan.class_names is not None
+    )
 
 
 def _field_schema(plan: BakePlan, fields: list[FieldLayout]) -> dict[str, Any]:
@@ -152,10 +164,13 @@ def _read_previous(spec: BakeSpec) -> tuple[dict[str, Any] | None, PreviousBake 
             )
         shards.append(ShardPlan.from_dict(marker["shard"]))
     previous = PreviousBake(
-        version=manifest["version"], cache_key=manifest["cache_key"], shards=tuple(shards),
+        version=manifest["version"],
+        cache_key=manifest["cache_key"],
+        shards=tuple(shards),
         class_names=tuple(manifest["class_names"]) if manifest.get("class_names") else None,
-        rows=manifest["rows"], next_shard_id=manifest["next_shard_id"],
-    )  # fmt: skip
+        rows=manifest["rows"],
+        next_shard_id=manifest["next_shard_id"],
+    )
     return manifest, previous
 
 
@@ -163,8 +178,9 @@ def _prepare_store(plan: BakePlan, fields: list[FieldLayout]) -> dict[int, dict[
     """Make the arrays ready; return the markers of every live shard that is already done."""
     spec = plan.spec
     fs, root = store_fs(spec.output, spec.output_storage_options)
-    attributes = {"datakiln": {"generation_key": plan.generation_key,
-                               "format_version": FORMAT_VERSION}}  # fmt: skip
+    attributes = {
+        "datakiln": {"generation_key": plan.generation_key, "format_version": FORMAT_VERSION}
+    }
     try:
         prepare_arrays(spec.output, spec.output_storage_options, fields, plan.rows, attributes)
     except OSError as err:
@@ -195,10 +211,15 @@ def _run_distributed(
     if link:
         logger.info("Dask dashboard: %s", link)
     futures = [
-        client.submit(bake_shard, task, key=f"datakiln-shard-{task['shard']['shard_id']}-"
-                      f"{task['generation_key'][:8]}", pure=False, retries=2)
+        client.submit(
+            bake_shard,
+            task,
+            key=f"datakiln-shard-{task['shard']['shard_id']}-{task['generation_key'][:8]}",
+            pure=False,
+            retries=2,
+        )
         for task in tasks
-    ]  # fmt: skip
+    ]
     results = []
     for future in as_completed(futures):
         marker = future.result()
@@ -230,10 +251,11 @@ def _run_tasks(
         from distributed import Client, LocalCluster
 
         with (
-            LocalCluster(n_workers=spec.workers, threads_per_worker=1, processes=True,
-                         dashboard_address=":0") as cluster,
+            LocalCluster(
+                n_workers=spec.workers, threads_per_worker=1, processes=True, dashboard_address=":0"
+            ) as cluster,
             Client(cluster) as client,
-        ):  # fmt: skip
+        ):
             return _run_distributed(client, tasks, on_done)
 
     from dask.callbacks import Callback
@@ -285,9 +307,10 @@ def _key_changes(current: Mapping[str, Any] | None, plan: BakePlan) -> tuple[str
         before = old.get(name)
         if isinstance(value, dict) and isinstance(before, dict):
             reasons += [
-                f"{name}.{k}: {before.get(k)!r} -> {v!r}" for k, v in value.items()
+                f"{name}.{k}: {before.get(k)!r} -> {v!r}"
+                for k, v in value.items()
                 if before.get(k) != v
-            ]  # fmt: skip
+            ]
         elif before != value:
             reasons.append(f"{name}: {before!r} -> {value!r}")
     c = plan.changes
@@ -310,11 +333,16 @@ def plan_only(spec: BakeSpec) -> PlanSummary:
             done += 1
     up_to_date = current is not None and current["cache_key"] == plan.cache_key
     return PlanSummary(
-        url=spec.output, up_to_date=up_to_date, inputs=len(plan.inputs),
-        shards=len(plan.shards), shards_done=done, new_inputs=plan.changes.new,
-        changed_inputs=plan.changes.changed, removed_inputs=plan.changes.removed,
+        url=spec.output,
+        up_to_date=up_to_date,
+        inputs=len(plan.inputs),
+        shards=len(plan.shards),
+        shards_done=done,
+        new_inputs=plan.changes.new,
+        changed_inputs=plan.changes.changed,
+        removed_inputs=plan.changes.removed,
         key_changes=() if up_to_date else _key_changes(current, plan),
-    )  # fmt: skip
+    )
 
 
 @contextlib.contextmanager
@@ -365,12 +393,17 @@ def bake(
             counts = current["counts"]
             logger.info("cache at %s is up to date (key %s)", spec.output, plan.cache_key[:12])
             return BakeReport(
-                url=spec.output, cache_key=plan.cache_key, inputs=counts["inputs"],
-                baked=counts["baked"], rejected=counts["rejected"],
+                url=spec.output,
+                cache_key=plan.cache_key,
+                inputs=counts["inputs"],
+                baked=counts["baked"],
+                rejected=counts["rejected"],
                 rejected_by_reason=current.get("rejected_by_reason", {}),
-                shards=len(plan.shards), shards_skipped=len(plan.shards), up_to_date=True,
+                shards=len(plan.shards),
+                shards_skipped=len(plan.shards),
+                up_to_date=True,
                 wall_s=time.perf_counter() - started,
-            )  # fmt: skip
+            )
         fields = _fields(plan)
         done = _prepare_store(plan, fields)
         base_task = {
@@ -387,9 +420,15 @@ def bake(
         tasks = [{**base_task, "shard": s.to_dict()} for s in plan.shards if s.shard_id not in done]
         logger.info(
             "baking %d inputs into %s: %d shards, %d to bake (%d new, %d changed, %d removed "
-            "inputs)", len(plan.inputs), spec.output, len(plan.shards), len(tasks),
-            plan.changes.new, plan.changes.changed, plan.changes.removed,
-        )  # fmt: skip
+            "inputs)",
+            len(plan.inputs),
+            spec.output,
+            len(plan.shards),
+            len(tasks),
+            plan.changes.new,
+            plan.changes.changed,
+            plan.changes.removed,
+        )
         try:
             new = _run_tasks(plan, tasks, _Tally(plan, tasks, progress))
         except DatakilnError:
@@ -437,9 +476,12 @@ def _commit(
     rejections = [r for m in ordered for r in m["rejections"]]
     baked = sum(m["rows"] for m in ordered)
     modality = get_modality(spec.modality)
-    lost = [m["shard_id"] for m in ordered
-            if getattr(modality, "one_sample_per_input", True)
-            and m["rows"] + len(m["rejections"]) != m["inputs"]]  # fmt: skip
+    lost = [
+        m["shard_id"]
+        for m in ordered
+        if getattr(modality, "one_sample_per_input", True)
+        and m["rows"] + len(m["rejections"]) != m["inputs"]
+    ]
     if lost:
         raise BakeError(
             f"shards {lost} lost track of inputs: baked + rejected != inputs; nothing committed"
@@ -488,12 +530,24 @@ def _commit(
         ],
         "rejected": rejected_path,
     }
+    entries = getattr(modality, "manifest_entries", None)
+    if entries is not None:  # tokenizer identity, per-sample constants, ...
+        manifest.update(entries(spec))
     report = BakeReport(
-        url=spec.output, cache_key=plan.cache_key, inputs=inputs, baked=baked,
-        rejected=len(rejections), rejected_by_reason=dict(by_reason), shards=len(ordered),
-        shards_skipped=skipped, wall_s=time.perf_counter() - started, bytes_in=bytes_in,
-        bytes_out=bytes_out, kernel_shapes=len(shapes), stage_s=stage_s,
-    )  # fmt: skip
+        url=spec.output,
+        cache_key=plan.cache_key,
+        inputs=inputs,
+        baked=baked,
+        rejected=len(rejections),
+        rejected_by_reason=dict(by_reason),
+        shards=len(ordered),
+        shards_skipped=skipped,
+        wall_s=time.perf_counter() - started,
+        bytes_in=bytes_in,
+        bytes_out=bytes_out,
+        kernel_shapes=len(shapes),
+        stage_s=stage_s,
+    )
     if spec.max_rejected is not None and len(rejections) > spec.max_rejected:
         raise TooManyRejectedError(
             f"{len(rejections)} inputs rejected, more than max_rejected={spec.max_rejected}; "

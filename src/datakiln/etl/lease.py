@@ -40,9 +40,14 @@ class StoreLease:
     """
 
     def __init__(
-        self, url: str, storage_options: Mapping[str, Any] | None = None, *,
-        ttl_s: float = 60.0, wait_s: float = 0.0, poll_s: float = 1.0,
-    ) -> None:  # fmt: skip
+        self,
+        url: str,
+        storage_options: Mapping[str, Any] | None = None,
+        *,
+        ttl_s: float = 60.0,
+        wait_s: float = 0.0,
+        poll_s: float = 1.0,
+    ) -> None:
         self.url = url
         self._fs, root = store_fs(url, storage_options)
         self._path = f"{root}/{LEASE}"

@@ -146,8 +146,19 @@ def zarr_shard_rows(shard_size: int, sample_bytes: int) -> int:
 
 
 def generation_key(spec: BakeSpec) -> str:
-    """Hash of the format version and the preprocessing parameters (not the inputs)."""
-    return fingerprint({"format_version": FORMAT_VERSION, "spec": spec.key_dict()})
+    """Hash of the format version and the preprocessing parameters (not the inputs).
+
+    A modality whose stored bytes depend on more than its parameters (the text tokenizer's
+    hash and rules) adds that identity through ``manifest_entries``; it goes into the key too.
+    """
+    from datakiln.etl.modalities import get_modality
+
+    payload: dict[str, Any] = {"format_version": FORMAT_VERSION, "spec": spec.key_dict()}
+    entries = getattr(get_modality(spec.modality), "manifest_entries", None)
+    identity = entries(spec) if entries is not None else {}
+    if identity:  # images have none, so their keys stay what they were
+        payload["identity"] = identity
+    return fingerprint(payload)
 
 
 def cache_key(spec: BakeSpec, inputs: tuple[InputFile, ...]) -> str:
@@ -179,9 +190,11 @@ def plan_shards(
     # a file split over several retired shards is listed once and planned again whole
     todo = sorted({i.uri: i for i in todo + new}.values(), key=lambda i: i.uri)
     changes = InputChanges(
-        new=len(new), changed=len(changed), removed=len(known - current.keys()),
+        new=len(new),
+        changed=len(changed),
+        removed=len(known - current.keys()),
         unchanged=len(inputs) - len(new) - len(changed),
-    )  # fmt: skip
+    )
 
     class_names: tuple[str, ...] | None = None
     index: dict[str, int] = {}
@@ -210,9 +223,16 @@ def plan_shards(
             if any(u.start is not None for u in group)
             else None
         )
-        fresh.append(ShardPlan(shard_id=next_id, row_start=row, capacity=capacity,
-                               inputs=tuple(u.input for u in group), labels=labels,
-                               ranges=ranges))  # fmt: skip
+        fresh.append(
+            ShardPlan(
+                shard_id=next_id,
+                row_start=row,
+                capacity=capacity,
+                inputs=tuple(u.input for u in group),
+                labels=labels,
+                ranges=ranges,
+            )
+        )
         next_id += 1
         # the next shard starts on a Zarr shard boundary, so no object is shared
         row += -(-capacity // shard_rows) * shard_rows
@@ -226,11 +246,20 @@ def plan_shards(
         close_group()
     rows = max([previous.rows if previous else 0] + [s.row_start + s.capacity for s in fresh])
     return BakePlan(
-        spec=spec, inputs=inputs, class_names=class_names, generation_key=generation_key(spec),
-        shards=(*kept, *fresh), pending=frozenset(s.shard_id for s in fresh),
-        retired=tuple(retired), cache_key=cache_key(spec, inputs), zarr_shard_rows=shard_rows,
-        rows=rows, next_shard_id=next_id, changes=changes, previous=previous,
-    )  # fmt: skip
+        spec=spec,
+        inputs=inputs,
+        class_names=class_names,
+        generation_key=generation_key(spec),
+        shards=(*kept, *fresh),
+        pending=frozenset(s.shard_id for s in fresh),
+        retired=tuple(retired),
+        cache_key=cache_key(spec, inputs),
+        zarr_shard_rows=shard_rows,
+        rows=rows,
+        next_shard_id=next_id,
+        changes=changes,
+        previous=previous,
+    )
 
 
 def plan_bake(spec: BakeSpec, previous: PreviousBake | None = None) -> BakePlan:

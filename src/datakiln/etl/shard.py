@@ -90,6 +90,5 @@ def bake_shard(task: Mapping[str, Any]) -> dict[str, Any]:
         **out.extra,
     }
     write_marker(fs, root, task["generation"], shard.shard_id, marker)
-    logger.debug("shard %d: %d baked, %d rejected", shard.shard_id, out.rows,
-                 len(out.rejections))  # fmt: skip
+    logger.debug("shard %d: %d baked, %d rejected", shard.shard_id, out.rows, len(out.rejections))
     return marker

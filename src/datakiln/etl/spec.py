@@ -27,6 +27,7 @@ TEXT_ERRORS = ("reject", "replace")
 MEL_SCALES = ("slaney", "htk")
 MEL_NORMS = ("slaney", None)
 MEL_DTYPES = ("float16", "float32")
+ALIGNS = ("start", "center")
 # Local Dask schedulers a spec may name; anything else must be a distributed address.
 LOCAL_SCHEDULERS = ("threads", "processes", "synchronous")
 CHANNELS = {"rgb": 3, "grayscale": 1, "rgba": 4}
@@ -142,8 +143,9 @@ class TextParams(_Params):
         if self.format in ("jsonl", "csv", "tsv", "parquet") and not self.field:
             raise SpecError(f"text.field must name the {self.format} field that holds the text")
         if self.tokenizer == "byte" and self.vocab_size < 260:
-            raise SpecError(f"text.vocab_size must be >= 260 for the byte tokenizer; got "
-                            f"{self.vocab_size}")  # fmt: skip
+            raise SpecError(
+                f"text.vocab_size must be >= 260 for the byte tokenizer; got {self.vocab_size}"
+            )
         ids = [self.pad_token_id, self.unk_token_id, self.bos_token_id, self.eos_token_id]
         if any(not 0 <= i < 4 for i in ids) or len(set(ids)) != 4:
             raise SpecError(f"text special token ids must be 0..3 and distinct; got {ids}")
@@ -155,9 +157,18 @@ class TextParams(_Params):
 class AudioParams(_Params):
     """How audio is resampled and featurized; follows the seed's AudioModalityConfig.
 
-    ``normalize`` is peak normalisation of each clip; the log-mel spectrogram is
-    ``10 * log10(max(power, 1e-10))`` clipped to ``top_db`` below its peak (librosa's
-    ``power_to_db`` with ``ref=1.0``), stored as ``mel_dtype``.
+    Every clip is mixed to mono, resampled to ``sample_rate`` (Kaiser-windowed sinc), cut or
+    zero-padded to ``duration`` seconds (``align="start"`` keeps the beginning, ``"center"``
+    the middle), peak-normalised when ``normalize`` (default on), and turned into a log-mel
+    spectrogram: periodic Hann window of ``n_fft`` (default 1024), ``hop_length`` (default
+    512), centred frames with zero padding, ``n_mels`` (default 80) filters between ``fmin``
+    (default 0) and ``fmax`` (default Nyquist) on the ``mel_scale`` (``"slaney"``, default, or
+    ``"htk"``) with ``mel_norm`` (``"slaney"`` area normalisation, default, or none), then
+    ``10 * log10(max(power, 1e-10))`` clipped to ``top_db`` (default 80; unset keeps all)
+    below the clip's peak: librosa's ``melspectrogram`` + ``power_to_db(ref=1.0)``. The
+    waveform is stored as float32; the mel as ``mel_dtype`` (float16 by default: dB values
+    below 128 in magnitude keep a resolution of 1/16 dB or better, about 2**-11 relative, and
+    it halves the field; read back as float32).
     """
 
     SECTION = "audio"
@@ -173,13 +184,26 @@ class AudioParams(_Params):
     normalize: bool = True
     top_db: float | None = 80.0
     mel_dtype: str = "float16"
+    align: str = "start"
 
     def __post_init__(self) -> None:
         for name in ("sample_rate", "n_mels", "hop_length", "n_fft"):
             _check_positive(f"audio.{name}", getattr(self, name))
+        _check_choice("audio.align", self.align, ALIGNS)
+        if not isinstance(self.normalize, bool):
+            raise SpecError(f"audio.normalize must be true or false; got {self.normalize!r}")
+        if self.top_db is not None and not (
+            isinstance(self.top_db, int | float) and self.top_db >= 0
+        ):
+            raise SpecError(
+                f"audio.top_db must be a non-negative number of dB or unset; got {self.top_db!r}"
+            )
+        if not isinstance(self.fmin, int | float) or not 0 <= self.fmin < self.sample_rate / 2:
+            raise SpecError(f"audio.fmin must be in [0, {self.sample_rate / 2}); got {self.fmin!r}")
         if not isinstance(self.duration, int | float) or self.duration <= 0:
-            raise SpecError(f"audio.duration must be a positive number of seconds; got "
-                            f"{self.duration!r}")  # fmt: skip
+            raise SpecError(
+                f"audio.duration must be a positive number of seconds; got {self.duration!r}"
+            )
         _check_choice("audio.mel_scale", self.mel_scale, MEL_SCALES)
         _check_choice("audio.mel_norm", self.mel_norm, MEL_NORMS)
         _check_choice("audio.mel_dtype", self.mel_dtype, MEL_DTYPES)
@@ -204,11 +228,13 @@ class BakeSpec:
     Args:
         sources: URLs, paths or globs of the raw inputs (any fsspec protocol).
         output: URL or path of the cache store to write.
-        modality: What the inputs are; only ``"image"`` in this version.
+        modality: What the inputs are: ``"image"``, ``"text"`` or ``"audio"``.
         image: Image preprocessing parameters (used when ``modality == "image"``).
         text: Text reading and tokenization parameters (``modality == "text"``).
         audio: Audio featurization parameters (``modality == "audio"``).
-        shard_size: Inputs per bake shard (one Dask task each).
+            Each also takes a plain dict of the table's fields.
+        shard_size: Samples per bake shard (one Dask task each): images or clips, or for
+            text an upper bound on lines (a Parquet row group is never split).
         storage_options: fsspec options for the sources (credentials stay out of logs and of
             the manifest).
         output_storage_options: fsspec options for the output store.
@@ -237,6 +263,15 @@ class BakeSpec:
     def __post_init__(self) -> None:
         sources = (self.sources,) if isinstance(self.sources, str) else tuple(self.sources)
         object.__setattr__(self, "sources", sources)
+        for name, kind in (("image", ImageParams), ("text", TextParams), ("audio", AudioParams)):
+            table = getattr(self, name)
+            if isinstance(table, Mapping):  # a plain table, as in a TOML spec
+                object.__setattr__(self, name, kind.from_dict(table))
+            elif not isinstance(table, kind):
+                raise SpecError(
+                    f"{name} must be {kind.__name__} or a table of its fields; got "
+                    f"{type(table).__name__}"
+                )
         if not sources or not all(isinstance(s, str) and s for s in sources):
             raise SpecError("sources must name at least one URL, path or glob")
         if not isinstance(self.output, str) or not self.output:

@@ -14,8 +14,36 @@ from datakiln.errors import SourceError
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (
-    ".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm",
-)  # fmt: skip
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".gif",
+    ".bmp",
+    ".webp",
+    ".tif",
+    ".tiff",
+    ".ppm",
+    ".pgm",
+    ".pbm",
+)
+# Audio files taken from folders: what libsndfile (soundfile) decodes.
+AUDIO_EXTENSIONS = (
+    ".wav",
+    ".wave",
+    ".flac",
+    ".ogg",
+    ".oga",
+    ".opus",
+    ".mp3",
+    ".aif",
+    ".aiff",
+    ".aifc",
+    ".au",
+    ".snd",
+    ".caf",
+    ".w64",
+    ".rf64",
+)
 _GLOB_CHARS = "*?["
 
 
@@ -36,8 +64,16 @@ class InputFile:
 
 
 def _version(info: Mapping[str, Any]) -> str:
-    for key in ("ETag", "etag", "generation", "md5Hash", "mtime", "LastModified", "last_modified",
-                "created"):  # fmt: skip
+    for key in (
+        "ETag",
+        "etag",
+        "generation",
+        "md5Hash",
+        "mtime",
+        "LastModified",
+        "last_modified",
+        "created",
+    ):
         value = info.get(key)
         if value is not None:
             return f"{key}={value}"
@@ -80,10 +116,21 @@ def list_inputs(
 def access_hint(url: str, err: BaseException, verb: str = "read") -> str:
     """One actionable line for a store that refused or could not be reached."""
     text = f"{type(err).__name__}: {err}"
-    if any(w in text.lower() for w in ("credential", "accessdenied", "access denied",
-                                         "forbidden", "permission", "signature")):  # fmt: skip
-        hint = ("check the credentials: the standard AWS/GCS environment variables or "
-                "storage_options in the spec")  # fmt: skip
+    if any(
+        w in text.lower()
+        for w in (
+            "credential",
+            "accessdenied",
+            "access denied",
+            "forbidden",
+            "permission",
+            "signature",
+        )
+    ):
+        hint = (
+            "check the credentials: the standard AWS/GCS environment variables or "
+            "storage_options in the spec"
+        )
     else:
         hint = "check the URL, the network and the store's endpoint"
     return f"cannot {verb} {url!r} ({text}); {hint}"
@@ -116,9 +163,10 @@ def _list_one(
     files = {p: info for p, info in entries.items() if info.get("type", "file") == "file"}
     if not files:
         hint = (
-            f" (looked for {', '.join(extensions)})" if what == "folder" else
-            "; quote the glob so the shell does not expand it, and check the pattern"
-        )  # fmt: skip
+            f" (looked for {', '.join(extensions)})"
+            if what == "folder"
+            else "; quote the glob so the shell does not expand it, and check the pattern"
+        )
         raise SourceError(f"source {source!r} ({what}) matched no files{hint}")
     for p, info in files.items():
         uri = fs.unstrip_protocol(p)

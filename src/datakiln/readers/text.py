@@ -85,6 +85,8 @@ BINARY_SNIFF_BYTES = 8192
 DEFAULT_TARGET_BYTES = 64 * 2**20
 # Block size for scanning forward to the next line start when planning.
 _SCAN_BYTES = 64 * 2**10
+# Block size for counting the lines of a range (``split_line_range``).
+_COUNT_BYTES = 2**20
 _UTF8_BOM = codecs.BOM_UTF8
 
 
@@ -177,6 +179,88 @@ def plan_text_ranges(
     cuts.append(size)
     logger.debug("planned %d ranges for %s", len(cuts) - 1, redact_url(url))
     return list(itertools.pairwise(cuts))
+
+
+def split_line_range(
+    url: str,
+    start: int,
+    end: int,
+    max_lines: int | None,
+    *,
+    fmt: str | None = None,
+    encoding: str = "utf-8",
+    storage_options: Mapping[str, Any] | None = None,
+) -> list[tuple[int, int, int]]:
+    """Count the lines of one range of a line-oriented file, cutting it every ``max_lines``.
+
+    Reads ``[start, end)`` in blocks of ``_COUNT_BYTES`` (memory stays bounded) and returns
+    sub-ranges ``(start, end, lines)`` that cover it without gaps, each starting at a line
+    start, where ``lines`` (newlines, plus one for a last line without one) bounds the samples
+    ``read_text_range`` can return for the sub-range. A sub-range is cut after its
+    ``max_lines``-th line, or at the first later line end where a cut is safe: for CSV/TSV,
+    where an even number of ``"`` lies between the range start and the line end (not inside a
+    quoted field, for well-formed files). Codecs that are not ASCII-compatible (UTF-16/32)
+    are never cut, and count their 0x0A bytes, an upper bound on their lines.
+
+    Args:
+        url: The file (any fsspec URL).
+        start, end: A range from ``plan_text_ranges`` (``start`` at a line start).
+        max_lines: Lines per sub-range; ``None`` never cuts.
+        fmt: One of ``"txt"``, ``"jsonl"``, ``"csv"``, ``"tsv"``; ``None`` infers it.
+        encoding: The file's codec.
+        storage_options: fsspec options for ``url``.
+
+    Raises:
+        SpecError: A Parquet file, or a bad codec.
+        OSError: The file cannot be read.
+    """
+    import numpy as np
+
+    fmt = _check_format(url, fmt)
+    if fmt == "parquet":
+        raise SpecError(f"{url!r}: Parquet files are cut by row groups, not lines")
+    _, cuttable = _check_codec(encoding)
+    if max_lines is None or not cuttable:
+        max_lines = None
+    quoted = fmt in ("csv", "tsv")
+    fs, path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
+    units: list[tuple[int, int, int]] = []
+    unit_start, lines, quotes, pos, last = start, 0, 0, start, ord("\n")
+    with fs.open(path, "rb") as f:
+        f.seek(start)
+        while pos < end:
+            block = f.read(min(_COUNT_BYTES, end - pos))
+            if not block:
+                break
+            data = np.frombuffer(block, dtype=np.uint8)
+            newlines = np.flatnonzero(data == ord("\n"))
+            taken = 0  # newlines of this block already counted
+            if max_lines is not None and newlines.size:
+                if quoted:
+                    running = np.cumsum(data == ord('"'), dtype=np.int64) + quotes
+                    safe = (running[newlines] & 1) == 0
+                    quotes = int(running[-1])
+                else:
+                    safe = np.ones(newlines.size, dtype=bool)
+                while True:
+                    k = taken + max(max_lines - lines, 1) - 1
+                    later = np.flatnonzero(safe[k:]) if k < newlines.size else ()
+                    if not len(later):
+                        break
+                    j = k + int(later[0])
+                    cut = pos + int(newlines[j]) + 1
+                    lines += j - taken + 1
+                    taken = j + 1
+                    if cut >= end:
+                        break
+                    units.append((unit_start, cut, lines))
+                    unit_start, lines = cut, 0
+            lines += newlines.size - taken
+            last = block[-1]
+            pos += len(block)
+    tail = 1 if pos > unit_start and last != ord("\n") else 0
+    units.append((unit_start, end, lines + tail))
+    return units
 
 
 def read_text_range(
@@ -408,12 +492,13 @@ def parquet_row_counts(url: str, storage_options: Mapping[str, Any] | None = Non
 class _SparseParquet:
     """A Parquet file seen by pyarrow as an in-memory buffer that holds only what was fetched.
 
-    pyarrow reading through a Python file object (``pq.ParquetFile(fsspec_file)``) can abort
-    the interpreter at exit ("terminate called without an active exception") in a process
-    that has imported jax, so pyarrow is only ever given a ``BufferReader``. The buffer is as
-    long as the file but zero-allocated (``calloc``: pages never written take no memory); the
-    footer is fetched on open and each column chunk before its row group is read, so memory
-    is bounded by the footer and the chunks read, not by the file.
+    pyarrow reading through a Python file object (``pq.ParquetFile(fsspec_file)``), or with
+    its thread pools (``use_threads=True``, pre-buffering), can abort the interpreter at exit
+    ("terminate called without an active exception", status 134) in a process that has also
+    started jax. So pyarrow only ever gets a ``BufferReader`` and reads on one thread. The
+    buffer is as long as the file but zero-allocated (``calloc``: pages never written take no
+    memory); the footer is fetched on open and each column chunk before its row group is
+    read, so memory is bounded by the footer and the chunks read, not by the file.
     """
 
     def __init__(self, fs: AbstractFileSystem, path: str) -> None:
@@ -436,7 +521,7 @@ class _SparseParquet:
         start = size - 8 - footer
         self._put(start, fs.cat_file(path, start=start, end=size))
         self._whole = False
-        self.file = pq.ParquetFile(pa.BufferReader(pa.py_buffer(self._buffer)))
+        self.file = pq.ParquetFile(pa.BufferReader(pa.py_buffer(self._buffer)), pre_buffer=False)
 
     def _put(self, start: int, data: bytes) -> None:
         import numpy as np
@@ -460,14 +545,14 @@ class _SparseParquet:
             if not self._whole:
                 self._put(start, self._fs.cat_file(self._path, start=start, end=end))
         try:
-            return self.file.read_row_group(row_group, columns=[field]).column(0)
+            return self.file.read_row_group(row_group, columns=[field], use_threads=False).column(0)
         except pa.ArrowException:
             if self._whole:
                 raise
             # A writer whose chunk offsets do not cover its pages: fall back to the whole file.
             self._put(0, self._fs.cat_file(self._path))
             self._whole = True
-            return self.file.read_row_group(row_group, columns=[field]).column(0)
+            return self.file.read_row_group(row_group, columns=[field], use_threads=False).column(0)
 
 
 def _normalise(text: str) -> str:

@@ -9,10 +9,18 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+# ``position``: where in its file a rejected sample was (text: byte offset of the line or
+# Parquet row); null for whole-file inputs.
 REJECTED_SCHEMA = pa.schema(
-    [("uri", pa.string()), ("stage", pa.string()), ("error_type", pa.string()),
-     ("message", pa.string()), ("shard", pa.int32())]
-)  # fmt: skip
+    [
+        ("uri", pa.string()),
+        ("stage", pa.string()),
+        ("error_type", pa.string()),
+        ("message", pa.string()),
+        ("shard", pa.int32()),
+        ("position", pa.int64()),
+    ]
+)
 
 
 def table_bytes(table: pa.Table) -> bytes:
@@ -27,5 +35,5 @@ def meta_table(columns: Mapping[str, Sequence[Any]], schema: pa.Schema) -> pa.Ta
 
 
 def rejected_table(rejections: Sequence[Mapping[str, Any]]) -> pa.Table:
-    columns = {name: [r[name] for r in rejections] for name in REJECTED_SCHEMA.names}
+    columns = {name: [r.get(name) for r in rejections] for name in REJECTED_SCHEMA.names}
     return pa.table(columns, schema=REJECTED_SCHEMA)

@@ -7,7 +7,7 @@ concurrent tasks write disjoint objects and need no locks.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,12 +16,20 @@ import zarr
 
 from datakiln.cache.fingerprint import content_hash
 from datakiln.cache.layout import store_fs, zarr_store
-from datakiln.writers.shard_encoder import encode_shard
+from datakiln.writers.shard_encoder import encode_shard, encode_string_shard
+
+# FieldLayout.dtype of variable-length UTF-8 strings (Zarr v3 data type "string").
+STRING_DTYPE = "string"
 
 
 @dataclass(frozen=True, slots=True)
 class FieldLayout:
-    """Shape, dtype and chunking of one stored field (``sample_shape`` excludes the N axis)."""
+    """Shape, dtype and chunking of one stored field (``sample_shape`` excludes the N axis).
+
+    ``dtype`` is a numpy dtype name, or ``"string"`` for variable-length UTF-8 strings (Zarr
+    v3's ``string`` data type with the ``vlen-utf8`` codec), which must be ``sharded``: each
+    string is its own inner chunk, so a reader fetches exactly the strings it needs.
+    """
 
     name: str
     path: str  # inside the store, under the generation folder
@@ -31,17 +39,31 @@ class FieldLayout:
     sharded: bool = True  # False: plain chunks of shard_rows rows (small per-row fields)
 
     def to_task(self) -> dict[str, Any]:
-        return {"name": self.name, "path": self.path, "dtype": self.dtype,
-                "sample_shape": list(self.sample_shape), "shard_rows": self.shard_rows,
-                "sharded": self.sharded}  # fmt: skip
+        return {
+            "name": self.name,
+            "path": self.path,
+            "dtype": self.dtype,
+            "sample_shape": list(self.sample_shape),
+            "shard_rows": self.shard_rows,
+            "sharded": self.sharded,
+        }
 
     @classmethod
     def from_task(cls, data: Mapping[str, Any]) -> FieldLayout:
-        return cls(name=data["name"], path=data["path"], dtype=data["dtype"],
-                   sample_shape=tuple(data["sample_shape"]), shard_rows=data["shard_rows"],
-                   sharded=data["sharded"])  # fmt: skip
+        return cls(
+            name=data["name"],
+            path=data["path"],
+            dtype=data["dtype"],
+            sample_shape=tuple(data["sample_shape"]),
+            shard_rows=data["shard_rows"],
+            sharded=data["sharded"],
+        )
 
     def to_dict(self, rows: int) -> dict[str, Any]:
+        if not self.sharded:
+            codec = "zstd"
+        else:
+            codec = "vlen-utf8" if self.dtype == STRING_DTYPE else "none"
         return {
             "path": self.path,
             "dtype": self.dtype,
@@ -49,8 +71,13 @@ class FieldLayout:
             "rows": rows,
             "chunk_rows": 1 if self.sharded else self.shard_rows,
             "shard_rows": self.shard_rows,
-            "codec": "none" if self.sharded else "zstd",
+            "codec": codec,
         }
+
+
+def dtype_name(array: zarr.Array) -> str:
+    """The FieldLayout dtype of a Zarr array: ``"string"`` for variable-length strings."""
+    return STRING_DTYPE if array.dtype.kind in "TOU" else str(array.dtype)
 
 
 def prepare_arrays(
@@ -79,7 +106,7 @@ def prepare_arrays(
             existing = None
         if (
             existing is not None
-            and str(existing.dtype) == field.dtype
+            and dtype_name(existing) == field.dtype
             and tuple(existing.shape[1:]) == field.sample_shape
             and tuple(existing.chunks) == chunks
             and (existing.shards is None) == (shards is None)
@@ -88,27 +115,32 @@ def prepare_arrays(
             if existing.shape[0] < rows:
                 existing.resize((rows, *field.sample_shape))
             continue
+        strings = field.dtype == STRING_DTYPE
         group.create_array(
             name,
             shape=(rows, *field.sample_shape),
-            dtype=field.dtype,
+            dtype=str if strings else field.dtype,
             chunks=chunks,
             shards=shards,
             compressors=None if field.sharded else "auto",
-            fill_value=0,
+            fill_value="" if strings else 0,
             overwrite=True,
         )
 
 
 def write_field(
-    url: str, storage_options: Mapping[str, Any] | None, field: FieldLayout, row_start: int,
-    data: np.ndarray,
-) -> dict[str, str | None]:  # fmt: skip
+    url: str,
+    storage_options: Mapping[str, Any] | None,
+    field: FieldLayout,
+    row_start: int,
+    data: np.ndarray | Sequence[str],
+) -> dict[str, str | None]:
     """Write rows ``[row_start, row_start + len(data))`` of ``field``; return content hashes.
 
-    Sharded fields are encoded by :func:`encode_shard` and put one object each (hashed as
-    written); other fields go through zarr-python and are hashed as read back. A ``None`` hash
-    means no object: every row of it is fill.
+    Sharded fields are encoded by :func:`encode_shard` (:func:`encode_string_shard` for
+    strings, given as a sequence of ``str``) and put one object each (hashed as written);
+    other fields go through zarr-python and are hashed as read back. A ``None`` hash means no
+    object: every row of it is fill.
     """
     keys = object_keys(field, row_start, len(data))
     fs, root = store_fs(url, storage_options)
@@ -121,9 +153,12 @@ def write_field(
             except FileNotFoundError:
                 sums[key] = None
         return sums
+    encode = encode_string_shard if field.dtype == STRING_DTYPE else encode_shard
     for k, key in enumerate(keys):
-        encoded = encode_shard(data[k * field.shard_rows : (k + 1) * field.shard_rows],
-                               field.shard_rows)  # fmt: skip
+        encoded = encode(
+            data[k * field.shard_rows : (k + 1) * field.shard_rows],  # type: ignore[arg-type]
+            field.shard_rows,
+        )
         path = f"{root}/{key}"
         if encoded is None:
             if fs.exists(path):
@@ -136,9 +171,12 @@ def write_field(
 
 
 def write_rows(
-    url: str, storage_options: Mapping[str, Any] | None, field: str, row_start: int,
+    url: str,
+    storage_options: Mapping[str, Any] | None,
+    field: str,
+    row_start: int,
     data: np.ndarray,
-) -> None:  # fmt: skip
+) -> None:
     """Write ``data`` into rows ``[row_start, row_start + len(data))`` of ``field``."""
     store = zarr_store(url, storage_options, read_only=False)
     array = zarr.open_array(store, path=field, mode="r+")

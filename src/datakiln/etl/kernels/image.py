@@ -215,13 +215,23 @@ def resize_canvases(
     _, hc, wc, _ = canvases.shape
     sizes, boxes, regions = np.asarray(sizes), np.asarray(boxes, np.float32), np.asarray(regions)
     cx, sx = axis_coefficients(
-        boxes[:, 0], boxes[:, 2], sizes[:, 1], regions[:, 1], regions[:, 3],
-        out_size=width, taps=min(taps_x or wc, wc),
-    )  # fmt: skip
+        boxes[:, 0],
+        boxes[:, 2],
+        sizes[:, 1],
+        regions[:, 1],
+        regions[:, 3],
+        out_size=width,
+        taps=min(taps_x or wc, wc),
+    )
     cy, sy = axis_coefficients(
-        boxes[:, 1], boxes[:, 3], sizes[:, 0], regions[:, 0], regions[:, 2],
-        out_size=height, taps=min(taps_y or hc, hc),
-    )  # fmt: skip
+        boxes[:, 1],
+        boxes[:, 3],
+        sizes[:, 0],
+        regions[:, 0],
+        regions[:, 2],
+        out_size=height,
+        taps=min(taps_y or hc, hc),
+    )
     return _vertical_pass(_horizontal_pass(canvases, cx, sx), cy, sy)
 
 
@@ -359,16 +369,23 @@ class ImageResizer:
             boxes = boxes[:, [1, 0, 3, 2]]
             regions = regions[:, [1, 0, 3, 2]]
         out_h, out_w = (self.width, self.height) if transposed else (self.height, self.width)
-        taps_y, taps_x = _batch_taps(bucket, boxes[: len(images)], regions[: len(images)],
-                                     out_h, out_w)  # fmt: skip
+        taps_y, taps_x = _batch_taps(
+            bucket, boxes[: len(images)], regions[: len(images)], out_h, out_w
+        )
         self.kernel_shapes.add(
             (b, c, bucket.height, bucket.width, out_h, out_w, taps_y or 0, taps_x or 0)
         )
         self.calls += 1
         result = resize_canvases(
-            canvas, sizes, boxes, regions, height=out_h, width=out_w, taps_y=taps_y,
+            canvas,
+            sizes,
+            boxes,
+            regions,
+            height=out_h,
+            width=out_w,
+            taps_y=taps_y,
             taps_x=taps_x,
-        )  # fmt: skip
+        )
         # np.asarray blocks until the kernel is done, so the canvas may be refilled after.
         return np.asarray(result)[: len(images)]
 

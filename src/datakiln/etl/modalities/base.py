@@ -58,8 +58,9 @@ class Modality(Protocol):
         """Cut inputs into units (may read them, e.g. to count lines)."""
         ...
 
-    def fields(self, spec: BakeSpec, generation: str, shard_rows: int,
-               labelled: bool) -> list[FieldLayout]:  # fmt: skip
+    def fields(
+        self, spec: BakeSpec, generation: str, shard_rows: int, labelled: bool
+    ) -> list[FieldLayout]:
         """The stored fields, with Zarr paths under ``generation``."""
         ...
 
@@ -71,9 +72,13 @@ class Modality(Protocol):
         """Read-time transform of each field, recorded in the manifest."""
         ...
 
-    def bake_shard(self, shard: ShardPlan, spec_params: Mapping[str, Any],
-                   source_options: Mapping[str, Any],
-                   timings: dict[str, float]) -> ShardOutput:  # fmt: skip
+    def bake_shard(
+        self,
+        shard: ShardPlan,
+        spec_params: Mapping[str, Any],
+        source_options: Mapping[str, Any],
+        timings: dict[str, float],
+    ) -> ShardOutput:
         """Fetch, decode and transform one shard's inputs; never raise for one bad input."""
         ...
 
@@ -82,13 +87,25 @@ class Modality(Protocol):
         ...
 
 
-def rejection(uri: str, stage: str, err: BaseException | str, shard_id: int,
-              error_type: str | None = None) -> dict[str, Any]:  # fmt: skip
+class HasManifestEntries(Protocol):
+    """Optional: a modality whose manifest carries more than the shared keys.
+
+    ``manifest_entries(spec)`` returns top-level manifest entries, e.g. ``{"tokenizer": ...}``
+    (an identity that is also hashed into the generation key) or ``{"constants": {name:
+    {"value": v, "dtype": d}}}`` (per-sample constants the reader adds to every batch).
+    Modalities whose units are not one sample each also set ``one_sample_per_input = False``.
+    """
+
+    def manifest_entries(self, spec: BakeSpec) -> dict[str, Any]: ...
+
+
+def rejection(
+    uri: str, stage: str, err: BaseException | str, shard_id: int, error_type: str | None = None
+) -> dict[str, Any]:
     """A rejection record: which input, at which stage, and why."""
     message = err if isinstance(err, str) else (str(err) or type(err).__name__)
     kind = error_type or (type(err).__name__ if not isinstance(err, str) else "Rejected")
-    return {"uri": uri, "stage": stage, "error_type": kind, "message": message,
-            "shard": shard_id}  # fmt: skip
+    return {"uri": uri, "stage": stage, "error_type": kind, "message": message, "shard": shard_id}
 
 
 def fetch_all(shard: ShardPlan, storage_options: Mapping[str, Any]) -> list[bytes | BaseException]:

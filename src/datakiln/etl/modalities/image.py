@@ -21,10 +21,16 @@ from datakiln.writers.zarr_region import FieldLayout
 DECODE_THREADS = 2
 
 META_SCHEMA = pa.schema(
-    [("uri", pa.string()), ("content_hash", pa.string()), ("width", pa.int32()),
-     ("height", pa.int32()), ("mode", pa.string()), ("format", pa.string()),
-     ("label", pa.int32())]
-)  # fmt: skip
+    [
+        ("uri", pa.string()),
+        ("content_hash", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("mode", pa.string()),
+        ("format", pa.string()),
+        ("label", pa.int32()),
+    ]
+)
 
 
 class ImageModality:
@@ -38,14 +44,25 @@ class ImageModality:
         image = spec.image
         return image.height * image.width * image.channels
 
-    def fields(self, spec: BakeSpec, generation: str, shard_rows: int,
-               labelled: bool) -> list[FieldLayout]:  # fmt: skip
+    def fields(
+        self, spec: BakeSpec, generation: str, shard_rows: int, labelled: bool
+    ) -> list[FieldLayout]:
         image = spec.image
-        fields = [FieldLayout("images", f"{generation}/images", "uint8",
-                              (image.height, image.width, image.channels), shard_rows)]  # fmt: skip
+        fields = [
+            FieldLayout(
+                "images",
+                f"{generation}/images",
+                "uint8",
+                (image.height, image.width, image.channels),
+                shard_rows,
+            )
+        ]
         if labelled:
-            fields.append(FieldLayout("labels", f"{generation}/labels", "int32", (),
-                                      shard_rows, sharded=False))  # fmt: skip
+            fields.append(
+                FieldLayout(
+                    "labels", f"{generation}/labels", "int32", (), shard_rows, sharded=False
+                )
+            )
         return fields
 
     def transforms(self, spec: BakeSpec) -> dict[str, dict[str, Any] | None]:
@@ -56,9 +73,13 @@ class ImageModality:
             "labels": None,
         }
 
-    def bake_shard(self, shard: ShardPlan, spec_params: Mapping[str, Any],
-                   source_options: Mapping[str, Any],
-                   timings: dict[str, float]) -> ShardOutput:  # fmt: skip
+    def bake_shard(
+        self,
+        shard: ShardPlan,
+        spec_params: Mapping[str, Any],
+        source_options: Mapping[str, Any],
+        timings: dict[str, float],
+    ) -> ShardOutput:
         from datakiln.etl.kernels.image import ImageResizer
         from datakiln.readers.image import ImageDecodeError, decode_image
 
@@ -78,9 +99,14 @@ class ImageModality:
 
         def decode(item: tuple[int, bytes]) -> Any:
             try:
-                return decode_image(item[1], representation=image.representation,
-                                    height=image.height, width=image.width, fit=image.fit,
-                                    max_pixels=image.max_pixels)  # fmt: skip
+                return decode_image(
+                    item[1],
+                    representation=image.representation,
+                    height=image.height,
+                    width=image.width,
+                    fit=image.fit,
+                    max_pixels=image.max_pixels,
+                )
             except ImageDecodeError as err:
                 return err
 
@@ -89,8 +115,9 @@ class ImageModality:
         kept = []
         for (k, data), result in zip(good, decoded, strict=True):
             if isinstance(result, ImageDecodeError):
-                rejections.append(rejection(shard.inputs[k].uri, result.stage, result,
-                                            shard.shard_id))  # fmt: skip
+                rejections.append(
+                    rejection(shard.inputs[k].uri, result.stage, result, shard.shard_id)
+                )
             else:
                 kept.append((k, data, result))
         t2 = time.perf_counter()
@@ -129,11 +156,15 @@ class ImageModality:
             "label_counts": np.bincount(labels[:n]).tolist() if labels is not None and n else [],
         }
         return ShardOutput(
-            rows=n, arrays=arrays, meta=meta, rejections=rejections,
-            bytes_in=sum(len(data) for _, data in good), stats=stats,
+            rows=n,
+            arrays=arrays,
+            meta=meta,
+            rejections=rejections,
+            bytes_in=sum(len(data) for _, data in good),
+            stats=stats,
             # static kernel signatures used; each costs at most two compiles per process
             extra={"kernel_shapes": sorted(list(s) for s in resizer.kernel_shapes)},
-        )  # fmt: skip
+        )
 
     def merge_stats(self, spec: BakeSpec, markers: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         stats = [m["stats"] for m in markers]
