@@ -180,7 +180,13 @@ def _bake_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="wait this long for another bake of the same store to finish",
     )
+
+
+def _command(sub: Any, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+    """A subcommand whose epilog (its example) keeps its line breaks, with -v/-q."""
+    parser = sub.add_parser(name, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
     _common(parser)
+    return parser
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -191,92 +197,86 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    bake = sub.add_parser(
+    bake = _command(
+        sub,
         "bake",
         help="bake inputs into a cache",
         epilog=BAKE_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Bake images, text or audio from SOURCES (paths, globs or fsspec URLs), "
         "or a SPEC.toml. The modality comes from --modality, else from the sources' file "
         "endings or the modality flags given, else it is image.",
     )
     _bake_arguments(bake)
-    plan = sub.add_parser(
+    plan = _command(
+        sub,
         "plan",
         help="say what a bake would do, without doing it",
         epilog="example:\n  datakiln plan photos/ --out cache/photos64 --size 64",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Same arguments as `bake`: prints how many shards are done, which inputs "
         "are new, changed or gone, and why the cache key differs from the committed one.",
     )
     _bake_arguments(plan)
 
-    demo = sub.add_parser(
+    demo = _command(
+        sub,
         "demo",
         help="bake a generated demo corpus and read it back",
         description="Write a corpus of real image files (mixed sizes, modes and formats, "
         "three broken files) to a temporary folder, bake it, and print the summary.",
         epilog="example:\n  datakiln demo --out demo-cache",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     demo.add_argument("--out", "-o", default="demo-cache", help="cache path (default demo-cache)")
     demo.add_argument("--images", type=int, default=300, help="good images to generate")
     demo.add_argument("--corpus", help="write the corpus here and keep it (default: a temp dir)")
     demo.add_argument("--corpus-only", action="store_true", help="write the corpus, do not bake")
-    _common(demo)
 
-    inspect = sub.add_parser(
+    inspect = _command(
+        sub,
         "inspect",
         help="describe a cache",
         epilog="example:\n  datakiln inspect demo-cache",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     inspect.add_argument("url")
     inspect.add_argument("--json", action="store_true", help="print the manifest as JSON")
-    _common(inspect)
 
-    verify = sub.add_parser(
+    verify = _command(
+        sub,
         "verify",
         help="recompute a cache's checksums; exit 1 on any damage",
         epilog="example:\n  datakiln verify demo-cache",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     verify.add_argument("url")
-    _common(verify)
 
-    preview = sub.add_parser(
+    preview = _command(
+        sub,
         "preview",
         help="draw a picture of a cache (contact sheet, spectrograms, histogram)",
         epilog="example:\n  datakiln preview demo-cache -o preview.png",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     preview.add_argument("url")
     preview.add_argument("-o", "--output", default="preview.png", help="PNG file to write")
     preview.add_argument("--count", type=int, default=36, help="samples to show")
     preview.add_argument("--seed", type=int, default=0, help="which samples to show")
-    _common(preview)
 
-    ls = sub.add_parser(
+    ls = _command(
+        sub,
         "ls",
         help="list the caches under a prefix",
         epilog="example:\n  datakiln ls s3://bucket/caches",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ls.add_argument("prefix")
-    _common(ls)
 
-    gc = sub.add_parser(
+    gc = _command(
+        sub,
         "gc",
         help="remove old versions and leftovers of a cache",
         epilog="example:\n  datakiln gc demo-cache --dry-run",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Delete what the committed manifest does not reference: other generations, "
         "shards retired by incremental bakes, old rejected tables, partial writes. Readers of an "
         "older version lose it.",
     )
     gc.add_argument("url")
     gc.add_argument("--dry-run", action="store_true", help="only list what would be removed")
-    _common(gc)
     return parser
 
 
@@ -643,6 +643,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DatakilnError as err:
         print(f"datakiln: error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # e.g. `datakiln inspect URL | head`: the reader left
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except KeyboardInterrupt:
         print("datakiln: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
