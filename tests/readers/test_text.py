@@ -284,3 +284,14 @@ def test_redact_url_doctests():
     result = doctest.testmod(rejections_module, raise_on_error=False)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+def test_utf8_lines_read_at_once_keep_byte_positions(tmp_path):
+    # multi-byte characters before later lines: positions stay byte offsets, not characters
+    data = "héllo wörld\r\n日本語 テキスト\n\u3000\n🙂 emoji line\n".encode()
+    url = _write(tmp_path, "u.txt", data)
+    records, rejections = _read(url)
+    assert [r.text for r in records] == ["héllo wörld", "日本語 テキスト", "🙂 emoji line"]
+    for r in records:
+        assert data[r.position :].startswith(r.text.encode())
+    assert [r[:2] for r in _reasons(rejections)] == [("validate", EMPTY_SAMPLE)]

@@ -47,6 +47,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import fsspec
+import numpy as np
 
 from datakiln.errors import SpecError
 from datakiln.readers.rejections import (
@@ -647,6 +648,10 @@ class _RangeReader:
         if start == 0 and self.codec == "utf-8" and data.startswith(_UTF8_BOM):
             offset = len(_UTF8_BOM)
             data = data[offset:]
+        fast = self._decode_lines_at_once(data, offset)
+        if fast is not None:
+            self._parse_lines(fast, start, fmt, field, fs, path)
+            return
         lines = data.split(b"\n")
         if lines[-1] == b"":  # the range ends with a newline: no line after it
             lines.pop()
@@ -660,6 +665,32 @@ class _RangeReader:
             if text is not None:
                 decoded.append((position, text))
         self._parse_lines(decoded, start, fmt, field, fs, path)
+
+    def _decode_lines_at_once(self, data: bytes, offset: int) -> list[tuple[int, str]] | None:
+        """The lines of a UTF-8 range with one decode call, or ``None`` to go line by line.
+
+        Taken only when the whole range is valid UTF-8 without NUL bytes, so every line
+        decodes, and no per-line rejection can occur (0x0A is never part of a multi-byte
+        character, so the lines are the same either way). Positions are byte offsets.
+        """
+        if self.codec != "utf-8" or b"\x00" in data:
+            return None
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        lines = text.split("\n")
+        if lines[-1] == "":  # the range ends with a newline: no line after it
+            lines.pop()
+        if text.isascii():  # one byte per character
+            sizes = np.fromiter(map(len, lines), np.int64, len(lines))
+        else:
+            raw = data.split(b"\n")
+            sizes = np.fromiter(map(len, raw[: len(lines)]), np.int64, len(lines))
+        positions = (offset + np.cumsum(sizes + 1) - (sizes + 1)).tolist()
+        if "\r" in text:
+            lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+        return list(zip(positions, lines, strict=True))
 
     def read_whole_lines(
         self, data: bytes, fmt: str, field: str | None, fs: AbstractFileSystem, path: str
@@ -685,9 +716,15 @@ class _RangeReader:
         fs: AbstractFileSystem,
         path: str,
     ) -> None:
-        if fmt == "txt":
+        if fmt == "txt":  # self.add inlined: this loop runs once per line of a bake
+            records, uri = self.records, self.uri
             for position, text in lines:
-                self.add(text, position)
+                if "\r" in text:
+                    text = _normalise(text)
+                if text and not text.isspace():  # as text.strip(), without the copy
+                    records.append(TextRecord(text, uri, position))
+                else:
+                    self.add(text, position)  # records the rejection
         elif fmt == "jsonl":
             assert field is not None
             for position, line in lines:

@@ -278,3 +278,26 @@ def test_docstring_examples_run():
     result = doctest.testmod(kt, raise_on_error=False)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    texts=st.lists(st.text(alphabet=" \t\nab\u00dfc\u3000\U0001f642", max_size=80), max_size=12),
+    max_length=st.sampled_from([2, 3, 7, 64]),
+)
+def test_narrow_tokens_are_the_full_tokens_without_trailing_padding(texts, max_length):
+    params = {"vocab_size": 300, "max_length": max_length, "pad_id": 1, "unk_id": 0}
+    full, lengths, truncated = kt.tokenize_texts(texts, **params)
+    narrow, n_lengths, n_truncated = kt.tokenize_texts_narrow(texts, **params)
+    assert narrow.dtype == kt.token_dtype(300)
+    assert narrow.shape[1] <= max_length
+    np.testing.assert_array_equal(full[:, : narrow.shape[1]], narrow)
+    assert (full[:, narrow.shape[1] :] == 1).all()
+    np.testing.assert_array_equal(lengths, n_lengths)
+    np.testing.assert_array_equal(truncated, n_truncated)
+
+
+def test_word_bound_covers_every_row():
+    texts = ["a b\tc", "", "word", "x  y\x1fz"]
+    matrix, lengths = kt._pack([t.encode() for t in texts], 8)
+    assert kt._word_bound(matrix, lengths) >= 3

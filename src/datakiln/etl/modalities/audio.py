@@ -156,13 +156,17 @@ class AudioModality:
         padded = trimmed = 0
         bytes_in = n = 0
 
-        def decode(item: tuple[int, bytes]) -> Any:
+        def decode(item: tuple[int, bytes]) -> tuple[Any, str]:
+            # the content hash too: hashlib releases the GIL, so it runs beside the kernel
             try:
-                return decode_audio(item[1], uri=shard.inputs[item[0]].uri)
+                result = decode_audio(item[1], uri=shard.inputs[item[0]].uri)
             except AudioDecodeError as err:
-                return err
+                result = err
+            return result, content_hash(item[1])
 
-        for first in range(0, len(shard.inputs), DECODE_BATCH):
+        def start(first: int) -> list[tuple[int, Any]]:
+            """Fetch one batch and queue its decodes; fetch failures become rejections."""
+            nonlocal bytes_in
             part = ShardPlan(
                 shard_id=shard.shard_id,
                 row_start=0,
@@ -171,53 +175,62 @@ class AudioModality:
             )
             t0 = time.perf_counter()
             fetched = fetch_all(part, source_options)
-            t1 = time.perf_counter()
-            timings["fetch"] += t1 - t0
-            good = []
+            timings["fetch"] += time.perf_counter() - t0
+            queued = []
             for k, data in enumerate(fetched, start=first):
                 if isinstance(data, BaseException):
                     rejections.append(rejection(shard.inputs[k].uri, "fetch", data, shard.shard_id))
                 else:
-                    good.append((k, data))
+                    queued.append((k, pool.submit(decode, (k, data))))
                     bytes_in += len(data)
-            with ThreadPoolExecutor(DECODE_THREADS) as pool:
-                decoded = list(pool.map(decode, good))
-            kept = []
-            for (k, data), result in zip(good, decoded, strict=True):
-                if isinstance(result, AudioDecodeError):
-                    rejections.append(
-                        rejection(shard.inputs[k].uri, result.stage, result, shard.shard_id)
-                    )
-                else:
-                    kept.append((k, data, result))
-            t2 = time.perf_counter()
-            timings["decode"] += t2 - t1
-            if not kept:
-                continue
-            clips = [(samples, rate) for _, _, (samples, rate, _) in kept]
-            wave, mel = featurize_audio(clips, **params)
-            rows = slice(n, n + len(kept))
-            waves[rows] = wave
-            mels[rows] = mel
-            n += len(kept)
-            timings["kernel"] += time.perf_counter() - t2
-            shapes |= _kernel_shapes(kept)
-            for k, data, (_, rate, info) in kept:
-                length = _resampled_length(info.frames, rate, audio.sample_rate)
-                padded += length < audio.samples
-                trimmed += length > audio.samples
-                durations.append(info.duration_s)
-                for name, value in (
-                    ("uri", shard.inputs[k].uri),
-                    ("content_hash", content_hash(data)),
-                    ("sample_rate", info.sample_rate),
-                    ("channels", info.channels),
-                    ("frames", info.frames),
-                    ("duration_s", info.duration_s),
-                    ("format", info.format),
-                    ("subtype", info.subtype),
-                ):
-                    columns[name].append(value)
+            return queued
+
+        # One batch is decoded ahead while the kernel runs on the current one, so memory
+        # holds at most two batches of decoded clips.
+        with ThreadPoolExecutor(DECODE_THREADS) as pool:
+            pending = start(0) if shard.inputs else []
+            for first in range(0, len(shard.inputs), DECODE_BATCH):
+                t1 = time.perf_counter()
+                kept = []
+                for k, future in pending:
+                    result, digest = future.result()
+                    if isinstance(result, AudioDecodeError):
+                        rejections.append(
+                            rejection(shard.inputs[k].uri, result.stage, result, shard.shard_id)
+                        )
+                    else:
+                        kept.append((k, digest, result))
+                t2 = time.perf_counter()
+                timings["decode"] += t2 - t1  # the wait for this batch's decodes
+                nxt = first + DECODE_BATCH
+                pending = start(nxt) if nxt < len(shard.inputs) else []
+                if not kept:
+                    continue
+                t2 = time.perf_counter()
+                clips = [(samples, rate) for _, _, (samples, rate, _) in kept]
+                wave, mel = featurize_audio(clips, **params)
+                rows = slice(n, n + len(kept))
+                waves[rows] = wave
+                mels[rows] = mel
+                n += len(kept)
+                timings["kernel"] += time.perf_counter() - t2
+                shapes |= _kernel_shapes(kept)
+                for k, digest, (_, rate, info) in kept:
+                    length = _resampled_length(info.frames, rate, audio.sample_rate)
+                    padded += length < audio.samples
+                    trimmed += length > audio.samples
+                    durations.append(info.duration_s)
+                    for name, value in (
+                        ("uri", shard.inputs[k].uri),
+                        ("content_hash", digest),
+                        ("sample_rate", info.sample_rate),
+                        ("channels", info.channels),
+                        ("frames", info.frames),
+                        ("duration_s", info.duration_s),
+                        ("format", info.format),
+                        ("subtype", info.subtype),
+                    ):
+                        columns[name].append(value)
         stats = {
             "clips": n,
             "duration_sum_s": float(sum(durations)),
@@ -253,7 +266,7 @@ class AudioModality:
         }
 
 
-def _kernel_shapes(kept: Sequence[tuple[int, bytes, Any]]) -> set[tuple[int, int, int]]:
+def _kernel_shapes(kept: Sequence[tuple[int, str, Any]]) -> set[tuple[int, int, int]]:
     """The (rate, rows, channels) signatures ``featurize_audio`` compiles for one batch."""
     by_rate: dict[int, list[int]] = {}
     for _, _, (samples, rate, _) in kept:

@@ -224,7 +224,7 @@ class TextModality:
         source_options: Mapping[str, Any],
         timings: dict[str, float],
     ) -> ShardOutput:
-        from datakiln.etl.kernels.text import token_dtype, tokenize_texts
+        from datakiln.etl.kernels.text import token_dtype, tokenize_texts_narrow
 
         params = TextParams(**spec_params)
         ranges = shard.ranges or tuple((0, i.size) for i in shard.inputs)
@@ -275,8 +275,11 @@ class TextModality:
         timings["decode"] = t1 - t0
 
         texts = [r.text for r in records]
-        tokens, lengths, truncated = tokenize_texts(
+        dtype = token_dtype(params.vocab_size)
+        # (n, C): the columns from C on are all padding, so nothing past C is computed or copied
+        tokens, lengths, truncated = tokenize_texts_narrow(
             texts,
+            dtype=dtype,
             tokenizer=params.tokenizer,
             vocab_size=params.vocab_size,
             max_length=params.max_length,
@@ -288,12 +291,19 @@ class TextModality:
         )
         timings["kernel"] = time.perf_counter() - t1
 
-        stored = np.zeros((shard.capacity, params.max_length), token_dtype(params.vocab_size))
-        stored[:n] = tokens
+        cols = tokens.shape[1]
+        stored = np.zeros((shard.capacity, params.max_length), dtype)
+        stored[:n, :cols] = tokens
+        if params.pad_token_id != 0:
+            stored[:n, cols:] = params.pad_token_id
         stored_lengths = np.zeros(shard.capacity, np.int32)
         stored_lengths[:n] = lengths
-        real = np.arange(params.max_length)[None, :] < lengths[:, None]
-        used = np.unique(tokens[real]) if n else np.zeros(0, np.int64)
+        # Ids used: every id in the tokens but the padding (BOS, word ids and EOS are never
+        # pad_id), marked in a bitmap rather than sorted out of the masked tokens.
+        seen = np.zeros(params.vocab_size, bool)
+        seen[tokens.ravel()] = True
+        seen[params.pad_token_id] = False
+        used = np.flatnonzero(seen)
         meta = pa.table(
             {
                 "uri": [r.uri for r in records],
