@@ -116,7 +116,7 @@ def _bake_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--shard-size",
         type=int,
-        help="samples per bake shard (default 1024; text: lines, cut at line starts)",
+        help="samples per bake shard (default: 1024 images or clips, 16384 text lines)",
     )
     image = parser.add_argument_group("images")
     image.add_argument("--size", type=int, help="height and width of the stored images")

@@ -21,6 +21,9 @@ REPRESENTATIONS = ("rgb", "grayscale", "rgba")
 FITS = ("stretch", "center-crop", "pad")
 LABEL_SOURCES = (None, "parent")
 MODALITIES = ("image", "text", "audio")
+# Samples per bake shard when the spec names none: short text lines are cheap per sample, so
+# text shards are large enough that per-shard costs (writes, markers) stay small.
+DEFAULT_SHARD_SIZES = {"image": 1024, "text": 16384, "audio": 1024}
 TEXT_FORMATS = (None, "txt", "jsonl", "csv", "tsv", "parquet")
 TOKENIZERS = ("word_hash", "byte")
 TEXT_ERRORS = ("reject", "replace")
@@ -234,7 +237,8 @@ class BakeSpec:
         audio: Audio featurization parameters (``modality == "audio"``).
             Each also takes a plain dict of the table's fields.
         shard_size: Samples per bake shard (one Dask task each): images or clips, or for
-            text an upper bound on lines (a Parquet row group is never split).
+            text an upper bound on lines (a Parquet row group is never split). Default:
+            ``DEFAULT_SHARD_SIZES`` of the modality (1024 images or clips, 16384 text lines).
         storage_options: fsspec options for the sources (credentials stay out of logs and of
             the manifest).
         output_storage_options: fsspec options for the output store.
@@ -252,7 +256,7 @@ class BakeSpec:
     image: ImageParams = field(default_factory=ImageParams)
     text: TextParams = field(default_factory=TextParams)
     audio: AudioParams = field(default_factory=AudioParams)
-    shard_size: int = 1024
+    shard_size: int | None = None
     # repr=False: these hold credentials, which must never reach a log or a traceback.
     storage_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
     output_storage_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
@@ -277,6 +281,8 @@ class BakeSpec:
         if not isinstance(self.output, str) or not self.output:
             raise SpecError("output must be the URL or path of the cache to write")
         _check_choice("modality", self.modality, MODALITIES)
+        if self.shard_size is None:
+            object.__setattr__(self, "shard_size", DEFAULT_SHARD_SIZES[self.modality])
         _check_positive("shard_size", self.shard_size)
         if self.workers is not None:
             _check_positive("workers", self.workers)
