@@ -6,8 +6,10 @@
 Each figure is the median over ``--runs`` of ``report.json``'s wall time (the bake itself,
 not interpreter start), from ``datakiln bake`` subprocesses on the same files in one run:
 
-- one core (``taskset -c 0``) against the whole machine (default threads scheduler);
-- ``--workers 1`` against ``--workers 2`` (a ``distributed.LocalCluster`` of processes);
+- one core (``taskset -c 0``) against the whole machine (default threads scheduler), and
+  ``--workers 1`` against ``--workers 2`` (a ``distributed.LocalCluster`` of processes), on
+  ``--scaling-inputs`` inputs (10,000 by default, so per-bake fixed costs such as loading
+  compiled kernels do not hide the per-input work);
 - 1k, 5k and 20k inputs (the corpus's JPEGs linked under distinct names), inputs/s;
 - peak RSS of each worker process of a 2-worker cluster after a 20k bake.
 A warm-up bake fills the persistent JAX compilation cache first.
@@ -90,14 +92,15 @@ def main() -> None:
     parser.add_argument("--corpus", default="/tmp/corpus")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--sizes", default="1000,5000,20000")
+    parser.add_argument("--scaling-inputs", type=int, default=10000)
     args = parser.parse_args()
     corpus = Path(args.corpus)
     sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         env = {**os.environ, "DATAKILN_JAX_CACHE": str(root / "jax")}
-        source = corpus / "images" / "jpeg"
-        _bake(source, root / "warm", env=env)
+        source = _links(corpus, root, args.scaling_inputs)
+        _bake(corpus / "images" / "jpeg", root / "warm", env=env)
         runs: dict[str, list[float]] = {}
         for _ in range(args.runs):
             runs.setdefault("one_core", []).append(
