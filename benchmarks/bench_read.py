@@ -11,8 +11,8 @@ alternating, medians over ``--runs`` of:
 - random ``get_batch(indices=...)`` of ``--batch`` samples: datakiln's direct shard reader,
   zarr-python (the reference path, fewer batches), and ``np.load(mmap_mode="r")`` fancy
   indexing converted the same way (the floor);
-- one shuffled epoch through ``datakiln.Loader`` (prefetching) against the memmap floor read
-  in the same shuffled batches;
+- one shuffled epoch through ``datakiln.Loader`` (``prefetch=2``, and ``prefetch=0``) against
+  the memmap floor read in the same shuffled batches;
 - the same two figures for a Hugging Face ``datasets`` Arrow copy (``save_to_disk``, numpy
   format) of the same uint8 data, when ``datasets`` is installed (benchmark-only dependency).
 Memory is measured in a fresh subprocess that only iterates one Loader epoch over the cache:
@@ -164,12 +164,14 @@ def main() -> None:
             results.setdefault("epoch_floor_memmap", []).append(_rate(floor_batch, epoch))
             if hf is not None:
                 results.setdefault("epoch_hf_datasets", []).append(_rate(hf_batch, epoch))
-            loader = datakiln.Loader(fast, args.batch, shuffle=True, seed=1, num_epochs=1)
-            started = time.perf_counter()
-            count = sum(len(b["images"]) for b in loader)
-            results.setdefault("epoch_datakiln_loader", []).append(
-                count / (time.perf_counter() - started)
-            )
+            for prefetch in (2, 0):
+                loader = datakiln.Loader(
+                    fast, args.batch, shuffle=True, seed=1, num_epochs=1, prefetch=prefetch
+                )
+                started = time.perf_counter()
+                count = sum(len(b["images"]) for b in loader)
+                key = "epoch_datakiln_loader" + ("" if prefetch else "_prefetch0")
+                results.setdefault(key, []).append(count / (time.perf_counter() - started))
     medians = {k: statistics.median(v) for k, v in results.items()}
     summary = {
         "samples": n,
@@ -186,6 +188,9 @@ def main() -> None:
     if "epoch_datakiln_loader" in medians:
         summary["epoch_vs_floor"] = round(
             medians["epoch_datakiln_loader"] / medians["epoch_floor_memmap"], 3
+        )
+        summary["epoch_prefetch0_vs_floor"] = round(
+            medians["epoch_datakiln_loader_prefetch0"] / medians["epoch_floor_memmap"], 3
         )
     print(json.dumps(summary, indent=1))
 
