@@ -113,6 +113,19 @@ def main() -> None:
             runs.setdefault("cluster_2_workers", []).append(
                 _bake(source, root / "d", "--workers", "2", env=env)
             )
+        # The same on clusters started beforehand (`--scheduler`), so the figures leave out
+        # starting the cluster and its workers' first JAX import, which `--workers` pays.
+        from distributed import LocalCluster
+
+        for workers in (1, 2):
+            with LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0"
+            ) as cluster:
+                address = ("--scheduler", cluster.scheduler_address)
+                _bake(corpus / "images" / "jpeg", root / "warm-c", *address, env=env)
+                runs[f"running_cluster_{workers}"] = [
+                    _bake(source, root / f"r{workers}", *address, env=env) for _ in range(args.runs)
+                ]
         for n in sizes:
             links = _links(corpus, root, n)
             runs[f"inputs_{n}"] = [
@@ -132,6 +145,9 @@ def main() -> None:
                 ),
                 "two_workers_vs_one": round(
                     medians["cluster_2_workers"] / medians["cluster_1_worker"], 3
+                ),
+                "running_cluster_two_vs_one": round(
+                    medians["running_cluster_2"] / medians["running_cluster_1"], 3
                 ),
                 "worker_peak_rss_mib_after_largest": [round(m) for m in memory],
             },
