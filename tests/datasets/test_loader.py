@@ -418,3 +418,16 @@ def test_loader_over_synthetic_data_with_device_put() -> None:
     np.testing.assert_array_equal(
         np.asarray(batches[1]["images"][0]), data[int(batches[1]["indices"][0])]["images"]
     )
+
+
+def test_threads_stop_when_the_loader_is_garbage_collected(counting: Any) -> None:
+    import gc
+
+    data = counting(100)
+    loader = dk.Loader(data, 5, num_epochs=None, prefetch=4, num_threads=2, **_one_host())
+    it = iter(loader)
+    next(it)
+    assert _loader_threads() > 0
+    del it, loader
+    gc.collect()
+    _wait_for_no_threads()
