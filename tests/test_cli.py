@@ -125,3 +125,22 @@ def test_every_command_has_help_with_an_example():
         result = _run(command, "--help")
         assert result.returncode == 0
         assert "example" in result.stdout
+
+
+def test_modality_flag_gets_that_modalitys_default_shard_size(tmp_path):
+    (tmp_path / "lines.txt").write_text("".join(f"line {k} of text\n" for k in range(30)))
+    out = tmp_path / "t"
+    result = _run(
+        "bake",
+        str(tmp_path / "lines.txt"),
+        "--modality",
+        "text",
+        "--out",
+        str(out),
+        "--max-length",
+        "8",
+        "-q",
+    )
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["spec"]["shard_size"] == 16384

@@ -355,6 +355,8 @@ def _spec_from_args(args: argparse.Namespace) -> Any:
     for name in ("shard_size", "scheduler", "workers", "max_rejected"):
         if getattr(args, name) is not None:
             top[name] = getattr(args, name)
+    if "shard_size" not in top and modality != spec.modality:
+        top["shard_size"] = None  # the default of the modality chosen here, not the first one
     if image:
         top["image"] = ImageParams.from_dict({**spec.image.to_dict(), **image})
     if text:
