@@ -151,7 +151,7 @@ def main() -> None:
         return np.asarray(hf[np.sort(idx)]["images"], dtype=np.float32) / np.float32(255)
 
     results: dict[str, list[float]] = {}
-    for _ in range(args.runs):
+    for run in range(args.runs):
         batches = [rng.integers(0, n, args.batch) for _ in range(args.batches)]
         results.setdefault("random_floor_memmap", []).append(_rate(floor_batch, batches))
         results.setdefault("random_datakiln", []).append(_rate(fast_batch, batches))
@@ -164,7 +164,8 @@ def main() -> None:
             results.setdefault("epoch_floor_memmap", []).append(_rate(floor_batch, epoch))
             if hf is not None:
                 results.setdefault("epoch_hf_datasets", []).append(_rate(hf_batch, epoch))
-            for prefetch in (2, 0):
+            # alternate which setting runs first, so neither always follows the HF epoch
+            for prefetch in (2, 0) if run % 2 == 0 else (0, 2):
                 loader = datakiln.Loader(
                     fast, args.batch, shuffle=True, seed=1, num_epochs=1, prefetch=prefetch
                 )

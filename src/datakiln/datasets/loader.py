@@ -34,14 +34,13 @@ than a full shuffle (samples of one block stay within about one window of each o
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import itertools
 import logging
 import os
+import threading
 import weakref
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import jax
@@ -438,27 +437,76 @@ class Loader:
         self._finish()
 
     def _prefetched(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        """Batches read ahead by ``num_threads`` reader threads, handed out in plan order.
+
+        Each reader takes the next batch of the plan as soon as fewer than ``prefetch`` are
+        loaded but not yet handed out, so the readers never wait on the caller between
+        batches (a future per batch, submitted as each one is handed out, measured ~20%
+        slower here). Closing the iterator stops the readers after their current batch.
+        """
         plan = self._plan()
-        pending: collections.deque[tuple[int, int, Future[dict[str, Any]]]] = collections.deque()
-        executor = ThreadPoolExecutor(
-            max_workers=self.num_threads, thread_name_prefix="datakiln-loader"
-        )
+        ready = threading.Condition()
+        results: dict[int, tuple[int, int, Any, BaseException | None]] = {}
+        progress = {"planned": 0, "handed": 0, "exhausted": False}
+        stop = threading.Event()
+
+        def read() -> None:
+            while True:
+                with ready:
+                    while (
+                        not stop.is_set()
+                        and progress["planned"] - progress["handed"] >= self.prefetch
+                    ):
+                        ready.wait()
+                    if stop.is_set() or progress["exhausted"]:
+                        return
+                    item = next(plan, None)  # the plan generator is used under the lock only
+                    if item is None:
+                        progress["exhausted"] = True
+                        ready.notify_all()
+                        return
+                    seq = progress["planned"]
+                    progress["planned"] += 1
+                epoch, step, indices = item
+                try:
+                    outcome = (epoch, step, self._load(indices), None)
+                except BaseException as err:  # handed to the caller, in order
+                    outcome = (epoch, step, None, err)
+                with ready:
+                    results[seq] = outcome
+                    ready.notify_all()
+
+        threads = [
+            threading.Thread(target=read, name=f"datakiln-loader-{k}", daemon=True)
+            for k in range(self.num_threads)
+        ]
+        for thread in threads:
+            thread.start()
         try:
-            for epoch, step, indices in itertools.islice(plan, self.prefetch):
-                pending.append((epoch, step, executor.submit(self._load, indices)))
-            while pending:
-                epoch, step, future = pending.popleft()
-                batch = future.result()
-                nxt = next(plan, None)
-                if nxt is not None:
-                    pending.append((nxt[0], nxt[1], executor.submit(self._load, nxt[2])))
+            seq = 0
+            while True:
+                with ready:
+                    while seq not in results and not (
+                        progress["exhausted"] and seq >= progress["planned"]
+                    ):
+                        ready.wait()
+                    if seq not in results:
+                        break
+                    epoch, step, batch, error = results.pop(seq)
+                    progress["handed"] = seq + 1
+                    ready.notify_all()
+                if error is not None:
+                    raise error
+                seq += 1
                 self._advance(epoch, step)
                 yield epoch, batch
             self._finish()
         finally:
-            for _, _, future in pending:
-                future.cancel()
-            executor.shutdown(wait=True, cancel_futures=True)
+            stop.set()
+            with ready:
+                ready.notify_all()
+            for thread in threads:
+                thread.join()
             logger.debug("loader threads shut down at epoch %s step %s", self._epoch, self._step)
 
     def _sequential(self) -> Iterator[tuple[int, dict[str, Any]]]:
