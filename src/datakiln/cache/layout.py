@@ -74,6 +74,12 @@ def store_fs(url: str, storage_options: Mapping[str, Any] | None = None) -> tupl
     return fs, root.rstrip("/") or root
 
 
+def is_local(fs: Any) -> bool:
+    """Whether ``fs`` is the local disk (rename is atomic, files can be memory-mapped)."""
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return "file" in protocols or "local" in protocols
+
+
 def join(root: str, relative: str) -> str:
     return posixpath.join(root, check_relative(relative))
 
@@ -85,8 +91,7 @@ def zarr_store(
     from zarr.storage import FsspecStore, LocalStore
 
     fs, root = store_fs(url, storage_options)
-    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    if "file" in protocols or "local" in protocols:
+    if is_local(fs):
         return LocalStore(root, read_only=read_only)
     return FsspecStore.from_url(
         url, storage_options=dict(storage_options or {}), read_only=read_only

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from datakiln.cache.layout import FORMAT_VERSION, MANIFEST, check_relative, store_fs
+from datakiln.cache.layout import FORMAT_VERSION, MANIFEST, check_relative, is_local, store_fs
 from datakiln.errors import CacheFormatError, CacheNotFoundError, OutputError
 
 FORMAT_NAME = "datakiln-cache"
@@ -20,15 +20,10 @@ FORMAT_NAME = "datakiln-cache"
 MAX_MANIFEST_BYTES = 64 * 2**20
 
 
-def _is_local(fs: Any) -> bool:
-    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    return "file" in protocols or "local" in protocols
-
-
 def write_json_atomic(fs: Any, path: str, value: Any) -> None:
     """Write JSON so that readers see either the old object or the whole new one."""
     data = json.dumps(value, indent=1, sort_keys=True, allow_nan=False).encode()
-    if _is_local(fs):
+    if is_local(fs):
         tmp = f"{path}.{uuid.uuid4().hex}.partial"
         try:
             fs.pipe_file(tmp, data)

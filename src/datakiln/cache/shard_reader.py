@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from datakiln.cache.layout import is_local
 from datakiln.errors import CacheFormatError
 
 # A missing inner chunk has offset and length both 2**64 - 1 in the shard index.
@@ -74,8 +75,7 @@ class ShardedFieldReader:
         self.shard_rows = int(meta["chunk_grid"]["configuration"]["chunk_shape"][0])
         self.sample_bytes = int(np.prod(self.sample_shape, dtype=np.int64)) * self.dtype.itemsize
         self._fill = np.full(self.sample_shape, meta.get("fill_value", 0), self.dtype)
-        protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-        self._local = "file" in protocols or "local" in protocols
+        self._local = is_local(fs)
         self._tail = len(self.sample_shape) * "/0"
         self._cache: collections.OrderedDict[int, tuple[np.ndarray, Any]] = (
             collections.OrderedDict()

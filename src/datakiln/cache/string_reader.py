@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from datakiln.cache.layout import is_local
 from datakiln.cache.shard_reader import ShardedFieldReader, supports_fast_path
 from datakiln.errors import CacheFormatError
 
@@ -45,8 +46,7 @@ class StringFieldReader(ShardedFieldReader):
         self.rows = int(meta["shape"][0])
         self.sample_shape = ()
         self.shard_rows = int(meta["chunk_grid"]["configuration"]["chunk_shape"][0])
-        protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-        self._local = "file" in protocols or "local" in protocols
+        self._local = is_local(fs)
         self._tail = ""
         self._cache: collections.OrderedDict[int, tuple[np.ndarray, Any]] = (
             collections.OrderedDict()

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from datakiln.cache.layout import LEASE, store_fs
+from datakiln.cache.layout import LEASE, is_local, store_fs
 from datakiln.errors import LeaseHeldError
 
 logger = logging.getLogger(__name__)
@@ -56,9 +56,7 @@ class StoreLease:
         self.started = time.time()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        protocols = self._fs.protocol
-        protocols = protocols if isinstance(protocols, tuple) else (protocols,)
-        self._local = "file" in protocols or "local" in protocols
+        self._local = is_local(self._fs)
 
     def read(self) -> dict[str, Any] | None:
         """The current lease record, or ``None`` when there is none (or it is unreadable)."""

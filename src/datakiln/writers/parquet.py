@@ -30,10 +30,6 @@ def table_bytes(table: pa.Table) -> bytes:
     return sink.getvalue()
 
 
-def meta_table(columns: Mapping[str, Sequence[Any]], schema: pa.Schema) -> pa.Table:
-    return pa.table({name: columns[name] for name in schema.names}, schema=schema)
-
-
 def rejected_table(rejections: Sequence[Mapping[str, Any]]) -> pa.Table:
     columns = {name: [r.get(name) for r in rejections] for name in REJECTED_SCHEMA.names}
     return pa.table(columns, schema=REJECTED_SCHEMA)
