@@ -63,6 +63,35 @@ def test_fast_path_equals_zarr_python(cache):
         np.testing.assert_array_equal(a[key], b[key])
 
 
+def test_batches_a_caller_keeps_are_never_overwritten(cache):
+    """Output arrays are pooled, but reused only once the caller dropped them."""
+    import jax.numpy as jnp
+
+    dataset, reference = open_cache(cache), CachedDataset(cache, fast=False)
+    rng = np.random.default_rng(1)
+    kept, views, on_device = [], [], []
+    for step in range(40):
+        idx = rng.integers(0, 70, 16)
+        batch = dataset.get_batch(indices=idx)
+        if step % 3 == 0:
+            kept.append((idx, batch))
+        elif step % 3 == 1:
+            views.append((idx, batch["images"][2:5]))
+        else:
+            on_device.append((idx, jnp.asarray(batch["images"])))
+        del batch
+    for idx, batch in kept:
+        want = reference.get_batch(indices=idx)
+        for key in want:
+            np.testing.assert_array_equal(batch[key], want[key])
+    for idx, view in views:
+        np.testing.assert_array_equal(view, reference.get_batch(indices=idx)["images"][2:5])
+    for idx, array in on_device:
+        np.testing.assert_array_equal(
+            np.asarray(array), reference.get_batch(indices=idx)["images"]
+        )
+
+
 def test_indices_are_checked(cache):
     dataset = open_cache(cache)
     with pytest.raises(IndexError, match="out of range"):
