@@ -87,9 +87,7 @@ def test_batches_a_caller_keeps_are_never_overwritten(cache):
     for idx, view in views:
         np.testing.assert_array_equal(view, reference.get_batch(indices=idx)["images"][2:5])
     for idx, array in on_device:
-        np.testing.assert_array_equal(
-            np.asarray(array), reference.get_batch(indices=idx)["images"]
-        )
+        np.testing.assert_array_equal(np.asarray(array), reference.get_batch(indices=idx)["images"])
 
 
 def test_indices_are_checked(cache):

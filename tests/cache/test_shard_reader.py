@@ -50,6 +50,28 @@ def test_matches_zarr_python(stored, rows):
     np.testing.assert_array_equal(out, data[rows])
 
 
+@settings(max_examples=20, deadline=None)
+@given(
+    rows=st.lists(st.integers(0, 39), min_size=1, max_size=30),
+    lengths=st.lists(st.integers(0, 12), min_size=40, max_size=40),
+)
+def test_rows_split_into_chunks_match_zarr_python(tmp_path_factory, rows, lengths):
+    """A 2-D field stored as (1, C) inner chunks, padding chunks absent: same rows."""
+    url = str(tmp_path_factory.mktemp("split") / "s")
+    field = FieldLayout("t", "t", "uint16", (12,), 16, chunk_cols=4)
+    prepare_arrays(url, None, [field], 40, {})
+    data = np.random.default_rng(2).integers(1, 999, (40, 12), dtype=np.uint16)
+    data[np.arange(12)[None, :] >= np.array(lengths)[:, None]] = 0
+    for start in range(0, 40, 16):
+        write_rows(url, None, "t", start, data[start : start + 16])
+    fs, root = store_fs(url)
+    reader = ShardedFieldReader(fs, root, "t")
+    rows = np.array(rows, dtype=np.int64)
+    out = np.full((len(rows), 12), 7, np.uint16)
+    reader.read_into(rows, out)
+    np.testing.assert_array_equal(out, data[rows])
+
+
 def test_cache_is_bounded(tmp_path):
     url = str(tmp_path / "s")
     data = _make(url)

@@ -60,3 +60,47 @@ def test_zarr_reads_what_we_write(tmp_path):
 def test_too_many_rows_is_an_error():
     with pytest.raises(ValueError, match="do not fit"):
         encode_shard(np.ones((5, 2), np.uint8), 4)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    rows=st.integers(1, 30),
+    lengths=st.lists(st.integers(0, 16), min_size=30, max_size=30),
+    seed=st.integers(0, 2**16),
+)
+def test_rows_split_into_chunks_equal_zarr_python(tmp_path_factory, rows, lengths, seed):
+    """Token-like rows (values, then zero padding) in (1, 4) inner chunks: zarr-python reads
+    what write_field writes, and the same chunks are stored (padding alone: none). The bytes
+    differ only in order: zarr-python lays a shard's chunks out in Morton order, we keep each
+    row's chunks together."""
+    from datakiln.writers.zarr_region import FieldLayout, prepare_arrays, write_field
+
+    root = tmp_path_factory.mktemp("split")
+    data = np.random.default_rng(seed).integers(1, 2**16, (rows, 16), dtype=np.uint16)
+    data[np.arange(16)[None, :] >= np.array(lengths[:rows])[:, None]] = 0
+    reference = zarr.open_group(root / "ref", mode="w").create_array(
+        "x", shape=data.shape, dtype="uint16", chunks=(1, 4), shards=(8, 16), compressors=None
+    )
+    reference[:] = data
+    field = FieldLayout("x", "x", "uint16", (16,), 8, chunk_cols=4)
+    ours = str(root / "ours")
+    prepare_arrays(ours, None, [field], rows, {})
+    for start in range(0, rows, 8):
+        write_field(ours, None, field, start, data[start : start + 8])
+    for k in range(-(-rows // 8)):
+        want, got = (root / where / "x" / "c" / str(k) / "0" for where in ("ref", "ours"))
+        assert got.exists() == want.exists()
+        if got.exists():
+            assert got.stat().st_size == want.stat().st_size
+            assert _missing(got) == _missing(want)
+    np.testing.assert_array_equal(zarr.open_array(ours, path="x", mode="r")[:], data)
+    stored = sum(p.stat().st_size for p in (root / "ours" / "x" / "c").rglob("*") if p.is_file())
+    present_chunks = int((data.reshape(rows, 4, 4) != 0).any(axis=2).sum())
+    index_bytes = -(-rows // 8) * (8 * 4 * 16 + 4) if present_chunks else 0
+    assert stored <= present_chunks * 8 + index_bytes
+
+
+def _missing(path) -> list[bool]:
+    """Which inner chunks a shard object's index marks absent."""
+    raw = path.read_bytes()[-(8 * 4 * 16 + 4) : -4]
+    return (np.frombuffer(raw, "<u8").reshape(-1, 2)[:, 0] == 2**64 - 1).tolist()

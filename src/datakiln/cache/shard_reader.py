@@ -44,7 +44,10 @@ def supports_fast_path(array_meta: Mapping[str, Any], *, inner_codec: str = "byt
     shape = array_meta["shape"]
     return (
         conf.get("index_location", "end") == "end"
-        and list(conf["chunk_shape"]) == [1, *shape[1:]]
+        and (
+            list(conf["chunk_shape"]) == [1, *shape[1:]]
+            or _row_split(shape, conf["chunk_shape"]) > 1
+        )
         and len(inner) == 1
         and inner[0]["name"] == inner_codec
         and [c["name"] for c in index] == ["bytes", "crc32c"]
@@ -52,6 +55,15 @@ def supports_fast_path(array_meta: Mapping[str, Any], *, inner_codec: str = "byt
         and array_meta["chunk_key_encoding"]["name"] == "default"
         and array_meta["chunk_key_encoding"].get("configuration", {}).get("separator", "/") == "/"
     )
+
+
+def _row_split(shape: list[int], chunk_shape: list[int]) -> int:
+    """Inner chunks per row of a 2-D array chunked ``(1, C)`` along its rows, with ``C``
+    dividing the row length; 0 for any other chunking."""
+    if len(shape) != 2 or len(chunk_shape) != 2 or chunk_shape[0] != 1:
+        return 0
+    cols = int(chunk_shape[1])
+    return shape[1] // cols if 0 < cols <= shape[1] and shape[1] % cols == 0 else 0
 
 
 class ShardedFieldReader:
@@ -74,7 +86,16 @@ class ShardedFieldReader:
         self.sample_shape = tuple(meta["shape"][1:])
         self.shard_rows = int(meta["chunk_grid"]["configuration"]["chunk_shape"][0])
         self.sample_bytes = int(np.prod(self.sample_shape, dtype=np.int64)) * self.dtype.itemsize
-        self._fill = np.full(self.sample_shape, meta.get("fill_value", 0), self.dtype)
+        # A row may be split into `_per_row` inner chunks ("units", e.g. (1, 64) of a token
+        # row); the shard index lists units row-major, so unit u of the array is unit
+        # `u % _shard_units` of shard `u // _shard_units`, and everything below works on units.
+        inner_chunk = meta["codecs"][0]["configuration"]["chunk_shape"]
+        self._per_row = max(1, _row_split(meta["shape"], inner_chunk))
+        self._shard_units = self.shard_rows * self._per_row
+        self._unit_bytes = self.sample_bytes // self._per_row
+        unit_shape = (self.sample_shape[0] // self._per_row,) if self._per_row > 1 else ()
+        self._unit_shape = unit_shape or self.sample_shape
+        self._fill = np.full(self._unit_shape, meta.get("fill_value", 0), self.dtype)
         self._local = is_local(fs)
         self._tail = len(self.sample_shape) * "/0"
         self._cache: collections.OrderedDict[int, tuple[np.ndarray, Any]] = (
@@ -86,9 +107,9 @@ class ShardedFieldReader:
         # The batch path keeps shard indexes stacked in one table of ``slots`` rows, so one
         # numpy gather looks up a whole batch; slots are reused round-robin, bounded in bytes.
         n_shards = -(-self.rows // self.shard_rows)
-        slots = max(1, min(n_shards, max_cache_bytes // (16 * self.shard_rows)))
+        slots = max(1, min(n_shards, max_cache_bytes // (16 * self._shard_units)))
         self._slot_of = np.full(max(n_shards, 1), -1, dtype=np.int64)
-        self._table = np.empty((slots, self.shard_rows, 2), dtype=np.uint64)
+        self._table = np.empty((slots, self._shard_units, 2), dtype=np.uint64)
         self._slot_shard = np.full(slots, -1, dtype=np.int64)
         self._slot_view: list[Any] = [None] * slots
         self._next_slot = 0
@@ -142,7 +163,7 @@ class ShardedFieldReader:
     def _load(self, shard: int) -> tuple[np.ndarray, Any]:
         """The (offset, nbytes) index of a shard and, locally, its bytes as a mapped
         (n, sample_bytes) array."""
-        nrows = self.shard_rows  # edge shards keep a full-size index
+        nrows = self._shard_units  # edge shards keep a full-size index
         index_bytes = 16 * nrows + _CRC_BYTES
         key = self._key(shard)
         view: Any = None
@@ -161,9 +182,9 @@ class ShardedFieldReader:
         return index, view
 
     def _view(self, mapped: mmap.mmap) -> np.ndarray:
-        """A mapped shard object as ``(n, sample_bytes)`` rows of inner chunks."""
-        usable = (len(mapped) // self.sample_bytes) * self.sample_bytes
-        return np.frombuffer(mapped, np.uint8, usable).reshape(-1, self.sample_bytes)
+        """A mapped shard object as ``(n, unit_bytes)`` rows of inner chunks."""
+        usable = (len(mapped) // self._unit_bytes) * self._unit_bytes
+        return np.frombuffer(mapped, np.uint8, usable).reshape(-1, self._unit_bytes)
 
     def _entry(self, shard: int) -> tuple[np.ndarray, Any]:
         with self._lock:
@@ -189,8 +210,16 @@ class ShardedFieldReader:
         """
         if len(rows) == 0:
             return
-        shards = rows // self.shard_rows
-        inner = rows - shards * self.shard_rows
+        if self._per_row > 1:
+            per_row = self._per_row
+            rows = (rows[:, None] * per_row + np.arange(per_row)).reshape(-1)
+            out = out.reshape(len(rows), *self._unit_shape)
+        self._read_units(rows, out)
+
+    def _read_units(self, rows: np.ndarray, out: np.ndarray) -> None:
+        """``read_into`` over inner chunks: ``rows`` are unit numbers, ``out`` is per unit."""
+        shards = rows // self._shard_units
+        inner = rows - shards * self._shard_units
         unique = np.unique(shards)
         if len(unique) <= len(self._slot_shard):
             entries, views = self._lookup(shards, inner, unique)
@@ -198,11 +227,11 @@ class ShardedFieldReader:
             entries, views = self._lookup_grouped(shards, inner, unique)
         offsets, nbytes = entries[:, 0], entries[:, 1]
         missing = offsets == _MISSING
-        wrong = ~missing & (nbytes != self.sample_bytes)
+        wrong = ~missing & (nbytes != self._unit_bytes)
         if wrong.any():
-            bad = int(rows[np.argmax(wrong)])
+            bad = int(rows[np.argmax(wrong)]) // self._per_row
             raise CacheFormatError(
-                f"{self._path}: the chunk of row {bad} does not hold {self.sample_bytes} bytes; "
+                f"{self._path}: a chunk of row {bad} does not hold {self._unit_bytes} bytes; "
                 "run `datakiln verify` on the cache"
             )
         flat = out.reshape(len(out), -1).view(np.uint8)
@@ -211,8 +240,8 @@ class ShardedFieldReader:
         present = np.flatnonzero(~missing)
         if not len(present):
             return
-        aligned = not (offsets[present] % self.sample_bytes).any()
-        chunk_of = (offsets // np.uint64(self.sample_bytes)).astype(np.intp).tolist()
+        aligned = not (offsets[present] % self._unit_bytes).any()
+        chunk_of = (offsets // np.uint64(self._unit_bytes)).astype(np.intp).tolist()
         shard_of = shards.tolist()
         remote: list[int] = []
         # One slice copy per row: with a few rows per shard in a random batch, this beats a
@@ -226,9 +255,10 @@ class ShardedFieldReader:
         if remote:
             keys = [self._key(int(shards[p])) for p in remote]
             starts_remote = [int(offsets[p]) for p in remote]
-            ends_remote = [start + self.sample_bytes for start in starts_remote]
+            ends_remote = [start + self._unit_bytes for start in starts_remote]
             fetched = self._fs.cat_ranges(keys, starts_remote, ends_remote)
             for pos, data in zip(remote, fetched, strict=True):
-                if len(data) != self.sample_bytes:
-                    raise CacheFormatError(f"{self._path}: short read of row {int(rows[pos])}")
+                if len(data) != self._unit_bytes:
+                    row = int(rows[pos]) // self._per_row
+                    raise CacheFormatError(f"{self._path}: short read of row {row}")
                 flat[pos] = np.frombuffer(data, np.uint8)

@@ -46,6 +46,7 @@ class StringFieldReader(ShardedFieldReader):
         self.rows = int(meta["shape"][0])
         self.sample_shape = ()
         self.shard_rows = int(meta["chunk_grid"]["configuration"]["chunk_shape"][0])
+        self._shard_units = self.shard_rows  # one inner chunk per string
         self._local = is_local(fs)
         self._tail = ""
         self._cache: collections.OrderedDict[int, tuple[np.ndarray, Any]] = (

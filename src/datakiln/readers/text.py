@@ -302,6 +302,57 @@ def read_text_range(
     Raises:
         SpecError: A bad argument (unknown format, codec or policy; missing or stray field).
     """
+    reader = _read_range(
+        url, start, end, fmt, field, one_per_file, encoding, errors, storage_options
+    )
+    return reader.records, reader.rejections
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TextColumns:
+    """The samples of one range as columns (what a bake needs, without an object per line).
+
+    Attributes:
+        uri: The source file.
+        texts: The samples, as ``TextRecord.text``.
+        positions: Their positions, as ``TextRecord.position``.
+    """
+
+    uri: str
+    texts: list[str]
+    positions: list[int]
+
+
+def read_text_columns(
+    url: str,
+    start: int,
+    end: int,
+    *,
+    fmt: str,
+    field: str | None = None,
+    one_per_file: bool = False,
+    encoding: str = "utf-8",
+    errors: str = "reject",
+    storage_options: Mapping[str, Any] | None = None,
+) -> tuple[TextColumns, list[Rejection]]:
+    """``read_text_range`` with the samples as :class:`TextColumns`; same arguments."""
+    reader = _read_range(
+        url, start, end, fmt, field, one_per_file, encoding, errors, storage_options
+    )
+    return TextColumns(reader.uri, reader.texts, reader.positions), reader.rejections
+
+
+def _read_range(
+    url: str,
+    start: int,
+    end: int,
+    fmt: str,
+    field: str | None,
+    one_per_file: bool,
+    encoding: str,
+    errors: str,
+    storage_options: Mapping[str, Any] | None,
+) -> _RangeReader:
     fmt = _check_format(url, fmt)
     codec, ascii_compatible = _check_codec(encoding)
     if errors not in ERROR_POLICIES:
@@ -335,10 +386,10 @@ def read_text_range(
         redact_url(url),
         start,
         end,
-        len(reader.records),
+        len(reader.texts),
         len(reader.rejections),
     )
-    return reader.records, reader.rejections
+    return reader
 
 
 def iter_text_records(
@@ -568,8 +619,14 @@ class _RangeReader:
         self.codec = codec
         self.errors = errors
         self.ascii_compatible = ascii_compatible
-        self.records: list[TextRecord] = []
+        # Samples as two columns (a bake reads ~10^5 lines a shard: no object per line)
+        self.texts: list[str] = []
+        self.positions: list[int] = []
         self.rejections: list[Rejection] = []
+
+    @property
+    def records(self) -> list[TextRecord]:
+        return [TextRecord(t, self.uri, p) for t, p in zip(self.texts, self.positions, strict=True)]
 
     def reject(self, stage: str, error_type: str, message: str, position: int | None) -> None:
         self.rejections.append(Rejection(self.uri, stage, error_type, message, position))
@@ -577,7 +634,8 @@ class _RangeReader:
     def add(self, text: str, position: int) -> None:
         text = _normalise(text)
         if text.strip():
-            self.records.append(TextRecord(text, self.uri, position))
+            self.texts.append(text)
+            self.positions.append(position)
         else:
             self.reject(STAGE_VALIDATE, EMPTY_SAMPLE, "empty sample (only whitespace)", position)
 
@@ -649,8 +707,11 @@ class _RangeReader:
             offset = len(_UTF8_BOM)
             data = data[offset:]
         fast = self._decode_lines_at_once(data, offset)
+        if fast is not None and fmt == "txt":
+            self._add_txt_lines(*fast)
+            return
         if fast is not None:
-            self._parse_lines(fast, start, fmt, field, fs, path)
+            self._parse_lines(list(zip(*fast, strict=True)), start, fmt, field, fs, path)
             return
         lines = data.split(b"\n")
         if lines[-1] == b"":  # the range ends with a newline: no line after it
@@ -666,8 +727,18 @@ class _RangeReader:
                 decoded.append((position, text))
         self._parse_lines(decoded, start, fmt, field, fs, path)
 
-    def _decode_lines_at_once(self, data: bytes, offset: int) -> list[tuple[int, str]] | None:
-        """The lines of a UTF-8 range with one decode call, or ``None`` to go line by line.
+    def _add_txt_lines(self, positions: list[int], lines: list[str]) -> None:
+        """Lines of a txt range as samples: all at once unless some are blank."""
+        if "" not in lines and not any(map(str.isspace, lines)):
+            self.texts.extend(lines)
+            self.positions.extend(positions)
+            return
+        for position, text in zip(positions, lines, strict=True):
+            self.add(text, position)  # blank lines become EmptySample rejections
+
+    def _decode_lines_at_once(self, data: bytes, offset: int) -> tuple[list[int], list[str]] | None:
+        """``(positions, lines)`` of a UTF-8 range with one decode call, or ``None`` to go
+        line by line (CRLF already normalised).
 
         Taken only when the whole range is valid UTF-8 without NUL bytes, so every line
         decodes, and no per-line rejection can occur (0x0A is never part of a multi-byte
@@ -690,7 +761,7 @@ class _RangeReader:
         positions = (offset + np.cumsum(sizes + 1) - (sizes + 1)).tolist()
         if "\r" in text:
             lines = [line[:-1] if line.endswith("\r") else line for line in lines]
-        return list(zip(positions, lines, strict=True))
+        return positions, lines
 
     def read_whole_lines(
         self, data: bytes, fmt: str, field: str | None, fs: AbstractFileSystem, path: str
@@ -716,15 +787,9 @@ class _RangeReader:
         fs: AbstractFileSystem,
         path: str,
     ) -> None:
-        if fmt == "txt":  # self.add inlined: this loop runs once per line of a bake
-            records, uri = self.records, self.uri
+        if fmt == "txt":
             for position, text in lines:
-                if "\r" in text:
-                    text = _normalise(text)
-                if text and not text.isspace():  # as text.strip(), without the copy
-                    records.append(TextRecord(text, uri, position))
-                else:
-                    self.add(text, position)  # records the rejection
+                self.add(text, position)
         elif fmt == "jsonl":
             assert field is not None
             for position, line in lines:

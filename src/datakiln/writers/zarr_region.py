@@ -37,6 +37,28 @@ class FieldLayout:
     sample_shape: tuple[int, ...]
     shard_rows: int
     sharded: bool = True  # False: plain chunks of shard_rows rows (small per-row fields)
+    # Sharded 1-D samples only: inner chunks of this many elements instead of whole rows, so
+    # that a row's trailing fill (token padding) is stored as no chunk at all.
+    chunk_cols: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.chunk_cols is not None and (
+            not self.sharded
+            or len(self.sample_shape) != 1
+            or self.chunk_cols < 1
+            or self.sample_shape[0] % self.chunk_cols
+        ):
+            raise ValueError(
+                f"field {self.name!r}: chunk_cols={self.chunk_cols} needs a sharded field of "
+                f"1-D samples whose length it divides, not {self.sample_shape}"
+            )
+
+    @property
+    def inner_chunk(self) -> tuple[int, ...]:
+        """The inner chunk shape (the chunk shape when the field is not sharded)."""
+        if not self.sharded:
+            return (self.shard_rows, *self.sample_shape)
+        return (1, self.chunk_cols) if self.chunk_cols else (1, *self.sample_shape)
 
     def to_task(self) -> dict[str, Any]:
         return {
@@ -46,6 +68,7 @@ class FieldLayout:
             "sample_shape": list(self.sample_shape),
             "shard_rows": self.shard_rows,
             "sharded": self.sharded,
+            "chunk_cols": self.chunk_cols,
         }
 
     @classmethod
@@ -57,6 +80,7 @@ class FieldLayout:
             sample_shape=tuple(data["sample_shape"]),
             shard_rows=data["shard_rows"],
             sharded=data["sharded"],
+            chunk_cols=data.get("chunk_cols"),
         )
 
     def to_dict(self, rows: int) -> dict[str, Any]:
@@ -70,6 +94,7 @@ class FieldLayout:
             "shape": list(self.sample_shape),
             "rows": rows,
             "chunk_rows": 1 if self.sharded else self.shard_rows,
+            "chunk_shape": list(self.inner_chunk[1:]),
             "shard_rows": self.shard_rows,
             "codec": codec,
         }
@@ -98,7 +123,7 @@ def prepare_arrays(
         parent, _, name = field.path.rpartition("/")
         group = zarr.open_group(store, path=parent, mode="a")
         group.attrs.update(dict(attributes))
-        chunks = (1 if field.sharded else field.shard_rows, *field.sample_shape)
+        chunks = field.inner_chunk
         shards = (field.shard_rows, *field.sample_shape) if field.sharded else None
         try:
             existing = zarr.open_array(store, path=field.path, mode="r+")
@@ -153,12 +178,14 @@ def write_field(
             except FileNotFoundError:
                 sums[key] = None
         return sums
-    encode = encode_string_shard if field.dtype == STRING_DTYPE else encode_shard
+    per_row = field.sample_shape[0] // field.chunk_cols if field.chunk_cols else 1
     for k, key in enumerate(keys):
-        encoded = encode(
-            data[k * field.shard_rows : (k + 1) * field.shard_rows],  # type: ignore[arg-type]
-            field.shard_rows,
-        )
+        rows = data[k * field.shard_rows : (k + 1) * field.shard_rows]
+        if field.dtype == STRING_DTYPE:
+            encoded = encode_string_shard(rows, field.shard_rows)  # type: ignore[arg-type]
+        else:  # a row of `per_row` inner chunks is that many consecutive units of the index
+            units = np.asarray(rows).reshape(len(rows) * per_row, -1)
+            encoded = encode_shard(units, field.shard_rows * per_row)
         path = f"{root}/{key}"
         if encoded is None:
             if fs.exists(path):

@@ -21,6 +21,7 @@ rejected table with its reason and position.
 from __future__ import annotations
 
 import base64
+import itertools
 import time
 import zlib
 from collections.abc import Mapping, Sequence
@@ -41,7 +42,7 @@ from datakiln.readers.text import (
     infer_text_format,
     parquet_row_counts,
     plan_text_ranges,
-    read_text_range,
+    read_text_columns,
     split_line_range,
 )
 from datakiln.writers.zarr_region import STRING_DTYPE, FieldLayout
@@ -115,6 +116,25 @@ def _unpack_ids(packed: str) -> np.ndarray:
     return np.frombuffer(zlib.decompress(base64.b64decode(packed)), dtype=np.uint8)
 
 
+# Token rows are stored as inner chunks of this many tokens (at least): a chunk of padding
+# alone is fill and takes no bytes, so a cache costs about the tokens its texts really have.
+MIN_TOKEN_CHUNK = 64
+# ... and at most this many inner chunks per row, so the shard index (16 bytes per chunk)
+# stays small next to the tokens.
+MAX_TOKEN_CHUNKS_PER_ROW = 16
+
+
+def token_chunk_cols(max_length: int) -> int:
+    """Tokens per inner chunk of a ``max_length``-wide token row: a divisor of
+    ``max_length``, the smallest at least ``MIN_TOKEN_CHUNK`` and giving at most
+    ``MAX_TOKEN_CHUNKS_PER_ROW`` chunks a row (the whole row when none does)."""
+    least = max(MIN_TOKEN_CHUNK, -(-max_length // MAX_TOKEN_CHUNKS_PER_ROW))
+    for cols in range(least, max_length + 1):
+        if max_length % cols == 0:
+            return cols
+    return max_length
+
+
 class TextModality:
     name = "text"
     extensions = tuple(TEXT_EXTENSIONS)
@@ -186,6 +206,7 @@ class TextModality:
                 str(token_dtype(text.vocab_size)),
                 (text.max_length,),
                 shard_rows,
+                chunk_cols=token_chunk_cols(text.max_length),
             ),
             FieldLayout(
                 "text_lengths", f"{generation}/text_lengths", "int32", (), shard_rows, sharded=False
@@ -234,7 +255,7 @@ class TextModality:
             inp = shard.inputs[k]
             start, end = ranges[k] or (0, inp.size)
             fmt = params.format or infer_text_format(inp.uri)
-            records, rejections = read_text_range(
+            columns, rejections = read_text_columns(
                 inp.uri,
                 start,
                 end,
@@ -246,12 +267,13 @@ class TextModality:
                 storage_options=source_options,
             )
             # Parquet ranges are row groups: count the text bytes read instead
-            size = end - start if fmt != "parquet" else sum(len(r.text) for r in records)
-            return records, rejections, size
+            size = end - start if fmt != "parquet" else sum(map(len, columns.texts))
+            return columns, rejections, size
 
         with ThreadPoolExecutor(min(READ_THREADS, max(1, len(shard.inputs)))) as pool:
             results = list(pool.map(read, range(len(shard.inputs))))
-        records = [r for recs, _, _ in results for r in recs]
+        texts = list(itertools.chain.from_iterable(columns.texts for columns, _, _ in results))
+        counts = [len(columns.texts) for columns, _, _ in results]
         rejections = [
             {
                 "uri": r.uri,
@@ -264,7 +286,7 @@ class TextModality:
             for _, rejs, _ in results
             for r in rejs
         ]
-        n = len(records)
+        n = len(texts)
         if n > shard.capacity:
             raise BakeError(
                 f"shard {shard.shard_id} read {n} samples where its inputs held at most "
@@ -274,7 +296,6 @@ class TextModality:
         t1 = time.perf_counter()
         timings["decode"] = t1 - t0
 
-        texts = [r.text for r in records]
         dtype = token_dtype(params.vocab_size)
         # (n, C): the columns from C on are all padding, so nothing past C is computed or copied
         tokens, lengths, truncated = tokenize_texts_narrow(
@@ -306,8 +327,13 @@ class TextModality:
         used = np.flatnonzero(seen)
         meta = pa.table(
             {
-                "uri": [r.uri for r in records],
-                "position": [r.position for r in records],
+                "uri": pa.DictionaryArray.from_arrays(
+                    np.repeat(np.arange(len(results), dtype=np.int32), counts),
+                    [columns.uri for columns, _, _ in results],
+                ).cast(pa.string()),
+                "position": list(
+                    itertools.chain.from_iterable(columns.positions for columns, _, _ in results)
+                ),
                 "text": texts,
                 "token_length": lengths,
                 "truncated": truncated,
