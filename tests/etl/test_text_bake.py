@@ -172,6 +172,33 @@ def test_tokens_equal_the_plain_python_reference(baked):
     assert field["transform"] == {"kind": "cast", "dtype": "int32"}
 
 
+def test_padding_takes_no_bytes(tmp_path):
+    """Short texts under a long max_length cost their tokens, not max_length each."""
+    lines = [" ".join(f"w{k}" for k in range(n % 20)) or "x" for n in range(300)]
+    (tmp_path / "short.txt").write_text("\n".join(lines) + "\n")
+    spec = BakeSpec(
+        sources=(str(tmp_path / "short.txt"),),
+        output=str(tmp_path / "cache"),
+        modality="text",
+        shard_size=100,
+        text=TextParams(max_length=1024, vocab_size=5000),
+    )
+    bake(spec)
+    dataset = open_cache(spec.output)
+    field = dataset.manifest["fields"]["text_tokens"]
+    assert field["chunk_shape"] == [64]
+    tokens = Path(spec.output) / field["path"] / "c"
+    stored = sum(p.stat().st_size for p in tokens.rglob("*") if p.is_file())
+    # every row fits its first 64-token chunk; the index holds 16 entries of 16 bytes a row
+    assert stored == len(lines) * (64 * 2 + 16 * 16) + 3 * 4  # + a crc32c per shard
+    assert stored < len(lines) * 1024 * 2 / 5
+    batch = dataset.read_batch(np.arange(len(dataset)))
+    for row, text in enumerate(batch["texts"]):
+        np.testing.assert_array_equal(
+            batch["text_tokens"][row], _reference_tokens(text, spec.text)[0], err_msg=text
+        )
+
+
 def test_vocab_stats_and_tokenizer_identity_in_the_manifest(baked):
     spec, _ = baked
     dataset = open_cache(spec.output)

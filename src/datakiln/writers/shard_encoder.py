@@ -6,7 +6,9 @@ codec (``vlen-utf8`` for string fields), the index at the end as little-endian
 (offset, nbytes) uint64 pairs followed by the crc32c of the index. For that layout the shard
 object is a concatenation, so this module writes it in one pass. The bytes are identical to
 what zarr-python writes for the same rows (tested), and zarr-python stays the reference
-reader.
+reader. Rows split into several inner chunks (token rows: ``FieldLayout.chunk_cols``) are
+encoded as consecutive units, a row's chunks side by side; zarr-python would put them in
+Morton order, with the same index semantics.
 """
 
 from __future__ import annotations

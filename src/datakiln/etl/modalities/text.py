@@ -222,9 +222,12 @@ class TextModality:
         }
 
     def manifest_entries(self, spec: BakeSpec) -> dict[str, Any]:
-        """The tokenizer's identity: its name, hash and parameters (also in the cache key)."""
+        """The tokenizer's identity: its name, hash and parameters; and the token layout
+        (tokens per inner chunk). Both go into the cache key, so a cache written with another
+        layout is never appended to in place."""
         text = spec.text
         return {
+            "token_chunk_cols": token_chunk_cols(text.max_length),
             "tokenizer": {
                 "name": text.tokenizer,
                 **TOKENIZER_SCHEMES[text.tokenizer],
@@ -235,7 +238,7 @@ class TextModality:
                 "bos_token_id": text.bos_token_id,
                 "eos_token_id": text.eos_token_id,
                 "case_sensitive": text.case_sensitive,
-            }
+            },
         }
 
     def bake_shard(
