@@ -238,10 +238,13 @@ def plan_shards(
         row += -(-capacity // shard_rows) * shard_rows
         group.clear()
 
+    filled = 0  # capacity of the open group
     for unit in units:
-        if group and sum(u.capacity for u in group) + unit.capacity > spec.shard_size:
+        if group and filled + unit.capacity > spec.shard_size:
             close_group()
+            filled = 0
         group.append(unit)
+        filled += unit.capacity
     if group:
         close_group()
     rows = max([previous.rows if previous else 0] + [s.row_start + s.capacity for s in fresh])
