@@ -97,6 +97,11 @@ def test_manifest_records_schema_classes_and_stats(baked, image_corpus):
     assert (images["dtype"], images["shape"]) == ("uint8", [32, 32, 3])
     assert images["transform"]["scale"] == pytest.approx(1 / 255)
     assert all(0 < m < 1 for m in manifest["stats"]["mean"])
+    stored = open_cache(spec.output).read_batch(np.arange(report.baked))["images"]
+    mean = stored.mean(axis=(0, 1, 2), dtype=np.float64)
+    np.testing.assert_allclose(manifest["stats"]["mean"], mean, rtol=1e-6)
+    std = stored.std(axis=(0, 1, 2), dtype=np.float64)
+    np.testing.assert_allclose(manifest["stats"]["std"], std, rtol=1e-6)
     assert len(manifest["shards"]) == -(-report.inputs // 64)
     # labels follow folder names
     dataset = open_cache(spec.output)

@@ -54,3 +54,46 @@ def test_empty_folder_says_what_it_looked_for(tmp_path):
     (tmp_path / "readme.txt").write_text("hi")
     with pytest.raises(SourceError, match=r"looked for \.jpg"):
         list_inputs([str(tmp_path)])
+
+
+def _tree(root):
+    for name in ("a/x.jpg", "a/b/y.PNG", "a/z.txt", "c/w.jpeg", ".hidden.jpg", "d.jpg/q.jpg"):
+        p = root / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"123" * len(name))
+    (root / "c" / "link.jpg").symlink_to(root / "a" / "x.jpg")
+    (root / "c" / "dirlink").symlink_to(root / "a" / "b")
+    (root / "c" / "dirlink.jpg").symlink_to(root / "a" / "b")
+
+
+def test_local_folders_list_as_fsspec_does(tmp_path, monkeypatch):
+    """The local fast walk gives exactly what fsspec's find gives (links, case, dot files)."""
+    import datakiln.readers.listing as listing
+
+    _tree(tmp_path)
+    fast = list_inputs([str(tmp_path)])
+    monkeypatch.setattr(listing, "is_local", lambda fs: False)
+    assert list_inputs([str(tmp_path)]) == fast
+    assert len(fast) == 6
+    link = next(f for f in fast if f.uri.endswith("c/link.jpg"))
+    target = next(f for f in fast if f.uri.endswith("a/x.jpg"))
+    assert (link.size, link.version) == (target.size, target.version)
+
+
+def test_a_dangling_link_is_rejected_by_the_bake_not_fatal(tmp_path):
+    from tests.conftest import write_small_images
+
+    from datakiln.etl.bake import bake
+    from datakiln.etl.spec import BakeSpec, ImageParams
+
+    write_small_images(tmp_path / "raw", ["ok.png"])
+    (tmp_path / "raw" / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    report = bake(
+        BakeSpec(
+            sources=(str(tmp_path / "raw"),),
+            output=str(tmp_path / "cache"),
+            image=ImageParams(height=8, width=8),
+        )
+    )
+    assert (report.inputs, report.baked, report.rejected) == (2, 1, 1)
+    assert "FileNotFoundError" in str(report.rejected_by_reason)

