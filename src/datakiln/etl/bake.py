@@ -11,6 +11,7 @@ import collections
 import contextlib
 import dataclasses
 import datetime
+import gc
 import json
 import logging
 import time
@@ -47,7 +48,7 @@ from datakiln.errors import (
 from datakiln.etl.lease import StoreLease
 from datakiln.etl.modalities import get_modality
 from datakiln.etl.plan import BakePlan, PreviousBake, ShardPlan, generation_key, plan_bake
-from datakiln.etl.shard import bake_shard, existing_objects_frozen
+from datakiln.etl.shard import bake_shard
 from datakiln.etl.spec import BakeSpec
 from datakiln.readers.listing import access_hint
 from datakiln.writers.marker import read_marker
@@ -360,6 +361,25 @@ def _released(lease: StoreLease) -> Iterator[None]:
         lease.release()
 
 
+@contextlib.contextmanager
+def _existing_objects_frozen() -> Iterator[None]:
+    """Keep the objects that exist before the bake out of the cyclic GC's scans meanwhile.
+
+    A process with JAX loaded holds ~250k long-lived objects; every full collection that the
+    bake's allocations trigger scans them all. Frozen (``gc.freeze``) they are skipped, which
+    made bakes 7-16% faster here; they are handed back (``gc.unfreeze``) when the bake ends.
+    A caller that froze objects itself keeps its own arrangement.
+    """
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def bake(
     spec: BakeSpec,
     *,
@@ -393,7 +413,7 @@ def bake(
         raise
     except Exception as err:  # the first write to the store: credentials, permissions
         raise OutputError(access_hint(spec.output, err, "write")) from err
-    with _released(lease), existing_objects_frozen():
+    with _released(lease), _existing_objects_frozen():
         current, previous = _read_previous(spec)
         plan = plan_bake(spec, previous)
         if current is not None and current["cache_key"] == plan.cache_key:

@@ -8,11 +8,9 @@ bytes and two tasks never touch one object.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import pyarrow as pa
@@ -40,42 +38,14 @@ def _use_compilation_cache(path: str) -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
-@contextlib.contextmanager
-def existing_objects_frozen() -> Iterator[None]:
-    """Keep the objects that exist before a bake (or a shard task) out of the cyclic GC's
-    scans meanwhile.
-
-    A process with JAX loaded holds ~250k long-lived objects; every full collection that the
-    bake's allocations trigger scans them all. Frozen (``gc.freeze``) they are skipped, which
-    made bakes 7-16% faster here; they are handed back (``gc.unfreeze``) when the bake ends.
-    A caller that froze objects itself keeps its own arrangement.
-    """
-    if gc.get_freeze_count():
-        yield
-        return
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
-
-
 def bake_shard(task: Mapping[str, Any]) -> dict[str, Any]:
     """Bake one shard described by plain data; return its completion marker.
-
-    Existing objects are kept out of the GC's scans meanwhile (a no-op inside ``bake``, which
-    does so already; on cluster workers it matters).
 
     ``task`` holds ``url``, ``storage_options`` (output), ``source_options``, ``modality``,
     ``params`` (the modality's parameter dict), ``generation_key``, ``generation``,
     ``fields`` (``FieldLayout.to_task()`` each), ``shard`` (ShardPlan dict) and optionally
     ``jax_cache_dir``.
     """
-    with existing_objects_frozen():
-        return _bake_shard(task)
-
-
-def _bake_shard(task: Mapping[str, Any]) -> dict[str, Any]:
     if task.get("jax_cache_dir"):
         _use_compilation_cache(task["jax_cache_dir"])
     shard = ShardPlan.from_dict(task["shard"])
