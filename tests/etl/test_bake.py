@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -118,29 +117,6 @@ def test_rebake_is_a_noop_and_a_changed_parameter_rebakes(baked):
     assert again.up_to_date
     assert again.cache_key == report.cache_key
     assert again.summary_line() == report.summary_line()
-
-
-def test_the_gc_freeze_of_a_bake_is_undone(image_corpus, tmp_path):
-    """A bake freezes existing objects for speed and hands them back; a caller's own freeze
-    is left as it was."""
-    import gc
-
-    spec = BakeSpec(
-        sources=(str(image_corpus.root),),
-        output=str(tmp_path / "a"),
-        shard_size=64,
-        image=ImageParams(height=8, width=8),
-    )
-    assert gc.get_freeze_count() == 0
-    bake(spec)
-    assert gc.get_freeze_count() == 0
-    gc.freeze()
-    try:
-        frozen = gc.get_freeze_count()
-        bake(dataclasses.replace(spec, output=str(tmp_path / "b")))
-        assert gc.get_freeze_count() > frozen // 2  # not unfrozen (a few were freed)
-    finally:
-        gc.unfreeze()
 
 
 def test_resume_skips_finished_shards(image_corpus, tmp_path):
