@@ -2,10 +2,10 @@
 
 zarr-python is the reference read path, but it spends about a millisecond of Python per
 chunk, which caps random batches at a few hundred samples a second. Our arrays use one
-layout only (1-sample inner chunks, raw ``bytes`` codec, shard index at the end protected by
-crc32c), so a batch can be served by reading each shard's index once and copying inner
-chunks straight into one preallocated output: memory maps on local disks, one concurrent
-``cat_ranges`` call per batch on object stores.
+layout only (1-sample inner chunks, or ``(1, C)`` chunks of 2-D token rows; raw ``bytes``
+codec; shard index at the end protected by crc32c), so a batch can be served by reading each
+shard's index once and copying inner chunks straight into one preallocated output: memory
+maps on local disks, one concurrent ``cat_ranges`` call per batch on object stores.
 
 Anything that is not exactly that layout makes :func:`supports_fast_path` return False and the
 caller uses zarr-python instead. Stores stay plain Zarr v3: any Zarr reader opens them.
