@@ -93,8 +93,7 @@ class ShardedFieldReader:
         self._per_row = max(1, _row_split(meta["shape"], inner_chunk))
         self._shard_units = self.shard_rows * self._per_row
         self._unit_bytes = self.sample_bytes // self._per_row
-        unit_shape = (self.sample_shape[0] // self._per_row,) if self._per_row > 1 else ()
-        self._unit_shape = unit_shape or self.sample_shape
+        self._unit_shape = tuple(inner_chunk[1:])
         self._fill = np.full(self._unit_shape, meta.get("fill_value", 0), self.dtype)
         self._local = is_local(fs)
         self._tail = len(self.sample_shape) * "/0"

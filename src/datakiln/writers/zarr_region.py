@@ -60,6 +60,11 @@ class FieldLayout:
             return (self.shard_rows, *self.sample_shape)
         return (1, self.chunk_cols) if self.chunk_cols else (1, *self.sample_shape)
 
+    @property
+    def chunks_per_row(self) -> int:
+        """Inner chunks a row is split into (1 unless ``chunk_cols`` is set)."""
+        return self.sample_shape[0] // self.chunk_cols if self.chunk_cols else 1
+
     def to_task(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -178,7 +183,7 @@ def write_field(
             except FileNotFoundError:
                 sums[key] = None
         return sums
-    per_row = field.sample_shape[0] // field.chunk_cols if field.chunk_cols else 1
+    per_row = field.chunks_per_row
     for k, key in enumerate(keys):
         rows = data[k * field.shard_rows : (k + 1) * field.shard_rows]
         if field.dtype == STRING_DTYPE:
