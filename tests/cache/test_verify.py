@@ -84,3 +84,45 @@ def test_malformed_parquet_part_is_a_clear_error(cache):
     (cache / manifest["shards"][0]["meta"]).write_bytes(b"PAR1 not really parquet PAR1")
     with pytest.raises(CacheFormatError, match="not a readable Parquet file"):
         open_cache(str(cache)).metadata()
+
+
+def _rewrite_markers(cache: Path, algorithm: str | None) -> None:
+    """Re-sign every marker's objects with ``algorithm`` (None: a marker that names none)."""
+    from datakiln.cache.fingerprint import LEGACY_CHECKSUM_ALGORITHM, content_hash
+
+    manifest = json.loads((cache / "manifest.json").read_text())
+    for shard in manifest["shards"]:
+        path = cache / shard["marker"]
+        marker = json.loads(path.read_text())
+        used = algorithm or LEGACY_CHECKSUM_ALGORITHM
+        marker["checksums"] = {
+            key: None if value is None else content_hash((cache / key).read_bytes(), used)
+            for key, value in marker["checksums"].items()
+        }
+        marker.pop("checksum_algorithm")
+        if algorithm:
+            marker["checksum_algorithm"] = algorithm
+        path.write_text(json.dumps(marker))
+
+
+def test_markers_name_their_algorithm_and_legacy_markers_still_verify(cache):
+    manifest = json.loads((cache / "manifest.json").read_text())
+    marker = json.loads((cache / manifest["shards"][0]["marker"]).read_text())
+    assert marker["checksum_algorithm"] == "sha256"
+    assert all(v is None or len(v) == 64 for v in marker["checksums"].values())
+    _rewrite_markers(cache, None)  # as written before markers named the algorithm
+    assert verify_cache(str(cache)).ok
+    target = _first_shard_object(cache)
+    data = bytearray(target.read_bytes())
+    data[-1] ^= 0x01
+    target.write_bytes(bytes(data))
+    assert any("does not match its checksum" in p for p in verify_cache(str(cache)).problems)
+
+
+def test_unknown_checksum_algorithm_is_reported(cache):
+    manifest = json.loads((cache / "manifest.json").read_text())
+    path = cache / manifest["shards"][0]["marker"]
+    marker = json.loads(path.read_text())
+    marker["checksum_algorithm"] = "md4"
+    path.write_text(json.dumps(marker))
+    assert any("unknown checksum algorithm 'md4'" in p for p in verify_cache(str(cache)).problems)

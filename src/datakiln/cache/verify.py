@@ -13,7 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from datakiln.cache.fingerprint import content_hash
+from datakiln.cache.fingerprint import (
+    CHECKSUM_ALGORITHMS,
+    LEGACY_CHECKSUM_ALGORITHM,
+    content_hash,
+)
 from datakiln.cache.layout import check_relative, store_fs
 from datakiln.cache.manifest import read_manifest, read_parquet
 from datakiln.errors import CacheFormatError
@@ -75,6 +79,10 @@ def verify_cache(url: str, storage_options: Mapping[str, Any] | None = None) -> 
                 problems.append(
                     f"shard {sid}: marker says {key}={marker.get(key)}, manifest {shard[key]}"
                 )
+        algorithm = marker.get("checksum_algorithm", LEGACY_CHECKSUM_ALGORITHM)
+        if algorithm not in CHECKSUM_ALGORITHMS:
+            problems.append(f"shard {sid}: marker uses unknown checksum algorithm {algorithm!r}")
+            continue
         for key, expected in sorted(marker.get("checksums", {}).items()):
             checked += 1
             try:
@@ -85,7 +93,7 @@ def verify_cache(url: str, storage_options: Mapping[str, Any] | None = None) -> 
                 continue
             if expected is None:
                 problems.append(f"shard {sid}: {key} exists but was written as all fill")
-            elif content_hash(data) != expected:
+            elif content_hash(data, algorithm) != expected:
                 problems.append(
                     f"shard {sid}: {key} does not match its checksum ({len(data)} bytes)"
                 )

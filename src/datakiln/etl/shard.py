@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from datakiln.cache.fingerprint import content_hash
+from datakiln.cache.fingerprint import CHECKSUM_ALGORITHM, content_hash
 from datakiln.cache.layout import meta_part, store_fs
 from datakiln.etl.modalities import get_modality
 from datakiln.etl.plan import ShardPlan
@@ -85,6 +85,7 @@ def bake_shard(task: Mapping[str, Any]) -> dict[str, Any]:
         "bytes_in": out.bytes_in,
         "bytes_out": bytes_out,
         "stats": out.stats,
+        "checksum_algorithm": CHECKSUM_ALGORITHM,
         "checksums": checksums,
         "timings": timings,
         **out.extra,
