@@ -95,6 +95,7 @@ AUDIO_FLAGS = {
     "fmin": "fmin",
     "fmax": "fmax",
     "mel_dtype": "mel_dtype",
+    "wave_dtype": "wave_dtype",
     "align": "align",
 }
 
@@ -158,6 +159,11 @@ def _bake_arguments(parser: argparse.ArgumentParser) -> None:
     audio.add_argument("--fmin", type=float, help="lowest mel frequency in Hz (default 0)")
     audio.add_argument("--fmax", type=float, help="highest mel frequency (default Nyquist)")
     audio.add_argument("--mel-dtype", choices=("float16", "float32"), help="default float16")
+    audio.add_argument(
+        "--wave-dtype",
+        choices=("int16", "float16", "float32"),
+        help="stored waveform: int16 PCM (default), float16 or float32",
+    )
     audio.add_argument(
         "--align", choices=("start", "center"), help="what pad/trim keeps (default start)"
     )

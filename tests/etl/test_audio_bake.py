@@ -9,6 +9,7 @@ to 64 dB). On top of that the float32 kernel differs from librosa by at most
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
+import zarr
 
 from datakiln.cache.open import CachedDataset, open_cache
 from datakiln.datasets.testing import DatasetTests, assert_same
@@ -138,10 +140,37 @@ def test_metadata_and_duration_statistics(baked):
     assert (stats["padded"], stats["trimmed"]) == (2, 2)  # 0.5 s and 0.7 s; 1.2 s and 1.5 s
 
 
-def test_mel_matches_librosa_on_the_cached_waveform(baked):
+@pytest.fixture(scope="module")
+def baked_float32(clips, baked):
+    """The same bake with the waveform stored as float32 instead of int16 PCM."""
+    spec = dataclasses.replace(
+        baked[0],
+        output=str(clips.parent / "cache-f32"),
+        audio=dataclasses.replace(baked[0].audio, wave_dtype="float32"),
+    )
+    return spec, bake(spec)
+
+
+def test_int16_waveform_is_the_float32_one_quantised(baked, baked_float32):
+    pcm, full = open_cache(baked[0].output), open_cache(baked_float32[0].output)
+    assert pcm.manifest["fields"]["audio"]["dtype"] == "int16"
+    assert pcm.manifest["fields"]["audio"]["transform"]["kind"] == "affine"
+    assert full.manifest["fields"]["audio"]["transform"] is None
+    a, b = pcm.read_batch(np.arange(5)), full.read_batch(np.arange(5))
+    # half a PCM step, plus float32 rounding of the scale
+    np.testing.assert_allclose(a["audio"], b["audio"], rtol=0, atol=0.5 / 32767 + 1e-7)
+    np.testing.assert_array_equal(a["mel"], b["mel"])  # the mel never sees the quantisation
+    assert pcm.manifest["stats"]["clipped"] == 0  # peak-normalised clips stay in [-1, 1]
+    stored = zarr.open_array(f"{baked[0].output}/{pcm.manifest['fields']['audio']['path']}")
+    assert stored.dtype == np.int16
+    peaks = np.abs(stored[:].astype(np.int32)).max(axis=1)
+    assert sorted(peaks[peaks > 0].tolist()) == [32767] * 5  # rows past a shard's clips: fill
+
+
+def test_mel_matches_librosa_on_the_cached_waveform(baked_float32):
     import librosa
 
-    spec, _ = baked
+    spec, _ = baked_float32
     audio = spec.audio
     dataset = open_cache(spec.output)
     batch = dataset.read_batch(np.arange(len(dataset)))
@@ -195,6 +224,7 @@ def test_unnormalised_float32_mel(clips, tmp_path):
             "duration": 0.5,
             "normalize": False,
             "mel_dtype": "float32",
+            "wave_dtype": "float32",
             "n_mels": 32,
             "align": "center",
         },
@@ -207,6 +237,26 @@ def test_unnormalised_float32_mel(clips, tmp_path):
     np.testing.assert_allclose(
         dataset[0]["audio"][1000:7000], source[start + 1000 : start + 7000], atol=1e-5
     )
+
+
+def test_int16_storage_clips_and_counts_unnormalised_overloads(tmp_path):
+    loud = _signal(16000, 1, 1.0, 3) * 3.0  # float WAV peaking near 2.3: past int16's range
+    sf.write(tmp_path / "loud.wav", loud, 16000, subtype="FLOAT")
+    sf.write(tmp_path / "quiet.wav", loud / 4, 16000, subtype="FLOAT")
+    spec = BakeSpec(
+        sources=(str(tmp_path / "*.wav"),),
+        output=str(tmp_path / "c"),
+        modality="audio",
+        audio={"normalize": False},
+    )
+    assert bake(spec).baked == 2
+    dataset = open_cache(spec.output)
+    assert dataset.manifest["stats"]["clipped"] == 1
+    rows = {Path(m["uri"]).name: i for i, m in enumerate(dataset.metadata().to_pylist())}
+    stored = dataset[rows["loud.wav"]]["audio"]
+    np.testing.assert_allclose(stored, np.clip(loud[:, 0], -1, 1), atol=0.5 / 32767 + 1e-6)
+    quiet = dataset[rows["quiet.wav"]]["audio"]
+    np.testing.assert_allclose(quiet, loud[:, 0] / 4, atol=0.5 / 32767 + 1e-6)
 
 
 class TestAudioCacheIsADataset(DatasetTests):

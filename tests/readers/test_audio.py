@@ -51,6 +51,20 @@ def test_lossless_formats_decode_to_float32(fmt, subtype, atol):
     assert info == AudioInfo(sample_rate=RATE, channels=2, frames=4000, format=fmt, subtype=subtype)
     assert info.duration_s == pytest.approx(0.25)
     np.testing.assert_allclose(decoded, samples, atol=atol)
+    # integer PCM is read as integers and scaled in numpy: exactly libsndfile's float values
+    reference, _ = soundfile.read(io.BytesIO(_encode(samples, fmt, subtype)), dtype="float32")
+    np.testing.assert_array_equal(decoded, reference)
+
+
+@pytest.mark.parametrize("subtype", ["PCM_S8", "PCM_16", "PCM_24", "PCM_32"])
+def test_integer_pcm_extremes_match_libsndfile(subtype):
+    # full-scale and near-zero codes, where a wrong scale or rounding would show
+    rng = np.random.default_rng(1)
+    samples = np.concatenate([[-1.0, 1.0 - 2.0**-31, 0.0, 2.0**-31], rng.uniform(-1, 1, 996)])
+    data = _encode(samples.astype(np.float64)[:, None], "AIFF", subtype)
+    decoded, _, _ = decode_audio(data)
+    reference, _ = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    np.testing.assert_array_equal(decoded, reference)
 
 
 def test_ogg_vorbis_and_file_objects():

@@ -30,6 +30,7 @@ TEXT_ERRORS = ("reject", "replace")
 MEL_SCALES = ("slaney", "htk")
 MEL_NORMS = ("slaney", None)
 MEL_DTYPES = ("float16", "float32")
+WAVE_DTYPES = ("int16", "float16", "float32")
 ALIGNS = ("start", "center")
 # Local Dask schedulers a spec may name; anything else must be a distributed address.
 LOCAL_SCHEDULERS = ("threads", "processes", "synchronous")
@@ -168,10 +169,16 @@ class AudioParams(_Params):
     (default 0) and ``fmax`` (default Nyquist) on the ``mel_scale`` (``"slaney"``, default, or
     ``"htk"``) with ``mel_norm`` (``"slaney"`` area normalisation, default, or none), then
     ``10 * log10(max(power, 1e-10))`` clipped to ``top_db`` (default 80; unset keeps all)
-    below the clip's peak: librosa's ``melspectrogram`` + ``power_to_db(ref=1.0)``. The
-    waveform is stored as float32; the mel as ``mel_dtype`` (float16 by default: dB values
-    below 128 in magnitude keep a resolution of 1/16 dB or better, about 2**-11 relative, and
-    it halves the field; read back as float32).
+    below the clip's peak: librosa's ``melspectrogram`` + ``power_to_db(ref=1.0)``.
+
+    Both are stored compactly and read back as float32. The waveform as ``wave_dtype``:
+    ``"int16"`` (default) is 16-bit PCM, ``round(x * 32767)`` with ``x`` clipped to
+    ``[-1, 1]``: a step of 3e-5 (-90 dBFS), the resolution of the usual 16-bit sources, at
+    half the bytes of float32; peak-normalised clips never clip, and clips that did are
+    counted in the manifest's ``clipped``. ``"float16"`` (no clipping, 2**-11 relative) and
+    ``"float32"`` are the alternatives. The mel as ``mel_dtype`` (float16 by default: dB
+    values below 128 in magnitude keep a resolution of 1/16 dB or better, about 2**-11
+    relative, and it halves the field).
     """
 
     SECTION = "audio"
@@ -187,6 +194,7 @@ class AudioParams(_Params):
     normalize: bool = True
     top_db: float | None = 80.0
     mel_dtype: str = "float16"
+    wave_dtype: str = "int16"
     align: str = "start"
 
     def __post_init__(self) -> None:
@@ -210,6 +218,7 @@ class AudioParams(_Params):
         _check_choice("audio.mel_scale", self.mel_scale, MEL_SCALES)
         _check_choice("audio.mel_norm", self.mel_norm, MEL_NORMS)
         _check_choice("audio.mel_dtype", self.mel_dtype, MEL_DTYPES)
+        _check_choice("audio.wave_dtype", self.wave_dtype, WAVE_DTYPES)
         nyquist = self.sample_rate / 2
         if self.fmax is not None and not self.fmin < self.fmax <= nyquist:
             raise SpecError(f"audio.fmax must be in (fmin, {nyquist}]; got {self.fmax}")

@@ -106,7 +106,16 @@ def decode_audio(
     try:
         with soundfile.SoundFile(io.BytesIO(raw)) as f:
             announced = f.frames
-            samples = f.read(dtype="float32", always_2d=True)
+            native = _INTEGER_READS.get(f.subtype)
+            if native is None:
+                samples = f.read(dtype="float32", always_2d=True)
+            else:
+                # libsndfile's own int -> float conversion is about half of a PCM decode; the
+                # same power-of-two scaling in numpy gives identical values in half the time.
+                dtype, scale = native
+                samples = np.multiply(
+                    f.read(dtype=dtype, always_2d=True), np.float32(scale), dtype=np.float32
+                )
             info = AudioInfo(
                 sample_rate=int(f.samplerate),
                 channels=int(f.channels),
@@ -137,8 +146,8 @@ def decode_audio(
         raise AudioDecodeError(
             f"no audio frames in this {info.format} file", stage=STAGE_VALIDATE, uri=uri
         )
-    finite = np.isfinite(samples)
-    if not finite.all():
+    finite = True if native is not None else np.isfinite(samples)  # integers are finite
+    if not np.all(finite):
         first = int(np.argmin(finite.all(axis=1)))
         raise AudioDecodeError(
             f"{int(finite.size - np.count_nonzero(finite))} NaN or infinite samples (first at "
@@ -147,6 +156,17 @@ def decode_audio(
             uri=uri,
         )
     return np.ascontiguousarray(samples), info.sample_rate, info
+
+
+# Integer PCM subtypes read as integers and scaled to [-1, 1) in numpy: (dtype, scale).
+# libsndfile widens 8-bit samples to int16 and 24-bit ones to int32 (shifted left).
+_INTEGER_READS = {
+    "PCM_S8": ("int16", 2.0**-15),
+    "PCM_U8": ("int16", 2.0**-15),
+    "PCM_16": ("int16", 2.0**-15),
+    "PCM_24": ("int32", 2.0**-31),
+    "PCM_32": ("int32", 2.0**-31),
+}
 
 
 def read_audio(

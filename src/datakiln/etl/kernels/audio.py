@@ -40,7 +40,7 @@ from __future__ import annotations
 import functools
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -68,6 +68,11 @@ _MIN_PHASES = 64
 PEAK_FLOOR = 1e-6
 # Batches of featurize_audio are padded to a power of two rows of at least this many.
 MIN_ROW_BUCKET = 8
+# Stored waveform encodings (featurize_audio's wave_dtype): int16 is 16-bit PCM, the sample
+# x stored as round(clip(x, -1, 1) * INT16_SCALE); float16 and float32 as they are.
+WAVE_DTYPES = ("int16", "float16", "float32")
+MEL_DTYPES = ("float16", "float32")
+INT16_SCALE = 32767.0
 
 
 # -- filters (numpy, built at trace time from static parameters) ------------------------------
@@ -362,6 +367,8 @@ _STATIC = (
     "amin",
     "top_db",
     "align",
+    "wave_dtype",
+    "mel_dtype",
 )
 
 
@@ -435,7 +442,9 @@ def _audio_kernel(
     amin: float,
     top_db: float | None,
     align: str,
-) -> tuple[jax.Array, jax.Array]:
+    wave_dtype: str = "float32",
+    mel_dtype: str = "float32",
+) -> tuple[jax.Array, jax.Array, jax.Array]:
     n_samples = round(duration * sample_rate)
     mono = mix_to_mono(waves, channels)
     # With align="start" only outputs [0, n_samples) are kept: resample just those.
@@ -458,7 +467,15 @@ def _audio_kernel(
         amin=amin,
         top_db=top_db,
     )
-    return audio, mel
+    peak = jnp.max(jnp.abs(audio), axis=1)
+    return _encode_wave(audio, wave_dtype), mel.astype(mel_dtype), peak
+
+
+def _encode_wave(audio: jax.Array, wave_dtype: str) -> jax.Array:
+    """The waveform in its stored encoding (see ``WAVE_DTYPES``)."""
+    if wave_dtype == "int16":
+        return jnp.round(jnp.clip(audio, -1.0, 1.0) * INT16_SCALE).astype(jnp.int16)
+    return audio.astype(wave_dtype)
 
 
 def audio_features(
@@ -548,7 +565,8 @@ def audio_features(
     # Static arguments key the compile cache: plain ints, so numpy ints do not recompile.
     for name in ("sample_rate", "n_fft", "hop_length", "n_mels"):
         params[name] = int(params[name])
-    return _audio_kernel(waves, lengths, channels, orig_sr=int(orig_sr), **params)
+    audio, mel, _peak = _audio_kernel(waves, lengths, channels, orig_sr=int(orig_sr), **params)
+    return audio, mel
 
 
 def _next_pow2(x: int, least: int) -> int:
@@ -568,6 +586,10 @@ def featurize_audio(
     sample_rate: int,
     duration: float,
     batch_size: int = 64,
+    wave_dtype: str = "float32",
+    mel_dtype: str = "float32",
+    out: tuple[np.ndarray, np.ndarray] | None = None,
+    peaks: np.ndarray | None = None,
     **params: Any,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Run ``audio_features`` over decoded clips of any rates, on a few bucketed shapes.
@@ -582,6 +604,13 @@ def featurize_audio(
             ``(frames,)``, as ``decode_audio`` returns them (finite, at least one frame).
         sample_rate, duration: As ``audio_features``.
         batch_size: Rows per kernel call.
+        wave_dtype: Encoding of the returned waveform, one of ``WAVE_DTYPES`` (done inside
+            the kernel, so the host copies the compact form only).
+        mel_dtype: ``"float32"`` or ``"float16"`` for the returned mel.
+        out: ``(audio, mel)`` arrays of at least ``len(clips)`` rows in those dtypes to fill
+            (the first ``len(clips)`` rows) instead of allocating new ones.
+        peaks: Optional float32 ``(len(clips),)`` receiving each clip's peak ``|x|`` before
+            encoding (above 1 means ``wave_dtype="int16"`` clipped it).
         **params: The other keyword arguments of ``audio_features``.
 
     Returns:
@@ -591,11 +620,20 @@ def featurize_audio(
     check_audio_params(sample_rate=sample_rate, duration=duration, **params)
     if batch_size < 1:
         raise SpecError(f"batch_size must be positive, got {batch_size}")
+    if wave_dtype not in WAVE_DTYPES or mel_dtype not in MEL_DTYPES:
+        raise SpecError(
+            f"wave_dtype must be one of {WAVE_DTYPES} and mel_dtype one of {MEL_DTYPES}, "
+            f"got {wave_dtype!r} and {mel_dtype!r}"
+        )
     n_samples = round(duration * sample_rate)
     hop = params.get("hop_length", 512)
     n_mels = params.get("n_mels", 80)
-    audio = np.zeros((len(clips), n_samples), dtype=np.float32)
-    mel = np.zeros((len(clips), n_mels, 1 + n_samples // hop), dtype=np.float32)
+    if out is None:
+        audio = np.zeros((len(clips), n_samples), dtype=wave_dtype)
+        mel = np.zeros((len(clips), n_mels, 1 + n_samples // hop), dtype=mel_dtype)
+    else:
+        audio, mel = out
+    kernel_params = _kernel_statics(sample_rate, duration, params)
     by_rate: dict[int, list[int]] = {}
     for i, (_, rate) in enumerate(clips):
         by_rate.setdefault(int(rate), []).append(i)
@@ -615,15 +653,52 @@ def featurize_audio(
             for j, a in enumerate(arrays):
                 kept = a[:frames]
                 batch[j, : kept.shape[0], : kept.shape[1]] = kept
-            out_audio, out_mel = audio_features(
+            out_audio, out_mel, out_peak = _audio_kernel(
                 batch,
                 np.pad(lengths, (0, rows - len(idx))),
                 np.pad(channels, (0, rows - len(idx)), constant_values=1),
                 orig_sr=rate,
-                sample_rate=sample_rate,
-                duration=duration,
-                **params,
+                wave_dtype=wave_dtype,
+                mel_dtype=mel_dtype,
+                **kernel_params,
             )
-            audio[idx] = np.asarray(out_audio)[: len(idx)]
-            mel[idx] = np.asarray(out_mel)[: len(idx)]
+            if len(idx) == idx[-1] - idx[0] + 1:  # consecutive rows: slices, not gathers
+                audio[idx[0] : idx[-1] + 1] = np.asarray(out_audio)[: len(idx)]
+                mel[idx[0] : idx[-1] + 1] = np.asarray(out_mel)[: len(idx)]
+            else:
+                audio[idx] = np.asarray(out_audio)[: len(idx)]
+                mel[idx] = np.asarray(out_mel)[: len(idx)]
+            if peaks is not None:
+                peaks[idx] = np.asarray(out_peak)[: len(idx)]
     return audio, mel
+
+
+def _kernel_statics(sample_rate: int, duration: float, params: Mapping[str, Any]) -> dict:
+    """``_audio_kernel``'s static keyword arguments from ``audio_features``-style ones."""
+    defaults = {
+        "n_fft": 1024,
+        "hop_length": 512,
+        "n_mels": 80,
+        "fmin": 0.0,
+        "fmax": None,
+        "mel_scale": "slaney",
+        "mel_norm": "slaney",
+        "normalize": False,
+        "log": "db",
+        "amin": 1e-10,
+        "top_db": 80.0,
+        "align": "start",
+    }
+    unknown = set(params) - set(defaults)
+    if unknown:
+        raise TypeError(f"unknown audio parameters: {sorted(unknown)}")
+    merged = {**defaults, **params}
+    # Static arguments key the compile cache: plain types, so numpy scalars do not recompile.
+    for name in ("n_fft", "hop_length", "n_mels"):
+        merged[name] = int(merged[name])
+    for name in ("fmin", "amin"):
+        merged[name] = float(merged[name])
+    for name in ("fmax", "top_db"):
+        merged[name] = None if merged[name] is None else float(merged[name])
+    merged["normalize"] = bool(merged["normalize"])
+    return {"sample_rate": int(sample_rate), "duration": float(duration), **merged}

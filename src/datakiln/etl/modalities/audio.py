@@ -6,8 +6,10 @@ mono, band-limited resampling to ``sample_rate``, pad/trim to ``duration``, opti
 normalisation, log-mel spectrogram. Compiles are few: one per (source rate, row bucket,
 channel count).
 
-Stored fields: ``audio`` float32 (N, samples) and ``mel`` (N, n_mels, frames) in
-``AudioParams.mel_dtype`` (float16 by default, read back as float32). Parquet meta: uri,
+Stored fields: ``audio`` (N, samples) in ``AudioParams.wave_dtype`` (int16 PCM by default)
+and ``mel`` (N, n_mels, frames) in ``AudioParams.mel_dtype`` (float16 by default), both read
+back as float32 through the manifest's read-time transforms. The kernel returns them already
+encoded, so the host only copies the compact arrays. Parquet meta: uri,
 content hash, original sample rate, channels, frames, duration, container and encoding.
 Every batch also carries the constants ``sample_rate`` and ``duration``, as the seed's audio
 datasets do.
@@ -71,6 +73,8 @@ def _kernel_params(audio: AudioParams) -> dict[str, Any]:
         "top_db": None if audio.top_db is None else float(audio.top_db),
         "align": audio.align,
         "batch_size": DECODE_BATCH,
+        "wave_dtype": audio.wave_dtype,
+        "mel_dtype": audio.mel_dtype,
     }
 
 
@@ -90,14 +94,16 @@ class AudioModality:
     def sample_bytes(self, spec: BakeSpec) -> int:
         audio = spec.audio
         mel = audio.n_mels * audio.frames * np.dtype(audio.mel_dtype).itemsize
-        return max(audio.samples * 4, mel)
+        return max(audio.samples * np.dtype(audio.wave_dtype).itemsize, mel)
 
     def fields(
         self, spec: BakeSpec, generation: str, shard_rows: int, labelled: bool
     ) -> list[FieldLayout]:
         audio = spec.audio
         return [
-            FieldLayout("audio", f"{generation}/audio", "float32", (audio.samples,), shard_rows),
+            FieldLayout(
+                "audio", f"{generation}/audio", audio.wave_dtype, (audio.samples,), shard_rows
+            ),
             FieldLayout(
                 "mel",
                 f"{generation}/mel",
@@ -108,8 +114,15 @@ class AudioModality:
         ]
 
     def transforms(self, spec: BakeSpec) -> dict[str, dict[str, Any] | None]:
-        cast = {"kind": "cast", "dtype": "float32"} if spec.audio.mel_dtype != "float32" else None
-        return {"audio": None, "mel": cast}
+        from datakiln.etl.kernels.audio import INT16_SCALE
+
+        cast = {"kind": "cast", "dtype": "float32"}
+        wave = {
+            "int16": {"kind": "affine", "scale": 1.0 / INT16_SCALE, "offset": 0.0},
+            "float16": cast,
+            "float32": None,
+        }[spec.audio.wave_dtype]
+        return {"audio": wave, "mel": cast if spec.audio.mel_dtype != "float32" else None}
 
     def manifest_entries(self, spec: BakeSpec) -> dict[str, Any]:
         """The featurizer's identity (also in the cache key) and the per-sample constants."""
@@ -148,7 +161,8 @@ class AudioModality:
         audio = AudioParams(**spec_params)
         params = _kernel_params(audio)
         rejections: list[dict[str, Any]] = []
-        waves = np.zeros((shard.capacity, audio.samples), np.float32)
+        waves = np.zeros((shard.capacity, audio.samples), audio.wave_dtype)
+        peaks = np.zeros(shard.capacity, np.float32)
         mels = np.zeros((shard.capacity, audio.n_mels, audio.frames), audio.mel_dtype)
         columns: dict[str, list[Any]] = {name: [] for name in META_SCHEMA.names}
         shapes: set[tuple[int, int, int]] = set()
@@ -208,10 +222,8 @@ class AudioModality:
                     continue
                 t2 = time.perf_counter()
                 clips = [(samples, rate) for _, _, (samples, rate, _) in kept]
-                wave, mel = featurize_audio(clips, **params)
                 rows = slice(n, n + len(kept))
-                waves[rows] = wave
-                mels[rows] = mel
+                featurize_audio(clips, out=(waves[rows], mels[rows]), peaks=peaks[rows], **params)
                 n += len(kept)
                 timings["kernel"] += time.perf_counter() - t2
                 shapes |= _kernel_shapes(kept)
@@ -238,6 +250,7 @@ class AudioModality:
             "duration_max_s": max(durations) if durations else None,
             "padded": int(padded),
             "trimmed": int(trimmed),
+            "clipped": int(np.count_nonzero(peaks[:n] > 1.0)) if audio.wave_dtype == "int16" else 0,
         }
         return ShardOutput(
             rows=n,
@@ -263,6 +276,8 @@ class AudioModality:
             "target_duration_s": float(spec.audio.duration),
             "padded": sum(s["padded"] for s in stats),
             "trimmed": sum(s["trimmed"] for s in stats),
+            # clips whose waveform went past [-1, 1] and was clipped by int16 storage
+            "clipped": sum(s.get("clipped", 0) for s in stats),
         }
 
 
