@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import zarr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from datakiln.cache import shard_reader
 from datakiln.cache.layout import store_fs, zarr_store
 from datakiln.cache.shard_reader import ShardedFieldReader
 from datakiln.errors import CacheFormatError
@@ -28,12 +31,19 @@ def _make(url: str) -> np.ndarray:
     return data
 
 
-@pytest.fixture(params=["local", "memory"])
-def stored(request, tmp_path, memory_root):
-    url = str(tmp_path / "s") if request.param == "local" else f"{memory_root}/s"
+@pytest.fixture(params=["local", "local-per-row", "memory"])
+def stored(request, tmp_path, memory_root, monkeypatch):
+    """On disk (one mapped region, or one map per shard as where that is unsupported), and
+    in a memory filesystem (ranged reads)."""
+    url = f"{memory_root}/s" if request.param == "memory" else str(tmp_path / "s")
+    if request.param == "local-per-row":
+        monkeypatch.setattr(shard_reader, "reserve", lambda *args: None)
     data = _make(url)
     fs, root = store_fs(url)
-    return url, data, ShardedFieldReader(fs, root, "x")
+    reader = ShardedFieldReader(fs, root, "x")
+    if request.param == "local" and sys.platform == "linux":
+        assert reader._region is not None
+    return url, data, reader
 
 
 @settings(
@@ -96,3 +106,25 @@ def test_damaged_chunk_length_is_an_error(tmp_path):
     reader._table[reader._slot_of[0], 2, 1] = 7
     with pytest.raises(CacheFormatError, match="verify"):
         reader.read_into(np.array([2]), np.empty((1, *SHAPE), np.uint8))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the mapped region is Linux-only")
+def test_index_pointing_past_the_file_is_an_error_not_a_crash(tmp_path):
+    """The mapped region is unreadable outside the files: a bad index must be caught first."""
+    url = str(tmp_path / "s")
+    data = _make(url)
+    fs, root = store_fs(url)
+    reader = ShardedFieldReader(fs, root, "x")
+    unit = int(np.prod(SHAPE))
+    shard = tmp_path / "s" / "x" / "c" / "0" / "0" / "0" / "0"
+    raw = bytearray(shard.read_bytes())
+    index = np.frombuffer(raw, "<u8", 2 * SHARD_ROWS, len(raw) - 16 * SHARD_ROWS - 4).copy()
+    index = index.reshape(SHARD_ROWS, 2)
+    index[3] = (len(raw) // unit + 8) * unit, unit  # row 3: an aligned chunk past the end
+    raw[len(raw) - 16 * SHARD_ROWS - 4 : -4] = index.tobytes()
+    shard.write_bytes(bytes(raw))
+    out = np.empty((2, *SHAPE), np.uint8)
+    reader.read_into(np.array([1, 2]), out)
+    np.testing.assert_array_equal(out, data[[1, 2]])
+    with pytest.raises(CacheFormatError, match="shorter than its index"):
+        reader.read_into(np.array([1, 3]), out)

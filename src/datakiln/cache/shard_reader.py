@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from datakiln.cache.layout import is_local
+from datakiln.cache.mapped_region import reserve
 from datakiln.errors import CacheFormatError
 
 # A missing inner chunk has offset and length both 2**64 - 1 in the shard index.
@@ -112,6 +113,10 @@ class ShardedFieldReader:
         self._slot_shard = np.full(slots, -1, dtype=np.int64)
         self._slot_view: list[Any] = [None] * slots
         self._next_slot = 0
+        # Local stores: every shard file mapped into one address range, so that a batch is
+        # one GIL-free np.take (None where that is unsupported: then one copy per row).
+        max_file = self._shard_units * (self._unit_bytes + 16) + _CRC_BYTES
+        self._region = reserve(n_shards, max_file, self._unit_bytes) if self._local else None
 
     def _lookup(
         self, shards: np.ndarray, inner: np.ndarray, unique: np.ndarray
@@ -142,6 +147,35 @@ class ShardedFieldReader:
             entries = self._table[slots, inner]
             views = {int(s): self._slot_view[self._slot_of[s]] for s in unique.tolist()}
         return entries, views
+
+    def _take(
+        self,
+        shards: np.ndarray,
+        offsets: np.ndarray,
+        present: np.ndarray,
+        flat: np.ndarray,
+        unique: np.ndarray,
+    ) -> None:
+        """Copy the ``present`` units into ``flat`` with one take from the mapped region."""
+        region = self._region
+        assert region is not None
+        for shard in unique[region.lengths(unique) == 0].tolist():
+            region.map(shard, self._key(shard))
+        where = shards[present]
+        starts = offsets[present].astype(np.int64)
+        # the region is readable only inside mapped files: check before touching it
+        short = starts + self._unit_bytes > region.lengths(where).astype(np.int64)
+        if short.any():
+            bad = int(where[np.argmax(short)])
+            raise CacheFormatError(
+                f"{self._path}: shard object {bad} is shorter than its index says; "
+                "run `datakiln verify` on the cache"
+            )
+        units = where * region.units_per_slot + starts // self._unit_bytes
+        if len(present) == len(flat):
+            np.take(region.units, units, axis=0, out=flat, mode="clip")
+        else:
+            flat[present] = np.take(region.units, units, axis=0, mode="clip")
 
     def _lookup_grouped(
         self, shards: np.ndarray, inner: np.ndarray, unique: np.ndarray
@@ -240,6 +274,9 @@ class ShardedFieldReader:
         if not len(present):
             return
         aligned = not (offsets[present] % self._unit_bytes).any()
+        if self._region is not None and aligned:
+            self._take(shards, offsets, present, flat, unique)
+            return
         chunk_of = (offsets // np.uint64(self._unit_bytes)).astype(np.intp).tolist()
         shard_of = shards.tolist()
         remote: list[int] = []

@@ -18,8 +18,8 @@ the order); ``Loader(...).restore(state)`` over the same dataset continues with 
 batches an uninterrupted run would have produced next, mid-epoch included. The state counts
 batches *handed to the caller*, not those prefetched.
 
-Threads. Up to ``prefetch`` batches are read ahead by ``num_threads`` threads (one by default;
-no processes, no shared memory: nothing outlives the process). The pool is shut down when
+Threads. Up to ``prefetch`` batches are read ahead by a pool of ``num_threads`` threads (no
+processes, no shared memory: nothing outlives the process). The pool is shut down when
 iteration ends, when the iterator is closed or garbage-collected (``break``), and by
 ``loader.close()``.
 
@@ -37,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import os
 import threading
 import weakref
 from collections.abc import Iterator
@@ -174,12 +175,8 @@ class Loader:
         num_epochs: Epochs to run; ``None`` runs forever.
         drop_last: Drop the trailing partial (global) batch of each epoch.
         prefetch: Batches read ahead in background threads; 0 reads in the caller's thread.
-        num_threads: Reader threads (default 1, more than ``prefetch`` adds nothing). One
-            is fastest for a ``CachedDataset``: its local reads are memory copies under the
-            GIL, which a second reader only contends for (an epoch of the read benchmark:
-            0.55x the memmap floor with one reader, 0.50x with two), and its object-store
-            reads are already concurrent within each batch. Raise it for datasets whose
-            ``read_batch`` waits on I/O or releases the GIL.
+        num_threads: Reader threads (default ``min(prefetch, os.cpu_count())``); more than
+            ``prefetch`` adds nothing.
         shard_index: This host's index (default ``jax.process_index()``).
         shard_count: Number of hosts (default ``jax.process_count()``).
         device_put: ``False`` for NumPy batches; ``True`` to put numeric entries on the default
@@ -228,7 +225,7 @@ class Loader:
         if shard_index >= shard_count:
             raise SpecError(f"shard_index={shard_index} must be < shard_count={shard_count}")
         if num_threads is None:
-            num_threads = 1
+            num_threads = max(1, min(prefetch, os.cpu_count() or 1))
         _non_negative("num_threads", num_threads, minimum=1)
         if not isinstance(device_put, bool | jax.sharding.Sharding):
             raise SpecError(
