@@ -8,9 +8,17 @@ import struct
 import numpy as np
 import pytest
 import soundfile
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from datakiln.errors import DatakilnError
-from datakiln.readers.audio import AudioDecodeError, AudioInfo, decode_audio, read_audio
+from datakiln.readers.audio import (
+    AudioDecodeError,
+    AudioInfo,
+    _plain_pcm16_wav,
+    decode_audio,
+    read_audio,
+)
 from datakiln.readers.rejections import Rejection
 
 RATE = 16000
@@ -138,3 +146,53 @@ def test_read_audio_through_fsspec_returns_rejections(tmp_path):
     missing = read_audio(str(tmp_path / "missing.wav"))
     assert isinstance(missing, Rejection)
     assert (missing.stage, missing.error_type) == ("fetch", "FileNotFoundError")
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    channels=st.integers(1, 6),
+    frames=st.integers(1, 3000),
+    rate=st.sampled_from([8000, 16000, 22050, 44100, 48000]),
+    container=st.sampled_from(["WAV", "WAVEX"]),
+    seed=st.integers(0, 2**16),
+)
+def test_pcm16_wav_read_directly_equals_libsndfile(channels, frames, rate, container, seed):
+    samples = np.random.default_rng(seed).uniform(-1, 1, (frames, channels))
+    data = _encode(samples, container, "PCM_16", rate)
+    assert _plain_pcm16_wav(data) is not None  # the direct path, not libsndfile
+    decoded, got_rate, info = decode_audio(data)
+    with soundfile.SoundFile(io.BytesIO(data)) as f:
+        reference = f.read(dtype="float32", always_2d=True)
+        expected = AudioInfo(rate, f.channels, f.frames, f.format, f.subtype)
+    assert decoded.dtype == np.float32
+    assert decoded.flags.c_contiguous
+    np.testing.assert_array_equal(decoded, reference)
+    assert (got_rate, info) == (rate, expected)
+
+
+def test_pcm16_wav_with_other_chunks_and_odd_sizes():
+    # a LIST chunk of odd size (padded to even) before the data chunk, and one after it
+    body = _encode(_tone(101, 2), "WAV", "PCM_16")
+    fmt_end = 12 + 8 + int.from_bytes(body[16:20], "little")
+    extra = b"LIST" + (5).to_bytes(4, "little") + b"abcde\x00"
+    data = body[:fmt_end] + extra + body[fmt_end:] + b"junk" + (2).to_bytes(4, "little") + b"zz"
+    data = data[:4] + (len(data) - 8).to_bytes(4, "little") + data[8:]
+    decoded, _, info = decode_audio(data)
+    reference, _ = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    np.testing.assert_array_equal(decoded, reference)
+    assert info.frames == 101
+
+
+@pytest.mark.parametrize(
+    ("fmt", "subtype"), [("WAV", "PCM_24"), ("WAV", "FLOAT"), ("WAV", "PCM_U8"), ("FLAC", "PCM_16")]
+)
+def test_other_encodings_go_through_libsndfile(fmt, subtype):
+    assert _plain_pcm16_wav(_encode(_tone(), fmt, subtype)) is None
+
+
+def test_truncated_pcm16_wav_is_still_rejected():
+    data = _encode(_tone(4000), "WAV", "PCM_16")
+    assert _plain_pcm16_wav(data[:-100]) is None
+    with pytest.raises(AudioDecodeError, match="truncated") as err:
+        decode_audio(data[:-100])
+    assert err.value.stage == "decode"

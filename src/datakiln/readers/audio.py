@@ -103,6 +103,10 @@ def decode_audio(
         raise AudioDecodeError(
             "empty input (0 bytes), not an audio file", stage=STAGE_DECODE, uri=uri
         )
+    plain = _plain_pcm16_wav(raw)
+    if plain is not None:
+        pcm, info = plain
+        return np.multiply(pcm, np.float32(2.0**-15), dtype=np.float32), info.sample_rate, info
     try:
         with soundfile.SoundFile(io.BytesIO(raw)) as f:
             announced = f.frames
@@ -190,6 +194,63 @@ def read_audio(
     except AudioDecodeError as err:
         logger.debug("rejected %s at %s: %s", redact_url(url), err.stage, err)
         return Rejection.from_error(url, err.stage, err)
+
+
+# KSDATAFORMAT_SUBTYPE_PCM, the sub-format GUID of a WAVE_FORMAT_EXTENSIBLE PCM file.
+_PCM_SUBFORMAT = bytes.fromhex("0100000000001000800000aa00389b71")
+
+
+def _plain_pcm16_wav(raw: bytes) -> tuple[np.ndarray, AudioInfo] | None:
+    """The int16 ``(frames, channels)`` samples of a complete 16-bit PCM WAV, else None.
+
+    The most common training-audio file is parsed here directly: libsndfile spends ~0.1 ms a
+    clip on opening and converting it, a view of the ``data`` chunk costs nothing. Only
+    little-endian RIFF files with a PCM (or extensible PCM) ``fmt`` chunk of 16-bit samples
+    and a ``data`` chunk that is all there qualify; anything else (other encodings, RIFX, RF64,
+    truncated or streamed files, no frames) returns None and goes through libsndfile, which
+    also gives the error messages.
+    """
+    if len(raw) < 12 or raw[:4] != b"RIFF" or raw[8:12] != b"WAVE":
+        return None
+    pos, fmt = 12, None
+    while pos + 8 <= len(raw):
+        chunk_id = raw[pos : pos + 4]
+        size = int.from_bytes(raw[pos + 4 : pos + 8], "little")
+        body = pos + 8
+        if body + size > len(raw):
+            return None
+        if chunk_id == b"fmt ":
+            if size < 16:
+                return None
+            tag, channels, rate, _, align, bits = struct.unpack_from("<HHIIHH", raw, body)
+            container = {1: "WAV", 0xFFFE: "WAVEX"}.get(tag)
+            if container == "WAVEX" and (
+                size < 40
+                or raw[body + 24 : body + 40] != _PCM_SUBFORMAT
+                or int.from_bytes(raw[body + 18 : body + 20], "little") != 16
+            ):
+                return None
+            if container is None or bits != 16 or channels < 1 or rate < 1:
+                return None
+            if align != 2 * channels:
+                return None
+            fmt = (channels, rate, container)
+        elif chunk_id == b"data":
+            if fmt is None or size // (2 * fmt[0]) == 0:
+                return None
+            channels, rate, container = fmt
+            frames = size // (2 * channels)
+            samples = np.frombuffer(raw, "<i2", frames * channels, body)
+            info = AudioInfo(
+                sample_rate=rate,
+                channels=channels,
+                frames=frames,
+                format=container,
+                subtype="PCM_16",
+            )
+            return samples.reshape(frames, channels), info
+        pos = body + size + (size & 1)
+    return None
 
 
 def _riff_missing_bytes(raw: bytes) -> int:
