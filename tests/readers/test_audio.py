@@ -17,6 +17,7 @@ from datakiln.readers.audio import (
     AudioInfo,
     _plain_pcm16_wav,
     decode_audio,
+    decode_audio_native,
     read_audio,
 )
 from datakiln.readers.rejections import Rejection
@@ -196,3 +197,13 @@ def test_truncated_pcm16_wav_is_still_rejected():
     with pytest.raises(AudioDecodeError, match="truncated") as err:
         decode_audio(data[:-100])
     assert err.value.stage == "decode"
+
+
+def test_native_decode_keeps_pcm16_wav_as_integers():
+    data = _encode(_tone(500, 2), "WAV", "PCM_16")
+    pcm, rate, info = decode_audio_native(data)
+    assert pcm.dtype == np.int16
+    assert (rate, info) == decode_audio(data)[1:]
+    np.testing.assert_array_equal(pcm / np.float32(32768), decode_audio(data)[0])
+    flac = _encode(_tone(500, 2), "FLAC", "PCM_16")
+    assert decode_audio_native(flac)[0].dtype == np.float32  # everything else: decode_audio

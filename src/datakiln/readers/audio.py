@@ -173,6 +173,22 @@ _INTEGER_READS = {
 }
 
 
+def decode_audio_native(
+    data: bytes | bytearray | memoryview, *, uri: str | None = None
+) -> tuple[np.ndarray, int, AudioInfo]:
+    """``decode_audio``, except that a 16-bit PCM WAV comes back as its int16 samples.
+
+    Those stand for ``value / 32768``; leaving the conversion to the consumer lets it convert
+    only the frames it uses, straight into its own buffer (``featurize_audio`` does). Any
+    other input comes back as ``decode_audio`` returns it.
+    """
+    plain = _plain_pcm16_wav(bytes(data))
+    if plain is not None:
+        pcm, info = plain
+        return pcm, info.sample_rate, info
+    return decode_audio(data, uri=uri)
+
+
 def read_audio(
     url: str, *, storage_options: Mapping[str, Any] | None = None
 ) -> tuple[np.ndarray, int, AudioInfo] | Rejection:

@@ -252,6 +252,27 @@ def test_featurize_audio_buckets_rates_and_keeps_order():
     np.testing.assert_allclose(audio[1], want, atol=1e-7)
 
 
+def test_featurize_audio_takes_int16_pcm_and_encodes_its_outputs():
+    rng = np.random.default_rng(4)
+    pcm = [rng.integers(-32768, 32768, (n, c), dtype=np.int16) for n, c in ((9000, 1), (30000, 2))]
+    rates = (SR, 44100)
+    as_float = [(p.astype(np.float32) / 32768, r) for p, r in zip(pcm, rates, strict=True)]
+    kwargs = {"sample_rate": SR, "duration": 0.5, "normalize": True}
+    audio, mel = ka.featurize_audio(as_float, **kwargs)
+    same_audio, same_mel = ka.featurize_audio(list(zip(pcm, rates, strict=True)), **kwargs)
+    np.testing.assert_array_equal(same_audio, audio)
+    np.testing.assert_array_equal(same_mel, mel)
+    # outputs encoded inside the kernel, written into caller-provided arrays
+    out = (np.zeros((2, 8000), np.int16), np.zeros((2, 80, 16), np.float16))
+    peaks = np.zeros(2, np.float32)
+    ka.featurize_audio(
+        as_float, wave_dtype="int16", mel_dtype="float16", out=out, peaks=peaks, **kwargs
+    )
+    np.testing.assert_array_equal(out[0], np.round(np.clip(audio, -1, 1) * 32767))
+    np.testing.assert_array_equal(out[1], mel.astype(np.float16))
+    np.testing.assert_allclose(peaks, 1.0)  # peak-normalised before encoding
+
+
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [

@@ -601,7 +601,8 @@ def featurize_audio(
 
     Args:
         clips: ``(samples, rate)`` pairs, samples float32 ``(frames, channels)`` or
-            ``(frames,)``, as ``decode_audio`` returns them (finite, at least one frame).
+            ``(frames,)``, as ``decode_audio`` returns them (finite, at least one frame), or
+            int16 PCM standing for ``value / 32768`` (``decode_audio_native``).
         sample_rate, duration: As ``audio_features``.
         batch_size: Rows per kernel call.
         wave_dtype: Encoding of the returned waveform, one of ``WAVE_DTYPES`` (done inside
@@ -640,8 +641,7 @@ def featurize_audio(
     for rate, members in by_rate.items():
         for first in range(0, len(members), batch_size):
             idx = members[first : first + batch_size]
-            arrays = [np.asarray(clips[i][0], dtype=np.float32) for i in idx]
-            arrays = [a[:, None] if a.ndim == 1 else a for a in arrays]
+            arrays = [_samples(clips[i][0]) for i in idx]
             lengths = np.array([a.shape[0] for a in arrays], dtype=np.int32)
             channels = np.array([a.shape[1] for a in arrays], dtype=np.int32)
             if align == "start":
@@ -652,7 +652,11 @@ def featurize_audio(
             batch = np.zeros((rows, frames, int(channels.max())), dtype=np.float32)
             for j, a in enumerate(arrays):
                 kept = a[:frames]
-                batch[j, : kept.shape[0], : kept.shape[1]] = kept
+                dst = batch[j, : kept.shape[0], : kept.shape[1]]
+                if kept.dtype == np.int16:  # 16-bit PCM: only the frames used are converted
+                    np.multiply(kept, np.float32(2.0**-15), out=dst)
+                else:
+                    dst[...] = kept
             out_audio, out_mel, out_peak = _audio_kernel(
                 batch,
                 np.pad(lengths, (0, rows - len(idx))),
@@ -671,6 +675,14 @@ def featurize_audio(
             if peaks is not None:
                 peaks[idx] = np.asarray(out_peak)[: len(idx)]
     return audio, mel
+
+
+def _samples(samples: np.ndarray) -> np.ndarray:
+    """A clip as ``(frames, channels)`` float32, or int16 PCM left for the batch copy."""
+    samples = np.asarray(samples)
+    if samples.dtype != np.int16:
+        samples = samples.astype(np.float32, copy=False)
+    return samples[:, None] if samples.ndim == 1 else samples
 
 
 def _kernel_statics(sample_rate: int, duration: float, params: Mapping[str, Any]) -> dict:

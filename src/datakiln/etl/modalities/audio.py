@@ -156,7 +156,7 @@ class AudioModality:
         timings: dict[str, float],
     ) -> ShardOutput:
         from datakiln.etl.kernels.audio import featurize_audio
-        from datakiln.readers.audio import AudioDecodeError, decode_audio
+        from datakiln.readers.audio import AudioDecodeError, decode_audio_native
 
         audio = AudioParams(**spec_params)
         params = _kernel_params(audio)
@@ -173,7 +173,7 @@ class AudioModality:
         def decode(item: tuple[int, bytes]) -> tuple[Any, str]:
             # the content hash too: hashlib releases the GIL, so it runs beside the kernel
             try:
-                result = decode_audio(item[1], uri=shard.inputs[item[0]].uri)
+                result = decode_audio_native(item[1], uri=shard.inputs[item[0]].uri)
             except AudioDecodeError as err:
                 result = err
             return result, content_hash(item[1])
