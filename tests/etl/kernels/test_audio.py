@@ -133,6 +133,32 @@ def test_resampler_matches_soxr_on_sweeps(orig):
     assert snr_db(want, y[0]) >= 50
 
 
+@pytest.mark.parametrize("orig", [44100, 22050, 48000, 8000, 11025])
+def test_polyphase_groups_agree_with_the_direct_resampler(orig):
+    """Rates with many phases split them into groups with their own windows; rates with few
+    treat several outputs as one block. Both must give the per-tap (direct) result."""
+    x = sweep(orig, 0.25, 50, 0.4 * min(orig, SR))[None]
+    lengths = np.array([x.shape[1]])
+    poly, _ = _resample(x, lengths, orig, method="polyphase")
+    direct, _ = _resample(x, lengths, orig, method="direct")
+    np.testing.assert_allclose(poly, direct, atol=3e-6)
+
+
+def test_resample_filter_groups_cover_the_phases():
+    whole, offset = ka.resample_filter(44100, SR)
+    assert (whole.shape[0], offset) == (160, 0)
+    low, low_offset = ka.resample_filter(44100, SR, first=0, count=80)
+    high, high_offset = ka.resample_filter(44100, SR, first=80, count=80)
+    assert (low_offset, high_offset) == (0, 80 * 441 // 160)
+    assert low.shape[-1] < whole.shape[-1]  # shorter windows: the point of the groups
+    # the same weights, at the taps shifted by the group's offset
+    np.testing.assert_array_equal(low[:, :, : low.shape[-1]], whole[:80, :, : low.shape[-1]])
+    shifted = whole[80:, :, high_offset : high_offset + high.shape[-1]]
+    np.testing.assert_allclose(high, shifted, atol=1e-7)
+    with pytest.raises(SpecError, match="not within"):
+        ka.resample_filter(44100, SR, first=150, count=20)
+
+
 def test_direct_and_polyphase_resamplers_agree():
     x = sweep(22050, 0.3, 50, 6000)[None]
     lengths = np.array([x.shape[1]])

@@ -152,24 +152,38 @@ def _rates(orig_sr: int, target_sr: int) -> tuple[int, int, float, int]:
     return up, down, half_width, math.ceil(half_width)
 
 
-def resample_filter(orig_sr: int, target_sr: int, *, phases: int | None = None) -> np.ndarray:
-    """Polyphase weights float32 ``(phases, 1, stride + 2 * pad + 1)`` for ``resample``.
+def resample_filter(
+    orig_sr: int,
+    target_sr: int,
+    *,
+    phases: int | None = None,
+    first: int = 0,
+    count: int | None = None,
+) -> tuple[np.ndarray, int]:
+    """Polyphase weights of phases ``first ... first + count - 1`` and their input offset.
 
     With ``up / down`` the reduced ratio ``target_sr / orig_sr``, ``phases`` a multiple of
-    ``up`` (default ``up``) and ``stride = down * phases / up``: output sample
-    ``q * phases + r`` is the dot product of row ``r`` with input samples
-    ``q * stride - pad ... q * stride + stride + pad``.
+    ``up`` (default ``up``) and ``stride = down * phases / up``, output sample
+    ``q * phases + r`` (for ``r`` in the group) is the dot product of row ``r - first`` of
+    the float32 ``(count, 1, taps)`` weights with input samples ``q * stride - pad + offset``
+    onwards, ``pad = ceil(half width of the sinc)``. The window spans only what the group's
+    phases need, ``taps = (last - first) phases' input span + 2 * pad + 2``.
     """
     up, down, half_width, pad = _rates(orig_sr, target_sr)
     phases = up if phases is None else phases
     if phases % up:
         raise SpecError(f"phases must be a multiple of {up}, got {phases}")
+    count = phases - first if count is None else count
+    if first < 0 or count < 1 or first + count > phases:
+        raise SpecError(f"phases {first}..{first + count - 1} are not within 0..{phases - 1}")
     stride = down * (phases // up)
     cutoff = min(1.0, up / down) * RESAMPLE_ROLLOFF
-    w = np.arange(stride + 2 * pad + 1, dtype=np.float64)
-    phase = np.arange(phases, dtype=np.float64)[:, None] * down / up
-    weights = _kaiser_sinc(phase + pad - w[None, :], cutoff, half_width)
-    return weights.astype(np.float32)[:, None, :]
+    group = np.arange(first, first + count)
+    offset = int(group[0] * stride // phases)
+    taps = int(group[-1] * stride // phases) - offset + 2 * pad + 2
+    lag = group[:, None] * stride / phases + pad - offset - np.arange(taps)[None, :]
+    weights = _kaiser_sinc(lag, cutoff, half_width)
+    return weights.astype(np.float32)[:, None, :], offset
 
 
 # -- pure steps ------------------------------------------------------------------------------
@@ -236,26 +250,37 @@ def resample(
 
 
 def _resample_polyphase(x: jax.Array, orig_sr: int, target_sr: int, n_out: int) -> jax.Array:
-    n, t = x.shape
+    n = x.shape[0]
     up, down, _, pad = _rates(orig_sr, target_sr)
     # Few phases (48 kHz -> 16 kHz has one) make a convolution with too few output channels
     # to run well on CPU; treating `grow` consecutive outputs as one block gives it more.
+    # Many phases (44.1 kHz -> 16 kHz has 160) make each phase's window span the whole block
+    # of `down` inputs, mostly zero taps: phases are then split into groups, each with its
+    # own, shorter window (two groups measured 1.2x faster; more groups were slower).
     grow = -(-_MIN_PHASES // up)
-    weights = resample_filter(orig_sr, target_sr, phases=up * grow)
-    up, down = up * grow, down * grow
-    taps = weights.shape[-1]
-    blocks = -(-n_out // up)
-    needed = (blocks - 1) * down + taps  # padded input length for `blocks` strided windows
-    x = jnp.pad(x, ((0, 0), (pad, max(0, needed - pad - t))))[:, :needed]
-    y = jax.lax.conv_general_dilated(
-        x[:, None, :],
-        jnp.asarray(weights),
-        window_strides=(down,),
-        padding="VALID",
-        dimension_numbers=("NCH", "OIH", "NCH"),
-        precision=jax.lax.Precision.HIGHEST,
-    )  # (N, up, blocks): phase r of block q is output q * up + r
-    return jnp.swapaxes(y, 1, 2).reshape(n, blocks * up)[:, :n_out]
+    phases, stride = up * grow, down * grow
+    size = -(-phases // (2 if phases >= 2 * _MIN_PHASES else 1))
+    blocks = -(-n_out // phases)
+    x = jnp.pad(x, ((0, 0), (pad, pad + (blocks + 1) * stride + 2)))
+    parts = []
+    for first in range(0, phases, size):
+        weights, offset = resample_filter(
+            orig_sr, target_sr, phases=phases, first=first, count=min(size, phases - first)
+        )
+        window = x[:, offset : offset + (blocks - 1) * stride + weights.shape[-1]]
+        parts.append(
+            jax.lax.conv_general_dilated(
+                window[:, None, :],
+                jnp.asarray(weights),
+                window_strides=(stride,),
+                padding="VALID",
+                dimension_numbers=("NCH", "OIH", "NCH"),
+                precision=jax.lax.Precision.HIGHEST,
+            )
+        )  # (N, phases of the group, blocks)
+    y = jnp.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+    # phase r of block q is output q * phases + r
+    return jnp.swapaxes(y, 1, 2).reshape(n, blocks * phases)[:, :n_out]
 
 
 def _resample_direct(x: jax.Array, orig_sr: int, target_sr: int, n_out: int) -> jax.Array:
