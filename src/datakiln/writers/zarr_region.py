@@ -8,6 +8,7 @@ concurrent tasks write disjoint objects and need no locks.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -196,10 +197,19 @@ def write_field(
             if fs.exists(path):
                 fs.rm_file(path)
             sums[key] = None
-        else:
+        elif len(encoded) < _HASH_BESIDE_BYTES:
             fs.pipe_file(path, encoded)
             sums[key] = content_hash(encoded)
+        else:  # hashing and writing both release the GIL: do them side by side
+            with ThreadPoolExecutor(1) as hasher:
+                digest = hasher.submit(content_hash, encoded)
+                fs.pipe_file(path, encoded)
+                sums[key] = digest.result()
     return sums
+
+
+# Objects at least this large are hashed in a second thread while they are written.
+_HASH_BESIDE_BYTES = 2**20
 
 
 def write_rows(
