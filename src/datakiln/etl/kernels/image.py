@@ -292,7 +292,8 @@ class ImageResizer:
         self.max_batch_pixels: int = max_batch_pixels
         self.kernel_shapes: set[tuple[int, ...]] = set()
         self.calls: int = 0
-        self._canvases: dict[tuple[CanvasBucket, int], np.ndarray] = {}
+        self._canvases: dict[tuple[CanvasBucket, int, int], np.ndarray] = {}
+        self._turns: dict[tuple[CanvasBucket, int], int] = {}
 
     @property
     def compiles(self) -> int:
@@ -327,12 +328,25 @@ class ImageResizer:
         groups: dict[tuple[CanvasBucket, bool], list[int]] = {}
         for i, image in enumerate(images):
             groups.setdefault(self._plan(image), []).append(i)
+        # JAX dispatches a call and returns; the next batch is packed on the host while the
+        # previous one computes, and its result is collected one call later.
+        pending: list[tuple[list[int], bool, jax.Array]] = []
         for (bucket, transposed), indices in groups.items():
             for start in range(0, len(indices), bucket.batch_size):
                 chunk = indices[start : start + bucket.batch_size]
                 result = self._run(bucket, c, transposed, [images[i] for i in chunk])
-                out[chunk] = result.transpose(0, 2, 1, 3) if transposed else result
+                pending.append((chunk, transposed, result))
+                if len(pending) > 1:
+                    self._collect(*pending.pop(0), out)
+        for item in pending:
+            self._collect(*item, out)
         return out
+
+    @staticmethod
+    def _collect(chunk: list[int], transposed: bool, result: jax.Array, out: np.ndarray) -> None:
+        """Wait for one kernel call and place its images (``np.asarray`` blocks)."""
+        done = np.asarray(result)[: len(chunk)]
+        out[chunk] = done.transpose(0, 2, 1, 3) if transposed else done
 
     def _plan(self, image: DecodedImage) -> tuple[CanvasBucket, bool]:
         h, w = image.pixels.shape[:2]
@@ -347,8 +361,12 @@ class ImageResizer:
 
     def _run(
         self, bucket: CanvasBucket, c: int, transposed: bool, images: list[DecodedImage]
-    ) -> np.ndarray:
-        key = (bucket, c)
+    ) -> jax.Array:
+        """Pack ``images`` into a canvas and dispatch the kernel on it (not waiting)."""
+        # Two canvases per shape, used in turn: one may still be read by the call in flight.
+        turn = self._turns.get((bucket, c), 0)
+        self._turns[(bucket, c)] = 1 - turn
+        key = (bucket, c, turn)
         canvas = self._canvases.get(key)
         if canvas is None:
             # Never cleared: padding gets zero weight, so stale pixels there are harmless.
@@ -386,8 +404,7 @@ class ImageResizer:
             taps_y=taps_y,
             taps_x=taps_x,
         )
-        # np.asarray blocks until the kernel is done, so the canvas may be refilled after.
-        return np.asarray(result)[: len(images)]
+        return result
 
 
 def _batch_taps(
