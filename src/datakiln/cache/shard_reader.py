@@ -4,8 +4,11 @@ zarr-python is the reference read path, but it spends about a millisecond of Pyt
 chunk, which caps random batches at a few hundred samples a second. Our arrays use one
 layout only (1-sample inner chunks, or ``(1, C)`` chunks of 2-D token rows; raw ``bytes``
 codec; shard index at the end protected by crc32c), so a batch can be served by reading each
-shard's index once and copying inner chunks straight into one preallocated output: memory
-maps on local disks, one concurrent ``cat_ranges`` call per batch on object stores.
+shard's index once and copying inner chunks straight into one preallocated output. On local
+disks under Linux every shard file of a field is mapped into one address range
+(``mapped_region``), so the copy of a whole batch is one ``np.take`` that runs without the
+GIL; elsewhere each shard is memory-mapped and copied from row by row. Object stores get one
+concurrent ``cat_ranges`` call per batch.
 
 Anything that is not exactly that layout makes :func:`supports_fast_path` return False and the
 caller uses zarr-python instead. Stores stay plain Zarr v3: any Zarr reader opens them.
