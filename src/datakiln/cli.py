@@ -574,6 +574,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
             f"clip durations: min {d['duration_min_s']:.3f} s, mean {d['duration_mean_s']:.3f} s, "
             f"max {d['duration_max_s']:.3f} s ({d['duration_total_s']:.1f} s in all); stored "
             f"{d['target_duration_s']:g} s each: {d['padded']} padded, {d['trimmed']} trimmed"
+            + (f", {d['clipped']} clipped to int16's range" if d.get("clipped") else "")
         )
     for reason, r in info["rejected"].items():
         print(f"rejected {r['count']:6d}  {reason}  e.g. {r['examples'][0]}")

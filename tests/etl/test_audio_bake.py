@@ -252,6 +252,8 @@ def test_int16_storage_clips_and_counts_unnormalised_overloads(tmp_path):
     assert bake(spec).baked == 2
     dataset = open_cache(spec.output)
     assert dataset.manifest["stats"]["clipped"] == 1
+    inspect = _run("inspect", spec.output, cwd=tmp_path)
+    assert "1 clipped to int16's range" in inspect.stdout, inspect.stderr
     rows = {Path(m["uri"]).name: i for i, m in enumerate(dataset.metadata().to_pylist())}
     stored = dataset[rows["loud.wav"]]["audio"]
     np.testing.assert_allclose(stored, np.clip(loud[:, 0], -1, 1), atol=0.5 / 32767 + 1e-6)
@@ -289,6 +291,8 @@ def test_cli_bakes_inspects_and_previews_audio(clips, tmp_path):
         "0.5",
         "--n-mels",
         "40",
+        "--wave-dtype",
+        "float16",
         "-q",
         cwd=tmp_path,
     )
@@ -297,6 +301,7 @@ def test_cli_bakes_inspects_and_previews_audio(clips, tmp_path):
     inspect = _run("inspect", "cache", cwd=tmp_path)
     assert inspect.returncode == 0, inspect.stderr
     assert "clip durations: min 0.500 s" in inspect.stdout
+    assert "float16(4000,) (read as float32)" in inspect.stdout  # --wave-dtype
     assert "float16(40, 8) (read as float32)" in inspect.stdout
     info = json.loads(_run("inspect", "cache", "--json", cwd=tmp_path).stdout)
     assert info["durations"]["trimmed"] == 4

@@ -73,6 +73,7 @@ def describe_cache(url: str, storage_options: Mapping[str, Any] | None = None) -
                 "target_duration_s",
                 "padded",
                 "trimmed",
+                "clipped",
             )
         }
     return {
