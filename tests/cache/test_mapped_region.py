@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import mmap
 import sys
 
@@ -48,3 +49,15 @@ def test_unsupported_or_oversized_regions_are_none(monkeypatch):
     assert reserve(2**30, 2**20, 64) is None  # more address space than MAX_REGION_BYTES
     monkeypatch.setattr(mapped_region, "_LIBC", None)
     assert reserve(1, 100, 10) is None
+
+
+def test_the_range_is_unmapped_with_its_region_but_not_at_exit(tmp_path):
+    (tmp_path / "f").write_bytes(b"\x01" * 100)
+    region = reserve(1, 100, 10)
+    assert region is not None
+    region.map(0, str(tmp_path / "f"))
+    assert not region._finalizer.atexit  # daemon reader threads may still copy at exit
+    finalizer = region._finalizer
+    del region
+    gc.collect()
+    assert not finalizer.alive

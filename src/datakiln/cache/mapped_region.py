@@ -80,6 +80,9 @@ class MappedRegion:
         self._libc, self._base, self._total = libc, int(base), total
         self._slot_bytes, self._unit_bytes = slot_bytes, unit_bytes
         self._finalizer = weakref.finalize(self, _unmap, self._base, total)
+        # Not at interpreter exit: a daemon thread (a loader's reader) may still be copying
+        # from the range then, and the process's end unmaps it anyway.
+        self._finalizer.atexit = False
         self._lengths = np.zeros(slots, dtype=np.uint64)
         self._lock = threading.Lock()
         self.units_per_slot = slot_bytes // unit_bytes
