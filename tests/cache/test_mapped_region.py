@@ -61,3 +61,14 @@ def test_the_range_is_unmapped_with_its_region_but_not_at_exit(tmp_path):
     del region
     gc.collect()
     assert not finalizer.alive
+
+
+def test_a_full_region_refuses_more_files(tmp_path):
+    for k in range(2):
+        (tmp_path / f"f{k}").write_bytes(b"\x02" * 40)
+    region = reserve(2, 40, 10, max_files=1)
+    assert region is not None
+    assert region.map(0, str(tmp_path / "f0")) == 40
+    assert region.map(0, str(tmp_path / "f0")) == 40  # already mapped: no new file
+    with pytest.raises(OSError, match="its most"):
+        region.map(1, str(tmp_path / "f1"))

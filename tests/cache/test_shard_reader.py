@@ -128,3 +128,26 @@ def test_index_pointing_past_the_file_is_an_error_not_a_crash(tmp_path):
     np.testing.assert_array_equal(out, data[[1, 2]])
     with pytest.raises(CacheFormatError, match="shorter than its index"):
         reader.read_into(np.array([1, 3]), out)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the mapped region is Linux-only")
+def test_shards_past_the_regions_limit_are_copied_row_by_row(tmp_path, monkeypatch):
+    from datakiln.cache import mapped_region
+
+    url = str(tmp_path / "s")
+    data = _make(url)
+    fs, root = store_fs(url)
+    real_reserve = mapped_region.reserve
+    monkeypatch.setattr(shard_reader, "reserve", lambda *args: real_reserve(*args, max_files=1))
+    reader = ShardedFieldReader(fs, root, "x")
+    out = np.empty((3, *SHAPE), np.uint8)
+    reader.read_into(np.array([1, 2, 3]), out)  # shard 0: mapped
+    np.testing.assert_array_equal(out, data[[1, 2, 3]])
+    rows = np.array([17, 2, 49])  # shards 1 and 3 do not fit: the batch goes row by row
+    reader.read_into(rows, out)
+    np.testing.assert_array_equal(out, data[rows])
+    assert reader._region.lengths(np.array([0, 1, 3])).tolist() == [
+        (tmp_path / "s" / "x" / "c" / "0" / "0" / "0" / "0").stat().st_size,
+        0,
+        0,
+    ]

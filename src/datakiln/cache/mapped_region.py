@@ -30,6 +30,9 @@ _MAP_SHARED, _MAP_PRIVATE, _MAP_FIXED, _MAP_ANONYMOUS, _MAP_NORESERVE = 1, 2, 0x
 _MAP_FAILED = ctypes.c_void_p(-1).value
 # Address space one region may reserve (it costs page tables only for what is mapped).
 MAX_REGION_BYTES = 2**42
+# Files one region maps at most: each is a kernel memory area, and a process may hold only
+# vm.max_map_count (65,530 by default) of them. Past this, readers copy row by row.
+MAX_MAPPED_FILES = 8192
 
 
 def _libc() -> ctypes.CDLL | None:
@@ -70,7 +73,15 @@ class MappedRegion:
         units_per_slot: Inner chunks per slot.
     """
 
-    def __init__(self, libc: ctypes.CDLL, slots: int, slot_bytes: int, unit_bytes: int) -> None:
+    def __init__(
+        self,
+        libc: ctypes.CDLL,
+        slots: int,
+        slot_bytes: int,
+        unit_bytes: int,
+        *,
+        max_files: int = MAX_MAPPED_FILES,
+    ) -> None:
         total = slots * slot_bytes
         base = libc.mmap(
             None, total, _PROT_NONE, _MAP_PRIVATE | _MAP_ANONYMOUS | _MAP_NORESERVE, -1, 0
@@ -84,6 +95,7 @@ class MappedRegion:
         # from the range then, and the process's end unmaps it anyway.
         self._finalizer.atexit = False
         self._lengths = np.zeros(slots, dtype=np.uint64)
+        self._mapped, self._max_files = 0, max_files
         self._lock = threading.Lock()
         self.units_per_slot = slot_bytes // unit_bytes
         buffer = (ctypes.c_uint8 * total).from_address(self._base)
@@ -94,10 +106,13 @@ class MappedRegion:
 
         Raises:
             ValueError: The file is larger than a slot.
+            OSError: The file cannot be mapped, or the region maps ``max_files`` already.
         """
         with self._lock:
             if self._lengths[slot]:
                 return int(self._lengths[slot])
+            if self._mapped >= self._max_files:
+                raise OSError(f"the region maps {self._mapped} files already, its most")
             try:
                 fd = os.open(path, os.O_RDONLY)
             except FileNotFoundError:
@@ -118,6 +133,7 @@ class MappedRegion:
             finally:
                 os.close(fd)
             self._lengths[slot] = size
+            self._mapped += 1
             return size
 
     def lengths(self, slots: np.ndarray) -> np.ndarray:
@@ -129,7 +145,9 @@ class MappedRegion:
         self._finalizer()
 
 
-def reserve(slots: int, max_file_bytes: int, unit_bytes: int) -> MappedRegion | None:
+def reserve(
+    slots: int, max_file_bytes: int, unit_bytes: int, *, max_files: int = MAX_MAPPED_FILES
+) -> MappedRegion | None:
     """A region for ``slots`` files of up to ``max_file_bytes``, or None where unsupported.
 
     Slots are a whole number of pages and of ``unit_bytes``, so every inner chunk of every
@@ -142,6 +160,6 @@ def reserve(slots: int, max_file_bytes: int, unit_bytes: int) -> MappedRegion | 
     if slots * slot_bytes > MAX_REGION_BYTES:
         return None
     try:
-        return MappedRegion(_LIBC, slots, slot_bytes, unit_bytes)
+        return MappedRegion(_LIBC, slots, slot_bytes, unit_bytes, max_files=max_files)
     except OSError:
         return None

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import json
+import logging
 import mmap
 import threading
 from collections.abc import Mapping
@@ -28,6 +29,8 @@ import numpy as np
 from datakiln.cache.layout import is_local
 from datakiln.cache.mapped_region import reserve
 from datakiln.errors import CacheFormatError
+
+logger = logging.getLogger(__name__)
 
 # A missing inner chunk has offset and length both 2**64 - 1 in the shard index.
 _MISSING = np.uint64(2**64 - 1)
@@ -158,12 +161,20 @@ class ShardedFieldReader:
         present: np.ndarray,
         flat: np.ndarray,
         unique: np.ndarray,
-    ) -> None:
-        """Copy the ``present`` units into ``flat`` with one take from the mapped region."""
+    ) -> bool:
+        """Copy the ``present`` units into ``flat`` with one take from the mapped region.
+
+        Returns False, having copied nothing, when a shard cannot be mapped (the region is
+        full, or the system refuses): the caller then copies row by row.
+        """
         region = self._region
         assert region is not None
-        for shard in unique[region.lengths(unique) == 0].tolist():
-            region.map(shard, self._key(shard))
+        try:
+            for shard in unique[region.lengths(unique) == 0].tolist():
+                region.map(shard, self._key(shard))
+        except OSError as err:
+            logger.debug("%s: copying row by row: %s", self._path, err)
+            return False
         where = shards[present]
         starts = offsets[present].astype(np.int64)
         # the region is readable only inside mapped files: check before touching it
@@ -179,6 +190,7 @@ class ShardedFieldReader:
             np.take(region.units, units, axis=0, out=flat, mode="clip")
         else:
             flat[present] = np.take(region.units, units, axis=0, mode="clip")
+        return True
 
     def _lookup_grouped(
         self, shards: np.ndarray, inner: np.ndarray, unique: np.ndarray
@@ -277,8 +289,11 @@ class ShardedFieldReader:
         if not len(present):
             return
         aligned = not (offsets[present] % self._unit_bytes).any()
-        if self._region is not None and aligned:
-            self._take(shards, offsets, present, flat, unique)
+        if (
+            self._region is not None
+            and aligned
+            and self._take(shards, offsets, present, flat, unique)
+        ):
             return
         chunk_of = (offsets // np.uint64(self._unit_bytes)).astype(np.intp).tolist()
         shard_of = shards.tolist()
