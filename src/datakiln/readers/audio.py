@@ -98,6 +98,21 @@ def decode_audio(
         AudioDecodeError: The input is empty, not audio, truncated, or holds no frames or
             non-finite samples; ``err.stage`` says which stage.
     """
+    samples, rate, info = decode_audio_native(data, uri=uri)
+    if samples.dtype == np.int16:
+        samples = np.multiply(samples, np.float32(2.0**-15), dtype=np.float32)
+    return samples, rate, info
+
+
+def decode_audio_native(
+    data: bytes | bytearray | memoryview | IO[bytes], *, uri: str | None = None
+) -> tuple[np.ndarray, int, AudioInfo]:
+    """``decode_audio``, except that a 16-bit PCM WAV comes back as its int16 samples.
+
+    Those stand for ``value / 32768``; leaving the conversion to the consumer lets it convert
+    only the frames it uses, straight into its own buffer (``featurize_audio`` does). Any
+    other input comes back as float32, as from ``decode_audio``.
+    """
     raw = bytes(data) if isinstance(data, bytes | bytearray | memoryview) else data.read()
     if not raw:
         raise AudioDecodeError(
@@ -106,7 +121,7 @@ def decode_audio(
     plain = _plain_pcm16_wav(raw)
     if plain is not None:
         pcm, info = plain
-        return np.multiply(pcm, np.float32(2.0**-15), dtype=np.float32), info.sample_rate, info
+        return pcm, info.sample_rate, info
     try:
         with soundfile.SoundFile(io.BytesIO(raw)) as f:
             announced = f.frames
@@ -171,22 +186,6 @@ _INTEGER_READS = {
     "PCM_24": ("int32", 2.0**-31),
     "PCM_32": ("int32", 2.0**-31),
 }
-
-
-def decode_audio_native(
-    data: bytes | bytearray | memoryview, *, uri: str | None = None
-) -> tuple[np.ndarray, int, AudioInfo]:
-    """``decode_audio``, except that a 16-bit PCM WAV comes back as its int16 samples.
-
-    Those stand for ``value / 32768``; leaving the conversion to the consumer lets it convert
-    only the frames it uses, straight into its own buffer (``featurize_audio`` does). Any
-    other input comes back as ``decode_audio`` returns it.
-    """
-    plain = _plain_pcm16_wav(bytes(data))
-    if plain is not None:
-        pcm, info = plain
-        return pcm, info.sample_rate, info
-    return decode_audio(data, uri=uri)
 
 
 def read_audio(

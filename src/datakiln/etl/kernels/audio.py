@@ -554,23 +554,21 @@ def audio_features(
         ``(audio, mel)``: float32 ``(N, round(duration * sample_rate))`` and float32
         ``(N, n_mels, 1 + n_samples // hop_length)``.
     """
-    params = {
-        "sample_rate": sample_rate,
-        "duration": float(duration),
+    raw = {
         "n_fft": n_fft,
         "hop_length": hop_length,
         "n_mels": n_mels,
-        "fmin": float(fmin),
-        "fmax": None if fmax is None else float(fmax),
+        "fmin": fmin,
+        "fmax": fmax,
         "mel_scale": mel_scale,
         "mel_norm": mel_norm,
-        "normalize": bool(normalize),
+        "normalize": normalize,
         "log": log,
-        "amin": float(amin),
-        "top_db": None if top_db is None else float(top_db),
+        "amin": amin,
+        "top_db": top_db,
         "align": align,
     }
-    check_audio_params(**params)
+    check_audio_params(sample_rate=sample_rate, duration=duration, **raw)
     if not (isinstance(orig_sr, numbers.Integral) and orig_sr > 0):
         raise SpecError(f"orig_sr must be a positive integer number of Hz, got {orig_sr!r}")
     waves = jnp.asarray(waves, dtype=jnp.float32)
@@ -587,9 +585,7 @@ def audio_features(
         raise ValueError(
             f"lengths and channels must be ({n},), got {lengths.shape} and {channels.shape}"
         )
-    # Static arguments key the compile cache: plain ints, so numpy ints do not recompile.
-    for name in ("sample_rate", "n_fft", "hop_length", "n_mels"):
-        params[name] = int(params[name])
+    params = _kernel_statics(sample_rate, duration, raw)
     audio, mel, _peak = _audio_kernel(waves, lengths, channels, orig_sr=int(orig_sr), **params)
     return audio, mel
 
