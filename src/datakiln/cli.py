@@ -43,10 +43,16 @@ def _setup_logging(verbosity: int) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
     logger.setLevel(level)
-    # Dask's distributed logs every worker start and stop at INFO; keep them for -v.
+    # Dask's distributed logs every worker start and stop at INFO (and, at INFO too, a
+    # traceback when a connection closes under a send during shutdown); keep them for -v.
+    # distributed sets its loggers' levels from dask's config when it is imported, which
+    # happens later, inside a bake: so the levels go into that config as well.
+    import dask
+
     chatty = logging.DEBUG if verbosity > 0 else logging.WARNING
     for name in ("distributed", "bokeh", "tornado"):
         logging.getLogger(name).setLevel(chatty)
+    dask.config.set({"logging.distributed": logging.getLevelName(chatty).lower()})
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
