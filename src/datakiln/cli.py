@@ -173,7 +173,11 @@ def _bake_arguments(parser: argparse.ArgumentParser) -> None:
     audio.add_argument(
         "--align", choices=("start", "center"), help="what pad/trim keeps (default start)"
     )
-    parser.add_argument("--scheduler", help="threads | processes | synchronous | tcp://HOST:PORT")
+    parser.add_argument(
+        "--scheduler",
+        help="auto (default: a worker process per CPU) | threads | processes | synchronous | "
+        "tcp://HOST:PORT",
+    )
     parser.add_argument(
         "--workers", type=int, help="start a LocalCluster of N worker processes and bake on it"
     )

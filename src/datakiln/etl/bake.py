@@ -13,8 +13,10 @@ import dataclasses
 import datetime
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,9 +44,11 @@ from datakiln.errors import (
     CacheNotFoundError,
     DatakilnError,
     OutputError,
+    SpecError,
     TooManyRejectedError,
 )
 from datakiln.etl.lease import StoreLease
+from datakiln.etl.local_pool import local_cpus, worker_pool
 from datakiln.etl.modalities import get_modality
 from datakiln.etl.plan import BakePlan, PreviousBake, ShardPlan, generation_key, plan_bake
 from datakiln.etl.shard import bake_shard
@@ -233,10 +237,47 @@ def _bake_shard_json(task: str) -> dict[str, Any]:
     return bake_shard(json.loads(task))
 
 
+def _local_scheduler(spec: BakeSpec, shards: int) -> str:
+    """The local Dask scheduler a bake of ``shards`` shards runs on (``spec.scheduler``).
+
+    ``auto`` means one worker process per CPU when there are several of both (threads of one
+    process share its GIL), else threads, which alone reach a ``memory://`` filesystem.
+    """
+    in_process = [u for u in (*spec.sources, spec.output) if u.startswith("memory://")]
+    if spec.scheduler == "processes" and in_process:
+        raise SpecError(
+            f"{in_process[0]!r} exists in this process only, so worker processes cannot reach "
+            "it; bake it with scheduler 'threads'"
+        )
+    if spec.scheduler != "auto":
+        return spec.scheduler
+    return "processes" if local_cpus() > 1 and shards > 1 and not in_process else "threads"
+
+
+def _uses_cluster(spec: BakeSpec) -> bool:
+    return "://" in spec.scheduler or (
+        spec.workers is not None and spec.scheduler in ("auto", "threads")
+    )
+
+
+def _worker_pool(
+    spec: BakeSpec, shards: int, parked: tuple[threading.Thread, ...]
+) -> contextlib.AbstractContextManager[Any]:
+    """The process pool for a ``processes`` bake, else nothing."""
+    if _uses_cluster(spec) or _local_scheduler(spec, shards) != "processes" or not shards:
+        return contextlib.nullcontext()
+    modality = get_modality(spec.modality)
+    modules = ("datakiln.etl.shard", *modality.worker_modules)
+    return worker_pool(min(local_cpus(), shards), modules, parked=parked)
+
+
 def _run_tasks(
-    plan: BakePlan, tasks: list[dict[str, Any]], on_done: Callable[[Mapping[str, Any]], None]
+    plan: BakePlan,
+    tasks: list[dict[str, Any]],
+    on_done: Callable[[Mapping[str, Any]], None],
+    pool: Any = None,
 ) -> list[dict[str, Any]]:
-    """Run the shard tasks on the scheduler the spec names."""
+    """Run the shard tasks on the scheduler the spec names (``pool``: its process pool)."""
     spec = plan.spec
     if not tasks:
         return []
@@ -252,7 +293,7 @@ def _run_tasks(
             ) from err
         with client:
             return _run_distributed(client, tasks, on_done)
-    if spec.workers is not None and spec.scheduler == "threads":
+    if _uses_cluster(spec):
         from distributed import Client, LocalCluster
 
         with (
@@ -272,8 +313,20 @@ def _run_tasks(
     # Tasks travel as JSON text: Dask walks dict and list arguments looking for collections,
     # which cost ~0.1 ms an input; a string it leaves alone.
     delayed = [dask.delayed(_bake_shard_json, pure=False)(json.dumps(t)) for t in tasks]
+    scheduler = _local_scheduler(spec, len(plan.shards))
+    options: dict[str, Any] = {}
+    if scheduler == "processes":
+        # One task at a time per worker: shards cost about the same, and Dask's default
+        # batches of six leave one worker finishing alone at the end.
+        options = {"pool": pool, "chunksize": 1}
     with Callback(posttask=posttask):
-        return list(dask.compute(*delayed, scheduler=spec.scheduler))
+        try:
+            return list(dask.compute(*delayed, scheduler=scheduler, **options))
+        except BrokenProcessPool as err:
+            raise BakeError(
+                f"a bake worker process died ({err}); was it killed or out of memory? Finished "
+                "shards are kept: run the same command again to resume"
+            ) from err
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -412,50 +465,68 @@ def bake(
                 wall_s=time.perf_counter() - started,
             )
         fields = _fields(plan)
-        done = _prepare_store(plan, fields)
-        base_task = {
-            "url": spec.output,
-            "storage_options": dict(spec.output_storage_options),
-            "source_options": dict(spec.storage_options),
-            "generation_key": plan.generation_key,
-            "generation": plan.generation,
-            "modality": spec.modality,
-            "params": spec.params.to_dict(),
-            "fields": [f.to_task() for f in fields],
-            "jax_cache_dir": jax_cache_dir,
-        }
-        tasks = [{**base_task, "shard": s.to_dict()} for s in plan.shards if s.shard_id not in done]
-        logger.info(
-            "baking %d inputs into %s: %d shards, %d to bake (%d new, %d changed, %d removed "
-            "inputs)",
-            len(plan.inputs),
-            spec.output,
-            len(plan.shards),
-            len(tasks),
-            plan.changes.new,
-            plan.changes.changed,
-            plan.changes.removed,
-        )
-        try:
-            new = _run_tasks(plan, tasks, _Tally(plan, tasks, progress))
-        except DatakilnError:
-            raise
-        except Exception as err:
-            raise BakeError(
-                f"a shard task failed: {type(err).__name__}: {err}; finished shards are kept, "
-                "run the same command again to resume"
-            ) from err
-        markers = {**done, **{m["shard_id"]: m for m in new}}
-        store_version = current["version"] if current is not None else 0
-        return _commit(
-            plan,
-            fields,
-            markers,
-            started,
-            skipped=len(done),
-            store_version=store_version,
-            new_markers=new,
-        )
+        with contextlib.ExitStack() as stack:
+            # Workers start before anything here starts threads, with the lease's heartbeat
+            # parked, so they can be forked; they warm up while the store is prepared.
+            with lease.paused():
+                pool = stack.enter_context(_worker_pool(spec, len(plan.shards), lease.threads))
+            return _bake_planned(plan, fields, current, started, progress, jax_cache_dir, pool)
+
+
+def _bake_planned(
+    plan: BakePlan,
+    fields: list[FieldLayout],
+    current: Mapping[str, Any] | None,
+    started: float,
+    progress: ProgressFn | None,
+    jax_cache_dir: str | None,
+    pool: Any,
+) -> BakeReport:
+    """Prepare the store, bake the shards not done yet, commit."""
+    spec = plan.spec
+    done = _prepare_store(plan, fields)
+    base_task = {
+        "url": spec.output,
+        "storage_options": dict(spec.output_storage_options),
+        "source_options": dict(spec.storage_options),
+        "generation_key": plan.generation_key,
+        "generation": plan.generation,
+        "modality": spec.modality,
+        "params": spec.params.to_dict(),
+        "fields": [f.to_task() for f in fields],
+        "jax_cache_dir": jax_cache_dir,
+    }
+    tasks = [{**base_task, "shard": s.to_dict()} for s in plan.shards if s.shard_id not in done]
+    logger.info(
+        "baking %d inputs into %s: %d shards, %d to bake (%d new, %d changed, %d removed inputs)",
+        len(plan.inputs),
+        spec.output,
+        len(plan.shards),
+        len(tasks),
+        plan.changes.new,
+        plan.changes.changed,
+        plan.changes.removed,
+    )
+    try:
+        new = _run_tasks(plan, tasks, _Tally(plan, tasks, progress), pool)
+    except DatakilnError:
+        raise
+    except Exception as err:
+        raise BakeError(
+            f"a shard task failed: {type(err).__name__}: {err}; finished shards are kept, "
+            "run the same command again to resume"
+        ) from err
+    markers = {**done, **{m["shard_id"]: m for m in new}}
+    store_version = current["version"] if current is not None else 0
+    return _commit(
+        plan,
+        fields,
+        markers,
+        started,
+        skipped=len(done),
+        store_version=store_version,
+        new_markers=new,
+    )
 
 
 def _class_counts(plan: BakePlan, markers: list[Mapping[str, Any]]) -> list[int] | None:

@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from datakiln.cache.layout import LEASE, is_local, store_fs
@@ -56,6 +56,8 @@ class StoreLease:
         self.started = time.time()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # Held by the heartbeat while it renews, and by ``paused``.
+        self._renewing = threading.Lock()
         self._local = is_local(self._fs)
 
     def read(self) -> dict[str, Any] | None:
@@ -111,13 +113,28 @@ class StoreLease:
 
     def _renew(self) -> None:
         while not self._stop.wait(self.ttl_s / 3):
-            try:
-                if (self.read() or {}).get("owner") != self.owner:
-                    logger.error("lost the lease of %s to another bake", self.url)
-                    return
-                self._fs.pipe_file(self._path, self._record())
-            except OSError as err:  # keep trying: a transient store error must not kill the bake
-                logger.warning("could not renew the lease of %s: %s", self.url, err)
+            with self._renewing:
+                try:
+                    if (self.read() or {}).get("owner") != self.owner:
+                        logger.error("lost the lease of %s to another bake", self.url)
+                        return
+                    self._fs.pipe_file(self._path, self._record())
+                except OSError as err:  # keep trying: a transient store error must not kill it
+                    logger.warning("could not renew the lease of %s: %s", self.url, err)
+
+    @property
+    def threads(self) -> tuple[threading.Thread, ...]:
+        """The heartbeat thread, once the lease is held."""
+        return (self._thread,) if self._thread is not None else ()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Hold off renewals: meanwhile the heartbeat thread waits on a lock of its own.
+
+        So it holds nothing a forked child could need, which makes this the moment to fork.
+        """
+        with self._renewing:
+            yield
 
     def release(self) -> None:
         self._stop.set()

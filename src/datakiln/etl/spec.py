@@ -33,7 +33,7 @@ MEL_DTYPES = ("float16", "float32")
 WAVE_DTYPES = ("int16", "float16", "float32")
 ALIGNS = ("start", "center")
 # Local Dask schedulers a spec may name; anything else must be a distributed address.
-LOCAL_SCHEDULERS = ("threads", "processes", "synchronous")
+LOCAL_SCHEDULERS = ("auto", "threads", "processes", "synchronous")
 CHANNELS = {"rgb": 3, "grayscale": 1, "rgba": 4}
 
 
@@ -251,11 +251,12 @@ class BakeSpec:
         storage_options: fsspec options for the sources (credentials stay out of logs and of
             the manifest).
         output_storage_options: fsspec options for the output store.
-        scheduler: ``"threads"`` (default: Dask's local threaded scheduler), ``"processes"``,
-            ``"synchronous"``, or the address of a running ``distributed`` scheduler
-            (``tcp://host:8786``).
+        scheduler: ``"auto"`` (default: Dask's local ``processes`` scheduler, one worker
+            process per CPU, when this machine has several CPUs and the bake several shards;
+            else ``"threads"``), ``"threads"``, ``"processes"``, ``"synchronous"``, or the
+            address of a running ``distributed`` scheduler (``tcp://host:8786``).
         workers: Start a ``distributed.LocalCluster`` of this many worker processes on this
-            machine and bake on it (with the default scheduler only).
+            machine and bake on it (with ``"auto"`` or ``"threads"`` only).
         max_rejected: Fail the bake (exit non-zero) when more inputs than this are rejected.
     """
 
@@ -269,7 +270,7 @@ class BakeSpec:
     # repr=False: these hold credentials, which must never reach a log or a traceback.
     storage_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
     output_storage_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
-    scheduler: str = "threads"
+    scheduler: str = "auto"
     workers: int | None = None
     max_rejected: int | None = None
 

@@ -87,6 +87,7 @@ def _resampled_length(frames: int, orig_sr: int, sample_rate: int) -> int:
 class AudioModality:
     name = "audio"
     extensions = AUDIO_EXTENSIONS
+    worker_modules = ("datakiln.etl.kernels.audio", "datakiln.readers.audio")
 
     def plan_units(self, spec: BakeSpec, inputs: Sequence[InputFile]) -> list[Unit]:
         return [Unit(input=i) for i in inputs]

@@ -53,6 +53,8 @@ class Modality(Protocol):
 
     name: str
     extensions: tuple[str, ...]  # taken from folders given as sources
+    # imported lazily by bake_shard; a worker pool imports them before its workers start
+    worker_modules: tuple[str, ...]
 
     def plan_units(self, spec: BakeSpec, inputs: Sequence[InputFile]) -> list[Unit]:
         """Cut inputs into units (may read them, e.g. to count lines)."""

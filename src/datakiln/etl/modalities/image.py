@@ -36,6 +36,7 @@ META_SCHEMA = pa.schema(
 class ImageModality:
     name = "image"
     extensions = IMAGE_EXTENSIONS
+    worker_modules = ("datakiln.etl.kernels.image", "datakiln.readers.image")
 
     def plan_units(self, spec: BakeSpec, inputs: Sequence[InputFile]) -> list[Unit]:
         return [Unit(input=i) for i in inputs]

@@ -138,6 +138,7 @@ def token_chunk_cols(max_length: int) -> int:
 class TextModality:
     name = "text"
     extensions = tuple(TEXT_EXTENSIONS)
+    worker_modules = ("datakiln.etl.kernels.text",)
     # Units are ranges of samples, so the bake counts samples, not files.
     one_sample_per_input = False
 
