@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 import multiprocessing
 import os
 import signal
@@ -27,6 +28,8 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 __all__ = ["local_cpus", "start_method", "worker_pool"]
+
+logger = logging.getLogger(__name__)
 
 
 def local_cpus() -> int:
@@ -132,6 +135,12 @@ def worker_pool(
     slot = context.Value("i", 0) if cpus else None
     pool = ProcessPoolExecutor(
         workers, mp_context=context, initializer=_init_worker, initargs=(modules, cpus, slot)
+    )
+    logger.info(
+        "%d worker processes (%s)%s",
+        workers,
+        method,
+        f", pinned to CPUs {', '.join(map(str, cpus))}" if cpus else "",
     )
     try:
         for _ in range(workers):
