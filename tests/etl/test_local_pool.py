@@ -207,3 +207,17 @@ def test_the_pool_is_started_with_the_lease_heartbeat_parked(tmp_path, many_shar
     # (test_cli_bake_forks_its_workers).
     others = [t for t in threading.enumerate() if t is not threading.current_thread()]
     assert seen["method"] == ("forkserver" if others else "fork")
+
+
+@pytest.mark.parametrize(
+    ("modality", "expected"), [("image", "processes"), ("text", "threads"), ("audio", "threads")]
+)
+def test_auto_takes_the_modalitys_choice_on_several_cpus(monkeypatch, modality, expected):
+    import datakiln.etl.bake as bake_module
+
+    spec = BakeSpec(sources=("raw/",), output="out/", modality=modality)
+    monkeypatch.setattr(bake_module, "local_cpus", lambda: 2)
+    assert bake_module._local_scheduler(spec, shards=8) == expected
+    assert bake_module._local_scheduler(spec, shards=1) == "threads"
+    monkeypatch.setattr(bake_module, "local_cpus", lambda: 1)
+    assert bake_module._local_scheduler(spec, shards=8) == "threads"

@@ -240,8 +240,9 @@ def _bake_shard_json(task: str) -> dict[str, Any]:
 def _local_scheduler(spec: BakeSpec, shards: int) -> str:
     """The local Dask scheduler a bake of ``shards`` shards runs on (``spec.scheduler``).
 
-    ``auto`` means one worker process per CPU when there are several of both (threads of one
-    process share its GIL), else threads, which alone reach a ``memory://`` filesystem.
+    ``auto`` means the modality's choice when there are several CPUs and shards: worker
+    processes for images (threads of one process share its GIL), threads for text and audio
+    (their kernels run outside it). Else threads, which alone reach a ``memory://`` store.
     """
     in_process = [u for u in (*spec.sources, spec.output) if u.startswith("memory://")]
     if spec.scheduler == "processes" and in_process:
@@ -251,7 +252,9 @@ def _local_scheduler(spec: BakeSpec, shards: int) -> str:
         )
     if spec.scheduler != "auto":
         return spec.scheduler
-    return "processes" if local_cpus() > 1 and shards > 1 and not in_process else "threads"
+    if local_cpus() > 1 and shards > 1 and not in_process:
+        return get_modality(spec.modality).local_scheduler
+    return "threads"
 
 
 def _uses_cluster(spec: BakeSpec) -> bool:

@@ -251,10 +251,11 @@ class BakeSpec:
         storage_options: fsspec options for the sources (credentials stay out of logs and of
             the manifest).
         output_storage_options: fsspec options for the output store.
-        scheduler: ``"auto"`` (default: Dask's local ``processes`` scheduler, one worker
-            process per CPU, when this machine has several CPUs and the bake several shards;
-            else ``"threads"``), ``"threads"``, ``"processes"``, ``"synchronous"``, or the
-            address of a running ``distributed`` scheduler (``tcp://host:8786``).
+        scheduler: ``"auto"`` (default: for images, Dask's local ``processes`` scheduler
+            with one worker process per CPU when this machine has several CPUs and the bake
+            several shards; otherwise ``"threads"``), ``"threads"``, ``"processes"``,
+            ``"synchronous"``, or the address of a running ``distributed`` scheduler
+            (``tcp://host:8786``).
         workers: Start a ``distributed.LocalCluster`` of this many worker processes on this
             machine and bake on it (with ``"auto"`` or ``"threads"`` only).
         max_rejected: Fail the bake (exit non-zero) when more inputs than this are rejected.

@@ -88,6 +88,9 @@ class AudioModality:
     name = "audio"
     extensions = AUDIO_EXTENSIONS
     worker_modules = ("datakiln.etl.kernels.audio", "datakiln.readers.audio")
+    # Its shard tasks spend their time in the JAX kernel and libsndfile, outside the GIL, and a
+    # bake is short: threads share one compiled kernel and start at once (``scheduler='auto'``).
+    local_scheduler = "threads"
 
     def plan_units(self, spec: BakeSpec, inputs: Sequence[InputFile]) -> list[Unit]:
         return [Unit(input=i) for i in inputs]

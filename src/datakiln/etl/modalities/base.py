@@ -55,6 +55,8 @@ class Modality(Protocol):
     extensions: tuple[str, ...]  # taken from folders given as sources
     # imported lazily by bake_shard; a worker pool imports them before its workers start
     worker_modules: tuple[str, ...]
+    # the local Dask scheduler ``scheduler='auto'`` picks on a machine with several CPUs
+    local_scheduler: str
 
     def plan_units(self, spec: BakeSpec, inputs: Sequence[InputFile]) -> list[Unit]:
         """Cut inputs into units (may read them, e.g. to count lines)."""

@@ -37,6 +37,9 @@ class ImageModality:
     name = "image"
     extensions = IMAGE_EXTENSIONS
     worker_modules = ("datakiln.etl.kernels.image", "datakiln.readers.image")
+    # Its shard tasks hold the GIL for much of each image (Pillow's Python side, batch packing):
+    # on several CPUs, ``scheduler='auto'`` runs them in one worker process per CPU.
+    local_scheduler = "processes"
 
     def plan_units(self, spec: BakeSpec, inputs: Sequence[InputFile]) -> list[Unit]:
         return [Unit(input=i) for i in inputs]

@@ -139,6 +139,9 @@ class TextModality:
     name = "text"
     extensions = tuple(TEXT_EXTENSIONS)
     worker_modules = ("datakiln.etl.kernels.text",)
+    # Its shard tasks spend their time in the JAX tokenizer kernel, outside the GIL, and a bake
+    # is short: threads share one compiled kernel and start at once (``scheduler='auto'``).
+    local_scheduler = "threads"
     # Units are ranges of samples, so the bake counts samples, not files.
     one_sample_per_input = False
 
