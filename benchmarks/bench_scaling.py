@@ -6,7 +6,8 @@
 Each figure is the median over ``--runs`` of ``report.json``'s wall time (the bake itself,
 not interpreter start), from ``datakiln bake`` subprocesses on the same files in one run:
 
-- one core (``taskset -c 0``) against the whole machine (default threads scheduler), and
+- one core (``taskset -c 0``) against the whole machine (the default scheduler, ``auto``:
+  one worker process per CPU for images; and ``--scheduler threads`` for comparison), and
   ``--workers 1`` against ``--workers 2`` (a ``distributed.LocalCluster`` of processes), on
   ``--scaling-inputs`` inputs (10,000 by default, so per-bake fixed costs such as loading
   compiled kernels do not hide the per-input work);
@@ -107,6 +108,9 @@ def main() -> None:
                 _bake(source, root / "a", prefix=("taskset", "-c", "0"), env=env)
             )
             runs.setdefault("whole_machine", []).append(_bake(source, root / "b", env=env))
+            runs.setdefault("whole_machine_threads", []).append(
+                _bake(source, root / "t", "--scheduler", "threads", env=env)
+            )
             runs.setdefault("cluster_1_worker", []).append(
                 _bake(source, root / "c", "--workers", "1", env=env)
             )
@@ -142,6 +146,9 @@ def main() -> None:
                 "all_runs": {k: [round(x, 1) for x in v] for k, v in runs.items()},
                 "whole_machine_vs_one_core": round(
                     medians["whole_machine"] / medians["one_core"], 3
+                ),
+                "threads_vs_one_core": round(
+                    medians["whole_machine_threads"] / medians["one_core"], 3
                 ),
                 "two_workers_vs_one": round(
                     medians["cluster_2_workers"] / medians["cluster_1_worker"], 3

@@ -221,3 +221,57 @@ def test_auto_takes_the_modalitys_choice_on_several_cpus(monkeypatch, modality, 
     assert bake_module._local_scheduler(spec, shards=1) == "threads"
     monkeypatch.setattr(bake_module, "local_cpus", lambda: 1)
     assert bake_module._local_scheduler(spec, shards=8) == "threads"
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+@several_cpus
+def test_killing_the_bake_process_ends_its_workers(tmp_path):
+    source = tmp_path / "raw"
+    write_small_images(source, [f"{k:03d}.png" for k in range(400)])
+    bake_process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "datakiln", "bake", str(source)),
+            *("--out", str(tmp_path / "c"), "--size", "12", "--shard-size", "4"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for line in bake_process.stderr:
+            if "worker processes (fork)" in line:
+                break
+        deadline = time.monotonic() + 30
+        while len(workers := _children(bake_process.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(workers) >= 2
+    finally:
+        bake_process.kill()
+        bake_process.wait()
+    deadline = time.monotonic() + 10
+    while (alive := [w for w in workers if _running(w)]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive, "worker processes outlived the killed bake"
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
