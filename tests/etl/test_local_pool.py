@@ -18,7 +18,7 @@ from tests.conftest import write_small_images
 from datakiln import BakeSpec, ImageParams, bake, open_cache
 from datakiln.cache.verify import verify_cache
 from datakiln.errors import BakeError, SpecError
-from datakiln.etl.local_pool import local_cpus, start_method, worker_pool
+from datakiln.etl.local_pool import start_method, worker_pool
 
 several_cpus = pytest.mark.skipif(
     not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
@@ -112,8 +112,7 @@ def _spec(source, out, **kw) -> BakeSpec:
 @several_cpus
 def test_process_bake_equals_thread_bake(many_shards, tmp_path):
     threads = bake(_spec(many_shards, tmp_path / "t", scheduler="threads"))
-    processes = bake(_spec(many_shards, tmp_path / "p"))  # auto: processes here
-    assert local_cpus() > 1
+    processes = bake(_spec(many_shards, tmp_path / "p", scheduler="processes"))
     assert (processes.baked, processes.rejected) == (threads.baked, threads.rejected) == (60, 1)
     assert processes.cache_key == threads.cache_key
     a, b = open_cache(str(tmp_path / "t")), open_cache(str(tmp_path / "p"))
@@ -201,7 +200,7 @@ def test_the_pool_is_started_with_the_lease_heartbeat_parked(tmp_path, many_shar
 
     monkeypatch.setattr(bake_module, "worker_pool", spy)
     monkeypatch.setattr(bake_module, "local_cpus", lambda: 2)
-    bake(_spec(many_shards, tmp_path / "l"))
+    bake(_spec(many_shards, tmp_path / "l", scheduler="processes"))
     assert seen["parked"] == ["datakiln-lease"]
     # Under pytest other threads run, so this is the fork server; alone, a bake forks
     # (test_cli_bake_forks_its_workers).
@@ -219,6 +218,8 @@ def test_auto_takes_the_modalitys_choice_on_several_cpus(monkeypatch, modality, 
     monkeypatch.setattr(bake_module, "local_cpus", lambda: 2)
     assert bake_module._local_scheduler(spec, shards=8) == expected
     assert bake_module._local_scheduler(spec, shards=1) == "threads"
+    # Where this process cannot fork safely, a pool would cost each bake its start-up.
+    assert bake_module._local_scheduler(spec, shards=8, can_fork=False) == "threads"
     monkeypatch.setattr(bake_module, "local_cpus", lambda: 1)
     assert bake_module._local_scheduler(spec, shards=8) == "threads"
 
@@ -275,3 +276,22 @@ def _running(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
     except OSError:
         return False
+
+
+def test_auto_stays_on_threads_where_it_cannot_fork(many_shards, tmp_path, monkeypatch):
+    import datakiln.etl.bake as bake_module
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("auto must not start a fork server's pool")
+
+    monkeypatch.setattr(bake_module, "worker_pool", no_pool)
+    monkeypatch.setattr(bake_module, "local_cpus", lambda: 2)
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)  # a thread of the caller's: no fork now
+    other.start()
+    try:
+        report = bake(_spec(many_shards, tmp_path / "a"))
+    finally:
+        stop.set()
+        other.join()
+    assert (report.baked, report.rejected) == (60, 1)

@@ -49,7 +49,7 @@ from datakiln.errors import (
     TooManyRejectedError,
 )
 from datakiln.etl.lease import StoreLease
-from datakiln.etl.local_pool import local_cpus, worker_pool
+from datakiln.etl.local_pool import local_cpus, start_method, worker_pool
 from datakiln.etl.modalities import get_modality
 from datakiln.etl.plan import BakePlan, PreviousBake, ShardPlan, generation_key, plan_bake
 from datakiln.etl.shard import bake_shard
@@ -247,12 +247,13 @@ _LOCAL_GETS: dict[str, Callable[[], Callable[..., Any]]] = {
 }
 
 
-def _local_scheduler(spec: BakeSpec, shards: int) -> str:
+def _local_scheduler(spec: BakeSpec, shards: int, *, can_fork: bool = True) -> str:
     """The local Dask scheduler a bake of ``shards`` shards runs on (``spec.scheduler``).
 
     ``auto`` means the modality's choice when there are several CPUs and shards: worker
     processes for images (threads of one process share its GIL), threads for text and audio
-    (their kernels run outside it). Else threads, which alone reach a ``memory://`` store.
+    (their kernels run outside it), when this process can fork them (``can_fork``). Else
+    threads, which alone reach a ``memory://`` store.
     """
     in_process = [u for u in (*spec.sources, spec.output) if u.startswith("memory://")]
     if spec.scheduler == "processes" and in_process:
@@ -263,7 +264,10 @@ def _local_scheduler(spec: BakeSpec, shards: int) -> str:
     if spec.scheduler != "auto":
         return spec.scheduler
     if local_cpus() > 1 and shards > 1 and not in_process:
-        return get_modality(spec.modality).local_scheduler
+        choice = get_modality(spec.modality).local_scheduler
+        # Workers from a fork server cost each bake about a second to start (imports, first
+        # conversions): more than threads lose on most bakes, so ``auto`` only forks.
+        return "threads" if choice == "processes" and not can_fork else choice
     return "threads"
 
 
@@ -277,7 +281,9 @@ def _worker_pool(
     spec: BakeSpec, shards: int, parked: tuple[threading.Thread, ...]
 ) -> contextlib.AbstractContextManager[Any]:
     """The process pool for a ``processes`` bake, else nothing."""
-    if _uses_cluster(spec) or _local_scheduler(spec, shards) != "processes" or not shards:
+    if _uses_cluster(spec) or not shards:
+        return contextlib.nullcontext()
+    if _local_scheduler(spec, shards, can_fork=start_method(parked) == "fork") != "processes":
         return contextlib.nullcontext()
     modality = get_modality(spec.modality)
     modules = ("datakiln.etl.shard", *modality.worker_modules)
@@ -326,7 +332,8 @@ def _run_tasks(
     # Tasks travel as JSON text: Dask walks dict and list arguments looking for collections,
     # which cost ~0.1 ms an input; a string it leaves alone.
     delayed = [dask.delayed(_bake_shard_json, pure=False)(json.dumps(t)) for t in tasks]
-    scheduler = _local_scheduler(spec, len(plan.shards))
+    # ``auto`` runs on processes exactly when it started a pool for them.
+    scheduler = "processes" if pool is not None else _local_scheduler(spec, 0)
     options: dict[str, Any] = {}
     if scheduler == "processes":
         # One task at a time per worker: shards cost about the same, and Dask's default
