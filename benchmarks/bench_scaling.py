@@ -2,6 +2,7 @@
 
     python ../shared/bench/make_corpus.py --out /tmp/corpus
     python benchmarks/bench_scaling.py --corpus /tmp/corpus --runs 3
+    python benchmarks/bench_scaling.py --corpus /tmp/corpus --runs 7 --cores-only  # one core vs all
 
 Each figure is the median over ``--runs`` of ``report.json``'s wall time (the bake itself,
 not interpreter start), from ``datakiln bake`` subprocesses on the same files in one run:
@@ -94,9 +95,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--sizes", default="1000,5000,20000")
     parser.add_argument("--scaling-inputs", type=int, default=10000)
+    parser.add_argument(
+        "--cores-only",
+        action="store_true",
+        help="only the one-core and whole-machine bakes, alternating (a quicker recheck)",
+    )
     args = parser.parse_args()
     corpus = Path(args.corpus)
-    sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         env = {**os.environ, "DATAKILN_JAX_CACHE": str(root / "jax")}
@@ -108,6 +113,8 @@ def main() -> None:
                 _bake(source, root / "a", prefix=("taskset", "-c", "0"), env=env)
             )
             runs.setdefault("whole_machine", []).append(_bake(source, root / "b", env=env))
+            if args.cores_only:
+                continue
             runs.setdefault("whole_machine_threads", []).append(
                 _bake(source, root / "t", "--scheduler", "threads", env=env)
             )
@@ -117,26 +124,14 @@ def main() -> None:
             runs.setdefault("cluster_2_workers", []).append(
                 _bake(source, root / "d", "--workers", "2", env=env)
             )
-        # The same on clusters started beforehand (`--scheduler`), so the figures leave out
-        # starting the cluster and its workers' first JAX import, which `--workers` pays.
-        from distributed import LocalCluster
-
-        for workers in (1, 2):
-            with LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0"
-            ) as cluster:
-                address = ("--scheduler", cluster.scheduler_address)
-                _bake(corpus / "images" / "jpeg", root / "warm-c", *address, env=env)
-                runs[f"running_cluster_{workers}"] = [
-                    _bake(source, root / f"r{workers}", *address, env=env) for _ in range(args.runs)
-                ]
-        for n in sizes:
-            links = _links(corpus, root, n)
-            runs[f"inputs_{n}"] = [
-                _bake(links, root / f"s{n}", env=env) for _ in range(args.runs if n <= 5000 else 1)
-            ]
-        memory = _worker_memory(_links(corpus, root, sizes[-1]), root / "mem", env)
+        memory = (
+            [] if args.cores_only else _cluster_and_size_runs(args, corpus, root, source, env, runs)
+        )
     medians = {k: round(statistics.median(v), 1) for k, v in runs.items()}
+
+    def ratio(a: str, b: str) -> float | None:
+        return round(medians[a] / medians[b], 3) if a in medians and b in medians else None
+
     print(
         json.dumps(
             {
@@ -144,23 +139,50 @@ def main() -> None:
                 f"{platform.python_version()}",
                 "inputs_per_s_median": medians,
                 "all_runs": {k: [round(x, 1) for x in v] for k, v in runs.items()},
-                "whole_machine_vs_one_core": round(
-                    medians["whole_machine"] / medians["one_core"], 3
-                ),
-                "threads_vs_one_core": round(
-                    medians["whole_machine_threads"] / medians["one_core"], 3
-                ),
-                "two_workers_vs_one": round(
-                    medians["cluster_2_workers"] / medians["cluster_1_worker"], 3
-                ),
-                "running_cluster_two_vs_one": round(
-                    medians["running_cluster_2"] / medians["running_cluster_1"], 3
-                ),
+                "whole_machine_vs_one_core": ratio("whole_machine", "one_core"),
+                "paired_whole_machine_vs_one_core": [
+                    round(w / o, 3)
+                    for w, o in zip(runs["whole_machine"], runs["one_core"], strict=True)
+                ],
+                "threads_vs_one_core": ratio("whole_machine_threads", "one_core"),
+                "two_workers_vs_one": ratio("cluster_2_workers", "cluster_1_worker"),
+                "running_cluster_two_vs_one": ratio("running_cluster_2", "running_cluster_1"),
                 "worker_peak_rss_mib_after_largest": [round(m) for m in memory],
             },
             indent=1,
         )
     )
+
+
+def _cluster_and_size_runs(
+    args: argparse.Namespace,
+    corpus: Path,
+    root: Path,
+    source: Path,
+    env: dict[str, str],
+    runs: dict[str, list[float]],
+) -> list[float]:
+    """Running clusters of 1 and 2 workers, then corpus sizes; returns worker peak RSS."""
+    sizes = [int(s) for s in args.sizes.split(",")]
+    # The same on clusters started beforehand (`--scheduler`), so the figures leave out
+    # starting the cluster and its workers' first JAX import, which `--workers` pays.
+    from distributed import LocalCluster
+
+    for workers in (1, 2):
+        with LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster:
+            address = ("--scheduler", cluster.scheduler_address)
+            _bake(corpus / "images" / "jpeg", root / "warm-c", *address, env=env)
+            runs[f"running_cluster_{workers}"] = [
+                _bake(source, root / f"r{workers}", *address, env=env) for _ in range(args.runs)
+            ]
+    for n in sizes:
+        links = _links(corpus, root, n)
+        runs[f"inputs_{n}"] = [
+            _bake(links, root / f"s{n}", env=env) for _ in range(args.runs if n <= 5000 else 1)
+        ]
+    return _worker_memory(_links(corpus, root, sizes[-1]), root / "mem", env)
 
 
 if __name__ == "__main__":
