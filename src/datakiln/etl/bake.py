@@ -283,7 +283,9 @@ def _worker_pool(
     """The process pool for a ``processes`` bake, else nothing."""
     if _uses_cluster(spec) or not shards:
         return contextlib.nullcontext()
-    if _local_scheduler(spec, shards, can_fork=start_method(parked) == "fork") != "processes":
+    # Only ``auto`` asks whether this process can fork now (an explicit choice is kept).
+    can_fork = spec.scheduler != "auto" or start_method(parked) == "fork"
+    if _local_scheduler(spec, shards, can_fork=can_fork) != "processes":
         return contextlib.nullcontext()
     modality = get_modality(spec.modality)
     modules = ("datakiln.etl.shard", *modality.worker_modules)
