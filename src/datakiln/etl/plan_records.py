@@ -8,8 +8,10 @@ an unchanged table changes one unit, so one shard bakes again.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from datakiln.cache.fingerprint import fingerprint
 from datakiln.errors import SourceError, SpecError
@@ -74,12 +76,26 @@ def _label_classes(
                 continue
             for column in field.columns:
                 for value in values(inp, base_column(column), spec.storage_options):
+                    if "." in column:
+                        value = _json_key(value, column.split(".", 1)[1])
                     label = label_text(value)
                     if isinstance(label, str):
                         names.add(label)
         old = list(previous.label_classes.get(field.name, ())) if previous else []
         out[field.name] = (*old, *sorted(names - set(old)))
     return out
+
+
+def _json_key(value: Any, key: str) -> Any:
+    """``value[key]`` of a JSON text or struct, or ``None`` (the bake rejects it, by name)."""
+    try:
+        if isinstance(value, bytes | str):
+            value = json.loads(value)
+        for part in key.split("."):
+            value = value[part]
+        return value
+    except (ValueError, KeyError, TypeError, IndexError):
+        return None
 
 
 def _units_of(spec: BakeSpec, inputs: Sequence[InputFile]) -> list[RecordUnit]:

@@ -106,7 +106,7 @@ class LabelCodec:
         width = max((len(s["label_counts"]) for s in stats), default=0)
         counts = np.zeros(width, np.int64)
         for s in stats:
-            counts[: len(s["label_counts"])] += s["label_counts"]
+            counts[: len(s["label_counts"])] += np.asarray(s["label_counts"], np.int64)
         return {"label_counts": counts.tolist()}
 
 

@@ -89,6 +89,14 @@ def plan_archive(
     return units
 
 
+def member_values(
+    members: Sequence[MemberRef], column: str, storage_options: Mapping[str, Any]
+) -> list[bytes]:
+    """The bytes of every member whose extension is ``column`` (unreadable ones left out)."""
+    wanted = [m for m in members if split_key(m.name)[1] == column]
+    return [d for d in fetch_members(wanted, storage_options) if isinstance(d, bytes)]
+
+
 def read_archive_unit(unit: RecordUnit, storage_options: Mapping[str, Any]) -> ReadResult:
     """The records of an archive unit, members left as references (fetched by the caller,
     batched with the other byte ranges of the shard)."""

@@ -15,7 +15,7 @@ import fsspec
 
 from datakiln.readers.listing import InputFile
 from datakiln.readers.sources import MemberRef, ReadResult, RecordUnit, register_source
-from datakiln.readers.sources.archive import plan_archive, read_archive_unit
+from datakiln.readers.sources.archive import member_values, plan_archive, read_archive_unit
 
 _METHODS = {zipfile.ZIP_STORED: "raw", zipfile.ZIP_DEFLATED: "deflate", zipfile.ZIP_BZIP2: "bzip2"}
 
@@ -55,6 +55,13 @@ class ZipSource:
 
     def columns(self, inp: InputFile, storage_options: Mapping[str, Any]) -> Sequence[str] | None:
         return None
+
+    def column_values(
+        self, inp: InputFile, column: str, storage_options: Mapping[str, Any]
+    ) -> list[Any]:
+        """Every member of extension ``column`` (label fields learn their class names)."""
+        members, _ = list_zip(inp.uri, storage_options)
+        return member_values(members, column, storage_options)
 
     def plan(
         self,
