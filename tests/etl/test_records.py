@@ -343,3 +343,19 @@ def test_tar_shards_on_s3_bake_the_same_rows(corpus, s3_options, tmp_path):
     for key in corpus.keys:
         assert np.array_equal(remote[key]["images"], local[key]["images"])
         assert np.array_equal(remote[key]["captions"], local[key]["captions"])
+
+
+def test_guide_paired_dataset_over_a_records_cache(corpus, tmp_path):
+    dataset = _bake([corpus.csv], tmp_path / "c", fields())
+    paired = datakiln.MultiModalPairedDataset(pairs=[("images", "captions")], data=dataset)
+    assert len(paired) == len(dataset)
+    sample = paired[3]
+    assert sample["images"].shape == (SIZE, SIZE, 3)
+    assert sample["captions"].shape == (MAX_LENGTH,)
+    assert sample["alignment_scores"] == 1.0
+    whole = dataset.get_batch(indices=[3])
+    assert np.array_equal(sample["images"], whole["images"][0])
+    pair = paired.pair_batch(("images", "captions"), [0, 2])
+    assert set(pair) == {"images", "captions", "alignment_scores", "indices"}
+    with pytest.raises(SpecError, match="missing \\['audio'\\]"):
+        datakiln.MultiModalPairedDataset(pairs=[("images", "audio")], data=dataset)
