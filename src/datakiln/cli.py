@@ -107,6 +107,9 @@ AUDIO_FLAGS = {
 
 
 def _bake_arguments(parser: argparse.ArgumentParser) -> None:
+    from datakiln.etl.spec import WAVE_DTYPES
+    from datakiln.readers.text import TEXT_FORMATS as LINE_TEXT_FORMATS
+
     parser.add_argument("sources", nargs="+", metavar="SOURCE|SPEC.toml")
     parser.add_argument("--out", "-o", help="output cache URL or path")
     parser.add_argument(
@@ -146,7 +149,7 @@ def _bake_arguments(parser: argparse.ArgumentParser) -> None:
     text = parser.add_argument_group("text")
     text.add_argument(
         "--format",
-        choices=("txt", "jsonl", "csv", "tsv", "parquet"),
+        choices=LINE_TEXT_FORMATS,
         help="how to read the files (default: from each file's ending)",
     )
     text.add_argument("--field", help="the JSON key or CSV/Parquet column holding the text")
@@ -177,7 +180,7 @@ def _bake_arguments(parser: argparse.ArgumentParser) -> None:
     audio.add_argument("--mel-dtype", choices=("float16", "float32"), help="default float16")
     audio.add_argument(
         "--wave-dtype",
-        choices=("int16", "float16", "float32"),
+        choices=WAVE_DTYPES,
         help="stored waveform: int16 PCM (default), float16 or float32",
     )
     audio.add_argument(
