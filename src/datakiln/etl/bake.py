@@ -34,7 +34,8 @@ from datakiln.cache.layout import (
     store_fs,
 )
 from datakiln.cache.manifest import (
-    FORMAT_NAME,
+    Manifest,
+    ManifestShard,
     commit_manifest,
     read_manifest,
     write_json_atomic,
@@ -625,41 +626,40 @@ def _commit(
     bytes_out = int(sum(m.bytes_out for m in ordered))
     shapes = {tuple(shape) for m in new_markers for shape in m.kernel_shapes}
 
-    manifest = {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "cache_key": plan.cache_key,
-        "generation_key": plan.generation_key,
-        "generation": plan.generation,
-        "version": version,
-        "next_shard_id": plan.next_shard_id,
-        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "modality": spec.modality,
-        "spec": spec.to_dict(),
-        "rows": plan.rows,
-        "counts": {"inputs": inputs, "baked": baked, "rejected": len(rejections)},
-        "rejected_by_reason": dict(by_reason),
-        "fields": _field_schema(plan, fields),
-        "class_names": list(plan.class_names) if plan.class_names is not None else None,
-        "class_counts": _class_counts(plan, ordered),
-        "label_classes": {k: list(v) for k, v in plan.label_classes.items()} or None,
-        "stats": stats,
-        "shards": [
-            {
-                "id": m.shard_id,
-                "row_start": m.row_start,
-                "capacity": m.capacity,
-                "rows": m.rows,
-                "marker": shard_marker(plan.generation, m.shard_id),
-                "meta": meta_part(plan.generation, m.shard_id),
-            }
-            for m in ordered
-        ],
-        "rejected": rejected_path,
-    }
     entries = getattr(modality, "manifest_entries", None)
-    if entries is not None:  # tokenizer identity, per-sample constants, ...
-        manifest.update(entries(spec))
+    class_counts = _class_counts(plan, ordered)
+    manifest = Manifest(
+        cache_key=plan.cache_key,
+        generation_key=plan.generation_key,
+        generation=plan.generation,
+        version=version,
+        next_shard_id=plan.next_shard_id,
+        created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        modality=spec.modality,
+        spec=spec.to_dict(),
+        rows=plan.rows,
+        counts={"inputs": inputs, "baked": baked, "rejected": len(rejections)},
+        rejected_by_reason=dict(by_reason),
+        fields=_field_schema(plan, fields),
+        class_names=plan.class_names,
+        class_counts=tuple(class_counts) if class_counts is not None else None,
+        label_classes=plan.label_classes or None,
+        stats=stats,
+        shards=tuple(
+            ManifestShard(
+                id=m.shard_id,
+                row_start=m.row_start,
+                capacity=m.capacity,
+                rows=m.rows,
+                marker=shard_marker(plan.generation, m.shard_id),
+                meta=meta_part(plan.generation, m.shard_id),
+            )
+            for m in ordered
+        ),
+        rejected=rejected_path,
+        # tokenizer identity, per-sample constants, record fields, ...
+        entries=entries(spec) if entries is not None else {},
+    )
     report = BakeReport(
         url=spec.output,
         cache_key=plan.cache_key,
@@ -681,7 +681,7 @@ def _commit(
             f"no manifest committed ({report.summary_line()}). The reasons are in "
             f"{spec.output}/{rejected_path}; fix the inputs or raise the limit."
         )
-    commit_manifest(spec.output, manifest, spec.output_storage_options)
+    commit_manifest(spec.output, manifest.to_dict(), spec.output_storage_options)
     report = dataclasses.replace(report, wall_s=time.perf_counter() - started)
     write_json_atomic(fs, f"{root}/{REPORT}", report.to_dict())
     logger.info("committed %s at %s: %s", MANIFEST, spec.output, report.summary_line())

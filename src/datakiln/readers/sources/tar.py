@@ -19,13 +19,19 @@ from datakiln.readers.sources import MemberRef, ReadResult, RecordUnit, register
 from datakiln.readers.sources.archive import member_values, plan_archive, read_archive_unit
 
 
+# Read-ahead of the member listing (fsspec's block size for the archive's file object).
+LIST_BLOCK_BYTES = 2**16
+
+
 def list_tar(
     uri: str, size: int, storage_options: Mapping[str, Any]
 ) -> tuple[list[MemberRef], str | None]:
     """Regular-file members with their data offsets, and why the listing stopped early."""
     members: list[MemberRef] = []
     truncated = None
-    with fsspec.open(uri, "rb", **dict(storage_options)) as f:
+    # Small blocks: a listing seeks from header to header, and on an object store each block
+    # read is a ranged request; big members are skipped, not downloaded.
+    with fsspec.open(uri, "rb", block_size=LIST_BLOCK_BYTES, **dict(storage_options)) as f:
         try:
             with tarfile.open(fileobj=f, mode="r:") as archive:
                 while True:
