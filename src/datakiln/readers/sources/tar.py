@@ -31,7 +31,8 @@ def list_tar(
     truncated = None
     # Small blocks: a listing seeks from header to header, and on an object store each block
     # read is a ranged request; big members are skipped, not downloaded.
-    with fsspec.open(uri, "rb", block_size=LIST_BLOCK_BYTES, **dict(storage_options)) as f:
+    fs, path = fsspec.core.url_to_fs(uri, **dict(storage_options))
+    with fs.open(path, "rb", block_size=LIST_BLOCK_BYTES) as f:
         try:
             with tarfile.open(fileobj=f, mode="r:") as archive:
                 while True:
