@@ -303,6 +303,8 @@ class RecordsModality:
             return slot
         if isinstance(value, MemberRef):
             slot.ref, slot.uri, slot.value = value, f"{value.uri}#{value.name}", None
+        elif isinstance(value, FileRef):
+            slot.ref, slot.uri, slot.value = value, value.uri, None
         elif media and subkey is None:
             if isinstance(value, Mapping):  # a Hugging Face {"bytes", "path"} struct
                 if value.get("bytes"):
