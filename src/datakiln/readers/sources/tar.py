@@ -18,7 +18,6 @@ from datakiln.readers.listing import InputFile
 from datakiln.readers.sources import MemberRef, ReadResult, RecordUnit, register_source
 from datakiln.readers.sources.archive import member_values, plan_archive, read_archive_unit
 
-
 # Read-ahead of the member listing (fsspec's block size for the archive's file object).
 LIST_BLOCK_BYTES = 2**16
 
