@@ -395,3 +395,23 @@ def _image_bake(root: str, out: Path) -> str:
     )
     bake(spec)
     return str(out)
+
+
+def test_optional_field_gets_a_validity_mask(corpus, tmp_path):
+    import csv
+
+    path = tmp_path / "t.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", "caption"])
+        writer.writerow([corpus.images[0], "has a caption"])
+        writer.writerow([corpus.images[1], ""])
+    spec_fields = fields()
+    del spec_fields["labels"]
+    spec_fields["captions"]["required"] = False
+    dataset = _bake([path], tmp_path / "out", spec_fields)
+    assert len(dataset) == 2
+    batch = dataset.get_batch(indices=[0, 1])
+    assert batch["captions_valid"].tolist() == [True, False]
+    assert batch["captions_lengths"].tolist()[1] == 0
+    assert _rejected(tmp_path / "out") == []
