@@ -171,14 +171,17 @@ class ImageModality:
         )
 
     def merge_stats(self, spec: BakeSpec, markers: Sequence[ShardMarker]) -> dict[str, Any]:
-        stats = [m.stats for m in markers]
-        pixels = sum(s["pixels_per_channel"] for s in stats)
-        channels = spec.image.channels
-        total = np.sum([s["channel_sum"] for s in stats], axis=0) if stats else np.zeros(channels)
-        sumsq = np.sum([s["channel_sumsq"] for s in stats], axis=0) if stats else np.zeros(channels)
-        mean = total / max(pixels, 1)
-        std = np.sqrt(np.maximum(sumsq / max(pixels, 1) - mean**2, 0.0))
-        return {"mean": mean.tolist(), "std": std.tolist(), "range": [0.0, 1.0]}
+        return merge_pixel_stats([m.stats for m in markers], spec.image.channels)
+
+
+def merge_pixel_stats(stats: Sequence[Mapping[str, Any]], channels: int) -> dict[str, Any]:
+    """Per-channel mean and std of pixels in [0, 1] from every shard's moments."""
+    pixels = sum(s["pixels_per_channel"] for s in stats)
+    total = np.sum([s["channel_sum"] for s in stats], axis=0) if stats else np.zeros(channels)
+    sumsq = np.sum([s["channel_sumsq"] for s in stats], axis=0) if stats else np.zeros(channels)
+    mean = total / max(pixels, 1)
+    std = np.sqrt(np.maximum(sumsq / max(pixels, 1) - mean**2, 0.0))
+    return {"mean": mean.tolist(), "std": std.tolist(), "range": [0.0, 1.0]}
 
 
 def _channel_moments(pixels: np.ndarray) -> tuple[list[float], list[float]]:

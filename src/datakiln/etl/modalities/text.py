@@ -125,6 +125,23 @@ MIN_TOKEN_CHUNK = 64
 MAX_TOKEN_CHUNKS_PER_ROW = 16
 
 
+def tokenizer_arguments(params: TextParams) -> dict[str, Any]:
+    """``tokenize_texts_narrow``'s keyword arguments for ``params`` (its dtype included)."""
+    from datakiln.etl.kernels.text import token_dtype
+
+    return {
+        "dtype": token_dtype(params.vocab_size),
+        "tokenizer": params.tokenizer,
+        "vocab_size": params.vocab_size,
+        "max_length": params.max_length,
+        "pad_id": params.pad_token_id,
+        "unk_id": params.unk_token_id,
+        "bos_id": params.bos_token_id,
+        "eos_id": params.eos_token_id,
+        "case_sensitive": params.case_sensitive,
+    }
+
+
 def token_chunk_cols(max_length: int) -> int:
     """Tokens per inner chunk of a ``max_length``-wide token row: a divisor of
     ``max_length``, the smallest at least ``MIN_TOKEN_CHUNK`` and giving at most
@@ -297,18 +314,7 @@ class TextModality:
 
         dtype = token_dtype(params.vocab_size)
         # (n, C): the columns from C on are all padding, so nothing past C is computed or copied
-        tokens, lengths, truncated = tokenize_texts_narrow(
-            texts,
-            dtype=dtype,
-            tokenizer=params.tokenizer,
-            vocab_size=params.vocab_size,
-            max_length=params.max_length,
-            pad_id=params.pad_token_id,
-            unk_id=params.unk_token_id,
-            bos_id=params.bos_token_id,
-            eos_id=params.eos_token_id,
-            case_sensitive=params.case_sensitive,
-        )
+        tokens, lengths, truncated = tokenize_texts_narrow(texts, **tokenizer_arguments(params))
         timings["kernel"] = time.perf_counter() - t1
 
         cols = tokens.shape[1]
