@@ -55,6 +55,7 @@ from datakiln.etl.plan import BakePlan, PreviousBake, ShardPlan, generation_key,
 from datakiln.etl.shard import bake_shard
 from datakiln.etl.spec import BakeSpec
 from datakiln.readers.listing import access_hint
+from datakiln.readers.rejections import EMPTY_SAMPLE
 from datakiln.writers.marker import read_marker
 from datakiln.writers.parquet import rejected_table, table_bytes
 from datakiln.writers.zarr_region import FieldLayout, prepare_arrays
@@ -66,7 +67,12 @@ STAGES = ("fetch", "decode", "kernel", "write")
 
 @dataclass(frozen=True, kw_only=True)
 class BakeReport:
-    """What a bake did; ``inputs == baked + rejected`` always holds."""
+    """What a bake did; ``inputs == baked + rejected`` always holds.
+
+    ``blank`` counts the rejected inputs that held nothing (text: blank lines, empty files,
+    null or whitespace-only values; reason ``EmptySample``) apart from the broken ones;
+    they are part of ``rejected``, so ``rejected - blank`` inputs were broken.
+    """
 
     url: str
     cache_key: str
@@ -74,6 +80,7 @@ class BakeReport:
     baked: int
     rejected: int
     rejected_by_reason: Mapping[str, int] = field(default_factory=dict)
+    blank: int = 0
     shards: int = 0
     shards_skipped: int = 0
     up_to_date: bool = False
@@ -84,7 +91,10 @@ class BakeReport:
     stage_s: Mapping[str, float] = field(default_factory=dict)
 
     def summary_line(self) -> str:
-        return f"inputs {self.inputs} = baked {self.baked} + rejected {self.rejected}"
+        line = f"inputs {self.inputs} = baked {self.baked} + rejected {self.rejected}"
+        if self.blank:
+            line += f" ({self.blank} blank, {self.rejected - self.blank} broken)"
+        return line
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -94,6 +104,7 @@ class BakeReport:
             "baked": self.baked,
             "rejected": self.rejected,
             "rejected_by_reason": dict(self.rejected_by_reason),
+            "blank": self.blank,
             "shards": self.shards,
             "shards_skipped": self.shards_skipped,
             "up_to_date": self.up_to_date,
@@ -481,6 +492,7 @@ def bake(
                 baked=counts["baked"],
                 rejected=counts["rejected"],
                 rejected_by_reason=current.get("rejected_by_reason", {}),
+                blank=counts.get("blank", 0),  # absent from older manifests
                 shards=len(plan.shards),
                 shards_skipped=len(plan.shards),
                 up_to_date=True,
@@ -588,6 +600,7 @@ def _commit(
         )
     inputs = baked + len(rejections)
     by_reason = collections.Counter(f"{r['stage']}: {r['error_type']}" for r in rejections)
+    blank = sum(r["error_type"] == EMPTY_SAMPLE for r in rejections)
     version = store_version + 1
     rejected_path = rejected_table_path(plan.generation, version)
     fs, root = store_fs(spec.output, spec.output_storage_options)
@@ -611,7 +624,7 @@ def _commit(
         "modality": spec.modality,
         "spec": spec.to_dict(),
         "rows": plan.rows,
-        "counts": {"inputs": inputs, "baked": baked, "rejected": len(rejections)},
+        "counts": {"inputs": inputs, "baked": baked, "rejected": len(rejections), "blank": blank},
         "rejected_by_reason": dict(by_reason),
         "fields": _field_schema(plan, fields),
         "class_names": list(plan.class_names) if plan.class_names is not None else None,
@@ -640,6 +653,7 @@ def _commit(
         baked=baked,
         rejected=len(rejections),
         rejected_by_reason=dict(by_reason),
+        blank=blank,
         shards=len(ordered),
         shards_skipped=skipped,
         wall_s=time.perf_counter() - started,

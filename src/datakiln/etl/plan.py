@@ -30,7 +30,9 @@ class ShardPlan:
 
     Rows ``[row_start, row_start + capacity)`` belong to this shard alone; baked samples are
     packed at the start and the tail left by rejected or empty inputs stays fill. ``ranges``
-    gives, per input, the byte/row range to read (``None``: the whole file).
+    gives, per input, the byte/row range to read (``None``: the whole file); ``encodings``,
+    per input, the text codec detected when planned (``None``: the spec's). Both are part of
+    the fingerprint.
     """
 
     shard_id: int
@@ -39,6 +41,7 @@ class ShardPlan:
     labels: tuple[int, ...] | None
     capacity: int = -1
     ranges: tuple[tuple[int, int] | None, ...] | None = None
+    encodings: tuple[str | None, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.capacity < 0:  # one row per input unless the planner says otherwise
@@ -50,7 +53,7 @@ class ShardPlan:
         return fingerprint(self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "shard_id": self.shard_id,
             "row_start": self.row_start,
             "capacity": self.capacity,
@@ -60,11 +63,15 @@ class ShardPlan:
             if self.ranges is not None
             else None,
         }
+        if self.encodings is not None:  # absent otherwise: older fingerprints stay the same
+            data["encodings"] = list(self.encodings)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ShardPlan:
         labels = data["labels"]
         ranges = data.get("ranges")
+        encodings = data.get("encodings")
         return cls(
             shard_id=int(data["shard_id"]),
             row_start=int(data["row_start"]),
@@ -74,6 +81,7 @@ class ShardPlan:
             ranges=tuple(tuple(r) if r is not None else None for r in ranges)
             if ranges is not None
             else None,
+            encodings=tuple(encodings) if encodings is not None else None,
         )
 
 
@@ -223,6 +231,7 @@ def plan_shards(
             if any(u.start is not None for u in group)
             else None
         )
+        encodings = tuple(u.encoding for u in group) if any(u.encoding for u in group) else None
         fresh.append(
             ShardPlan(
                 shard_id=next_id,
@@ -231,6 +240,7 @@ def plan_shards(
                 inputs=tuple(u.input for u in group),
                 labels=labels,
                 ranges=ranges,
+                encodings=encodings,
             )
         )
         next_id += 1

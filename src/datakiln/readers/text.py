@@ -8,9 +8,12 @@ is bounded by the range size (Parquet files are cut into runs of row groups inst
 Decoding rules, the same for every format:
 
 * UTF-8 by default; a UTF-8 byte-order mark at the start of a file is dropped. ``encoding=``
-  takes any Python codec. Codecs in which ``"\\n"`` is the byte ``0x0A`` (UTF-8, Latin-1,
-  cp1252, Shift-JIS, GB18030, ...) are split by byte range; the others (UTF-16, UTF-32) are
-  read whole, one range per file.
+  takes any Python codec, or ``"auto"`` (``iter_text_records``, ``read_text_file``): each
+  file's codec is detected once from a bounded sample (``datakiln.readers.encoding``); the
+  range readers take the detected codec, so every range of a file is read alike. Codecs in
+  which ``"\\n"`` is the byte ``0x0A`` (UTF-8, Latin-1, cp1252, Shift-JIS, GB18030, ...) are
+  split by byte range; the others (UTF-16, UTF-32, given or detected from a byte-order mark)
+  are read whole, one range per file.
 * Line endings: ``"\\r\\n"`` becomes ``"\\n"``, in line splitting and inside every text returned.
 * Invalid bytes follow ``errors``: ``"reject"`` turns the sample (the line, or the whole file in
   one-per-file mode) into a ``Rejection`` at stage ``decode``; ``"replace"`` decodes them as
@@ -50,6 +53,12 @@ import fsspec
 import numpy as np
 
 from datakiln.errors import SpecError
+from datakiln.readers.encoding import (
+    AUTO_ENCODING,
+    FALLBACK_ENCODING,
+    detect_file_encoding,
+    detect_values_encoding,
+)
 from datakiln.readers.rejections import (
     EMPTY_SAMPLE,
     STAGE_DECODE,
@@ -406,13 +415,19 @@ def iter_text_records(
     """Every sample of one file, range by range, with memory bounded by ``target_bytes``.
 
     Yields each range's records, then that range's rejections. Arguments are those of
-    ``plan_text_ranges`` and ``read_text_range``; ``fmt=None`` infers the format.
+    ``plan_text_ranges`` and ``read_text_range``; ``fmt=None`` infers the format, and
+    ``encoding="auto"`` detects the file's codec first (``detect_text_encoding``).
     """
     fmt = _check_format(url, fmt)
     fs, path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
+    size = fs.size(path)
+    if encoding == AUTO_ENCODING:
+        encoding = detect_text_encoding(
+            url, fmt=fmt, field=field, size=size, storage_options=storage_options
+        )
     ranges = plan_text_ranges(
         url,
-        fs.size(path),
+        size,
         target_bytes,
         fmt=fmt,
         one_per_file=one_per_file,
@@ -447,6 +462,64 @@ def read_text_file(url: str, **kwargs: Any) -> tuple[list[TextRecord], list[Reje
     return records, rejections
 
 
+def detect_text_encoding(
+    url: str,
+    *,
+    fmt: str | None = None,
+    field: str | None = None,
+    size: int | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> str:
+    """The codec to read ``url`` with under ``encoding="auto"``, detected once per file.
+
+    Line-oriented files: ``detect_file_encoding`` over a bounded sample of the file's bytes.
+    Parquet: ``"utf-8"`` for a string column (Parquet strings are UTF-8 by definition) or a
+    file whose footer is unreadable (the reader then rejects it); for a binary column, the
+    detection over the column's values in the first row groups, up to the sample bound.
+
+    Raises:
+        SpecError: Bad ``fmt``.
+        OSError: The file cannot be read.
+    """
+    fmt = _check_format(url, fmt)
+    if fmt != "parquet":
+        return detect_file_encoding(url, size, storage_options)
+    if field is None:
+        return FALLBACK_ENCODING
+    return detect_values_encoding(_parquet_binary_sample(url, field, storage_options))
+
+
+def _parquet_binary_sample(
+    url: str, field: str, storage_options: Mapping[str, Any] | None
+) -> list[bytes]:
+    """Values of binary column ``field`` from the first row groups (none for other columns)."""
+    import pyarrow as pa
+
+    from datakiln.readers.encoding import SAMPLE_PIECE_BYTES, SAMPLE_PIECES
+
+    fs, path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
+    try:
+        parquet = _SparseParquet(fs, path)
+        schema = parquet.file.schema_arrow
+        if field not in schema.names:
+            return []
+        kind = schema.field(field).type
+        if not (pa.types.is_binary(kind) or pa.types.is_large_binary(kind)):
+            return []
+        values: list[bytes] = []
+        total = 0
+        for i in range(parquet.file.metadata.num_row_groups):
+            for value in parquet.read_column(i, field).to_pylist():
+                if value:
+                    values.append(value)
+                    total += len(value)
+            if total >= SAMPLE_PIECES * SAMPLE_PIECE_BYTES:
+                break
+        return values
+    except (pa.ArrowException, ValueError):  # unreadable: the reader rejects it
+        return []
+
+
 # ----------------------------------------------------------------------------------------------
 
 
@@ -460,6 +533,11 @@ def _check_format(url: str, fmt: str | None) -> str:
 
 def _check_codec(encoding: str) -> tuple[str, bool]:
     """The codec's canonical name, and whether ``"\\n"`` is the single byte 0x0A in it."""
+    if encoding == AUTO_ENCODING:
+        raise SpecError(
+            "encoding='auto' is resolved once per file, not per range: detect the file's codec "
+            "with datakiln.readers.encoding.detect_file_encoding(url) and pass it as encoding="
+        )
     try:
         name = codecs.lookup(encoding).name
     except LookupError:
