@@ -295,3 +295,59 @@ def test_utf8_lines_read_at_once_keep_byte_positions(tmp_path):
     for r in records:
         assert data[r.position :].startswith(r.text.encode())
     assert [r[:2] for r in _reasons(rejections)] == [("validate", EMPTY_SAMPLE)]
+
+
+# -- encoding="auto" ---------------------------------------------------------------------------
+
+LATIN = ["Le château est très beau à la fin de l'été.", "El niño comió una manzana en el jardín."]
+JAPANESE = ["東京は日本の首都です。", "カタカナとひらがなと漢字を使って書きます。"]
+
+
+@pytest.mark.parametrize(("lines", "codec"), [(LATIN, "latin-1"), (JAPANESE, "shift_jis")])
+def test_auto_encoding_reads_legacy_txt_csv_and_jsonl(tmp_path, lines, codec):
+    txt = _write(tmp_path, "a.txt", ("\n".join(lines) + "\n").encode(codec))
+    assert [r.text for r in _read(txt)[0]] == []  # utf-8 loses every non-ASCII line
+    records, rejections = _read(txt, encoding="auto", target_bytes=16)  # several ranges
+    assert [r.text for r in records] == lines
+    assert rejections == []
+    rows = "".join(f'{i},"{line}"\r\n' for i, line in enumerate(lines))
+    csv_url = _write(tmp_path, "a.csv", f"id,text\r\n{rows}".encode(codec))
+    records, rejections = _read(csv_url, encoding="auto", field="text")
+    assert [r.text for r in records] == lines
+    jsonl = "".join(json.dumps({"t": line}, ensure_ascii=False) + "\n" for line in lines)
+    url = _write(tmp_path, "a.jsonl", jsonl.encode(codec))
+    records, rejections = _read(url, encoding="auto", field="t")
+    assert [r.text for r in records] == lines
+    assert rt.detect_text_encoding(url) == rt.detect_text_encoding(txt) != "utf-8"
+
+
+def test_auto_encoding_of_parquet_columns(tmp_path):
+    values = [line.encode("latin-1") for line in LATIN]
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"raw": values, "text": LATIN}), path, row_group_size=1)
+    url = str(path)
+    assert rt.detect_text_encoding(url, field="text") == "utf-8"  # strings are UTF-8
+    detected = rt.detect_text_encoding(url, field="raw")
+    assert [v.decode(detected) for v in values] == LATIN
+    records, rejections = _read(url, field="raw", encoding="auto")
+    assert [r.text for r in records] == LATIN
+    assert rejections == []
+    assert rt.detect_text_encoding(url, field="missing") == "utf-8"
+    bad = _write(tmp_path, "bad.parquet", b"PAR1 this is not parquet PAR1")
+    assert rt.detect_text_encoding(bad, field="raw") == "utf-8"
+
+
+def test_auto_encoding_of_utf16_with_a_mark_reads_it_whole(tmp_path):
+    url = _write(tmp_path, "wide.txt", "\n".join(JAPANESE + LATIN).encode("utf-16"))
+    assert rt.detect_text_encoding(url) == "utf-16"
+    records, rejections = _read(url, encoding="auto", target_bytes=8)
+    assert [r.text for r in records] == JAPANESE + LATIN
+    assert rejections == []
+
+
+def test_range_readers_need_the_detected_codec(tmp_path):
+    url = _write(tmp_path, "a.txt", b"a\n")
+    with pytest.raises(SpecError, match="detect_file_encoding"):
+        rt.read_text_range(url, 0, 2, fmt="txt", encoding="auto")
+    with pytest.raises(SpecError, match="once per file"):
+        rt.plan_text_ranges(url, 2, 1, encoding="auto")
