@@ -406,6 +406,15 @@ def _key_changes(current: Mapping[str, Any] | None, plan: BakePlan) -> tuple[str
             ]
         elif before != value:
             reasons.append(f"{name}: {before!r} -> {value!r}")
+    if not reasons and current.get("generation_key") != plan.generation_key:
+        # the same parameters, another identity: a tokenizer rule, the encoding detector, ...
+        entries = getattr(get_modality(plan.spec.modality), "manifest_entries", None)
+        identity = entries(plan.spec) if entries is not None else {}
+        reasons += [
+            f"{name}: {current.get(name)!r} -> {value!r}"
+            for name, value in identity.items()
+            if current.get(name) != value
+        ]
     c = plan.changes
     if plan.previous is not None and (c.new or c.changed or c.removed):
         reasons.append(f"inputs: {c.new} new, {c.changed} changed, {c.removed} removed")
