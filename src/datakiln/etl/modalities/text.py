@@ -20,7 +20,8 @@ first one did. The detector's name and version are in the manifest and the cache
 
 Samples, not files, are what a text bake counts: ``inputs = baked + rejected`` counts samples,
 and every sample that is not baked (undecodable bytes, bad JSON, empty lines, ...) is in the
-rejected table with its reason and position.
+rejected table with its reason and position. Blank samples (reason ``EmptySample``) are also
+counted apart (``blank`` in the counts and the report), since they are not broken input.
 """
 
 from __future__ import annotations
