@@ -233,3 +233,20 @@ def test_cli_encoding_auto_and_the_summary(tmp_path):
     assert "(1 blank, 0 broken)" in inspect.stdout
     texts = open_cache(str(tmp_path / "cache")).read_batch(np.arange(4))["texts"]
     assert texts == JAPANESE
+
+
+def test_a_given_codec_is_recorded_by_its_canonical_name(corpus, tmp_path):
+    root, files = corpus
+    spec = BakeSpec(
+        sources=(str(root / "a_latin1.txt"),),
+        output=str(tmp_path / "cache"),
+        modality="text",
+        text={"encoding": "latin-1", "max_length": 16},
+    )
+    report = bake(spec)
+    dataset = open_cache(spec.output)
+    assert dataset.read_batch(np.arange(report.baked))["texts"] == files["a_latin1.txt"][0]
+    assert {m["encoding"] for m in dataset.metadata().to_pylist()} == {"iso8859-1"}
+    assert describe_cache(spec.output)["encodings"] == {
+        "iso8859-1": {"files": 1, "samples": report.baked}
+    }

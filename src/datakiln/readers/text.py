@@ -531,6 +531,16 @@ def _check_format(url: str, fmt: str | None) -> str:
     return fmt
 
 
+def codec_name(encoding: str) -> str:
+    """The canonical name of the codec ``encoding`` is read with (``"utf8"`` -> ``"utf-8"``,
+    ``"latin-1"`` -> ``"iso8859-1"``), as recorded in a cache's metadata.
+
+    Raises:
+        SpecError: Not a Python codec, or ``"auto"`` (detect first).
+    """
+    return _check_codec(encoding)[0]
+
+
 def _check_codec(encoding: str) -> tuple[str, bool]:
     """The codec's canonical name, and whether ``"\\n"`` is the single byte 0x0A in it."""
     if encoding == AUTO_ENCODING:

@@ -46,6 +46,7 @@ from datakiln.readers.listing import InputFile
 from datakiln.readers.rejections import redact_url
 from datakiln.readers.text import (
     TEXT_EXTENSIONS,
+    codec_name,
     detect_text_encoding,
     infer_text_format,
     parquet_row_counts,
@@ -290,6 +291,7 @@ class TextModality:
                 f"shard {shard.shard_id} was planned without the detected codecs that "
                 "text.encoding='auto' needs; run the same command again to plan it afresh"
             )
+        encodings = tuple(map(codec_name, encodings))  # as recorded: "utf8" -> "utf-8"
         t0 = time.perf_counter()
 
         def read(k: int) -> tuple[list[Any], list[Any], int]:
