@@ -144,3 +144,15 @@ def test_detector_identity_names_the_installed_version():
     assert identity["name"] == "charset-normalizer"
     assert identity["version"] == charset_normalizer.__version__
     assert identity["sample_pieces"] * identity["sample_piece_bytes"] == 4 * 2**20
+
+
+def test_detection_reads_byte_ranges_through_fsspec(memory_root):
+    """Any fsspec URL: the pieces are ranged reads, as on an object store."""
+    filler = b"plain ascii filler line for the head of the file\n" * 70_000  # ~3.3 MiB
+    data = filler + _lines(SPANISH, "latin-1") * 10_000  # ~1.2 MiB: only the last piece sees it
+    assert len(data) > enc.SAMPLE_PIECES * enc.SAMPLE_PIECE_BYTES
+    url = f"{memory_root}/late.txt"
+    with fsspec.open(url, "wb") as f:
+        f.write(data)
+    name = enc.detect_file_encoding(url)
+    assert _lines(SPANISH, "latin-1").decode(name) == "\n".join(SPANISH) + "\n"
