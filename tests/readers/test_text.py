@@ -351,3 +351,34 @@ def test_range_readers_need_the_detected_codec(tmp_path):
         rt.read_text_range(url, 0, 2, fmt="txt", encoding="auto")
     with pytest.raises(SpecError, match="once per file"):
         rt.plan_text_ranges(url, 2, 1, encoding="auto")
+
+
+@pytest.mark.parametrize("codec", ["cp1252", "cp932", "gb18030", "euc_kr", "big5"])
+def test_legacy_ranges_read_at_once_equal_line_by_line(tmp_path, codec, monkeypatch):
+    samples = {
+        "cp1252": ["café crème", "naïve — “quoted”", "€ 20"],
+        "cp932": ["東京は日本の首都です。", "カタカナ\\パス", "ｶﾀｶﾅ半角"],
+        "gb18030": ["中文文本测试", "你好，世界", "𠀀 beyond the BMP"],
+        "euc_kr": ["안녕하세요 세계", "한국어 문장입니다"],
+        "big5": ["繁體中文測試", "你好世界"],
+    }[codec]
+    lines = [*samples, "", "plain ascii", *samples]
+    data = b"\r\n".join(line.encode(codec) for line in lines) + b"\n"
+    url = _write(tmp_path, "a.txt", data)
+    at_once = _read(url, encoding=codec, target_bytes=24)
+    monkeypatch.setattr(rt, "_STATEFUL_CODECS", (codec,))  # forces the line-by-line path
+    one_by_one = _read(url, encoding=codec, target_bytes=24)
+    assert at_once == one_by_one
+    records, rejections = at_once
+    assert [r.text for r in records] == [line for line in lines if line]
+    for r in records:
+        assert data[r.position :].startswith(r.text.encode(codec))
+    assert _reasons(rejections) == [("validate", EMPTY_SAMPLE, data.index(b"\r\n\r\n") + 2)]
+
+
+def test_a_legacy_range_with_a_bad_line_rejects_that_line_alone(tmp_path):
+    data = "東京\n".encode("cp932") + b"bad \x81\nok\n"  # a lead byte without its trail byte
+    url = _write(tmp_path, "a.txt", data)
+    records, rejections = _read(url, encoding="cp932")
+    assert [r.text for r in records] == ["東京", "ok"]
+    assert _reasons(rejections) == [("decode", "UnicodeDecodeError", len("東京\n".encode("cp932")))]

@@ -98,6 +98,9 @@ _SCAN_BYTES = 64 * 2**10
 # Block size for counting the lines of a range (``split_line_range``).
 _COUNT_BYTES = 2**20
 _UTF8_BOM = codecs.BOM_UTF8
+# Codecs (canonical name prefixes) whose decoding carries state from byte to byte (escape
+# sequences, shifts): their lines are decoded one by one, never a range at once.
+_STATEFUL_CODECS = ("iso2022", "utf-7", "hz")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -707,6 +710,8 @@ class _RangeReader:
         self.codec = codec
         self.errors = errors
         self.ascii_compatible = ascii_compatible
+        # whether a range may be decoded whole and then split at "\n" (``_decode_lines_at_once``)
+        self.split_after_decode = ascii_compatible and not codec.startswith(_STATEFUL_CODECS)
         # Samples as two columns (a bake reads ~10^5 lines a shard: no object per line)
         self.texts: list[str] = []
         self.positions: list[int] = []
@@ -825,23 +830,26 @@ class _RangeReader:
             self.add(text, position)  # blank lines become EmptySample rejections
 
     def _decode_lines_at_once(self, data: bytes, offset: int) -> tuple[list[int], list[str]] | None:
-        """``(positions, lines)`` of a UTF-8 range with one decode call, or ``None`` to go
-        line by line (CRLF already normalised).
+        """``(positions, lines)`` of a range with one decode call, or ``None`` to go line by
+        line (CRLF already normalised).
 
-        Taken only when the whole range is valid UTF-8 without NUL bytes, so every line
-        decodes, and no per-line rejection can occur (0x0A is never part of a multi-byte
-        character, so the lines are the same either way). Positions are byte offsets.
+        Taken only when the whole range decodes without NUL bytes, so every line decodes and
+        no per-line rejection can occur, and only for codecs without state across bytes (UTF-8,
+        the single-byte codecs, Shift_JIS, EUC, GBK/GB18030, Big5, ...): in these 0x0A is never
+        part of a multi-byte character, so the lines are the same either way. Positions are
+        byte offsets. (16 MiB of text, measured here: cp1252 1.5 s line by line, 0.26 s at
+        once; cp932 2.4 s and 0.61 s; UTF-8 at once 0.34 s.)
         """
-        if self.codec != "utf-8" or b"\x00" in data:
+        if not self.split_after_decode or b"\x00" in data:
             return None
         try:
-            text = data.decode("utf-8")
+            text = data.decode(self.codec)
         except UnicodeDecodeError:
             return None
         lines = text.split("\n")
         if lines[-1] == "":  # the range ends with a newline: no line after it
             lines.pop()
-        if text.isascii():  # one byte per character
+        if data.isascii():  # one byte per character
             sizes = np.fromiter(map(len, lines), np.int64, len(lines))
         else:
             raw = data.split(b"\n")
