@@ -156,3 +156,12 @@ def test_detection_reads_byte_ranges_through_fsspec(memory_root):
         f.write(data)
     name = enc.detect_file_encoding(url)
     assert _lines(SPANISH, "latin-1").decode(name) == "\n".join(SPANISH) + "\n"
+
+
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be", "utf-32-le"])
+def test_utf16_and_utf32_without_a_mark_are_found_by_their_nul_bytes(codec):
+    text = "\n".join(FRENCH + JAPANESE) + "\n"
+    data = text.encode(codec)  # no byte-order mark
+    name = enc.detect_encoding([data])
+    assert name.startswith(("utf-16", "utf-32"))
+    assert data.decode(name) == text
