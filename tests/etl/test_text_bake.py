@@ -308,7 +308,7 @@ def test_ranges_cut_mid_line_lose_and_repeat_nothing(tmp_path):
         text=params,
         shard_size=16,
     )
-    units = get_modality("text").plan_units(spec, datakiln.etl.plan.plan_bake(spec).inputs)
+    units = get_modality("text").plan_units(spec, datakiln.etl.plan.plan_files(spec).inputs)
     starts = [u.start for u in units]
     line_starts = {0, *(i + 1 for i, b in enumerate(data) if b == ord("\n"))}
     assert len(units) > 10

@@ -16,8 +16,9 @@ from datakiln.cache.inspect import describe_cache
 from datakiln.cache.open import open_cache
 from datakiln.etl.bake import bake, plan_only
 from datakiln.etl.modalities import get_modality
-from datakiln.etl.plan import ShardPlan, generation_key, plan_bake
+from datakiln.etl.plan import generation_key, plan_files
 from datakiln.etl.spec import BakeSpec
+from datakiln.etl.task import ShardPlan
 from datakiln.readers.encoding import detector_identity
 
 FRENCH = [
@@ -130,7 +131,7 @@ def test_the_detected_codec_is_recorded_per_sample_and_per_codec(auto_bake):
 
 def test_detection_is_planned_once_per_file_and_keyed(auto_bake, monkeypatch):
     spec, _, _ = auto_bake
-    plan = plan_bake(spec)
+    plan = plan_files(spec)
     latin = [s for s in plan.shards if any(i.uri.endswith("a_latin1.txt") for i in s.inputs)]
     assert len(latin) > 1  # the file is cut into several shards, all read with one codec
     assert {e for s in latin for e in s.encodings} == {"cp1252"}
@@ -138,7 +139,7 @@ def test_detection_is_planned_once_per_file_and_keyed(auto_bake, monkeypatch):
         assert len(shard.encodings or ()) == len(shard.inputs)
         assert ShardPlan.from_dict(json.loads(json.dumps(shard.to_dict()))) == shard
     # the same files plan to the same fingerprints: the committed markers all match
-    again = plan_bake(spec)
+    again = plan_files(spec)
     assert [s.fingerprint for s in again.shards] == [s.fingerprint for s in plan.shards]
     summary = plan_only(spec)
     assert summary.up_to_date
@@ -162,7 +163,7 @@ def test_detection_is_planned_once_per_file_and_keyed(auto_bake, monkeypatch):
 def test_default_utf8_bake_is_unchanged(corpus, tmp_path):
     root, files = corpus
     spec = _spec(root, tmp_path / "cache")
-    plan = plan_bake(spec)
+    plan = plan_files(spec)
     assert all(s.encodings is None for s in plan.shards)
     assert all("encodings" not in s.to_dict() for s in plan.shards)  # fingerprints as before
     assert "encoding_detector" not in get_modality("text").manifest_entries(spec)

@@ -6,6 +6,7 @@ a task never needs anything pickled beyond strings and numbers.
 
 from __future__ import annotations
 
+import dataclasses
 import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -13,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from datakiln.cache.fingerprint import fingerprint
 from datakiln.cache.layout import FORMAT_VERSION, generation_dir
+from datakiln.etl.modalities import get_modality
 from datakiln.etl.spec import BakeSpec
+from datakiln.etl.task import ShardPlan
 from datakiln.readers.listing import InputFile, list_inputs
 
 if TYPE_CHECKING:
@@ -22,67 +25,6 @@ if TYPE_CHECKING:
 # Upper bound on the bytes of one Zarr shard object: big enough that a bake shard writes few
 # objects, small enough that a writer holds it in memory comfortably.
 MAX_ZARR_SHARD_BYTES = 64 * 2**20
-
-
-@dataclass(frozen=True, slots=True)
-class ShardPlan:
-    """One bake shard: a run of input units and the rows it owns in every array.
-
-    Rows ``[row_start, row_start + capacity)`` belong to this shard alone; baked samples are
-    packed at the start and the tail left by rejected or empty inputs stays fill. ``ranges``
-    gives, per input, the byte/row range to read (``None``: the whole file); ``encodings``,
-    per input, the text codec detected when planned (``None``: the spec's). Both are part of
-    the fingerprint.
-    """
-
-    shard_id: int
-    row_start: int
-    inputs: tuple[InputFile, ...]
-    labels: tuple[int, ...] | None
-    capacity: int = -1
-    ranges: tuple[tuple[int, int] | None, ...] | None = None
-    encodings: tuple[str | None, ...] | None = None
-
-    def __post_init__(self) -> None:
-        if self.capacity < 0:  # one row per input unless the planner says otherwise
-            object.__setattr__(self, "capacity", len(self.inputs))
-
-    @property
-    def fingerprint(self) -> str:
-        """Identifies this shard's inputs; a completion marker must match it to be reused."""
-        return fingerprint(self.to_dict())
-
-    def to_dict(self) -> dict[str, Any]:
-        data = {
-            "shard_id": self.shard_id,
-            "row_start": self.row_start,
-            "capacity": self.capacity,
-            "inputs": [i.to_dict() for i in self.inputs],
-            "labels": list(self.labels) if self.labels is not None else None,
-            "ranges": [list(r) if r is not None else None for r in self.ranges]
-            if self.ranges is not None
-            else None,
-        }
-        if self.encodings is not None:  # absent otherwise: older fingerprints stay the same
-            data["encodings"] = list(self.encodings)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ShardPlan:
-        labels = data["labels"]
-        ranges = data.get("ranges")
-        encodings = data.get("encodings")
-        return cls(
-            shard_id=int(data["shard_id"]),
-            row_start=int(data["row_start"]),
-            inputs=tuple(InputFile.from_dict(i) for i in data["inputs"]),
-            labels=tuple(labels) if labels is not None else None,
-            capacity=int(data.get("capacity", len(data["inputs"]))),
-            ranges=tuple(tuple(r) if r is not None else None for r in ranges)
-            if ranges is not None
-            else None,
-            encodings=tuple(encodings) if encodings is not None else None,
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,16 +37,19 @@ class PreviousBake:
     class_names: tuple[str, ...] | None
     rows: int
     next_shard_id: int
+    label_classes: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class InputChanges:
-    """How the input listing differs from the committed one."""
+    """How the input listing differs from the committed one (``examples``: a few of the
+    changed, new or removed files, named)."""
 
     new: int = 0
     changed: int = 0
     removed: int = 0
     unchanged: int = 0
+    examples: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +75,8 @@ class BakePlan:
     next_shard_id: int
     changes: InputChanges
     previous: PreviousBake | None
+    # Records bakes: the class names of each label field, in id order.
+    label_classes: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
     @property
     def generation(self) -> str:
@@ -159,8 +106,6 @@ def generation_key(spec: BakeSpec) -> str:
     A modality whose stored bytes depend on more than its parameters (the text tokenizer's
     hash and rules) adds that identity through ``manifest_entries``; it goes into the key too.
     """
-    from datakiln.etl.modalities import get_modality
-
     payload: dict[str, Any] = {"format_version": FORMAT_VERSION, "spec": spec.key_dict()}
     entries = getattr(get_modality(spec.modality), "manifest_entries", None)
     identity = entries(spec) if entries is not None else {}
@@ -211,8 +156,6 @@ def plan_shards(
         added = sorted({parent_label(i.uri) for i in todo} - set(old))
         class_names = (*old, *added)
         index = {name: k for k, name in enumerate(class_names)}
-
-    from datakiln.etl.modalities import get_modality
 
     modality = get_modality(spec.modality)
     shard_rows = zarr_shard_rows(spec.shard_size, modality.sample_bytes(spec))
@@ -275,10 +218,9 @@ def plan_shards(
     )
 
 
-def plan_bake(spec: BakeSpec, previous: PreviousBake | None = None) -> BakePlan:
-    """List the inputs of ``spec`` (raises ``SourceError``) and plan the next version."""
-    from datakiln.etl.modalities import get_modality
-
+def plan_files(spec: BakeSpec, previous: PreviousBake | None = None) -> BakePlan:
+    """List the input files of a single-modality ``spec`` (raises ``SourceError``) and plan the
+    next version (records bakes: ``datakiln.etl.plan_records``)."""
     extensions = get_modality(spec.modality).extensions
     inputs = tuple(list_inputs(spec.sources, spec.storage_options, extensions=extensions))
     return plan_shards(spec, inputs, previous)

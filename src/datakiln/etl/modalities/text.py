@@ -27,6 +27,7 @@ counted apart (``blank`` in the counts and the report), since they are not broke
 from __future__ import annotations
 
 import base64
+import dataclasses
 import itertools
 import time
 import zlib
@@ -39,8 +40,8 @@ import pyarrow as pa
 
 from datakiln.errors import BakeError, SourceError, SpecError
 from datakiln.etl.modalities.base import ShardOutput, Unit
-from datakiln.etl.plan import ShardPlan
 from datakiln.etl.spec import TEXT_FORMATS, BakeSpec, TextParams
+from datakiln.etl.task import ShardMarker, ShardPlan
 from datakiln.readers.encoding import AUTO_ENCODING, detector_identity
 from datakiln.readers.listing import InputFile
 from datakiln.readers.rejections import redact_url
@@ -318,16 +319,7 @@ class TextModality:
         texts = list(itertools.chain.from_iterable(columns.texts for columns, _, _ in results))
         counts = [len(columns.texts) for columns, _, _ in results]
         rejections = [
-            {
-                "uri": r.uri,
-                "stage": r.stage,
-                "error_type": r.error_type,
-                "message": r.message,
-                "shard": shard.shard_id,
-                "position": r.position,
-            }
-            for _, rejs, _ in results
-            for r in rejs
+            dataclasses.replace(r, shard=shard.shard_id) for _, rejs, _ in results for r in rejs
         ]
         n = len(texts)
         if n > shard.capacity:
@@ -413,14 +405,14 @@ class TextModality:
             stats=stats,
         )
 
-    def merge_stats(self, spec: BakeSpec, markers: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    def merge_stats(self, spec: BakeSpec, markers: Sequence[ShardMarker]) -> dict[str, Any]:
         text = spec.text
         used = np.zeros((text.vocab_size + 7) // 8, dtype=np.uint8)
         histogram = np.zeros(text.max_length + 1, dtype=np.int64)
         n_samples = n_tokens = n_truncated = 0
         encodings: dict[str, dict[str, int]] = {}
         for marker in markers:
-            s = marker["stats"]
+            s = marker.stats
             for codec, entry in s.get("encodings", {}).items():  # absent in older markers
                 total = encodings.setdefault(codec, {"files": 0, "samples": 0})
                 total["files"] += entry["files"]
