@@ -382,3 +382,12 @@ def test_a_legacy_range_with_a_bad_line_rejects_that_line_alone(tmp_path):
     records, rejections = _read(url, encoding="cp932")
     assert [r.text for r in records] == ["東京", "ok"]
     assert _reasons(rejections) == [("decode", "UnicodeDecodeError", len("東京\n".encode("cp932")))]
+
+
+def test_blank_rejections_are_empty_inputs_not_empty_fields():
+    assert Rejection("u", "validate", EMPTY_SAMPLE, "empty line", 3).blank
+    assert not Rejection("u", "decode", "UnicodeDecodeError", "bad", 3).blank
+    # a record with one empty field held something in its other fields: it is broken
+    assert not Rejection(
+        "u", "validate", EMPTY_SAMPLE, "empty text", record="row 1", field="c"
+    ).blank

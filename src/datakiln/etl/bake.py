@@ -58,7 +58,6 @@ from datakiln.etl.shard import bake_shard
 from datakiln.etl.spec import BakeSpec
 from datakiln.etl.task import ShardMarker, ShardPlan, ShardTask
 from datakiln.readers.listing import access_hint
-from datakiln.readers.rejections import EMPTY_SAMPLE
 from datakiln.writers.marker import read_marker
 from datakiln.writers.parquet import rejected_table, table_bytes
 from datakiln.writers.zarr_region import FieldLayout, prepare_arrays
@@ -72,9 +71,9 @@ STAGES = ("fetch", "decode", "kernel", "write")
 class BakeReport:
     """What a bake did; ``inputs == baked + rejected`` always holds.
 
-    ``blank`` counts the rejected inputs that held nothing (text: blank lines, empty files,
-    null or whitespace-only values; reason ``EmptySample``) apart from the broken ones;
-    they are part of ``rejected``, so ``rejected - blank`` inputs were broken.
+    ``blank`` counts the rejected inputs that held nothing (``Rejection.blank``: blank
+    lines, empty files, null or whitespace-only values) apart from the broken ones; they are
+    part of ``rejected``, so ``rejected - blank`` inputs were broken.
     """
 
     url: str
@@ -634,7 +633,7 @@ def _commit(
         )
     inputs = baked + len(rejections)
     by_reason = collections.Counter(r.reason for r in rejections)
-    blank = sum(r.error_type == EMPTY_SAMPLE for r in rejections)
+    blank = sum(r.blank for r in rejections)
     version = store_version + 1
     rejected_path = rejected_table_path(plan.generation, version)
     fs, root = store_fs(spec.output, spec.output_storage_options)
