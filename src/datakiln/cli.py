@@ -156,7 +156,10 @@ def _bake_arguments(parser: argparse.ArgumentParser) -> None:
     text.add_argument(
         "--one-per-file", action="store_true", default=None, help=".txt: a file is one sample"
     )
-    text.add_argument("--encoding", help="text codec of the files (default utf-8)")
+    text.add_argument(
+        "--encoding",
+        help="text codec of the files (default utf-8), or 'auto' to detect each file's",
+    )
     text.add_argument(
         "--errors",
         choices=("reject", "replace"),
@@ -513,7 +516,15 @@ def _print_report(report: Any) -> None:
         ("cache", report.url),
         ("inputs", f"{report.inputs}"),
         ("baked", f"{report.baked}"),
-        ("rejected", f"{report.rejected}"),
+        (
+            "rejected",
+            f"{report.rejected}"
+            + (
+                f" ({report.blank} blank, {report.rejected - report.blank} broken)"
+                if report.blank
+                else ""
+            ),
+        ),
         *(
             (f"  {reason}", f"{count}")
             for reason, count in sorted(report.rejected_by_reason.items())
@@ -616,7 +627,11 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         f"{info['version']}, {info['modality']}, created {info['created']}"
     )
     print(f"cache key {info['cache_key'][:16]}…, {info['shards']} shards")
-    print(f"inputs {counts['inputs']} = baked {counts['baked']} + rejected {counts['rejected']}")
+    blank = counts.get("blank", 0)  # absent from older manifests
+    print(
+        f"inputs {counts['inputs']} = baked {counts['baked']} + rejected {counts['rejected']}"
+        + (f" ({blank} blank, {counts['rejected'] - blank} broken)" if blank else "")
+    )
     spec = info["spec"]
     if info["modality"] == "records":
         _print_record_fields(info)
@@ -648,6 +663,15 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         print(
             f"token lengths: mean {v['mean_length']:.1f}, p50 {p['p50']}, p90 {p['p90']}, "
             f"p99 {p['p99']}, max {p['max']} of {v['max_length']}; {v['n_truncated']} truncated"
+        )
+    if info.get("encodings"):
+        detected = " (detected)" if spec.get("text", {}).get("encoding") == "auto" else ""
+        print(
+            f"encodings{detected}: "
+            + ", ".join(
+                f"{codec} ({e['files']} file{'s' * (e['files'] != 1)}, {e['samples']} samples)"
+                for codec, e in info["encodings"].items()
+            )
         )
     durations = info.get("durations")
     if durations and durations.get("clips"):

@@ -69,7 +69,12 @@ STAGES = ("fetch", "decode", "kernel", "write")
 
 @dataclass(frozen=True, kw_only=True)
 class BakeReport:
-    """What a bake did; ``inputs == baked + rejected`` always holds."""
+    """What a bake did; ``inputs == baked + rejected`` always holds.
+
+    ``blank`` counts the rejected inputs that held nothing (``Rejection.blank``: blank
+    lines, empty files, null or whitespace-only values) apart from the broken ones; they are
+    part of ``rejected``, so ``rejected - blank`` inputs were broken.
+    """
 
     url: str
     cache_key: str
@@ -77,6 +82,7 @@ class BakeReport:
     baked: int
     rejected: int
     rejected_by_reason: Mapping[str, int] = field(default_factory=dict)
+    blank: int = 0
     shards: int = 0
     shards_skipped: int = 0
     up_to_date: bool = False
@@ -87,7 +93,10 @@ class BakeReport:
     stage_s: Mapping[str, float] = field(default_factory=dict)
 
     def summary_line(self) -> str:
-        return f"inputs {self.inputs} = baked {self.baked} + rejected {self.rejected}"
+        line = f"inputs {self.inputs} = baked {self.baked} + rejected {self.rejected}"
+        if self.blank:
+            line += f" ({self.blank} blank, {self.rejected - self.blank} broken)"
+        return line
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -97,6 +106,7 @@ class BakeReport:
             "baked": self.baked,
             "rejected": self.rejected,
             "rejected_by_reason": dict(self.rejected_by_reason),
+            "blank": self.blank,
             "shards": self.shards,
             "shards_skipped": self.shards_skipped,
             "up_to_date": self.up_to_date,
@@ -407,6 +417,15 @@ def _key_changes(current: Mapping[str, Any] | None, plan: BakePlan) -> tuple[str
             ]
         elif before != value:
             reasons.append(f"{name}: {before!r} -> {value!r}")
+    if not reasons and current.get("generation_key") != plan.generation_key:
+        # the same parameters, another identity: a tokenizer rule, the encoding detector, ...
+        entries = getattr(get_modality(plan.spec.modality), "manifest_entries", None)
+        identity = entries(plan.spec) if entries is not None else {}
+        reasons += [
+            f"{name}: {current.get(name)!r} -> {value!r}"
+            for name, value in identity.items()
+            if current.get(name) != value
+        ]
     c = plan.changes
     if plan.previous is not None and (c.new or c.changed or c.removed):
         reasons.append(f"inputs: {c.new} new, {c.changed} changed, {c.removed} removed")
@@ -494,6 +513,7 @@ def bake(
                 baked=counts["baked"],
                 rejected=counts["rejected"],
                 rejected_by_reason=current.get("rejected_by_reason", {}),
+                blank=counts.get("blank", 0),  # absent from older manifests
                 shards=len(plan.shards),
                 shards_skipped=len(plan.shards),
                 up_to_date=True,
@@ -613,6 +633,7 @@ def _commit(
         )
     inputs = baked + len(rejections)
     by_reason = collections.Counter(r.reason for r in rejections)
+    blank = sum(r.blank for r in rejections)
     version = store_version + 1
     rejected_path = rejected_table_path(plan.generation, version)
     fs, root = store_fs(spec.output, spec.output_storage_options)
@@ -638,7 +659,7 @@ def _commit(
         modality=spec.modality,
         spec=spec.to_dict(),
         rows=plan.rows,
-        counts={"inputs": inputs, "baked": baked, "rejected": len(rejections)},
+        counts={"inputs": inputs, "baked": baked, "rejected": len(rejections), "blank": blank},
         rejected_by_reason=dict(by_reason),
         fields=_field_schema(plan, fields),
         class_names=plan.class_names,
@@ -667,6 +688,7 @@ def _commit(
         baked=baked,
         rejected=len(rejections),
         rejected_by_reason=dict(by_reason),
+        blank=blank,
         shards=len(ordered),
         shards_skipped=skipped,
         wall_s=time.perf_counter() - started,

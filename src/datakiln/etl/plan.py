@@ -174,6 +174,7 @@ def plan_shards(
             if any(u.start is not None for u in group)
             else None
         )
+        encodings = tuple(u.encoding for u in group) if any(u.encoding for u in group) else None
         fresh.append(
             ShardPlan(
                 shard_id=next_id,
@@ -182,6 +183,7 @@ def plan_shards(
                 inputs=tuple(u.input for u in group),
                 labels=labels,
                 ranges=ranges,
+                encodings=encodings,
             )
         )
         next_id += 1

@@ -120,6 +120,7 @@ class TextParams(_Params):
 
     ``format`` is inferred from the file extension when ``None``; ``field`` names the JSON
     key or CSV/Parquet column; ``one_per_file`` makes each .txt file one sample.
+    ``encoding`` is a Python codec name, or ``"auto"`` to detect each file's codec when planned.
     ``tokenizer`` is ``word_hash`` (the seed's scheme with a stable FNV-1a hash) or ``byte``.
     ``target_bytes`` is the size of the byte ranges a large file is cut into.
     """

@@ -24,7 +24,9 @@ class ShardPlan:
 
     Rows ``[row_start, row_start + capacity)`` belong to this shard alone; baked samples are
     packed at the start and the tail left by rejected or empty inputs stays fill. ``ranges``
-    gives, per input, the byte/row range to read (``None``: the whole file).
+    gives, per input, the byte/row range to read (``None``: the whole file); ``encodings``,
+    per input, the text codec detected when planned (``None``: the spec's). Both are part of
+    the fingerprint.
     """
 
     shard_id: int
@@ -35,6 +37,7 @@ class ShardPlan:
     ranges: tuple[tuple[int, int] | None, ...] | None = None
     # Records bakes: the record units the shard reads (``inputs`` are their containers).
     units: tuple[RecordUnit, ...] | None = None
+    encodings: tuple[str | None, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.capacity < 0:  # one row per input unless the planner says otherwise
@@ -47,8 +50,11 @@ class ShardPlan:
 
     def to_dict(self) -> dict[str, Any]:
         units = {"units": [u.to_dict() for u in self.units]} if self.units is not None else {}
+        # absent when None, so that the fingerprints of other shards stay what they were
+        encodings = {"encodings": list(self.encodings)} if self.encodings is not None else {}
         return {
             **units,
+            **encodings,
             "shard_id": self.shard_id,
             "row_start": self.row_start,
             "capacity": self.capacity,
@@ -75,6 +81,7 @@ class ShardPlan:
             units=tuple(RecordUnit.from_dict(u) for u in data["units"])
             if "units" in data
             else None,
+            encodings=tuple(data["encodings"]) if data.get("encodings") is not None else None,
         )
 
 

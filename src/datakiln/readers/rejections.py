@@ -69,6 +69,13 @@ class Rejection:
         return cls(**{f.name: data.get(f.name) for f in dataclasses.fields(cls)})
 
     @property
+    def blank(self) -> bool:
+        """Whether the input held nothing (a blank line, an empty file, a null value), as
+        opposed to broken input. A record with one empty field is not blank: its other fields
+        held something."""
+        return self.error_type == EMPTY_SAMPLE and self.field is None
+
+    @property
     def reason(self) -> str:
         """``stage: error_type``, the key rejections are grouped by in reports."""
         return f"{self.stage}: {self.error_type}"

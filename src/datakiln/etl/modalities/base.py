@@ -24,12 +24,15 @@ class Unit:
 
     ``capacity`` is an upper bound on the samples it yields (1 for an image or a clip, the
     line count of a text range), so its shard can reserve rows before reading it.
+    ``encoding`` is the text codec detected for its file when planned (``encoding="auto"``),
+    ``None`` when the spec's codec applies.
     """
 
     input: InputFile
     start: int | None = None
     end: int | None = None
     capacity: int = 1
+    encoding: str | None = None
 
 
 @dataclass(slots=True)
