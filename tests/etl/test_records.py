@@ -444,3 +444,31 @@ def test_legacy_encodings_in_tables_and_members(corpus, tmp_path):
     assert dataset.get_batch(indices=[0, 1])["captions_text"] == japanese
     codecs = dataset.metadata().column("captions_encoding").to_pylist()
     assert all(c in ("shift_jis", "cp932") for c in codecs), codecs
+
+
+def test_incremental_records_append_and_retire(tmp_path):
+    import shutil
+
+    from conftest import write_small_images
+
+    root = tmp_path / "pics"
+    write_small_images(root, [f"c/{i:03d}.png" for i in range(20)])
+    spec = BakeSpec(
+        sources=(str(root),),
+        output=str(tmp_path / "out"),
+        shard_size=8,
+        fields={"images": {"modality": "image", "column": "file", "height": 8, "width": 8}},
+    )
+    assert bake(spec).shards == 3
+    write_small_images(root, ["c/aaa.png"], seed=5)  # sorts first: nothing else moves
+    summary = plan_only(spec)
+    assert (summary.shards, summary.shards_done, summary.new_inputs) == (4, 3, 1)
+    report = bake(spec)
+    assert (report.shards_skipped, report.baked) == (3, 21)
+    shutil.copy(root / "c" / "aaa.png", root / "c" / "005.png")  # changes one file
+    report = bake(spec)
+    assert report.baked == 21
+    assert report.shards_skipped == 3  # the changed file's shard of 8 is baked again, appended
+    dataset = datakiln.open_cache(str(tmp_path / "out"))
+    uris = [m["images_uri"] for m in dataset.metadata().to_pylist()]
+    assert sorted(uris) == sorted(f"file://{p}" for p in root.rglob("*.png"))
