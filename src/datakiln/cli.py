@@ -196,6 +196,11 @@ def _bake_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="wait this long for another bake of the same store to finish",
     )
+    parser.add_argument(
+        "--force-unlock",
+        action="store_true",
+        help="take over the store's lease even if another bake holds it (warns, naming it)",
+    )
 
 
 def _command(sub: Any, name: str, **kwargs: Any) -> argparse.ArgumentParser:
@@ -483,7 +488,11 @@ def _cmd_bake(args: argparse.Namespace) -> int:
                 print(line)
             return EXIT_OK
         report = bake(
-            spec, progress=_Progress(), lease_wait_s=args.wait, jax_cache_dir=_jax_cache_dir()
+            spec,
+            progress=_Progress(),
+            lease_wait_s=args.wait,
+            jax_cache_dir=_jax_cache_dir(),
+            force_unlock=args.force_unlock,
         )
     except SourceError as err:
         if args.modality is None and spec.modality == "image" and "matched no files" in str(err):

@@ -441,13 +441,15 @@ def bake(
     progress: ProgressFn | None = None,
     lease_wait_s: float = 0.0,
     jax_cache_dir: str | None = None,
+    force_unlock: bool = False,
 ) -> BakeReport:
     """Bake ``spec`` into its output cache and return what happened.
 
     Raises:
         SourceError: a source names nothing readable.
         OutputError: the output cannot be written.
-        LeaseHeldError: another bake is writing the same store (after ``lease_wait_s``).
+        LeaseHeldError: another bake is writing the same store (after ``lease_wait_s``);
+            ``force_unlock`` takes its lease over instead, with a warning naming it.
 
     ``jax_cache_dir`` names a persistent JAX compilation cache for every worker to share.
         TooManyRejectedError: more inputs were rejected than ``spec.max_rejected``; the shards
@@ -461,7 +463,9 @@ def bake(
         fs.makedirs(root, exist_ok=True)
     except OSError as err:
         raise OutputError(f"cannot create the output {spec.output!r}: {err}") from err
-    lease = StoreLease(spec.output, spec.output_storage_options, wait_s=lease_wait_s)
+    lease = StoreLease(
+        spec.output, spec.output_storage_options, wait_s=lease_wait_s, force=force_unlock
+    )
     try:
         lease.acquire()
     except DatakilnError:
