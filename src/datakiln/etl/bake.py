@@ -11,6 +11,7 @@ import collections
 import contextlib
 import dataclasses
 import datetime
+import errno
 import importlib
 import json
 import logging
@@ -427,6 +428,25 @@ def plan_only(spec: BakeSpec) -> PlanSummary:
     )
 
 
+# A full disk, a quota, a file-size limit: the store cannot take more bytes.
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+@contextlib.contextmanager
+def _no_space_is_one_line(url: str) -> Iterator[None]:
+    """Out of space anywhere in the bake: one line naming the store; nothing was committed."""
+    try:
+        yield
+    except OSError as err:
+        cause = err if err.errno in _NO_SPACE else err.__cause__
+        if not isinstance(cause, OSError) or cause.errno not in _NO_SPACE:
+            raise
+        raise OutputError(
+            f"out of space writing {url} ({cause.strerror or cause}); nothing was committed and "
+            "finished shards are kept: free space, then run the same command again to resume"
+        ) from err
+
+
 @contextlib.contextmanager
 def _released(lease: StoreLease) -> Iterator[None]:
     try:
@@ -472,7 +492,7 @@ def bake(
         raise
     except Exception as err:  # the first write to the store: credentials, permissions
         raise OutputError(access_hint(spec.output, err, "write")) from err
-    with _released(lease):
+    with _released(lease), _no_space_is_one_line(spec.output):
         current, previous = _read_previous(spec)
         plan = plan_bake(spec, previous)
         if current is not None and current["cache_key"] == plan.cache_key:
@@ -537,6 +557,13 @@ def _bake_planned(
         new = _run_tasks(plan, tasks, _Tally(plan, tasks, progress), pool)
     except DatakilnError:
         raise
+    except OSError as err:
+        if err.errno in _NO_SPACE:
+            raise
+        raise BakeError(
+            f"a shard task failed: {type(err).__name__}: {err}; finished shards are kept, "
+            "run the same command again to resume"
+        ) from err
     except Exception as err:
         raise BakeError(
             f"a shard task failed: {type(err).__name__}: {err}; finished shards are kept, "
