@@ -5,9 +5,10 @@ next ``times`` of them (``times=None``: all):
 
 - ``"503"``: an S3 ``SlowDown`` answer, the request not forwarded;
 - ``"500"``: an S3 ``InternalError`` answer, not forwarded;
-- ``"reset"``: forwarded; the status, headers and half the body are sent, then a TCP reset;
+- ``"reset"``: forwarded; the status, headers and half the body are sent, then a TCP reset
+  (an answer without a body, as to a PUT, is reset before anything is sent);
 - ``"truncate"``: forwarded; headers with the true ``Content-Length``, half the body, a clean
-  close;
+  close (only answers with a body);
 - ``"latency"``: forwarded after ``delay_s``;
 - ``"stall"``: read, never answered (the connection stays open until the proxy stops).
 
@@ -110,6 +111,9 @@ class FaultProxy:
         if fault == "latency":
             time.sleep(rule.delay_s)
         status, headers, payload = self._forward(h, body)
+        if fault == "reset" and len(payload) < 2:  # no body to cut: reset before answering
+            _reset(h)
+            return
         if fault in ("reset", "truncate") and len(payload) > 1 and h.command != "HEAD":
             h.send_response(status)
             for k, v in headers:
@@ -119,9 +123,7 @@ class FaultProxy:
             h.wfile.write(payload[: len(payload) // 2])
             h.wfile.flush()
             if fault == "reset":
-                h.connection.setsockopt(
-                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
-                )
+                _reset(h)
             h.close_connection = True
             return
         _answer(h, status, headers, payload, head=h.command == "HEAD")
@@ -146,6 +148,12 @@ class FaultProxy:
             return response.status, kept, payload
         finally:
             conn.close()
+
+
+def _reset(h: http.server.BaseHTTPRequestHandler) -> None:
+    """Close the connection with a TCP reset (linger 0) instead of a clean close."""
+    h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    h.close_connection = True
 
 
 def _read_body(h: http.server.BaseHTTPRequestHandler) -> bytes:

@@ -458,6 +458,7 @@ def _print_report(report: Any) -> None:
         ("bytes in / out", f"{_human_bytes(report.bytes_in)} / {_human_bytes(report.bytes_out)}"),
         ("wall time", f"{report.wall_s:.1f} s ({rate:.0f} inputs/s)"),
         ("kernel shapes", f"{report.kernel_shapes} (each compiles at most twice)"),
+        *((("store retries", f"{report.retries}"),) if report.retries else ()),
         *((f"  {stage} (summed)", f"{secs:.2f} s") for stage, secs in report.stage_s.items()),
     ]
     width = max(len(k) for k, _ in rows)

@@ -10,9 +10,13 @@ disks do not come here: their lease is a kernel lock.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 from dataclasses import dataclass
 from typing import Any
+
+from datakiln.cache.retries import note_retry
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +24,20 @@ logger = logging.getLogger(__name__)
 # write to the same key was in flight (S3 answers 409 ConditionalRequestConflict then).
 _LOST = ("PreconditionFailed", "ConditionalRequestConflict", "412", "409")
 _warned: set[str] = set()
+READ_ATTEMPTS = 5
+
+
+def _broken_body(err: BaseException) -> bool:
+    """A body read that failed midway: retried, unlike an error the store answered with."""
+    name = type(err).__name__
+    return isinstance(err, ConnectionError | TimeoutError | asyncio.TimeoutError) or name in (
+        "ClientPayloadError",
+        "IncompleteRead",
+        "ResponseStreamingError",
+        "ReadTimeoutError",
+        "ServerDisconnectedError",
+        "ClientOSError",
+    )
 
 
 @dataclass(frozen=True)
@@ -78,9 +96,22 @@ class ConditionalObjects:
         bucket, key, _ = self.fs.split_path(path)
 
         async def get() -> Versioned:
-            response = await self.fs._call_s3("get_object", Bucket=bucket, Key=key)
-            async with response["Body"] as body:
-                return Versioned(await body.read(), response["ETag"])
+            # botocore retries the request; a body cut short after the headers (a reset or a
+            # truncated answer) surfaces only here, so the read is retried here too.
+            for attempt in range(READ_ATTEMPTS):
+                response = await self.fs._call_s3("get_object", Bucket=bucket, Key=key)
+                try:
+                    async with response["Body"] as body:
+                        data = await body.read()
+                except Exception as err:
+                    if attempt + 1 == READ_ATTEMPTS or not _broken_body(err):
+                        raise
+                    note_retry()
+                    await asyncio.sleep(random.uniform(0, 0.1 * 2**attempt))
+                    continue
+                if len(data) == response.get("ContentLength", len(data)):
+                    return Versioned(data, response["ETag"])
+            raise OSError(f"{path}: the body stayed shorter than its Content-Length")
 
         try:
             return sync(self.fs.loop, get)

@@ -15,6 +15,7 @@ import errno
 import importlib
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -40,6 +41,7 @@ from datakiln.cache.manifest import (
     read_manifest,
     write_json_atomic,
 )
+from datakiln.cache.retries import count_retries, retries
 from datakiln.errors import (
     BakeError,
     CacheFormatError,
@@ -83,6 +85,7 @@ class BakeReport:
     bytes_out: int = 0
     kernel_shapes: int = 0
     stage_s: Mapping[str, float] = field(default_factory=dict)
+    retries: int = 0  # object-store requests retried (throttling, 5xx, resets, timeouts)
 
     def summary_line(self) -> str:
         return f"inputs {self.inputs} = baked {self.baked} + rejected {self.rejected}"
@@ -103,6 +106,7 @@ class BakeReport:
             "bytes_out": self.bytes_out,
             "kernel_shapes": self.kernel_shapes,
             "stage_s": dict(self.stage_s),
+            "retries": self.retries,
         }
 
 
@@ -478,6 +482,8 @@ def bake(
         BakeError: a shard task failed for a reason other than one bad input.
     """
     started = time.perf_counter()
+    count_retries()
+    retries_before = retries()
     fs, root = store_fs(spec.output, spec.output_storage_options)
     try:
         fs.makedirs(root, exist_ok=True)
@@ -516,7 +522,9 @@ def bake(
             # parked, so they can be forked; they warm up while the store is prepared.
             with lease.paused():
                 pool = stack.enter_context(_worker_pool(spec, len(plan.shards), lease.threads))
-            return _bake_planned(plan, fields, current, started, progress, jax_cache_dir, pool)
+            return _bake_planned(
+                plan, fields, current, started, progress, jax_cache_dir, pool, retries_before
+            )
 
 
 def _bake_planned(
@@ -527,6 +535,7 @@ def _bake_planned(
     progress: ProgressFn | None,
     jax_cache_dir: str | None,
     pool: Any,
+    retries_before: int = 0,
 ) -> BakeReport:
     """Prepare the store, bake the shards not done yet, commit."""
     spec = plan.spec
@@ -579,6 +588,7 @@ def _bake_planned(
         skipped=len(done),
         store_version=store_version,
         new_markers=new,
+        retries_before=retries_before,
     )
 
 
@@ -601,6 +611,7 @@ def _commit(
     skipped: int,
     store_version: int,
     new_markers: list[Mapping[str, Any]],
+    retries_before: int = 0,
 ) -> BakeReport:
     spec = plan.spec
     ordered = [markers[s.shard_id] for s in plan.shards]
@@ -686,7 +697,11 @@ def _commit(
             f"{spec.output}/{rejected_path}; fix the inputs or raise the limit."
         )
     commit_manifest(spec.output, manifest, spec.output_storage_options)
-    report = dataclasses.replace(report, wall_s=time.perf_counter() - started)
+    # This process's retries, and those of worker processes (each counted in its markers).
+    elsewhere = [m.get("retries", {}) for m in new_markers]
+    retried = retries() - retries_before
+    retried += sum(r.get("count", 0) for r in elsewhere if r.get("pid") != os.getpid())
+    report = dataclasses.replace(report, wall_s=time.perf_counter() - started, retries=retried)
     write_json_atomic(fs, f"{root}/{REPORT}", report.to_dict())
     logger.info("committed %s at %s: %s", MANIFEST, spec.output, report.summary_line())
     return report

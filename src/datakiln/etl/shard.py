@@ -9,6 +9,7 @@ bytes and two tasks never touch one object.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,7 @@ import pyarrow as pa
 
 from datakiln.cache.fingerprint import CHECKSUM_ALGORITHM, content_hash
 from datakiln.cache.layout import meta_part, store_fs
+from datakiln.cache.retries import count_retries, retries
 from datakiln.etl.modalities import get_modality
 from datakiln.etl.plan import ShardPlan
 from datakiln.writers.marker import write_marker
@@ -52,6 +54,8 @@ def bake_shard(task: Mapping[str, Any]) -> dict[str, Any]:
     """
     if task.get("jax_cache_dir"):
         _use_compilation_cache(task["jax_cache_dir"])
+    count_retries()
+    retries_before = retries()
     shard = ShardPlan.from_dict(task["shard"])
     url, out_options = task["url"], task.get("storage_options") or {}
     fields = {f["name"]: FieldLayout.from_task(f) for f in task["fields"]}
@@ -99,6 +103,8 @@ def bake_shard(task: Mapping[str, Any]) -> dict[str, Any]:
         "checksum_algorithm": CHECKSUM_ALGORITHM,
         "checksums": checksums,
         "timings": timings,
+        # requests retried meanwhile by this process (exact when it runs one task at a time)
+        "retries": {"pid": os.getpid(), "count": retries() - retries_before},
         **out.extra,
     }
     write_marker(fs, root, task["generation"], shard.shard_id, marker)
