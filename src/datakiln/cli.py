@@ -293,11 +293,18 @@ def _parser() -> argparse.ArgumentParser:
         help="remove old versions and leftovers of a cache",
         epilog="example:\n  datakiln gc demo-cache --dry-run",
         description="Delete what the committed manifest does not reference: other generations, "
-        "shards retired by incremental bakes, old rejected tables, partial writes. Readers of an "
-        "older version lose it.",
+        "shards retired by incremental bakes, old rejected tables, partial writes. What a version "
+        "opened by a reader within --grace references is kept.",
     )
     gc.add_argument("url")
     gc.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    gc.add_argument(
+        "--grace",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="keep what versions opened by readers in the last SECONDS use (default 1 hour)",
+    )
     return parser
 
 
@@ -641,7 +648,7 @@ def _cmd_ls(args: argparse.Namespace) -> int:
 def _cmd_gc(args: argparse.Namespace) -> int:
     from datakiln.cache.catalog import collect_garbage
 
-    removed = collect_garbage(args.url, dry_run=args.dry_run)
+    removed = collect_garbage(args.url, dry_run=args.dry_run, grace_s=args.grace)
     verb = "would remove" if args.dry_run else "removed"
     for path in removed:
         print(f"{verb} {path}")
