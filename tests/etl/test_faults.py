@@ -122,3 +122,18 @@ def test_a_store_that_stays_down_fails_in_bounded_time(fault, raw, store, proxy)
     proxy.rules = []
     assert bake(_spec(raw, url, options)).baked == 16  # and the rerun resumes
     assert verify_cache(url, options).ok
+
+
+def test_a_conditional_write_whose_answer_was_lost_is_not_taken_for_a_lost_race(
+    raw, store, proxy, expected
+):
+    """The lease and manifest PUTs land, then their answers are reset: the retried PUT fails
+    its precondition against our own write, which must count as won, not as a rival's."""
+    url, options = store
+    proxy.rules = [Rule("reset", method="PUT", path=SMALL_OBJECTS, times=3)]
+    report = bake(_spec(raw, url, options))
+    assert proxy.injected() == 3
+    assert report.baked == 16
+    assert verify_cache(url, options).ok
+    got = open_cache(url, storage_options=options).get_batch(indices=np.arange(16))["images"]
+    np.testing.assert_array_equal(got, expected)
