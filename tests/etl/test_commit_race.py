@@ -70,8 +70,8 @@ def test_a_lost_commit_race_fails_cleanly(store, raw, tmp_path, request, monkeyp
     assert verify_cache(url, options).ok
 
 
-def test_racing_commits_on_s3_have_one_winner(raw, s3_options):
-    url, options = s3_options
+def test_racing_commits_on_s3_have_one_winner(raw, s3_serial_options):
+    url, options = s3_serial_options
     url = f"{url}/store"
     bake(_spec(raw, url, options))
     base = read_manifest(url, options)
@@ -98,8 +98,8 @@ def test_racing_commits_on_s3_have_one_winner(raw, s3_options):
     assert read_manifest(url, options)["created"] == winners[0]
 
 
-def test_twenty_racing_bakes_on_one_s3_store(raw, s3_options):
-    url, options = s3_options
+def test_twenty_racing_bakes_on_one_s3_store(raw, s3_serial_options):
+    url, options = s3_serial_options
     url = f"{url}/store"
     reports, errors = [], []
     barrier = threading.Barrier(20)

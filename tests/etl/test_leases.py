@@ -165,8 +165,8 @@ def test_force_unlock_from_the_command_line(raw, tmp_path):
     assert verify_cache(str(out)).ok
 
 
-def test_racing_leases_on_s3_have_one_winner(s3_options):
-    url, options = s3_options
+def test_racing_leases_on_s3_have_one_winner(s3_serial_options):
+    url, options = s3_serial_options
     leases = [StoreLease(f"{url}/c", options) for _ in range(20)]
     won: list[StoreLease] = []
     barrier = threading.Barrier(len(leases))
