@@ -17,6 +17,7 @@ import zarr
 
 from datakiln.cache.layout import store_fs, zarr_store
 from datakiln.cache.manifest import read_manifest, read_parquet
+from datakiln.cache.pins import pin_version
 from datakiln.cache.shard_reader import ShardedFieldReader
 from datakiln.cache.string_reader import StringFieldReader
 from datakiln.datasets.base import BaseDataset
@@ -59,6 +60,7 @@ class CachedDataset(BaseDataset):
         max_cache_bytes: int = 64 * 2**20,
     ) -> None:
         manifest = dict(manifest or read_manifest(url, storage_options))
+        pin_version(url, storage_options, manifest)  # gc keeps this version for a while
         super().__init__(None, split, rngs=rngs)
         self.url = url
         self.manifest = manifest
