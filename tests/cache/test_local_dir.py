@@ -56,7 +56,20 @@ def remote(local_cache, s3_options):
 
 
 def _files(folder: Path) -> dict[str, int]:
-    return {str(p.relative_to(folder)): p.stat().st_size for p in folder.rglob("*") if p.is_file()}
+    """Every file's size, listed while holding the directory's lock (files are reserved,
+    published and evicted under it, so the listing is one consistent state)."""
+    import fcntl
+
+    sizes = {}
+    fd = os.open(folder / ".dir.lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        for parent, _, names in os.walk(folder):
+            for name in names:
+                sizes[os.path.join(parent, name)] = os.stat(os.path.join(parent, name)).st_size
+    finally:
+        os.close(fd)
+    return sizes
 
 
 def _image_objects(folder: Path) -> list[Path]:
@@ -258,3 +271,53 @@ def test_sigkill_mid_download_leaves_nothing_that_breaks_the_next_run(
     )
     dataset.local.usage()  # a scan removes partial files nobody is writing
     assert not list(folder.rglob(f"*{PARTIAL}"))
+
+
+def test_loader_fetches_upcoming_shards_ahead_within_the_window(local_cache, remote, tmp_path):
+    from datakiln.datasets.loader import BlockShuffle, Loader
+
+    url, options = remote
+    folder = tmp_path / "ld"
+    shard = _shard_bytes(local_cache)
+    limit = 6 * shard + 4096  # a window of about two objects: far less than the cache
+    dataset = open_cache(url, storage_options=options, local_dir=str(folder), local_limit=limit)
+    assert dataset.local_window < 8 * shard
+    settings = {
+        "batch_size": 8,
+        "shuffle": BlockShuffle(block_size=16, window_size=16),
+        "seed": 3,
+        "num_epochs": 2,
+    }
+    want = list(Loader(open_cache(local_cache), **settings, prefetch=0))
+    loader = Loader(dataset, **settings, prefetch=2)
+    got = []
+    ahead = set()
+    plan = [b for e in range(2) for b in loader.epoch_indices(e)]
+    for step, batch in enumerate(loader):
+        got.append(batch)
+        assert sum(_files(folder).values()) <= limit
+        if step == 2:  # a slow training step: the next batches' objects arrive meanwhile
+            upcoming = set(dataset.objects_of(plan[step + 3]))
+            deadline = time.monotonic() + 30
+            while not all((Path(dataset.local.root) / k).exists() for k in upcoming):
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            ahead = upcoming
+    assert ahead
+    assert len(got) == len(want)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a["indices"], b["indices"])
+        np.testing.assert_array_equal(a["images"], b["images"])
+    assert dataset.local.pinned_bytes() == dataset.local.resident_bytes()  # all released
+
+
+def test_loader_over_a_too_narrow_window_says_what_to_do(local_cache, remote, tmp_path):
+    from datakiln.datasets.loader import Loader
+
+    url, options = remote
+    shard = _shard_bytes(local_cache)
+    dataset = open_cache(
+        url, storage_options=options, local_dir=str(tmp_path), local_limit=6 * shard + 4096
+    )
+    with pytest.raises(SpecError, match="BlockShuffle"):
+        list(Loader(dataset, batch_size=64, shuffle=True, num_epochs=1))

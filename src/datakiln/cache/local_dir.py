@@ -287,7 +287,8 @@ class LocalDir:
                     f"{rel}: the fetched bytes do not match the checksum its bake recorded; "
                     "run `datakiln verify` on the remote cache"
                 )
-            os.replace(partial, final)
+            with self._dir_locked():  # a scan must not see neither name nor both
+                os.replace(partial, final)
             logger.debug("fetched %s (%d bytes)", rel, info.size)
         except BaseException:
             with contextlib.suppress(OSError):

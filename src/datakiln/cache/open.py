@@ -163,6 +163,15 @@ class CachedDataset(BaseDataset):
         assert self.local is not None
         return sum(self.local.size(key) for key in keys)
 
+    def pin_objects(self, keys: list[str]) -> None:
+        """Fetch ``keys`` into the local directory and keep them until ``unpin_objects``."""
+        assert self.local is not None
+        self.local.pin_many(keys)
+
+    def unpin_objects(self, keys: list[str]) -> None:
+        assert self.local is not None
+        self.local.unpin_many(keys)
+
     def __len__(self) -> int:
         return self._length
 

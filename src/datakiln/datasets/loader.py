@@ -48,6 +48,7 @@ import numpy as np
 
 from datakiln.datasets.base import _no_random_access, has_random_access, read_indices
 from datakiln.datasets.batching import collate
+from datakiln.datasets.fetch_ahead import FetchAhead, supports_fetch_ahead
 from datakiln.errors import RandomAccessError, SpecError
 
 logger = logging.getLogger(__name__)
@@ -182,6 +183,8 @@ class Loader:
         device_put: ``False`` for NumPy batches; ``True`` to put numeric entries on the default
             device; or a ``jax.sharding.Sharding`` to lay them out with (on several processes
             each host's batch becomes its part of a global array). Strings stay lists.
+        fetch_threads: Threads that fetch shard objects ahead of the readers, for caches
+            opened with ``local_dir`` (see :mod:`datakiln.datasets.fetch_ahead`).
 
     Iterating yields batch dicts (with ``"indices"``), continuing from the current state
     through the remaining epochs. Only one iterator is active at a time: starting another
@@ -208,6 +211,7 @@ class Loader:
         shard_index: int | None = None,
         shard_count: int | None = None,
         device_put: bool | jax.sharding.Sharding = False,
+        fetch_threads: int = 4,
     ) -> None:
         _non_negative("batch_size", batch_size, minimum=1)
         _non_negative("seed", seed)
@@ -243,6 +247,8 @@ class Loader:
         self.shard_index = int(shard_index)
         self.shard_count = int(shard_count)
         self.device_put = device_put
+        _non_negative("fetch_threads", fetch_threads, minimum=1)
+        self.fetch_threads = int(fetch_threads)
         self._random_access = has_random_access(dataset)
         if not self._random_access and (shuffle is not False or shard_count > 1):
             raise RandomAccessError(_no_random_access(dataset, "shuffle or shard it across hosts"))
@@ -445,6 +451,16 @@ class Loader:
         slower here). Closing the iterator stops the readers after their current batch.
         """
         plan = self._plan()
+        fetch = (
+            FetchAhead(
+                self.dataset,
+                (indices for _, _, indices in self._plan()),
+                window_bytes=self.dataset.local_window,
+                threads=self.fetch_threads,
+            )
+            if supports_fetch_ahead(self.dataset)
+            else None
+        )
         ready = threading.Condition()
         results: dict[int, tuple[int, int, Any, BaseException | None]] = {}
         progress = {"planned": 0, "handed": 0, "exhausted": False}
@@ -469,9 +485,14 @@ class Loader:
                     progress["planned"] += 1
                 epoch, step, indices = item
                 try:
+                    if fetch is not None:
+                        fetch.wait(seq)
                     outcome = (epoch, step, self._load(indices), None)
                 except BaseException as err:  # handed to the caller, in order
                     outcome = (epoch, step, None, err)
+                finally:
+                    if fetch is not None:
+                        fetch.release(seq)
                 with ready:
                     results[seq] = outcome
                     ready.notify_all()
@@ -507,6 +528,8 @@ class Loader:
                 ready.notify_all()
             for thread in threads:
                 thread.join()
+            if fetch is not None:
+                fetch.close()
             logger.debug("loader threads shut down at epoch %s step %s", self._epoch, self._step)
 
     def _sequential(self) -> Iterator[tuple[int, dict[str, Any]]]:
