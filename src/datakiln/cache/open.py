@@ -175,6 +175,11 @@ class CachedDataset(BaseDataset):
     def __len__(self) -> int:
         return self._length
 
+    @property
+    def identity(self) -> str:
+        """The cache's key and version: a ``Loader`` state saved over another is refused."""
+        return f"{self.manifest['cache_key']}@v{self.manifest['version']}"
+
     def __repr__(self) -> str:
         return f"CachedDataset({self.url!r}, {self._length} samples, fields={list(self._fields)})"
 

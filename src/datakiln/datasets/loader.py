@@ -315,14 +315,18 @@ class Loader:
             "shard_count": self.shard_count,
             "drop_last": self.drop_last,
             "shuffle": _shuffle_state(self.shuffle),
+            "dataset": getattr(self.dataset, "identity", None),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
         """Continue where ``state`` (from :meth:`state`) left off.
 
-        The seed comes from the state. The dataset length, batch size, ``drop_last`` and
-        shuffle mode must match this loader's; ``shard_count`` may differ when the position
-        reached is a whole number of the new global batches.
+        Elastic: a state saved by any host restores on any host of a job with another
+        ``shard_count``, as long as the global batch (``batch_size * shard_count``) is the
+        same; the hosts then yield every sample of the epoch not yet consumed exactly once.
+        (With another global batch, the position reached must be a whole number of new
+        global batches.) The seed, dataset length and identity (cache key and version, or
+        mixture), ``drop_last`` and shuffle mode must match this loader's.
 
         Raises:
             SpecError: The state is malformed or does not fit this loader.
@@ -332,24 +336,34 @@ class Loader:
                 f"not a Loader state of version {STATE_VERSION}: {state!r}; pass loader.state()"
             )
         mine = self.state()
-        for field in ("num_samples", "batch_size", "drop_last", "shuffle"):
+        for field in ("num_samples", "drop_last", "shuffle", "seed"):
             if state.get(field) != mine[field]:
                 raise SpecError(
                     f"cannot restore: the state has {field}={state.get(field)!r} but this loader "
                     f"has {mine[field]!r}; build the Loader with the same settings and dataset"
                 )
+        if state.get("dataset") is not None and state["dataset"] != mine["dataset"]:
+            raise SpecError(
+                f"cannot restore: the state was saved over dataset {state['dataset']!r} and this "
+                f"loader reads {mine['dataset']!r} (another cache version or mixture); restore "
+                "over the dataset the state came from, or start a new run"
+            )
         epoch, step = int(state["epoch"]), int(state["step"])
         _non_negative("epoch", epoch)
         _non_negative("step", step)
         old_count = int(state["shard_count"])
-        if old_count != self.shard_count:
-            position = step * self.batch_size * old_count
-            new_global = self.batch_size * self.shard_count
+        old_global = int(state["batch_size"]) * old_count
+        new_global = self.batch_size * self.shard_count
+        if old_global != new_global:
+            # Only a position that is a whole number of new global batches maps onto them.
+            position = step * old_global
             if position % new_global:
                 raise SpecError(
-                    f"cannot restore a state from {old_count} hosts on {self.shard_count}: its "
-                    f"position {position} in epoch {epoch} is not a multiple of the new global "
-                    f"batch {new_global}; restore on {old_count} hosts or at an epoch boundary"
+                    f"cannot restore a state with a global batch of {old_global} (batch_size "
+                    f"{state['batch_size']} x {old_count} hosts) on {self.shard_count} hosts "
+                    f"with batch_size {self.batch_size}: its position {position} in epoch "
+                    f"{epoch} is not a multiple of the new global batch {new_global}; keep "
+                    "batch_size x shard_count equal, or restore at an epoch boundary"
                 )
             step = position // new_global
         if step > len(self):
