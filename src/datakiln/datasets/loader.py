@@ -249,6 +249,11 @@ class Loader:
         self.device_put = device_put
         _non_negative("fetch_threads", fetch_threads, minimum=1)
         self.fetch_threads = int(fetch_threads)
+        if hasattr(dataset, "stream_order") and isinstance(shuffle, BlockShuffle):
+            raise SpecError(
+                "a Mixture is read in its own shuffled, weighted order; BlockShuffle does not "
+                "apply to it (use the default shuffle)"
+            )
         self._random_access = has_random_access(dataset)
         if not self._random_access and (shuffle is not False or shard_count > 1):
             raise RandomAccessError(_no_random_access(dataset, "shuffle or shard it across hosts"))
@@ -288,9 +293,13 @@ class Loader:
 
     def _order(self, epoch: int) -> np.ndarray:
         if self._order_cache is None or self._order_cache[0] != epoch:
-            order = epoch_order(
-                self._num_samples, seed=self.seed, epoch=epoch, shuffle=self.shuffle
-            )
+            stream = getattr(self.dataset, "stream_order", None)
+            if stream is not None:  # a Mixture: its own shuffled, weighted stream
+                order = stream(epoch)
+            else:
+                order = epoch_order(
+                    self._num_samples, seed=self.seed, epoch=epoch, shuffle=self.shuffle
+                )
             self._order_cache = (epoch, order)
         return self._order_cache[1]
 
