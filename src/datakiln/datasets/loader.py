@@ -40,7 +40,7 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -185,6 +185,10 @@ class Loader:
             each host's batch becomes its part of a global array). Strings stay lists.
         fetch_threads: Threads that fetch shard objects ahead of the readers, for caches
             opened with ``local_dir`` (see :mod:`datakiln.datasets.fetch_ahead`).
+        transform: A batch function ``fn(batch, key) -> dict`` of the numeric entries, jitted
+            and applied after ``device_put`` (so on the device), whose PRNG key derives from
+            ``(seed, epoch, step)`` (:meth:`transform_key`): a resumed run reproduces the same
+            augmentations. ``datakiln.augment_batch`` is such a function.
 
     Iterating yields batch dicts (with ``"indices"``), continuing from the current state
     through the remaining epochs. Only one iterator is active at a time: starting another
@@ -212,6 +216,7 @@ class Loader:
         shard_count: int | None = None,
         device_put: bool | jax.sharding.Sharding = False,
         fetch_threads: int = 4,
+        transform: Callable[[dict[str, Any], jax.Array], dict[str, Any]] | None = None,
     ) -> None:
         _non_negative("batch_size", batch_size, minimum=1)
         _non_negative("seed", seed)
@@ -249,6 +254,12 @@ class Loader:
         self.device_put = device_put
         _non_negative("fetch_threads", fetch_threads, minimum=1)
         self.fetch_threads = int(fetch_threads)
+        if transform is not None and not callable(transform):
+            raise SpecError(
+                f"transform must be a function (batch, key) -> batch, got {transform!r}"
+            )
+        self.transform = transform
+        self._transform = jax.jit(transform) if transform is not None else None
         if hasattr(dataset, "stream_order") and isinstance(shuffle, BlockShuffle):
             raise SpecError(
                 "a Mixture is read in its own shuffled, weighted order; BlockShuffle does not "
@@ -439,28 +450,42 @@ class Loader:
         if len(self) == 0 and self.num_epochs is not None:
             self._epoch = max(self._epoch, self.num_epochs)
 
-    def _load(self, indices: np.ndarray) -> dict[str, Any]:
+    def _load(self, indices: np.ndarray, epoch: int, step: int) -> dict[str, Any]:
         batch = read_indices(self.dataset, indices, purpose="load a batch")
-        return self._place(batch) if self.device_put is not False else batch
+        return self._finish_batch(batch, epoch, step)
+
+    def _finish_batch(self, batch: dict[str, Any], epoch: int, step: int) -> dict[str, Any]:
+        if self.device_put is not False:
+            batch = self._place(batch)
+        if self._transform is not None:
+            numeric = {k: v for k, v in batch.items() if _is_array(v)}
+            out = self._transform(numeric, self.transform_key(epoch, step))
+            batch = {**batch, **out}
+        return batch
+
+    def transform_key(self, epoch: int, step: int) -> jax.Array:
+        """The PRNG key ``transform`` gets for batch ``step`` of ``epoch``: a function of
+        ``(seed, epoch, step)`` only, so a resumed run draws the same augmentations."""
+        key = jax.random.fold_in(jax.random.key(self.seed), epoch)
+        return jax.random.fold_in(key, step)
 
     def _place(self, batch: dict[str, Any]) -> dict[str, Any]:
         sharding = self.device_put
         out: dict[str, Any] = {}
         for key, value in batch.items():
-            kind = getattr(getattr(value, "dtype", None), "kind", None)
-            if kind is None or kind not in "biufc":
+            if not _is_array(value):
                 out[key] = value  # strings, lists, objects stay on the host
             elif sharding is True:
                 out[key] = jax.device_put(value)
-            elif jax.process_count() > 1:
-                out[key] = jax.make_array_from_process_local_data(sharding, np.asarray(value))
             else:
-                out[key] = jax.device_put(value, sharding)
+                # this host's rows become its part of one global array (on one process,
+                # the whole array)
+                out[key] = jax.make_array_from_process_local_data(sharding, np.asarray(value))
         return out
 
     def _synchronous(self) -> Iterator[tuple[int, dict[str, Any]]]:
         for epoch, step, indices in self._plan():
-            batch = self._load(indices)
+            batch = self._load(indices, epoch, step)
             self._advance(epoch, step)
             yield epoch, batch
         self._finish()
@@ -510,7 +535,7 @@ class Loader:
                 try:
                     if fetch is not None:
                         fetch.wait(seq)
-                    outcome = (epoch, step, self._load(indices), None)
+                    outcome = (epoch, step, self._load(indices, epoch, step), None)
                 except BaseException as err:  # handed to the caller, in order
                     outcome = (epoch, step, None, err)
                 finally:
@@ -567,13 +592,16 @@ class Loader:
                         f"{type(self.dataset).__name__} yielded fewer samples than its "
                         f"length {self._num_samples}"
                     )
-                batch = collate(chunk)
-                if self.device_put is not False:
-                    batch = self._place(batch)
+                batch = self._finish_batch(collate(chunk), epoch, s)
                 self._advance(epoch, s)
                 yield epoch, batch
             if len(self) == 0:
                 self._epoch += 1
+
+
+def _is_array(value: Any) -> bool:
+    kind = getattr(getattr(value, "dtype", None), "kind", None)
+    return kind is not None and kind in "biufc"
 
 
 def _shuffle_state(shuffle: bool | BlockShuffle) -> Any:
