@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ DIR_LOCK = ".dir.lock"
 RESIDENT = "resident.json"
 PARTIAL = ".partial"
 _COPY_BYTES = 8 * 2**20
+_ROOM_WAIT_S = 2.0
 
 
 class LocalLimitError(DatakilnError, OSError):
@@ -261,10 +263,20 @@ class LocalDir:
         info = self._objects[rel]
         partial = final + PARTIAL
         os.makedirs(os.path.dirname(final), exist_ok=True)
-        with self._dir_locked():
-            self._make_room(info.size, exclude=partial)
-            with open(partial, "wb") as f:
-                f.truncate(info.size)  # counted by every process from now on
+        # Pins are held only while a batch is read or waits in a window, so a full directory
+        # is usually full for a moment: wait a little for readers to let go before failing.
+        deadline = time.monotonic() + _ROOM_WAIT_S
+        while True:
+            try:
+                with self._dir_locked():
+                    self._make_room(info.size, exclude=partial)
+                    with open(partial, "wb") as f:
+                        f.truncate(info.size)  # counted by every process from now on
+                break
+            except LocalLimitError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
         try:
             digest = hashlib.new(info.algorithm) if info.checksum else None
             written = 0
