@@ -16,7 +16,7 @@ invocation, medians over ``--runs`` (runs alternate between the compared sides):
 4. an epoch of ``Loader(dtype="raw" cache, device_put=True)`` against a plain loop that calls
    ``jax.device_put`` on memmap batches of the same indices (CPU device);
 5. peak RSS of a fresh process iterating one epoch over S3 with ``local_limit`` a quarter of
-   the cache (``BlockShuffle`` of one shard per block), against the same process's RSS right after opening.
+   the cache (``BlockShuffle`` of one shard per block), against its RSS right after opening.
 """
 
 from __future__ import annotations
@@ -106,18 +106,21 @@ def _epoch_s(loader: datakiln.Loader, epoch: int) -> float:
 
 
 _RSS_CHILD = r"""
-import json, resource, sys
+import json, sys
 import datakiln
+def hwm_mib():  # VmHWM: this image's peak RSS (ru_maxrss would carry the parent's over exec)
+    line = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0]
+    return int(line.split()[1]) / 1024
 url, options, folder, limit, batch, block = sys.argv[1:7]
 dataset = datakiln.open_cache(url, storage_options=json.loads(options), local_dir=folder,
                               local_limit=int(limit), local_window=int(limit) * 4 // 5)
-opened = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+opened = hwm_mib()
 shuffle = datakiln.BlockShuffle(block_size=int(block), window_size=int(block))
 loader = datakiln.Loader(dataset, int(batch), shuffle=shuffle, seed=0, num_epochs=1,
                          shard_index=0, shard_count=1)
 rows = sum(len(b["indices"]) for b in loader)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"rows": rows, "opened_mib": opened / 1024, "peak_mib": peak / 1024,
+peak = hwm_mib()
+print(json.dumps({"rows": rows, "opened_mib": opened, "peak_mib": peak,
                   "usage": dataset.local.usage()}))
 """
 
