@@ -13,10 +13,18 @@ epoch. A trailing partial global batch is dropped with ``drop_last`` or else spl
 possible (a host whose share is empty has one batch fewer that epoch, so multi-host training
 should keep ``drop_last=True``).
 
-State. ``loader.state()`` is a small JSON-able dict (seed, epoch, step and the settings that fix
-the order); ``Loader(...).restore(state)`` over the same dataset continues with exactly the
+State. ``loader.state()`` is a small JSON-able dict (seed, epoch, step, the settings that fix
+the order, and the dataset's ``identity`` when it has one: a cache's key and version, or a
+mixture's); ``Loader(...).restore(state)`` over the same dataset continues with exactly the
 batches an uninterrupted run would have produced next, mid-epoch included. The state counts
-batches *handed to the caller*, not those prefetched.
+batches *handed to the caller*, not those prefetched. Restoring is elastic: a state from any
+host restores on a job with another ``shard_count`` and the same global batch, since the
+position reached is a whole number of global batches of the one global order.
+
+Remote caches. Over a cache opened with ``local_dir``, the loader also walks its plan ahead
+and fetches the shard objects of upcoming batches within the cache's byte window
+(:mod:`datakiln.datasets.fetch_ahead`). Over a :class:`~datakiln.datasets.mixture.Mixture`
+the order is the mixture's own weighted stream.
 
 Threads. Up to ``prefetch`` batches are read ahead by a pool of ``num_threads`` threads (no
 processes, no shared memory: nothing outlives the process). The pool is shut down when
