@@ -321,3 +321,17 @@ def test_loader_over_a_too_narrow_window_says_what_to_do(local_cache, remote, tm
     )
     with pytest.raises(SpecError, match="BlockShuffle"):
         list(Loader(dataset, batch_size=64, shuffle=True, num_epochs=1))
+
+
+def test_breaking_out_of_a_loader_releases_every_pin(local_cache, remote, tmp_path):
+    from datakiln.datasets.loader import BlockShuffle, Loader
+
+    url, options = remote
+    dataset = open_cache(url, storage_options=options, local_dir=str(tmp_path), local_limit=10**7)
+    loader = Loader(dataset, 8, shuffle=BlockShuffle(block_size=16), seed=0, prefetch=2)
+    for step, _ in enumerate(loader):
+        if step == 3:
+            break
+    loader.close()
+    assert dataset.local.pinned_bytes() == dataset.local.resident_bytes()
+    assert not list(tmp_path.rglob(f"*{PARTIAL}"))  # no download left half done
