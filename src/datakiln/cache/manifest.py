@@ -27,9 +27,14 @@ FORMAT_NAME = "datakiln-cache"
 MAX_MANIFEST_BYTES = 64 * 2**20
 
 
-def write_json_atomic(fs: Any, path: str, value: Any) -> None:
-    """Write JSON so that readers see either the old object or the whole new one."""
-    data = json.dumps(value, indent=1, sort_keys=True, allow_nan=False).encode()
+def write_json_atomic(fs: Any, path: str, value: Any, *, compact: bool = False) -> None:
+    """Write JSON so that readers see either the old object or the whole new one.
+
+    ``compact``: no indentation, which lets ``json`` use its C encoder (a records marker
+    lists every archive member of its shard: indented, encoding it cost ~10% of a task).
+    """
+    indent = None if compact else 1
+    data = json.dumps(value, indent=indent, sort_keys=True, allow_nan=False).encode()
     if is_local(fs):
         tmp = f"{path}.{uuid.uuid4().hex}.partial"
         try:

@@ -17,7 +17,9 @@ from datakiln.cache.manifest import write_json_atomic
 def write_marker(
     fs: Any, root: str, generation: str, shard_id: int, marker: Mapping[str, Any]
 ) -> None:
-    write_json_atomic(fs, f"{root}/{shard_marker(generation, shard_id)}", dict(marker))
+    write_json_atomic(
+        fs, f"{root}/{shard_marker(generation, shard_id)}", dict(marker), compact=True
+    )
 
 
 def read_marker(fs: Any, root: str, generation: str, shard_id: int) -> dict[str, Any] | None:
