@@ -4,8 +4,6 @@ space is freed the same command resumes to the content of an uninterrupted bake.
 from __future__ import annotations
 
 import json
-import resource
-import signal
 import subprocess
 import sys
 import uuid
@@ -26,9 +24,11 @@ def raw(tmp_path_factory) -> Path:
     return root
 
 
-def _bake(raw: Path, out: Path, **kwargs) -> subprocess.CompletedProcess:
+def _bake(raw: Path, out: Path, *, limited: bool = False) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "datakiln", "bake", str(raw), "--out", str(out), *ARGS]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, **kwargs)
+    if limited:
+        cmd = [sys.executable, "-c", LIMITED, *cmd[1:]]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
 
 
 def _contents(out: Path) -> dict[str, str]:
@@ -75,16 +75,20 @@ def test_full_disk_stops_the_bake_and_a_rerun_resumes(raw, tmp_path, tiny_tmpfs)
     assert verify_cache(str(out)).ok
 
 
-def _limit_file_size() -> None:
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
-    resource.setrlimit(resource.RLIMIT_FSIZE, (24 * 1024, 24 * 1024))
+# Runs the bake under a 24 KiB file-size limit, SIGXFSZ ignored so that a write past it fails
+# with EFBIG (both survive exec); no preexec_fn, which would run Python in a forked child.
+LIMITED = (
+    "import os, resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+    "resource.setrlimit(resource.RLIMIT_FSIZE, (24 * 1024, 24 * 1024)); "
+    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+)
 
 
 def test_file_size_limit_stops_the_bake_and_a_rerun_resumes(raw, tmp_path):
     reference = tmp_path / "ref"
     assert _bake(raw, reference).returncode == 0
     out = tmp_path / "cache"
-    _one_line_naming(_bake(raw, out, preexec_fn=_limit_file_size), out)
+    _one_line_naming(_bake(raw, out, limited=True), out)
     assert not (out / "manifest.json").exists()
     result = _bake(raw, out)
     assert result.returncode == 0, result.stderr

@@ -112,6 +112,15 @@ def test_reader_rides_out_a_transient_fault(rule, raw, store, proxy, expected):
 @pytest.mark.parametrize("fault", ["503", "stall"])
 def test_a_store_that_stays_down_fails_in_bounded_time(fault, raw, store, proxy):
     url, options = store
+    # fewer, shorter attempts than FAST: giving up is what this test waits for
+    options = {
+        **options,
+        "config_kwargs": {
+            **FAST,
+            "read_timeout": 1,
+            "retries": {"mode": "standard", "max_attempts": 2},
+        },
+    }
     proxy.rules = [Rule(fault, method="PUT", path=SHARD_DATA, times=None)]
     started = time.monotonic()
     with pytest.raises(DatakilnError) as caught:

@@ -224,3 +224,13 @@ def _write_record(url: str, options: dict | None, record: dict) -> None:
     fs, root = fsspec.core.url_to_fs(url, **(options or {}))
     fs.makedirs(root, exist_ok=True)
     fs.pipe_file(f"{root}/_lease.json", json.dumps(record).encode())
+
+
+def test_a_store_without_conditional_writes_falls_back_with_a_warning(memory_root, caplog):
+    caplog.set_level(logging.WARNING, "datakiln.cache.conditional")
+    with StoreLease(memory_root) as lease:
+        assert lease.read()["owner"] == lease.owner
+        with pytest.raises(LeaseHeldError, match=lease.owner):
+            StoreLease(memory_root).acquire()
+    assert f"store {memory_root} has no conditional writes" in caplog.text
+    assert lease.read() is None
