@@ -26,6 +26,8 @@ from datakiln.errors import (
 if TYPE_CHECKING:
     from datakiln.etl.bake import BakeReport
     from datakiln.etl.spec import BakeSpec, ImageParams
+    from datakiln.service.client import Client
+    from datakiln.service.ensure import ensure
 
 __version__ = "0.1.0"
 
@@ -34,6 +36,8 @@ _LAZY = {
     "BakeReport": "datakiln.etl.bake",
     "BakeSpec": "datakiln.etl.spec",
     "ImageParams": "datakiln.etl.spec",
+    "Client": "datakiln.service.client",
+    "ensure": "datakiln.service.ensure",
 }
 
 
@@ -53,6 +57,7 @@ __all__ = [
     "CacheFormatError",
     "CacheNotFoundError",
     "CachedDataset",
+    "Client",
     "ChecksumMismatchError",
     "DatakilnError",
     "ImageParams",
@@ -61,5 +66,6 @@ __all__ = [
     "SpecError",
     "TooManyRejectedError",
     "bake",  # noqa: F405 (lazy, see __getattr__)
+    "ensure",
     "open_cache",
 ]
