@@ -17,7 +17,7 @@ import pytest
 
 pytest.importorskip("fastapi", reason="the service needs the datakiln[service] extra")
 
-from tests.conftest import _free_port, write_small_images  # noqa: E402
+from tests.conftest import _free_port, write_small_images
 
 TOKEN = "s3cret-token-for-tests-7f1c9a"
 
