@@ -65,6 +65,7 @@ function jobRow(job, root) {
 async function datakilnJobsPage() {
   const health = document.getElementById("health");
   let root = "";
+  const shown = { jobs: null, caches: null };
   async function refresh() {
     try {
       const [status, jobs, caches] = await Promise.all([
@@ -72,8 +73,15 @@ async function datakilnJobsPage() {
       root = status.root || root;
       health.textContent = `service up; jobs: ` +
         Object.entries(status.jobs).map(([k, v]) => `${v} ${k}`).join(", ");
-      const jobBody = document.querySelector("#jobs tbody");
-      jobBody.replaceChildren(...jobs.slice().reverse().map((j) => jobRow(j, root)));
+      // Redraw a table only when its data changed, so rows stay put while nothing happens.
+      const jobsText = JSON.stringify(jobs), cachesText = JSON.stringify(caches);
+      if (jobsText !== shown.jobs) {
+        shown.jobs = jobsText;
+        const jobBody = document.querySelector("#jobs tbody");
+        jobBody.replaceChildren(...jobs.slice().reverse().map((j) => jobRow(j, root)));
+      }
+      if (cachesText === shown.caches) return;
+      shown.caches = cachesText;
       const cacheBody = document.querySelector("#caches tbody");
       cacheBody.replaceChildren(...caches.map((c) => {
         const tr = document.createElement("tr");
