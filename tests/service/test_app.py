@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -251,3 +252,53 @@ def test_token_is_not_in_logs_or_database(service, raw_images, tmp_path):
     rows = json.dumps([r.to_dict() for r in JobDB(tmp_path / "state").all()])
     assert TOKEN not in rows
     assert job["id"] in rows
+
+
+def test_jobs_queue_beyond_the_concurrency_limit(tmp_path, raw_images):
+    svc = Service(
+        root=tmp_path / "caches",
+        state_dir=tmp_path / "state",
+        log=tmp_path / "log",
+        extra=("--max-concurrent", "1"),
+    )
+    svc.start()
+    try:
+        ids = [
+            svc.call("POST", "/jobs", {"spec": image_spec(raw_images, output=f"c{k}")})[1]["id"]
+            for k in range(3)
+        ]
+        most = 0
+        while True:
+            jobs = svc.call("GET", "/jobs")[1]
+            states = [j["state"] for j in jobs]
+            most = max(most, states.count("running"))
+            if all(s == "succeeded" for s in states):
+                break
+            assert "failed" not in states, jobs
+            time.sleep(0.05)
+        assert most == 1
+        assert [j["id"] for j in jobs] == ids
+        finished = [j["finished"] for j in jobs]
+        started = [j["started"] for j in jobs]
+        assert started[1] >= finished[0]
+        assert started[2] >= finished[1]
+    finally:
+        svc.stop()
+
+
+def test_the_lease_keeps_a_cli_bake_and_a_service_bake_apart(service, raw_images):
+    from datakiln.etl.lease import StoreLease
+
+    store = service.root / "leased"
+    store.mkdir(parents=True)
+    with StoreLease(str(store)):  # what a CLI bake of the same store holds while it runs
+        job = service.call("POST", "/jobs", {"spec": image_spec(raw_images, output="leased")})[1]
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:
+            now = service.call("GET", f"/jobs/{job['id']}")[1]
+            assert now["state"] in ("queued", "running")
+            assert not (store / "manifest.json").exists()
+            time.sleep(0.2)
+    done = service.wait_job(job["id"])
+    assert done["state"] == "succeeded", done
+    assert done["report"]["baked"] == 40
