@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import io
+import json
 import posixpath
 import time
 from collections.abc import AsyncIterator
@@ -45,6 +46,10 @@ def _job_view(record: JobRecord) -> dict[str, Any]:
     view = record.to_dict()
     view["eta_s"] = eta_s(record)
     return view
+
+
+def _json(value: Any) -> Response:
+    return Response(content=json.dumps(value).encode(), media_type="application/json")
 
 
 def _metrics(manager: JobManager) -> str:
@@ -135,16 +140,17 @@ def create_app(
         watch = request.watch.interval_s if request.watch is not None else None
         return _job_view(manager.submit(request.spec, watch_interval_s=watch))
 
-    @app.get("/jobs")
-    async def list_jobs() -> list[dict[str, Any]]:
-        return [_job_view(r) for r in manager.jobs()]
+    # The polled endpoints answer plain JSON directly: no response-model pass per request.
+    @app.get("/jobs", response_class=JSONResponse)
+    async def list_jobs() -> Response:
+        return _json([_job_view(r) for r in manager.jobs()])
 
-    @app.get("/jobs/{job_id}")
-    async def job(job_id: str) -> dict[str, Any]:
+    @app.get("/jobs/{job_id}", response_class=JSONResponse)
+    async def job(job_id: str) -> Response:
         record = manager.get(job_id)
         if record is None:
             raise HTTPException(status_code=404, detail=f"no job {job_id!r}")
-        return _job_view(record)
+        return _json(_job_view(record))
 
     @app.delete("/jobs/{job_id}", dependencies=[Depends(require_token)])
     def cancel(job_id: str) -> dict[str, Any]:

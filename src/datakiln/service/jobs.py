@@ -59,6 +59,8 @@ class ServiceConfig:
     jax_cache_dir: str | None = None
     lease_wait_s: float = 300.0
     min_watch_interval_s: float = 1.0
+    # Niceness of the bake processes: the API answers first, bakes take the rest of the CPUs.
+    bake_nice: int = 10
     source_policy: SourcePolicy = field(init=False)
 
     def __post_init__(self) -> None:
@@ -358,6 +360,7 @@ class JobManager:
             },
             "jax_cache_dir": self.config.jax_cache_dir,
             "lease_wait_s": self.config.lease_wait_s,
+            "nice": self.config.bake_nice,
         }
         env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
         log = open(self._log_dir / f"{record.id}.log", "ab")  # noqa: SIM115 (the child's)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
 import signal
 import sys
 from collections.abc import Mapping
@@ -53,6 +54,10 @@ def main() -> int:
     from datakiln.etl.spec import BakeSpec
 
     job = json.loads(sys.stdin.read())
+    if job.get("nice"):
+        # Below the service's priority (its workers inherit it), so the HTTP API stays
+        # responsive while bakes use every core.
+        os.nice(int(job["nice"]))
     try:
         spec = BakeSpec.from_dict(job["spec"])
         report = bake(
