@@ -25,7 +25,10 @@ from datakiln.errors import (
 
 if TYPE_CHECKING:
     from datakiln.etl.bake import BakeReport
-    from datakiln.etl.spec import BakeSpec, ImageParams
+    from datakiln.etl.bake import plan_only as plan
+    from datakiln.etl.fields import register_codec
+    from datakiln.etl.spec import AudioParams, BakeSpec, FieldSpec, ImageParams
+    from datakiln.readers.sources import register_source
     from datakiln.service.client import Client
     from datakiln.service.ensure import ensure
 
@@ -35,22 +38,32 @@ _LAZY = {
     "bake": "datakiln.etl.bake",
     "BakeReport": "datakiln.etl.bake",
     "BakeSpec": "datakiln.etl.spec",
+    "FieldSpec": "datakiln.etl.spec",
     "ImageParams": "datakiln.etl.spec",
+    "AudioParams": "datakiln.etl.spec",
+    "register_codec": "datakiln.etl.fields",
+    "register_source": "datakiln.readers.sources",
     "Client": "datakiln.service.client",
     "ensure": "datakiln.service.ensure",
 }
+# Public names whose definition has another name.
+_ALIASES = {"plan": ("datakiln.etl.bake", "plan_only")}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
+    import importlib
 
+    if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _ALIASES:
+        module, attribute = _ALIASES[name]
+        return getattr(importlib.import_module(module), attribute)
     raise AttributeError(f"module 'datakiln' has no attribute {name!r}")
 
 
 __all__ = [
     *_datasets_all,
+    "AudioParams",
     "BakeError",
     "BakeReport",
     "BakeSpec",
@@ -60,6 +73,7 @@ __all__ = [
     "Client",
     "ChecksumMismatchError",
     "DatakilnError",
+    "FieldSpec",
     "ImageParams",
     "OutputError",
     "SourceError",
@@ -68,4 +82,7 @@ __all__ = [
     "bake",  # noqa: F405 (lazy, see __getattr__)
     "ensure",
     "open_cache",
+    "plan",
+    "register_codec",
+    "register_source",
 ]

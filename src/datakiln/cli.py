@@ -116,6 +116,16 @@ def _bake_arguments(parser: argparse.ArgumentParser) -> None:
         "else image)",
     )
     parser.add_argument(
+        "--fields",
+        metavar="NAME=MODALITY[:COLUMN],...",
+        help="bake records: each row holds these fields, read from tables (csv, tsv, jsonl, "
+        "parquet), tar shards or zip archives; e.g. images=image:jpg,captions=text:txt. The "
+        "image, text and audio flags set every field of their modality",
+    )
+    parser.add_argument(
+        "--source-format", help="records: the source of every input (table, tar, zip, ...)"
+    )
+    parser.add_argument(
         "--no-normalize",
         action="store_true",
         help="images: read in [-1, 1] instead of [0, 1]; audio: no peak normalisation",
@@ -454,6 +464,8 @@ def _spec_from_args(args: argparse.Namespace) -> Any:
         image["height"] = image["width"] = args.size
     text = _flags_given(args, TEXT_FLAGS)
     audio = _flags_given(args, AUDIO_FLAGS)
+    if args.fields or (toml and spec.modality == "records"):
+        return _records_spec_from_args(args, spec, {"image": image, "text": text, "audio": audio})
     given = {"image": bool(image), "text": bool(text), "audio": bool(audio)}
     if args.modality:
         modality = args.modality
@@ -489,6 +501,60 @@ def _spec_from_args(args: argparse.Namespace) -> Any:
     if audio:
         top["audio"] = AudioParams.from_dict({**spec.audio.to_dict(), **audio})
     return BakeSpec.from_dict({**_spec_fields(spec), **top})
+
+
+def _parse_fields(text: str) -> dict[str, dict[str, Any]]:
+    """``images=image:jpg;png,captions=text:txt`` as field tables."""
+    from datakiln.errors import SpecError
+
+    fields: dict[str, dict[str, Any]] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, eq, rest = item.partition("=")
+        modality, _, column = rest.partition(":")
+        if not eq or not name or not modality:
+            raise SpecError(
+                f"--fields takes NAME=MODALITY[:COLUMN] items separated by commas; got {item!r}"
+            )
+        fields[name.strip()] = {"modality": modality.strip(), "column": column.strip() or None}
+    return fields
+
+
+def _records_spec_from_args(
+    args: argparse.Namespace, spec: Any, flags: Mapping[str, Mapping[str, Any]]
+) -> Any:
+    """A records spec: ``--fields`` (or the TOML's), with each modality's flags applied to
+    every field of that modality."""
+    from datakiln.errors import SpecError
+    from datakiln.etl.spec import BakeSpec
+
+    if args.modality and args.modality != "records":
+        raise SpecError("--fields makes a records bake; leave out --modality")
+    fields = (
+        _parse_fields(args.fields)
+        if args.fields
+        else {n: f.to_dict() for n, f in spec.fields.items()}
+    )
+    line_only = ("format", "field", "one_per_file", "target_bytes")
+    for name, table in fields.items():
+        extra = dict(flags.get(table["modality"], {}))
+        if table["modality"] == "text":
+            wrong = sorted(k for k in extra if k in line_only)
+            if wrong:
+                raise SpecError(f"{', '.join(wrong)} apply to line text, not to a text field")
+        if args.no_normalize and table["modality"] in ("image", "audio"):
+            extra["normalize"] = False
+        fields[name] = {**table, **extra}
+    top: dict[str, Any] = {"fields": fields, "modality": "records"}
+    if args.source_format:
+        top["source_format"] = args.source_format
+    if args.out:
+        top["output"] = args.out
+    for name in ("shard_size", "scheduler", "workers", "max_rejected"):
+        if getattr(args, name) is not None:
+            top[name] = getattr(args, name)
+    base = _spec_fields(spec)
+    base.update(modality="records", shard_size=top.get("shard_size"))
+    return BakeSpec.from_dict({**base, **top})
 
 
 def _spec_fields(spec: Any) -> dict[str, Any]:
@@ -658,8 +724,11 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     print(f"cache key {info['cache_key'][:16]}…, {info['shards']} shards")
     print(f"inputs {counts['inputs']} = baked {counts['baked']} + rejected {counts['rejected']}")
     spec = info["spec"]
-    params = ", ".join(f"{k}={v}" for k, v in spec.get(info["modality"], {}).items())
-    print(f"spec: {params}")
+    if info["modality"] == "records":
+        _print_record_fields(info)
+    else:
+        params = ", ".join(f"{k}={v}" for k, v in spec.get(info["modality"], {}).items())
+        print(f"spec: {params}")
     for name, f in info["fields"].items():
         ratio = f["compression_ratio"]
         print(
@@ -698,6 +767,30 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     for reason, r in info["rejected"].items():
         print(f"rejected {r['count']:6d}  {reason}  e.g. {r['examples'][0]}")
     return EXIT_OK
+
+
+def _print_record_fields(info: Mapping[str, Any]) -> None:
+    """Each record field: where it is read from and what the bake saw in it."""
+    for name, entry in info["record_fields"].items():
+        required = "" if entry["required"] else ", optional"
+        print(f"record field {name}: {entry['modality']} from {entry['column']!r}{required}")
+        stats = entry.get("statistics") or {}
+        if entry.get("classes"):
+            print("  classes: " + ", ".join(f"{k} ({v})" for k, v in entry["classes"].items()))
+        if stats.get("mean"):
+            mean = ", ".join(f"{m:.3f}" for m in stats["mean"])
+            print(f"  per-channel mean [{mean}] (pixels scaled to [0, 1])")
+        if stats.get("total_sequences") is not None:
+            print(
+                f"  {stats['total_sequences']} texts, {stats['n_tokens']} tokens, mean length "
+                f"{stats['mean_length']:.1f} of {stats['max_length']}, "
+                f"{stats['n_truncated']} truncated"
+            )
+        if stats.get("clips") is not None:
+            print(
+                f"  {stats['clips']} clips, {stats['duration_total_s']:.1f} s of source audio, "
+                f"stored {stats['target_duration_s']:g} s each"
+            )
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ Text: a token-length histogram and a few decoded samples. Drawn with Pillow only
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,19 +35,28 @@ def _title(draw: ImageDraw.ImageDraw, text: str, width: int) -> None:
     draw.text((8, 5), text, fill=INK, font=_font())
 
 
-def _contact_sheet(dataset: CachedDataset, count: int, seed: int) -> Image.Image:
+def _contact_sheet(
+    dataset: CachedDataset,
+    count: int,
+    seed: int,
+    *,
+    image_key: str = "images",
+    label_key: str = "labels",
+    names: list[str] | None = None,
+    caption_key: str | None = None,
+) -> Image.Image:
     idx = _sample_indices(len(dataset), count, seed)
     batch = dataset.get_batch(indices=idx)
-    images = batch["images"]
+    images = batch[image_key]
+    names = names if names is not None else dataset.class_names
     lo, hi = (-1.0, 1.0) if images.min() < 0 else (0.0, 1.0)
     pixels = np.clip((images - lo) / (hi - lo) * 255 + 0.5, 0, 255).astype(np.uint8)
     cols = int(np.ceil(np.sqrt(len(idx))))
     rows = int(np.ceil(len(idx) / cols))
-    label_h = 14
+    label_h = 14 + (3 * 12 if caption_key else 0)
     sheet = Image.new("RGB", (cols * (TILE + 6) + 6, rows * (TILE + label_h + 6) + 30), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
     _title(draw, f"{dataset.url}: {len(dataset)} images", sheet.width)
-    names = dataset.class_names
     for k, (i, tile) in enumerate(zip(idx, pixels, strict=True)):
         channels = tile.shape[-1]
         mode = {1: "L", 3: "RGB", 4: "RGBA"}[channels]
@@ -55,10 +65,13 @@ def _contact_sheet(dataset: CachedDataset, count: int, seed: int) -> Image.Image
         x, y = 6 + (k % cols) * (TILE + 6), 28 + (k // cols) * (TILE + label_h + 6)
         sheet.paste(im, (x, y))
         label = f"#{int(i)}"
-        if "labels" in batch:
-            value = int(batch["labels"][k])
+        if label_key in batch:
+            value = int(batch[label_key][k])
             label += f" {names[value] if names else value}"
         draw.text((x, y + TILE + 1), label[:16], fill=ACCENT, font=_font())
+        if caption_key:
+            for line, part in enumerate(textwrap.wrap(str(batch[caption_key][k]), 16)[:3]):
+                draw.text((x, y + TILE + 13 + 12 * line), part, fill=INK, font=_font())
     return sheet
 
 
@@ -74,7 +87,15 @@ def _colormap(values: np.ndarray) -> np.ndarray:
     return (stops[lo[..., 0]] * (1 - frac) + stops[lo[..., 0] + 1] * frac).astype(np.uint8)
 
 
-def _audio_sheet(dataset: CachedDataset, count: int, seed: int) -> Image.Image:
+def _audio_sheet(
+    dataset: CachedDataset,
+    count: int,
+    seed: int,
+    *,
+    wave_key: str = "audio",
+    mel_key: str = "mel",
+    caption_key: str | None = None,
+) -> Image.Image:
     idx = _sample_indices(len(dataset), min(count, 8), seed)
     batch = dataset.get_batch(indices=idx)
     panel_w, mel_h, wave_h = 360, 96, 48
@@ -85,11 +106,11 @@ def _audio_sheet(dataset: CachedDataset, count: int, seed: int) -> Image.Image:
     _title(draw, f"{dataset.url}: {len(dataset)} clips (log-mel over waveform)", sheet.width)
     for k, i in enumerate(idx):
         x, y = 6 + (k % 2) * (panel_w + 6), 28 + (k // 2) * (mel_h + wave_h + 24)
-        mel = np.asarray(batch["mel"][k], dtype=np.float64)
+        mel = np.asarray(batch[mel_key][k], dtype=np.float64)
         span = max(float(mel.max() - mel.min()), 1e-9)
         rgb = _colormap((mel - mel.min()) / span)[::-1]  # low frequencies at the bottom
         sheet.paste(Image.fromarray(rgb).resize((panel_w, mel_h)), (x, y))
-        wave = np.asarray(batch["audio"][k], dtype=np.float64)
+        wave = np.asarray(batch[wave_key][k], dtype=np.float64)
         cols = np.array_split(wave, panel_w)
         peak = max(float(np.abs(wave).max()), 1e-9)
         mid = y + mel_h + 4 + wave_h // 2
@@ -98,7 +119,8 @@ def _audio_sheet(dataset: CachedDataset, count: int, seed: int) -> Image.Image:
                 top = mid - int(part.max() / peak * wave_h / 2)
                 bottom = mid - int(part.min() / peak * wave_h / 2)
                 draw.line([x + c, top, x + c, bottom], fill=ACCENT)
-        draw.text((x, y + mel_h + wave_h + 8), f"#{int(i)}", fill=INK, font=_font())
+        caption = f": {batch[caption_key][k]}" if caption_key else ""
+        draw.text((x, y + mel_h + wave_h + 8), f"#{int(i)}{caption}"[:58], fill=INK, font=_font())
     return sheet
 
 
@@ -140,8 +162,44 @@ def render_preview(
     """A preview picture of the cache at ``url`` for its modality."""
     dataset = open_cache(url, storage_options=storage_options)
     modality = dataset.manifest["modality"]
+    if modality == "records":
+        return _records_sheet(dataset, count, seed)
     if modality == "audio":
         return _audio_sheet(dataset, count, seed)
     if modality == "text":
         return _text_sheet(dataset, count, seed)
     return _contact_sheet(dataset, count, seed)
+
+
+def _records_sheet(dataset: CachedDataset, count: int, seed: int) -> Image.Image:
+    """Records: a contact sheet of the first image field with its caption and label, or the
+    spectrograms of the first audio field with their transcripts."""
+    from datakiln.etl.fields.audio import mel_name
+    from datakiln.etl.spec import FieldSpec
+
+    fields = dataset.manifest.get("record_fields") or {}
+    by_modality: dict[str, list[str]] = {}
+    for name, entry in fields.items():
+        by_modality.setdefault(entry["modality"], []).append(name)
+    caption = f"{by_modality['text'][0]}_text" if "text" in by_modality else None
+    if "image" in by_modality:
+        labels = by_modality.get("label", [])
+        label_key = labels[0] if labels else "labels"
+        names = (dataset.manifest.get("label_classes") or {}).get(label_key)
+        return _contact_sheet(
+            dataset,
+            count,
+            seed,
+            image_key=by_modality["image"][0],
+            label_key=label_key,
+            names=names,
+            caption_key=caption,
+        )
+    if "audio" in by_modality:
+        wave = by_modality["audio"][0]
+        mel = mel_name(FieldSpec(name=wave, modality="audio"))
+        return _audio_sheet(dataset, count, seed, wave_key=wave, mel_key=mel, caption_key=caption)
+    kinds = ", ".join(f"{n} ({e['modality']})" for n, e in fields.items())
+    raise ValueError(
+        f"{dataset.url}: preview draws records with an image or audio field; this one has {kinds}"
+    )

@@ -50,7 +50,10 @@ def describe_cache(url: str, storage_options: Mapping[str, Any] | None = None) -
     by_reason: dict[str, list[str]] = {}
     for row in rejected.to_pylist():
         key = f"{row['stage']}: {row['error_type']}"
-        by_reason.setdefault(key, []).append(row["uri"])
+        if row.get("field"):  # records: which field failed, and the record named
+            key += f" ({row['field']})"
+        where = f"{row['uri']} [{row['record']}]" if row.get("record") else row["uri"]
+        by_reason.setdefault(key, []).append(where)
     classes = None
     if manifest.get("class_names"):
         counts = manifest.get("class_counts") or [None] * len(manifest["class_names"])
@@ -60,6 +63,24 @@ def describe_cache(url: str, storage_options: Mapping[str, Any] | None = None) -
     if manifest["modality"] == "text":
         extra["tokenizer"] = manifest.get("tokenizer")
         extra["vocabulary"] = _vocabulary(stats)
+    elif manifest["modality"] == "records":
+        labels = manifest.get("label_classes") or {}
+        extra["record_fields"] = {
+            name: {
+                **entry,
+                "statistics": stats.get(name),
+                "classes": dict(
+                    zip(
+                        labels[name],
+                        (stats.get(name) or {}).get("label_counts", []) + [0] * len(labels[name]),
+                        strict=False,
+                    )
+                )
+                if name in labels
+                else None,
+            }
+            for name, entry in (manifest.get("record_fields") or {}).items()
+        }
     elif manifest["modality"] == "audio":
         extra["featurizer"] = manifest.get("featurizer")
         extra["durations"] = {

@@ -9,7 +9,7 @@ from __future__ import annotations
 import collections
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -167,10 +167,26 @@ class CachedDataset(BaseDataset):
             buffer = buffers[name] = np.empty(size, dtype)
         return buffer[:size].reshape(shape)
 
-    def read_batch(self, indices: np.ndarray) -> dict[str, Any]:
+    @property
+    def field_names(self) -> list[str]:
+        """The stored fields, as batches name them."""
+        return list(self._fields)
+
+    def read_batch(
+        self, indices: np.ndarray, fields: Sequence[str] | None = None
+    ) -> dict[str, Any]:
+        """The samples at ``indices``: every field, or only ``fields`` (read nothing else)."""
         rows = self.rows_of(np.asarray(indices, dtype=np.int64))
         batch: dict[str, Any] = {}
+        if fields is not None:
+            unknown = sorted(set(fields) - set(self._fields))
+            if unknown:
+                raise CacheFormatError(
+                    f"{self.url} has no field {unknown[0]!r}; its fields are {sorted(self._fields)}"
+                )
         for name, field in self._fields.items():
+            if fields is not None and name not in fields:
+                continue
             data = self._read_field(name, rows)
             transform = field.get("transform")
             if transform is not None and transform["kind"] == "affine":

@@ -280,8 +280,11 @@ class MultiModalPairedDataset(BaseDataset):
         pairs: Which modalities are paired, as ``(a, b)`` name tuples; every name must be a
             key of ``data``.
         data: Modality name -> array (NumPy or JAX) with one row per sample; all the same
-            number of rows.
-        alignments: Optional per-row alignment scores ``(N,)``; ones by default.
+            number of rows. Or a baked records cache (``open_cache(url)``), whose fields are
+            read on demand: nothing is loaded up front, and ``pair_batch`` reads only the two
+            fields of its pair.
+        alignments: Optional per-row alignment scores ``(N,)``; ones by default. Over a
+            cache, also the name of a stored scalar field holding them.
         split: Split name.
         config: Optional config object.
         rngs: Seed source of ``get_batch``'s random draws.
@@ -304,6 +307,10 @@ class MultiModalPairedDataset(BaseDataset):
         rngs: Any = None,
     ) -> None:
         super().__init__(config, split, rngs=rngs)
+        self._source: BaseDataset | None = None
+        if isinstance(data, BaseDataset):
+            self._init_from_dataset(pairs, data, alignments)
+            return
         self.data = {name: np.asarray(value) for name, value in data.items()}
         rows = {name: (a.shape[0] if a.ndim else None) for name, a in self.data.items()}
         if not rows or None in rows.values() or len(set(rows.values())) != 1:
@@ -326,10 +333,50 @@ class MultiModalPairedDataset(BaseDataset):
                     f"alignments must have shape ({self._len},), got {self.alignments.shape}"
                 )
 
+    def _init_from_dataset(self, pairs: Any, source: BaseDataset, alignments: Any) -> None:
+        names = list(getattr(source, "field_names", []))
+        self.pairs = tuple((str(a), str(b)) for a, b in pairs)
+        missing = sorted({m for pair in self.pairs for m in pair} - set(names))
+        if not self.pairs or missing:
+            raise SpecError(
+                f"pairs must name fields of the cache {sorted(names)}; missing {missing}"
+            )
+        if alignments is not None and not isinstance(alignments, str):
+            raise SpecError("over a cache, alignments is the name of a stored field, or None")
+        if alignments is not None and alignments not in names:
+            raise SpecError(f"alignments field {alignments!r} is not one of {sorted(names)}")
+        self._source = source
+        self._alignment_field = alignments
+        self._len = len(source)
+        self.data = {}
+        self.alignments = None
+
+    def _read(self, indices: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
+        """The fields ``names`` at ``indices`` (from the cache, or the arrays)."""
+        if self._source is None:
+            out = {name: self.data[name][indices] for name in names}
+            out["alignment_scores"] = self.alignments[indices]
+            return out
+        wanted = list(names) + ([self._alignment_field] if self._alignment_field else [])
+        batch = self._source.read_batch(indices, fields=wanted)  # type: ignore[call-arg]
+        out = {name: batch[name] for name in names}
+        scores = (
+            np.asarray(batch[self._alignment_field], np.float32)
+            if self._alignment_field
+            else np.ones(len(indices), np.float32)
+        )
+        out["alignment_scores"] = scores
+        return out
+
     def __len__(self) -> int:
         return self._len
 
     def read_batch(self, indices: np.ndarray) -> dict[str, Any]:
+        if self._source is not None:
+            names = list(dict.fromkeys(m for pair in self.pairs for m in pair))
+            out = self._read(indices, names)
+            out["indices"] = np.asarray(indices, dtype=np.int64)
+            return out
         out: dict[str, Any] = {name: a[indices] for name, a in self.data.items()}
         out["alignment_scores"] = self.alignments[indices]
         out["indices"] = np.asarray(indices, dtype=np.int64)
@@ -344,7 +391,6 @@ class MultiModalPairedDataset(BaseDataset):
         if tuple(pair) not in self.pairs:
             raise SpecError(f"pair {tuple(pair)} is not one of {list(self.pairs)}")
         idx = self.check_indices(indices)
-        out: dict[str, Any] = {name: self.data[name][idx] for name in pair}
-        out["alignment_scores"] = self.alignments[idx]
+        out = self._read(idx, list(pair))
         out["indices"] = idx
         return out

@@ -176,6 +176,7 @@ def _read_previous(spec: BakeSpec) -> tuple[dict[str, Any] | None, PreviousBake 
         class_names=tuple(manifest["class_names"]) if manifest.get("class_names") else None,
         rows=manifest["rows"],
         next_shard_id=manifest["next_shard_id"],
+        label_classes={k: tuple(v) for k, v in (manifest.get("label_classes") or {}).items()},
     )
     return manifest, previous
 
@@ -398,6 +399,7 @@ def _key_changes(current: Mapping[str, Any] | None, plan: BakePlan) -> tuple[str
     c = plan.changes
     if plan.previous is not None and (c.new or c.changed or c.removed):
         reasons.append(f"inputs: {c.new} new, {c.changed} changed, {c.removed} removed")
+        reasons += list(c.examples)
     elif plan.previous is None and not reasons:
         reasons.append("inputs differ from the committed listing")
     return tuple(reasons)
@@ -514,7 +516,7 @@ def _bake_planned(
         "generation_key": plan.generation_key,
         "generation": plan.generation,
         "modality": spec.modality,
-        "params": spec.params.to_dict(),
+        "params": _task_params(plan),
         "fields": [f.to_task() for f in fields],
         "jax_cache_dir": jax_cache_dir,
     }
@@ -549,6 +551,13 @@ def _bake_planned(
         store_version=store_version,
         new_markers=new,
     )
+
+
+def _task_params(plan: BakePlan) -> dict[str, Any]:
+    params = plan.spec.params.to_dict()
+    if plan.label_classes:  # records: the class names each label field maps to ids
+        params["classes"] = {k: list(v) for k, v in plan.label_classes.items()}
+    return params
 
 
 def _class_counts(plan: BakePlan, markers: list[Mapping[str, Any]]) -> list[int] | None:
@@ -616,6 +625,7 @@ def _commit(
         "fields": _field_schema(plan, fields),
         "class_names": list(plan.class_names) if plan.class_names is not None else None,
         "class_counts": _class_counts(plan, ordered),
+        "label_classes": {k: list(v) for k, v in plan.label_classes.items()} or None,
         "stats": stats,
         "shards": [
             {

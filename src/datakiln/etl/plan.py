@@ -6,6 +6,7 @@ a task never needs anything pickled beyond strings and numbers.
 
 from __future__ import annotations
 
+import dataclasses
 import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from datakiln.cache.fingerprint import fingerprint
 from datakiln.cache.layout import FORMAT_VERSION, generation_dir
 from datakiln.etl.spec import BakeSpec
 from datakiln.readers.listing import InputFile, list_inputs
+from datakiln.readers.sources import RecordUnit
 
 if TYPE_CHECKING:
     from datakiln.etl.modalities.base import Unit
@@ -39,6 +41,8 @@ class ShardPlan:
     labels: tuple[int, ...] | None
     capacity: int = -1
     ranges: tuple[tuple[int, int] | None, ...] | None = None
+    # Records bakes: the record units the shard reads (``inputs`` are their containers).
+    units: tuple[RecordUnit, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.capacity < 0:  # one row per input unless the planner says otherwise
@@ -50,7 +54,9 @@ class ShardPlan:
         return fingerprint(self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
+        units = {"units": [u.to_dict() for u in self.units]} if self.units is not None else {}
         return {
+            **units,
             "shard_id": self.shard_id,
             "row_start": self.row_start,
             "capacity": self.capacity,
@@ -74,6 +80,9 @@ class ShardPlan:
             ranges=tuple(tuple(r) if r is not None else None for r in ranges)
             if ranges is not None
             else None,
+            units=tuple(RecordUnit.from_dict(u) for u in data["units"])
+            if "units" in data
+            else None,
         )
 
 
@@ -87,16 +96,19 @@ class PreviousBake:
     class_names: tuple[str, ...] | None
     rows: int
     next_shard_id: int
+    label_classes: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class InputChanges:
-    """How the input listing differs from the committed one."""
+    """How the input listing differs from the committed one (``examples``: a few of the
+    changed, new or removed files, named)."""
 
     new: int = 0
     changed: int = 0
     removed: int = 0
     unchanged: int = 0
+    examples: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +134,8 @@ class BakePlan:
     next_shard_id: int
     changes: InputChanges
     previous: PreviousBake | None
+    # Records bakes: the class names of each label field, in id order.
+    label_classes: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
     @property
     def generation(self) -> str:
@@ -268,6 +282,11 @@ def plan_shards(
 def plan_bake(spec: BakeSpec, previous: PreviousBake | None = None) -> BakePlan:
     """List the inputs of ``spec`` (raises ``SourceError``) and plan the next version."""
     from datakiln.etl.modalities import get_modality
+
+    if spec.modality == "records":
+        from datakiln.etl.plan_records import plan_records
+
+        return plan_records(spec, previous)
 
     extensions = get_modality(spec.modality).extensions
     inputs = tuple(list_inputs(spec.sources, spec.storage_options, extensions=extensions))

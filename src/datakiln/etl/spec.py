@@ -20,10 +20,10 @@ from datakiln.errors import SpecError
 REPRESENTATIONS = ("rgb", "grayscale", "rgba")
 FITS = ("stretch", "center-crop", "pad")
 LABEL_SOURCES = (None, "parent")
-MODALITIES = ("image", "text", "audio")
+MODALITIES = ("image", "text", "audio", "records")
 # Samples per bake shard when the spec names none: short text lines are cheap per sample, so
 # text shards are large enough that per-shard costs (writes, markers) stay small.
-DEFAULT_SHARD_SIZES = {"image": 1024, "text": 16384, "audio": 1024}
+DEFAULT_SHARD_SIZES = {"image": 1024, "text": 16384, "audio": 1024, "records": 1024}
 TEXT_FORMATS = (None, "txt", "jsonl", "csv", "tsv", "parquet")
 TOKENIZERS = ("word_hash", "byte")
 TEXT_ERRORS = ("reject", "replace")
@@ -233,6 +233,108 @@ class AudioParams(_Params):
         return 1 + self.samples // self.hop_length
 
 
+# Text parameters that belong to reading line files, not to a record's text field.
+_LINE_TEXT_ONLY = ("format", "field", "one_per_file", "target_bytes")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FieldSpec:
+    """One field of a record: which column (or archive member extension) holds it, and how
+    its modality's codec preprocesses it.
+
+    ``column`` defaults to the field's name. Alternatives are separated by ``;`` (the first
+    present wins: ``"jpg;png;webp"``), and ``"json.caption"`` reads the key ``caption`` of a
+    JSON member or struct column. A record whose required field is missing, empty or
+    undecodable is rejected whole; a field with ``required = false`` gets a per-row validity
+    mask ``<name>_valid`` instead. ``params`` is the codec's parameter table (``ImageParams``
+    for images, ``TextParams`` for text, ``AudioParams`` for audio, ...).
+    """
+
+    name: str
+    modality: str
+    column: str | None = None
+    required: bool = True
+    params: Any = None
+
+    def __post_init__(self) -> None:
+        from datakiln.etl.fields import get_codec
+
+        if not isinstance(self.name, str) or not self.name.isidentifier():
+            raise SpecError(f"field names must be identifiers; got {self.name!r}")
+        codec = get_codec(self.modality)
+        if self.column is None:
+            object.__setattr__(self, "column", self.name)
+        if not isinstance(self.column, str) or not self.column.strip(";"):
+            raise SpecError(f"fields.{self.name}.column must name a column; got {self.column!r}")
+        if not isinstance(self.required, bool):
+            raise SpecError(f"fields.{self.name}.required must be true or false")
+        kind = codec.params_type
+        if kind is None:
+            if self.params:
+                raise SpecError(f"fields.{self.name}: a {self.modality} field takes no parameters")
+        elif self.params is None or isinstance(self.params, Mapping):
+            object.__setattr__(
+                self, "params", _field_params(self.name, kind, dict(self.params or {}))
+            )
+        elif not isinstance(self.params, kind):
+            raise SpecError(
+                f"fields.{self.name}.params must be {kind.__name__} or a table; got "
+                f"{type(self.params).__name__}"
+            )
+        if self.modality == "image" and self.params.labels is not None:
+            raise SpecError(
+                f"fields.{self.name}: labels of records come from a label field, not image.labels"
+            )
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The alternatives of ``column``, in order."""
+        return tuple(c.strip() for c in str(self.column).split(";") if c.strip())
+
+    def to_dict(self) -> dict[str, Any]:
+        params = self.params.to_dict() if self.params is not None else {}
+        if self.modality == "text":
+            params = {k: v for k, v in params.items() if k not in _LINE_TEXT_ONLY}
+        if self.modality == "image":
+            params.pop("labels", None)
+        return {
+            "modality": self.modality,
+            "column": self.column,
+            "required": self.required,
+            **params,
+        }
+
+    @classmethod
+    def from_dict(cls, name: str, data: Mapping[str, Any]) -> FieldSpec:
+        if not isinstance(data, Mapping):
+            raise SpecError(f"[fields.{name}] must be a table")
+        values = dict(data)
+        if "modality" not in values:
+            from datakiln.etl.fields import known_modalities
+
+            raise SpecError(
+                f"[fields.{name}] needs modality, one of {', '.join(known_modalities())}"
+            )
+        modality = values.pop("modality")
+        column = values.pop("column", None)
+        required = values.pop("required", True)
+        return cls(name=name, modality=modality, column=column, required=required, params=values)
+
+
+def _field_params(name: str, kind: Any, values: dict[str, Any]) -> Any:
+    section = f"[fields.{name}]"
+    allowed = [f.name for f in dataclasses.fields(kind)]
+    if kind is TextParams:
+        allowed = [a for a in allowed if a not in _LINE_TEXT_ONLY]
+    if kind is ImageParams:
+        allowed = [a for a in allowed if a != "labels"]
+    _reject_unknown(section, values, [*allowed, "modality", "column", "required"])
+    try:
+        return kind(**values)
+    except SpecError as err:
+        raise SpecError(f"{section}: {err}") from None
+
+
 @dataclass(frozen=True, kw_only=True)
 class BakeSpec:
     """Everything a bake needs.
@@ -259,6 +361,13 @@ class BakeSpec:
         workers: Start a ``distributed.LocalCluster`` of this many worker processes on this
             machine and bake on it (with ``"auto"`` or ``"threads"`` only).
         max_rejected: Fail the bake (exit non-zero) when more inputs than this are rejected.
+        fields: The fields of a records bake, by name (``FieldSpec`` or a plain table with
+            ``modality``, ``column``, ``required`` and the codec's parameters). Naming fields
+            makes the bake a records bake (``modality = "records"``): sources are tables
+            (CSV, TSV, JSON Lines, Parquet), tar shards or zip archives, and each row of the
+            cache holds every field of one record.
+        source_format: The record source of every input (``table``, ``tar``, ``zip``, or a
+            registered one); by default each input's ending picks it.
     """
 
     sources: tuple[str, ...]
@@ -274,10 +383,13 @@ class BakeSpec:
     scheduler: str = "auto"
     workers: int | None = None
     max_rejected: int | None = None
+    fields: Mapping[str, FieldSpec] = field(default_factory=dict)
+    source_format: str | None = None
 
     def __post_init__(self) -> None:
         sources = (self.sources,) if isinstance(self.sources, str) else tuple(self.sources)
         object.__setattr__(self, "sources", sources)
+        self._check_fields()
         for name, kind in (("image", ImageParams), ("text", TextParams), ("audio", AudioParams)):
             table = getattr(self, name)
             if isinstance(table, Mapping):  # a plain table, as in a TOML spec
@@ -309,9 +421,39 @@ class BakeSpec:
                 f"address such as tcp://host:8786; got {self.scheduler!r}"
             )
 
+    def _check_fields(self) -> None:
+        if not isinstance(self.fields, Mapping):
+            raise SpecError("fields must be a table of field tables, by field name")
+        fields = {}
+        for name, value in self.fields.items():
+            if isinstance(value, FieldSpec):
+                if value.name != name:
+                    value = dataclasses.replace(value, name=name)
+                fields[name] = value
+            else:
+                fields[name] = FieldSpec.from_dict(name, value)
+        object.__setattr__(self, "fields", fields)
+        if fields and self.modality not in ("image", "records"):
+            raise SpecError(
+                f"a spec with [fields] bakes records; modality {self.modality!r} cannot have "
+                "fields (drop modality, or the fields)"
+            )
+        if fields:
+            object.__setattr__(self, "modality", "records")
+        elif self.modality == "records":
+            raise SpecError("a records bake needs at least one [fields.NAME] table")
+        stored = [n for f in fields.values() for n in _stored_names(f)]
+        clash = sorted({n for n in stored if stored.count(n) > 1})
+        if clash:
+            raise SpecError(f"fields store arrays under the same name: {', '.join(clash)}")
+        if self.source_format is not None and not isinstance(self.source_format, str):
+            raise SpecError(f"source_format must be a source name; got {self.source_format!r}")
+
     @property
     def params(self) -> Any:
         """The parameter table of the spec's modality."""
+        if self.modality == "records":
+            return RecordParams(fields=dict(self.fields), source_format=self.source_format)
         return getattr(self, self.modality)
 
     def key_dict(self) -> dict[str, Any]:
@@ -324,6 +466,17 @@ class BakeSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types; storage options are left out so credentials never leak."""
+        if self.modality == "records":
+            return {
+                "sources": list(self.sources),
+                "output": self.output,
+                "fields": {n: f.to_dict() for n, f in self.fields.items()},
+                "source_format": self.source_format,
+                "shard_size": self.shard_size,
+                "scheduler": self.scheduler,
+                "workers": self.workers,
+                "max_rejected": self.max_rejected,
+            }
         return {
             "sources": list(self.sources),
             "output": self.output,
@@ -346,6 +499,8 @@ class BakeSpec:
                 if not isinstance(table, Mapping | kind):
                     raise SpecError(f"[{name}] must be a table of {name} parameters")
                 values[name] = table if isinstance(table, kind) else kind.from_dict(table)
+        if "fields" in values and not isinstance(values["fields"], Mapping):
+            raise SpecError("fields must be a table: [fields.NAME] with modality and column")
         for required in ("sources", "output"):
             if required not in values:
                 raise SpecError(f"the bake spec needs {required!r}")
@@ -372,6 +527,34 @@ class BakeSpec:
         if isinstance(data.get("output"), str):
             data["output"] = _resolve(data["output"], base)
         return cls.from_dict(data)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordParams:
+    """The parameters of a records bake: its fields, and the source format if named."""
+
+    fields: Mapping[str, FieldSpec]
+    source_format: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "fields": {n: f.to_dict() for n, f in self.fields.items()},
+            "source_format": self.source_format,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RecordParams:
+        return cls(
+            fields={n: FieldSpec.from_dict(n, f) for n, f in data["fields"].items()},
+            source_format=data.get("source_format"),
+        )
+
+
+def _stored_names(spec: FieldSpec) -> list[str]:
+    from datakiln.etl.fields import get_codec
+
+    names = [layout.name for layout in get_codec(spec.modality).layouts(spec, "", 1)]
+    return [*names, f"{spec.name}_valid"] if not spec.required else names
 
 
 def _resolve(url: Any, base: Path) -> Any:

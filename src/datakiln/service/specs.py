@@ -140,11 +140,10 @@ def job_spec(
 
 
 def listed_cache_key(spec: Any) -> str:
-    """The cache key of ``spec`` over its inputs as they are listed now (``SourceError``)."""
-    from datakiln.etl.modalities import get_modality
-    from datakiln.etl.plan import cache_key
-    from datakiln.readers.listing import list_inputs
+    """The cache key of ``spec`` over its inputs as listed now (raises ``SourceError``).
 
-    extensions = get_modality(spec.modality).extensions
-    inputs = tuple(list_inputs(spec.sources, spec.storage_options, extensions=extensions))
-    return cache_key(spec, inputs)
+    The planner's own key, so it is the key ``bake`` will commit (any modality).
+    """
+    from datakiln.etl.plan import plan_bake
+
+    return plan_bake(spec).cache_key

@@ -19,6 +19,9 @@ REJECTED_SCHEMA = pa.schema(
         ("message", pa.string()),
         ("shard", pa.int32()),
         ("position", pa.int64()),
+        # records bakes: the record (table row, archive key) and the field that failed
+        ("record", pa.string()),
+        ("field", pa.string()),
     ]
 )
 

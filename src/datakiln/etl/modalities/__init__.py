@@ -15,6 +15,7 @@ _MODULES = {
     "image": "datakiln.etl.modalities.image",
     "text": "datakiln.etl.modalities.text",
     "audio": "datakiln.etl.modalities.audio",
+    "records": "datakiln.etl.modalities.records",
 }
 
 

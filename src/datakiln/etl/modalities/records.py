@@ -1,0 +1,405 @@
+"""Records: each row of the cache holds every field of one record.
+
+A shard task reads its record units through their sources, resolves each field's value (a
+column, an archive member, a key of a JSON member, a file a table names), fetches every
+referenced byte range in a few batched reads, decodes each field with its codec, rejects a
+record whole when a required field is missing, empty or undecodable (naming the record, the
+field, the stage and the reason), and hands each codec the shard's surviving values for its jit
+kernel. Optional fields get a validity mask ``<name>_valid`` instead of a rejection.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+
+from datakiln.cache.fingerprint import content_hash
+from datakiln.errors import BakeError
+from datakiln.etl.fields import get_codec
+from datakiln.etl.fields.base import Context, FieldError
+from datakiln.etl.modalities.base import ShardOutput, Unit
+from datakiln.etl.plan import ShardPlan
+from datakiln.etl.spec import BakeSpec, FieldSpec, RecordParams
+from datakiln.readers.rejections import STAGE_FETCH, STAGE_PARSE, STAGE_VALIDATE
+from datakiln.readers.sources import (
+    FileRef,
+    MemberRef,
+    Record,
+    get_source,
+    record_extensions,
+    resolve_path,
+)
+from datakiln.writers.zarr_region import FieldLayout
+
+# Decode threads per shard task: Pillow, libsndfile and hashing release the GIL.
+DECODE_THREADS = 2
+# Files fetched per batched read (bounds the bytes a task holds before decoding).
+FETCH_BATCH = 256
+# What a plan rejection's error type says about where the record failed.
+_PLAN_STAGES = {"CsvParseError": STAGE_PARSE, "DuplicateKey": STAGE_PARSE}
+
+
+@dataclass(slots=True)
+class _Slot:
+    """One field of one record on its way to the codec."""
+
+    value: Any = None  # raw value, then bytes once fetched
+    ref: MemberRef | FileRef | None = None
+    subkey: str | None = None  # ``json.caption``: the key to take after parsing
+    uri: str | None = None  # the file or member it came from
+    digest: str | None = None
+    error: FieldError | None = None
+    decoded: Any = None
+
+
+def _lookup(values: Mapping[str, Any], field: FieldSpec) -> tuple[Any, str | None, bool]:
+    """``(value, subkey, found)`` of the first of the field's columns the record has."""
+    for column in field.columns:
+        if column in values and values[column] is not None:
+            return values[column], None, True
+        head, _, key = column.partition(".")
+        if key and values.get(head) is not None:
+            return values[head], key, True
+    return None, None, False
+
+
+def _rejection(
+    record: Record,
+    uri: str,
+    shard_id: int,
+    stage: str,
+    error_type: str,
+    message: str,
+    field: str | None,
+) -> dict[str, Any]:
+    return {
+        "uri": uri,
+        "stage": stage,
+        "error_type": error_type,
+        "message": message,
+        "shard": shard_id,
+        "position": record.position,
+        "record": record.key,
+        "field": field,
+    }
+
+
+class RecordsModality:
+    name = "records"
+    # Records carry several values each; the bake counts records, checked per shard here.
+    one_sample_per_input = False
+    local_scheduler = "processes"
+
+    @property
+    def extensions(self) -> tuple[str, ...]:  # type: ignore[override]
+        return record_extensions()
+
+    @property
+    def worker_modules(self) -> tuple[str, ...]:  # type: ignore[override]
+        return (
+            "datakiln.etl.fields.image",
+            "datakiln.etl.fields.text",
+            "datakiln.etl.fields.audio",
+            "datakiln.etl.kernels.image",
+            "datakiln.etl.kernels.text",
+            "datakiln.readers.image",
+        )
+
+    def plan_units(self, spec: BakeSpec, inputs: Sequence[Any]) -> list[Unit]:
+        raise NotImplementedError("records bakes are planned by datakiln.etl.plan_records")
+
+    def fields(
+        self, spec: BakeSpec, generation: str, shard_rows: int, labelled: bool
+    ) -> list[FieldLayout]:
+        layouts = []
+        for field in spec.fields.values():
+            layouts += get_codec(field.modality).layouts(field, generation, shard_rows)
+            if not field.required:
+                path = f"{generation}/{field.name}_valid"
+                layouts.append(
+                    FieldLayout(f"{field.name}_valid", path, "bool", (), shard_rows, sharded=False)
+                )
+        return layouts
+
+    def sample_bytes(self, spec: BakeSpec) -> int:
+        return max(get_codec(f.modality).sample_bytes(f) for f in spec.fields.values())
+
+    def transforms(self, spec: BakeSpec) -> dict[str, dict[str, Any] | None]:
+        out: dict[str, dict[str, Any] | None] = {}
+        for field in spec.fields.values():
+            out.update(get_codec(field.modality).transforms(field))
+        return out
+
+    def manifest_entries(self, spec: BakeSpec) -> dict[str, Any]:
+        """Each field's modality, column and codec identity (in the cache key too)."""
+        return {
+            "record_fields": {
+                name: {
+                    "modality": f.modality,
+                    "column": f.column,
+                    "required": f.required,
+                    "identity": get_codec(f.modality).identity(f),
+                }
+                for name, f in spec.fields.items()
+            }
+        }
+
+    def bake_shard(
+        self,
+        shard: ShardPlan,
+        spec_params: Mapping[str, Any],
+        source_options: Mapping[str, Any],
+        timings: dict[str, float],
+    ) -> ShardOutput:
+        params = RecordParams.from_dict(spec_params)
+        classes = spec_params.get("classes") or {}
+        fields = list(params.fields.values())
+        codecs = {f.name: get_codec(f.modality) for f in fields}
+        contexts = {f.name: Context(classes=classes.get(f.name)) for f in fields}
+        rejections: list[dict[str, Any]] = []
+        t0 = time.perf_counter()
+
+        records: list[tuple[Record, str]] = []  # (record, container uri)
+        for unit in shard.units or ():
+            result = get_source(unit.source).read(unit, source_options)
+            for r in result.rejections:
+                stage = _PLAN_STAGES.get(r.error_type, STAGE_FETCH)
+                rec = Record(key=r.key, position=r.position, values={})
+                rejections.append(
+                    _rejection(
+                        rec, unit.input.uri, shard.shard_id, stage, r.error_type, r.message, None
+                    )
+                )
+            records += [(rec, unit.input.uri) for rec in result.records]
+
+        slots = [
+            {f.name: self._slot(rec, container, f, codecs[f.name].media) for f in fields}
+            for rec, container in records
+        ]
+        bytes_in = self._fetch(slots, source_options)
+        t1 = time.perf_counter()
+        timings["fetch"] = t1 - t0
+
+        work = [
+            (slot, field)
+            for row in slots
+            for field in fields
+            if (slot := row[field.name]).error is None and slot.value is not None
+        ]
+
+        def decode(item: tuple[_Slot, FieldSpec]) -> None:
+            slot, field = item
+            try:
+                value = slot.value
+                if slot.ref is not None and isinstance(value, bytes) and slot.digest is None:
+                    slot.digest = content_hash(value)
+                if slot.subkey is not None:
+                    value = _subkey(value, slot.subkey)
+                slot.decoded = codecs[field.name].decode(value, field, contexts[field.name])
+            except FieldError as err:
+                slot.error = err
+
+        with ThreadPoolExecutor(DECODE_THREADS) as pool:
+            list(pool.map(decode, work))
+        t2 = time.perf_counter()
+        timings["decode"] = t2 - t1
+
+        kept: list[int] = []
+        for k, (row, (rec, container)) in enumerate(zip(slots, records, strict=True)):
+            failed = None
+            for field in fields:
+                slot = row[field.name]
+                if slot.error is None and slot.decoded is None:
+                    slot.error = FieldError(
+                        STAGE_PARSE if slot.value is None else STAGE_VALIDATE,
+                        "MissingField",
+                        f"record has no value for column {field.column!r}",
+                    )
+                if slot.error is not None and field.required and failed is None:
+                    failed = (field.name, slot.error)
+            if failed is None:
+                kept.append(k)
+                continue
+            name, err = failed
+            slot = row[name]
+            where = f" ({slot.uri})" if slot.uri and slot.uri != container else ""
+            rejections.append(
+                _rejection(
+                    rec,
+                    container,
+                    shard.shard_id,
+                    err.stage,
+                    err.error_type,
+                    f"field {name!r}{where}: {err}",
+                    name,
+                )
+            )
+        if len(kept) + len(rejections) != shard.capacity:
+            raise BakeError(
+                f"shard {shard.shard_id} read {len(kept) + len(rejections)} records where its "
+                f"plan held {shard.capacity}: an input changed during the bake; run the same "
+                "command again"
+            )
+
+        n = len(kept)
+        arrays: dict[str, Any] = {}
+        meta: dict[str, list[Any]] = {
+            "source": [records[k][1] for k in kept],
+            "position": [records[k][0].position for k in kept],
+            "record": [records[k][0].key for k in kept],
+        }
+        stats: dict[str, Any] = {"records": n, "fields": {}}
+        shapes: list[list[Any]] = []
+        for field in fields:
+            column = [slots[k][field.name] for k in kept]
+            valid = [s.error is None for s in column]
+            decoded = [s.decoded if ok else None for s, ok in zip(column, valid, strict=True)]
+            encoded = codecs[field.name].encode(
+                decoded, field, shard.capacity, contexts[field.name]
+            )
+            arrays.update(encoded.arrays)
+            if not field.required:
+                mask = np.zeros(shard.capacity, bool)
+                mask[:n] = valid
+                arrays[f"{field.name}_valid"] = mask
+            if codecs[field.name].media or any(s.ref is not None for s in column):
+                meta[f"{field.name}_uri"] = [
+                    s.uri if ok else None for s, ok in zip(column, valid, strict=True)
+                ]
+                meta[f"{field.name}_sha256"] = [
+                    s.digest if ok else None for s, ok in zip(column, valid, strict=True)
+                ]
+            if field.modality == "text":
+                meta[field.name] = decoded
+            meta.update(encoded.meta)
+            stats["fields"][field.name] = encoded.stats
+            if field.modality == "label" and "label_counts" not in stats:
+                stats["label_counts"] = encoded.stats["label_counts"]
+            shapes += [[field.name, *s] for s in encoded.kernel_shapes]
+        timings["kernel"] = time.perf_counter() - t2
+        return ShardOutput(
+            rows=n,
+            arrays=arrays,
+            meta=pa.table(meta),
+            rejections=rejections,
+            bytes_in=bytes_in,
+            stats=stats,
+            extra={"kernel_shapes": shapes, "records": shard.capacity},
+        )
+
+    @staticmethod
+    def _slot(record: Record, container: str, field: FieldSpec, media: bool) -> _Slot:
+        value, subkey, found = _lookup(record.values, field)
+        slot = _Slot(value=value, subkey=subkey)
+        if not found:
+            return slot
+        if isinstance(value, MemberRef):
+            slot.ref, slot.uri, slot.value = value, f"{value.uri}#{value.name}", None
+        elif media and subkey is None:
+            if isinstance(value, Mapping):  # a Hugging Face {"bytes", "path"} struct
+                if value.get("bytes"):
+                    slot.value = bytes(value["bytes"])
+                    slot.uri = value.get("path")
+                    slot.digest = content_hash(slot.value)
+                elif value.get("path"):
+                    value = str(value["path"])
+                else:
+                    slot.value = None  # a null struct
+                    return slot
+            if isinstance(value, str) and value:
+                uri = resolve_path(value, container)
+                slot.ref, slot.uri, slot.value = FileRef(uri), uri, None
+            elif isinstance(value, bytes | bytearray) and value:
+                slot.value = bytes(value)
+                slot.digest = content_hash(slot.value)
+            elif isinstance(value, str | bytes | bytearray):
+                slot.value = None  # empty
+        elif isinstance(value, str | bytes) and not value and subkey is None:
+            slot.value = None
+        return slot
+
+    @staticmethod
+    def _fetch(slots: list[dict[str, _Slot]], storage_options: Mapping[str, Any]) -> int:
+        """Fetch every referenced file and member in batches; failures become field errors."""
+        from datakiln.readers.sources.archive import fetch_members
+
+        pending = [s for row in slots for s in row.values() if s.ref is not None]
+        fetched: dict[Any, bytes | BaseException] = {}
+        members = list({s.ref: None for s in pending if isinstance(s.ref, MemberRef)})
+        for first in range(0, len(members), FETCH_BATCH):
+            part = members[first : first + FETCH_BATCH]
+            fetched.update(zip(part, fetch_members(part, storage_options), strict=True))
+        files = list({s.ref: None for s in pending if isinstance(s.ref, FileRef)})
+        for first in range(0, len(files), FETCH_BATCH):
+            part = files[first : first + FETCH_BATCH]
+            fetched.update(
+                zip(part, _fetch_files([f.uri for f in part], storage_options), strict=True)
+            )
+        bytes_in = 0
+        for slot in pending:
+            data = fetched[slot.ref]
+            if isinstance(data, BaseException):
+                kind = type(data).__name__
+                message = str(data) or kind
+                if isinstance(data, FileNotFoundError):
+                    message = f"referenced file {slot.uri} does not exist"
+                slot.error = FieldError(STAGE_FETCH, kind, message)
+            elif not data:
+                slot.error = FieldError(STAGE_VALIDATE, "EmptyFile", f"{slot.uri} is empty")
+            else:
+                slot.value = data
+                bytes_in += len(data)
+        return bytes_in
+
+    def merge_stats(self, spec: BakeSpec, markers: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {"records": sum(m["stats"].get("records", 0) for m in markers)}
+        for name, field in spec.fields.items():
+            per_shard = [m["stats"]["fields"][name] for m in markers if m["stats"].get("fields")]
+            out[name] = get_codec(field.modality).merge_stats(field, per_shard)
+        return out
+
+
+def _subkey(value: Any, key: str) -> Any:
+    """``value[key]`` of a JSON member's bytes, a JSON string or a struct; raises FieldError."""
+    if isinstance(value, bytes | bytearray | str):
+        try:
+            value = json.loads(value)
+        except ValueError as err:
+            raise FieldError(STAGE_PARSE, "JSONDecodeError", f"not JSON: {err}") from err
+    for part in key.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            raise FieldError(STAGE_PARSE, "MissingField", f"no key {key!r}")
+        value = value[part]
+    if value is None:
+        raise FieldError(STAGE_PARSE, "MissingField", f"key {key!r} is null")
+    return value
+
+
+def _fetch_files(
+    uris: list[str], storage_options: Mapping[str, Any]
+) -> list[bytes | BaseException]:
+    """The bytes of each file, or the error reading it (one batched ``cat`` per store)."""
+    out: list[bytes | BaseException] = [b""] * len(uris)
+    by_protocol: dict[str, list[int]] = {}
+    for k, uri in enumerate(uris):
+        by_protocol.setdefault(uri.split("://", 1)[0] if "://" in uri else "file", []).append(k)
+    for index in by_protocol.values():
+        fs, _ = fsspec.core.url_to_fs(uris[index[0]], **dict(storage_options))
+        paths = [fs._strip_protocol(uris[k]) for k in index]
+        got = fs.cat(paths, on_error="return")
+        if not isinstance(got, dict):
+            got = {paths[0]: got}
+        for k, p in zip(index, paths, strict=True):
+            out[k] = got.get(p, FileNotFoundError(p))
+    return out
+
+
+MODALITY = RecordsModality()

@@ -1,0 +1,178 @@
+"""What tar and zip sources share: members grouped into records by key, read by byte range.
+
+Members named ``KEY.EXT`` (WebDataset's convention) form the record ``KEY``, whose columns are
+the extensions. The member index is listed once per archive at plan time and travels in the
+units, so a task reads exactly its members with ranged reads (``cat_ranges``) and no task holds
+a whole archive in memory, on a local disk or an object store.
+"""
+
+from __future__ import annotations
+
+import bz2
+import struct
+import zlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import fsspec
+
+from datakiln.readers.listing import InputFile
+from datakiln.readers.sources import (
+    MemberRef,
+    PlanRejection,
+    ReadResult,
+    Record,
+    RecordUnit,
+    split_key,
+)
+
+# A zip member's local header: signature, versions, flags, method, times, crc, sizes, lengths.
+_ZIP_LOCAL = struct.Struct("<4sHHHHHIIIHH")
+_ZIP_LOCAL_SIGNATURE = b"PK\x03\x04"
+
+
+def group_members(
+    members: Sequence[MemberRef], truncated: str | None
+) -> tuple[list[tuple[str, tuple[MemberRef, ...]]], dict[str, PlanRejection]]:
+    """Members grouped by key in order of first appearance, and rejections of keys that hold a
+    duplicate member. ``truncated``: why the listing stopped early (its last key is rejected)."""
+    order: dict[str, dict[str, MemberRef]] = {}
+    rejected: dict[str, PlanRejection] = {}
+    for member in members:
+        key, ext = split_key(member.name)
+        group = order.setdefault(key, {})
+        if ext in group and key not in rejected:
+            rejected[key] = PlanRejection(
+                key,
+                -1,
+                "DuplicateKey",
+                f"member {member.name!r} repeats column {ext!r} of record {key!r}",
+            )
+        group[ext] = member
+    grouped = [(key, tuple(group.values())) for key, group in order.items()]
+    if truncated and grouped:
+        last = grouped[-1][0]
+        rejected.setdefault(last, PlanRejection(last, -1, "TruncatedArchive", truncated))
+    positions = {key: k for k, (key, _) in enumerate(grouped)}
+    rejected = {
+        key: PlanRejection(key, positions[key], r.error_type, r.message)
+        for key, r in rejected.items()
+    }
+    return grouped, rejected
+
+
+def plan_archive(
+    source: str,
+    inp: InputFile,
+    members: Sequence[MemberRef],
+    truncated: str | None,
+    records_per_unit: int,
+) -> list[RecordUnit]:
+    grouped, rejected = group_members(members, truncated)
+    if truncated and not grouped:  # nothing listed at all: the archive itself is one rejection
+        rejected = {"": PlanRejection("(archive)", 0, "TruncatedArchive", truncated)}
+        grouped = [("(archive)", ())]
+    units = []
+    for start in range(0, len(grouped), records_per_unit):
+        part = grouped[start : start + records_per_unit]
+        units.append(
+            RecordUnit(
+                source=source,
+                input=inp,
+                start=start,
+                end=start + len(part),
+                members=tuple(part),
+                rejections=tuple(rejected[k] for k, _ in part if k in rejected)
+                + ((rejected[""],) if "" in rejected else ()),
+            )
+        )
+    return units
+
+
+def member_values(
+    members: Sequence[MemberRef], column: str, storage_options: Mapping[str, Any]
+) -> list[bytes]:
+    """The bytes of every member whose extension is ``column`` (unreadable ones left out)."""
+    wanted = [m for m in members if split_key(m.name)[1] == column]
+    return [d for d in fetch_members(wanted, storage_options) if isinstance(d, bytes)]
+
+
+def read_archive_unit(unit: RecordUnit, storage_options: Mapping[str, Any]) -> ReadResult:
+    """The records of an archive unit, members left as references (fetched by the caller,
+    batched with the other byte ranges of the shard)."""
+    bad = {r.key for r in unit.rejections}
+    records = [
+        Record(key=key, position=unit.start + k, values={split_key(m.name)[1]: m for m in members})
+        for k, (key, members) in enumerate(unit.members)
+        if key not in bad
+    ]
+    return ReadResult(records=records, rejections=list(unit.rejections))
+
+
+def fetch_members(
+    members: Sequence[MemberRef], storage_options: Mapping[str, Any]
+) -> list[bytes | BaseException]:
+    """The bytes of every member (decompressed and CRC-checked for zip), or why not, per member.
+
+    One batched ``cat_ranges`` per archive for the data; zip members first read their local
+    headers (whose extra field may differ from the central directory's) in one more batch.
+    """
+    out: list[bytes | BaseException] = [b""] * len(members)
+    by_uri: dict[str, list[int]] = {}
+    for k, m in enumerate(members):
+        by_uri.setdefault(m.uri, []).append(k)
+    for uri, index in by_uri.items():
+        fs, path = fsspec.core.url_to_fs(uri, **dict(storage_options))
+        starts = [members[k].offset for k in index]
+        headers: dict[int, int | BaseException] = {}
+        zipped = [k for k in index if members[k].header]
+        if zipped:
+            got = fs.cat_ranges(
+                [path] * len(zipped),
+                [members[k].offset for k in zipped],
+                [members[k].offset + _ZIP_LOCAL.size for k in zipped],
+                on_error="return",
+            )
+            for k, raw in zip(zipped, got, strict=True):
+                headers[k] = raw if isinstance(raw, BaseException) else _zip_data_offset(raw)
+            starts = [
+                members[k].offset + headers[k] if isinstance(headers.get(k, 0), int) else 0
+                for k in index
+            ]
+        ends = [s + members[k].size for s, k in zip(starts, index, strict=True)]
+        datas = fs.cat_ranges([path] * len(index), starts, ends, on_error="return")
+        for k, data in zip(index, datas, strict=True):
+            header = headers.get(k, 0)
+            if isinstance(header, BaseException):
+                out[k] = header
+            elif isinstance(data, BaseException):
+                out[k] = data
+            else:
+                out[k] = _member_bytes(members[k], data)
+    return out
+
+
+def _zip_data_offset(raw: bytes) -> int | BaseException:
+    if len(raw) < _ZIP_LOCAL.size:
+        return EOFError("the archive ends inside a member's local header")
+    fields = _ZIP_LOCAL.unpack(raw)
+    if fields[0] != _ZIP_LOCAL_SIGNATURE:
+        return ValueError("no zip local header at the member's offset")
+    return _ZIP_LOCAL.size + fields[9] + fields[10]
+
+
+def _member_bytes(member: MemberRef, data: bytes) -> bytes | BaseException:
+    if len(data) < member.size:
+        return EOFError(f"member {member.name!r} is truncated: {len(data)} of {member.size} bytes")
+    try:
+        if member.method == "deflate":
+            data = zlib.decompress(data, -15)
+        elif member.method == "bzip2":
+            data = bz2.decompress(data)
+        elif member.method != "raw":
+            return ValueError(f"member {member.name!r}: compression {member.method!r} unsupported")
+    except (zlib.error, OSError, ValueError) as err:
+        return ValueError(f"member {member.name!r} does not decompress: {err}")
+    if member.crc is not None and zlib.crc32(data) != member.crc:
+        return ValueError(f"member {member.name!r} fails its CRC-32 check")
+    return data

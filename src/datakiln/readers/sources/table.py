@@ -1,0 +1,229 @@
+"""Tables as record sources: CSV, TSV, JSON Lines and Parquet, one record per row.
+
+Units are row ranges. A column named by a media field holds a path (relative to the table's
+own URL), raw bytes, or a Hugging Face ``{"bytes", "path"}`` struct; the paths are listed at
+plan time so their versions join the key. Parquet units read only the row groups they cover;
+CSV and JSON Lines tables are small next to the media they name, so a task parses the table and
+keeps its rows.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+
+from datakiln.errors import SourceError
+from datakiln.readers.listing import InputFile
+from datakiln.readers.rejections import redact_url
+from datakiln.readers.sources import (
+    PlanRejection,
+    ReadResult,
+    Record,
+    RecordUnit,
+    register_source,
+    resolve_path,
+)
+from datakiln.readers.sources.refs import stat_refs
+
+FORMATS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".parquet": "parquet",
+}
+
+
+def table_format(uri: str) -> str:
+    lower = uri.lower()
+    for ending, fmt in FORMATS.items():
+        if lower.endswith(ending):
+            return fmt
+    raise SourceError(f"{redact_url(uri)} is not a table ({', '.join(FORMATS)})")
+
+
+def _open(uri: str, storage_options: Mapping[str, Any]) -> Any:
+    return fsspec.open(uri, "rb", **dict(storage_options)).open()
+
+
+def _read_text_table(
+    uri: str, fmt: str, storage_options: Mapping[str, Any]
+) -> tuple[list[dict[str, Any]], list[PlanRejection]]:
+    """Every row of a CSV/TSV/JSONL table as a dict, and rejections of unparsable rows."""
+    with _open(uri, storage_options) as f:
+        data = f.read()
+    if fmt == "jsonl":
+        rows: list[dict[str, Any]] = []
+        rejected: list[PlanRejection] = []
+        for number, line in enumerate(data.splitlines()):
+            if not line.strip():
+                continue
+            position = len(rows) + len(rejected)
+            try:
+                row = json.loads(line)
+                if not isinstance(row, dict):
+                    raise ValueError(f"a JSON object per line expected, got {type(row).__name__}")
+            except ValueError as err:
+                rejected.append(
+                    PlanRejection(f"line {number + 1}", position, type(err).__name__, str(err))
+                )
+                rows.append({})  # keeps positions: the row is rejected, not baked
+                continue
+            rows.append(row)
+        return rows, rejected
+    import pyarrow.csv as pacsv
+
+    bad: list[str] = []
+
+    def invalid(row: Any) -> str:
+        bad.append(f"row at line {row.number}: {row.text[:80]!r}")
+        return "skip"
+
+    table = pacsv.read_csv(
+        io.BytesIO(data),
+        parse_options=pacsv.ParseOptions(
+            delimiter="\t" if fmt == "tsv" else ",", invalid_row_handler=invalid
+        ),
+        # every column as text: a label column of digits stays what the user wrote
+        convert_options=pacsv.ConvertOptions(
+            column_types={}, strings_can_be_null=True, auto_dict_encode=False
+        ),
+    )
+    rows = table.to_pylist()
+    rejected = [
+        PlanRejection(f"bad row {k}", len(rows) + k, "CsvParseError", message)
+        for k, message in enumerate(bad)
+    ]
+    return rows, rejected
+
+
+def _path_of(value: Any) -> str | None:
+    """The path a media value names, if it names one rather than holding bytes."""
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, Mapping) and not value.get("bytes") and value.get("path"):
+        return str(value["path"])
+    return None
+
+
+class TableSource:
+    name = "table"
+    extensions = tuple(FORMATS)
+
+    def columns(self, inp: InputFile, storage_options: Mapping[str, Any]) -> Sequence[str]:
+        fmt = table_format(inp.uri)
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            with _open(inp.uri, storage_options) as f:
+                return list(pq.ParquetFile(f).schema_arrow.names)
+        rows, _ = _read_text_table(inp.uri, fmt, storage_options)
+        names: dict[str, None] = {}
+        for row in rows:
+            names.update(dict.fromkeys(row))
+        return list(names)
+
+    def column_values(
+        self, inp: InputFile, column: str, storage_options: Mapping[str, Any]
+    ) -> list[Any]:
+        """Every value of ``column`` (label fields learn their class names from it)."""
+        fmt = table_format(inp.uri)
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            with _open(inp.uri, storage_options) as f:
+                parquet = pq.ParquetFile(f)
+                if column not in parquet.schema_arrow.names:
+                    return []
+                return parquet.read(columns=[column]).column(0).to_pylist()
+        rows, _ = _read_text_table(inp.uri, fmt, storage_options)
+        return [row.get(column) for row in rows]
+
+    def plan(
+        self,
+        inp: InputFile,
+        storage_options: Mapping[str, Any],
+        *,
+        records_per_unit: int,
+        path_columns: Sequence[str],
+    ) -> list[RecordUnit]:
+        fmt = table_format(inp.uri)
+        rejected: list[PlanRejection] = []
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            with _open(inp.uri, storage_options) as f:
+                parquet = pq.ParquetFile(f)
+                count = parquet.metadata.num_rows
+                present = [c for c in path_columns if c in parquet.schema_arrow.names]
+                columns = parquet.read(columns=present).to_pylist() if present else []
+        else:
+            rows, rejected = _read_text_table(inp.uri, fmt, storage_options)
+            count = len(rows) + sum(1 for r in rejected if r.error_type == "CsvParseError")
+            columns = [{c: r.get(c) for c in path_columns} for r in rows]
+        paths: list[list[str]] = [[] for _ in range(count)]
+        for k, row in enumerate(columns):
+            for column in path_columns:
+                path = _path_of(row.get(column))
+                if path is not None:
+                    paths[k].append(resolve_path(path, inp.uri))
+        versions = stat_refs((p for ps in paths for p in ps), storage_options)
+        units = []
+        for start in range(0, count, records_per_unit):
+            end = min(count, start + records_per_unit)
+            refs = {p: versions[p] for ps in paths[start:end] for p in ps}
+            units.append(
+                RecordUnit(
+                    source=self.name,
+                    input=inp,
+                    start=start,
+                    end=end,
+                    refs=tuple(refs[p] for p in sorted(refs)),
+                    rejections=tuple(r for r in rejected if start <= r.position < end),
+                )
+            )
+        return units
+
+    def read(self, unit: RecordUnit, storage_options: Mapping[str, Any]) -> ReadResult:
+        fmt = table_format(unit.input.uri)
+        if fmt == "parquet":
+            rows = _parquet_rows(unit.input.uri, unit.start, unit.end, storage_options)
+        else:
+            every, _ = _read_text_table(unit.input.uri, fmt, storage_options)
+            rows = every[unit.start : unit.end]
+        bad = {r.position for r in unit.rejections}
+        records = [
+            Record(key=f"row {unit.start + k}", position=unit.start + k, values=row)
+            for k, row in enumerate(rows)
+            if unit.start + k not in bad
+        ]
+        return ReadResult(records=records, rejections=list(unit.rejections))
+
+
+def _parquet_rows(
+    uri: str, start: int, end: int, storage_options: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """Rows ``[start, end)`` of a Parquet file, reading only the row groups that hold them."""
+    import pyarrow.parquet as pq
+
+    with _open(uri, storage_options) as f:
+        parquet = pq.ParquetFile(f)
+        groups, first, offset = [], None, 0
+        for g in range(parquet.metadata.num_row_groups):
+            n = parquet.metadata.row_group(g).num_rows
+            if offset + n > start and offset < end:
+                groups.append(g)
+                first = offset if first is None else first
+            offset += n
+        if not groups:
+            return []
+        table: pa.Table = parquet.read_row_groups(groups)
+    return table.slice(start - (first or 0), end - start).to_pylist()
+
+
+SOURCE = register_source(TableSource())

@@ -1,0 +1,361 @@
+"""Records bakes: the same records from a CSV naming files, an HF-style Parquet with embedded
+bytes, WebDataset tar shards (local and on S3) and a zip archive bake to the same aligned rows;
+broken records are rejected whole, naming the record, the field and the reason."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+import datakiln
+from datakiln.errors import SpecError
+from datakiln.etl.bake import bake, plan_only
+from datakiln.etl.spec import BakeSpec
+from datakiln.testing.records_corpus import CLASSES, write_records_corpus
+
+SIZE = 24
+MAX_LENGTH = 12
+
+
+def fields(image_column: str = "image", caption: str = "caption", label: str = "label") -> dict:
+    return {
+        "images": {"modality": "image", "column": image_column, "height": SIZE, "width": SIZE},
+        "captions": {"modality": "text", "column": caption, "max_length": MAX_LENGTH},
+        "labels": {"modality": "label", "column": label},
+    }
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory):
+    return write_records_corpus(tmp_path_factory.mktemp("records"), n=23, per_tar=10)
+
+
+def _bake(sources, out, field_tables, **kw) -> datakiln.CachedDataset:
+    spec = BakeSpec(
+        sources=tuple(map(str, sources)), output=str(out), shard_size=8, fields=field_tables, **kw
+    )
+    report = bake(spec)
+    assert report.inputs == report.baked + report.rejected
+    return datakiln.open_cache(str(out), storage_options=kw.get("output_storage_options"))
+
+
+def _rows(dataset, keys_by_position=None) -> dict[str, dict]:
+    meta = dataset.metadata().to_pylist()
+    batch = dataset.get_batch(indices=list(range(len(dataset))))
+    out = {}
+    for k, row in enumerate(meta):
+        key = row["record"]
+        if keys_by_position is not None:
+            key = keys_by_position[row["position"]]
+        out[key] = {name: value[k] for name, value in batch.items() if name != "indices"}
+    return out
+
+
+def _expected_row(path: Path, caption: str) -> tuple[np.ndarray, np.ndarray]:
+    """The record's own image through the same decode and kernel, and its caption through the
+    tokenizer: what its row must hold."""
+    from datakiln.datasets.tokenize import word_hash_tokenize
+    from datakiln.etl.kernels.image import ImageResizer
+    from datakiln.readers.image import decode_image
+
+    decoded = decode_image(path.read_bytes(), representation="rgb", height=SIZE, width=SIZE)
+    pixels = np.zeros((1, SIZE, SIZE, 3), np.uint8)
+    ImageResizer(height=SIZE, width=SIZE).resize([decoded], out=pixels)
+    tokens, _ = word_hash_tokenize(caption, vocab_size=10000, max_length=MAX_LENGTH)
+    return pixels[0], tokens
+
+
+def test_every_container_bakes_the_same_aligned_rows(corpus, tmp_path):
+    keys = corpus.keys
+    from_csv = _rows(_bake([corpus.csv], tmp_path / "csv", fields()), keys)
+    from_parquet = _rows(_bake([corpus.parquet], tmp_path / "pq", fields()), keys)
+    from_tar = _rows(
+        _bake([corpus.root / "shards"], tmp_path / "tar", fields("jpg;png", "txt", "cls"))
+    )
+    from_zip = _rows(_bake([corpus.zip], tmp_path / "zip", fields("jpg;png", "txt", "cls")))
+    from_json = _rows(
+        _bake(
+            [corpus.root / "shards"], tmp_path / "json", fields("jpg", "json.caption", "json.label")
+        )
+    )
+    assert set(from_csv) == set(keys)
+    for other in (from_parquet, from_tar, from_zip, from_json):
+        assert set(other) == set(keys)
+        for key in keys:
+            for name in ("images", "captions", "labels", "captions_text"):
+                assert np.array_equal(
+                    np.asarray(other[key][name]), np.asarray(from_csv[key][name])
+                ), (key, name)
+    # row by row: the record's own image and caption
+    for i, key in enumerate(keys):
+        pixels, tokens = _expected_row(corpus.images[i], corpus.captions[i])
+        np.testing.assert_allclose(from_csv[key]["images"], pixels / 255.0, atol=1e-6)
+        assert np.array_equal(from_csv[key]["captions"], tokens)
+        assert from_csv[key]["captions_text"] == corpus.captions[i]
+        assert CLASSES[from_csv[key]["labels"]] == corpus.labels[i]
+
+
+def test_metadata_names_source_position_uri_and_hash(corpus, tmp_path):
+    import hashlib
+
+    dataset = _bake([corpus.csv], tmp_path / "c", fields())
+    meta = dataset.metadata().to_pylist()
+    assert [m["position"] for m in meta] == list(range(len(corpus.keys)))
+    for m in meta:
+        path = corpus.images[m["position"]]
+        assert m["source"].endswith("captions.csv")
+        assert m["images_uri"] == f"file://{path.resolve()}"
+        assert m["images_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert m["captions"] == corpus.captions[m["position"]]
+    tar = _bake([corpus.tars[0]], tmp_path / "t", fields("jpg", "txt", "cls"))
+    first = tar.metadata().to_pylist()[0]
+    assert first["record"] == corpus.keys[0]
+    assert first["images_uri"].endswith(f"shard-0000.tar#{corpus.keys[0]}.jpg")
+    assert first["images_sha256"] == hashlib.sha256(corpus.images[0].read_bytes()).hexdigest()
+
+
+def test_toml_spec_names_fields(corpus, tmp_path):
+    spec_path = tmp_path / "spec.toml"
+    spec_path.write_text(
+        f"""
+sources = ["{corpus.parquet}"]
+output = "cache/pairs"
+[fields.images]
+modality = "image"
+column = "image"
+height = 16
+width = 16
+[fields.captions]
+modality = "text"
+column = "caption"
+max_length = 16
+[fields.labels]
+modality = "label"
+column = "label"
+"""
+    )
+    spec = BakeSpec.from_toml(spec_path)
+    assert spec.modality == "records"
+    report = bake(spec)
+    assert report.baked == len(corpus.keys)
+    batch = datakiln.open_cache(str(tmp_path / "cache/pairs")).get_batch(indices=[0, 1])
+    assert batch["images"].shape == (2, 16, 16, 3)
+    assert batch["captions"].shape == (2, 16)
+    assert batch["labels"].dtype == np.int32
+    # and the same table round-trips through the manifest's spec
+    assert BakeSpec.from_dict({**spec.to_dict(), "output": "x"}).key_dict() == spec.key_dict()
+
+
+def test_unknown_field_key_and_missing_column_are_clear(corpus, tmp_path):
+    with pytest.raises(SpecError, match="did you mean 'height'"):
+        BakeSpec(sources=("x.csv",), output="o", fields={"i": {"modality": "image", "hieght": 3}})
+    with pytest.raises(SpecError, match="unknown field modality"):
+        BakeSpec(sources=("x.csv",), output="o", fields={"i": {"modality": "imag"}})
+    spec = BakeSpec(
+        sources=(str(corpus.csv),), output=str(tmp_path / "o"), fields=fields(caption="captoin")
+    )
+    with pytest.raises(SpecError, match=r"column 'captoin'.*'key', 'image', 'caption', 'label'"):
+        bake(spec)
+
+
+def _rejected(out: Path) -> list[dict]:
+    manifest = json.loads((out / "manifest.json").read_text())
+    return pq.read_table(out / manifest["rejected"]).to_pylist()
+
+
+def test_broken_records_are_rejected_whole_with_field_and_reason(corpus, tmp_path):
+    import csv
+
+    root = tmp_path / "broken"
+    root.mkdir()
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    rows = [
+        [str(corpus.images[0]), "a fine record", "cat"],
+        [str(root / "gone.jpg"), "missing file", "dog"],
+        [str(root / "broken.jpg"), "broken bytes", "owl"],
+        [str(corpus.images[1]), "", "cat"],
+        [str(corpus.images[2]), "no label", ""],
+    ]
+    with (root / "t.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", "caption", "label"])
+        writer.writerows(rows)
+    dataset = _bake([root / "t.csv"], root / "out", fields())
+    assert len(dataset) == 1
+    rejected = {r["record"]: r for r in _rejected(root / "out")}
+    assert set(rejected) == {"row 1", "row 2", "row 3", "row 4"}
+    assert rejected["row 1"]["field"] == "images"
+    assert rejected["row 1"]["stage"] == "fetch"
+    assert "gone.jpg" in rejected["row 1"]["message"]
+    assert rejected["row 2"]["field"] == "images"
+    assert rejected["row 2"]["stage"] in (
+        "open",
+        "decode",
+    )
+    assert rejected["row 3"]["field"] == "captions"
+    assert rejected["row 4"]["field"] == "labels"
+    assert all(r["uri"].endswith("t.csv") for r in rejected.values())
+
+
+def test_null_struct_in_parquet_is_rejected(corpus, tmp_path):
+    import pyarrow as pa
+
+    table = pq.read_table(corpus.parquet)
+    images = table.column("image").to_pylist()
+    images[3] = None
+    images[5] = {"bytes": None, "path": None}
+    table = table.set_column(1, "image", pa.array(images, table.schema.field("image").type))
+    path = tmp_path / "nulls.parquet"
+    pq.write_table(table, path)
+    dataset = _bake([path], tmp_path / "out", fields())
+    assert len(dataset) == len(corpus.keys) - 2
+    rejected = {r["record"]: r for r in _rejected(tmp_path / "out")}
+    assert set(rejected) == {"row 3", "row 5"}
+    assert {r["field"] for r in rejected.values()} == {"images"}
+
+
+def _tar_bytes(members: list[tuple[str, bytes]]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def test_truncated_tar_orphans_and_duplicate_keys(corpus, tmp_path):
+    jpg = [p.read_bytes() for p in corpus.images[:4]]
+    members = [
+        ("a.jpg", jpg[0]),
+        ("a.txt", b"first"),
+        ("a.cls", b"cat"),
+        ("b.txt", b"an orphan caption"),  # no image
+        ("c.jpg", jpg[1]),
+        ("c.txt", b"dup one"),
+        ("c.txt", b"dup two"),
+        ("c.cls", b"dog"),
+        ("d.jpg", jpg[2]),
+        ("d.txt", b"last"),
+        ("d.cls", b"owl"),
+    ]
+    data = _tar_bytes(members)
+    folder = tmp_path / "tars"
+    folder.mkdir()
+    (folder / "good.tar").write_bytes(data)
+    cut = data.index(b"d.jpg\x00") + 512 + 100  # inside d.jpg's data
+    (folder / "cut.tar").write_bytes(data[:cut])
+    spec_fields = fields("jpg", "txt", "cls")
+    spec_fields["labels"]["classes"] = list(CLASSES)
+    dataset = _bake([folder], tmp_path / "out", spec_fields)
+    rejected = [
+        (r["uri"].rsplit("/", 1)[1], r["record"], r["error_type"])
+        for r in _rejected(tmp_path / "out")
+    ]
+    assert sorted(rejected) == sorted(
+        [
+            ("cut.tar", "b", "MissingField"),
+            ("cut.tar", "c", "DuplicateKey"),
+            ("cut.tar", "d", "TruncatedArchive"),
+            ("good.tar", "b", "MissingField"),
+            ("good.tar", "c", "DuplicateKey"),
+        ]
+    )
+    texts = sorted(dataset.get_batch(indices=list(range(len(dataset))))["captions_text"])
+    assert texts == ["first", "first", "last"]
+
+
+def test_unreadable_zip_entry_is_rejected(corpus, tmp_path):
+    path = tmp_path / "z.zip"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
+        for i in range(3):
+            archive.writestr(f"{i}.jpg", corpus.images[i].read_bytes())
+            archive.writestr(f"{i}.txt", corpus.captions[i])
+            archive.writestr(f"{i}.cls", corpus.labels[i])
+    raw = bytearray(path.read_bytes())
+    target = corpus.images[1].read_bytes()[-120:-80]  # entropy-coded: unique to this image
+    at = raw.index(target)
+    raw[at : at + 8] = b"\x00" * 8  # stored member no longer matches its CRC-32
+    path.write_bytes(bytes(raw))
+    dataset = _bake([path], tmp_path / "out", fields("jpg", "txt", "cls"))
+    assert len(dataset) == 2
+    (rejection,) = _rejected(tmp_path / "out")
+    assert rejection["record"] == "1"
+    assert rejection["field"] == "images"
+    assert "CRC" in rejection["message"]
+
+
+def test_changed_image_behind_unchanged_table_rebakes_its_shard(corpus, tmp_path):
+    import shutil
+
+    root = tmp_path / "inc"
+    shutil.copytree(corpus.root, root)
+    out = tmp_path / "out"
+    spec = BakeSpec(
+        sources=(str(root / "captions.csv"),), output=str(out), shard_size=8, fields=fields()
+    )
+    first = bake(spec)
+    assert bake(spec).up_to_date
+    from PIL import Image
+
+    target = root / "images" / "00009.jpg"
+    Image.new("RGB", (30, 30), (10, 200, 30)).save(target)
+    summary = plan_only(spec)
+    assert not summary.up_to_date
+    assert any("00009.jpg" in line for line in summary.lines())
+    assert summary.shards - summary.shards_done == 1
+    second = bake(spec)
+    assert second.shards_skipped == first.shards - 1
+    dataset = datakiln.open_cache(str(out))
+    row = (
+        dataset.metadata()
+        .to_pylist()
+        .index(next(m for m in dataset.metadata().to_pylist() if m["position"] == 9))
+    )
+    pixels = dataset.get_batch(indices=[row])["images"][0]
+    np.testing.assert_allclose(pixels[12, 12], np.array([10, 200, 30]) / 255, atol=2 / 255)
+
+
+def test_tar_shards_on_s3_bake_the_same_rows(corpus, s3_options, tmp_path):
+    import s3fs
+
+    bucket, options = s3_options
+    fs = s3fs.S3FileSystem(**options)
+    for tar in corpus.tars:
+        fs.put_file(str(tar), f"{bucket}/shards/{tar.name}")
+    remote = _rows(
+        _bake(
+            [f"{bucket}/shards/*.tar"],
+            tmp_path / "s3",
+            fields("jpg", "txt", "cls"),
+            storage_options=options,
+        )
+    )
+    local = _rows(_bake([corpus.root / "shards"], tmp_path / "local", fields("jpg", "txt", "cls")))
+    assert set(remote) == set(local) == set(corpus.keys)
+    for key in corpus.keys:
+        assert np.array_equal(remote[key]["images"], local[key]["images"])
+        assert np.array_equal(remote[key]["captions"], local[key]["captions"])
+
+
+def test_guide_paired_dataset_over_a_records_cache(corpus, tmp_path):
+    dataset = _bake([corpus.csv], tmp_path / "c", fields())
+    paired = datakiln.MultiModalPairedDataset(pairs=[("images", "captions")], data=dataset)
+    assert len(paired) == len(dataset)
+    sample = paired[3]
+    assert sample["images"].shape == (SIZE, SIZE, 3)
+    assert sample["captions"].shape == (MAX_LENGTH,)
+    assert sample["alignment_scores"] == 1.0
+    whole = dataset.get_batch(indices=[3])
+    assert np.array_equal(sample["images"], whole["images"][0])
+    pair = paired.pair_batch(("images", "captions"), [0, 2])
+    assert set(pair) == {"images", "captions", "alignment_scores", "indices"}
+    with pytest.raises(SpecError, match="missing \\['audio'\\]"):
+        datakiln.MultiModalPairedDataset(pairs=[("images", "audio")], data=dataset)
