@@ -13,7 +13,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from datakiln.cache.layout import GENERATION_PREFIX, MANIFEST, SHARDS_DIR, store_fs
+from datakiln.cache.layout import (
+    GENERATION_PREFIX,
+    MANIFEST,
+    MANIFESTS_DIR,
+    SHARDS_DIR,
+    manifest_copy,
+    store_fs,
+)
 from datakiln.cache.manifest import read_manifest
 from datakiln.errors import CacheNotFoundError
 
@@ -93,6 +100,8 @@ def collect_garbage(
     current = f"{root}/{manifest['rejected']}"
     doomed += [p for p in fs.glob(f"{generation}/rejected-v*.parquet") if p != current]
     doomed += _retired_objects(fs, root, manifest)
+    kept = f"{root}/{manifest_copy(manifest['version'])}"  # older versions lose their rows
+    doomed += [p for p in fs.glob(f"{root}/{MANIFESTS_DIR}/v*.json") if p != kept]
     doomed += [p for p in fs.find(root) if p.endswith(".partial")]
     doomed = sorted(set(doomed))
     if not dry_run:

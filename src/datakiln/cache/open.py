@@ -348,19 +348,34 @@ def open_cache(
     split: str = "train",
     storage_options: Mapping[str, Any] | None = None,
     rngs: Any = None,
+    version: int | str = "latest",
 ) -> BaseDataset:
     """Open the committed cache at ``url`` (any fsspec URL) as a dataset.
 
     ``split`` names the split the dataset serves; a TFDS-style slice such as
     ``"train[:80%]"`` or ``"train[80%:]"`` returns that O(1) index subset of the cache.
 
+    ``version`` is ``"latest"`` (the committed manifest when opened) or a manifest version
+    number. Either way the dataset is pinned to that version: a later incremental bake
+    (``datakiln watch``) commits a new version beside it, and opening again with
+    ``"latest"`` sees the new one. Older versions stay readable until ``datakiln gc``.
+
     Raises:
-        CacheNotFoundError: there is no committed cache at ``url``.
+        CacheNotFoundError: there is no committed cache at ``url``, or no such version.
         CacheFormatError: the cache is of another format version or is damaged.
-        SpecError: a malformed split string.
+        SpecError: a malformed split string or version.
     """
+    if version != "latest" and (not isinstance(version, int) or version < 1):
+        from datakiln.errors import SpecError
+
+        raise SpecError(f"version must be 'latest' or a version number >= 1; got {version!r}")
+    manifest = read_manifest(
+        url, storage_options, version=None if version == "latest" else int(version)
+    )
     name = split.split("[", 1)[0]
-    dataset = CachedDataset(url, storage_options=storage_options, split=name, rngs=rngs)
+    dataset = CachedDataset(
+        url, storage_options=storage_options, split=name, rngs=rngs, manifest=manifest
+    )
     if "[" not in split:
         return dataset
     from datakiln.datasets.splits import split_dataset
