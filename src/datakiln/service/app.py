@@ -85,8 +85,10 @@ def _metrics(manager: JobManager) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _cache_name(root_path: str, fs: Any, url: str) -> str:
-    return posixpath.relpath(fs._strip_protocol(url), root_path)
+def _cache_name(root_path: str, url: str) -> str:
+    from datakiln.cache.layout import store_fs
+
+    return posixpath.relpath(store_fs(url)[1], root_path)
 
 
 def create_app(
@@ -169,7 +171,7 @@ def create_app(
             return []
         return [
             {
-                "name": _cache_name(root_path, fs, e.url),
+                "name": _cache_name(root_path, e.url),
                 "url": e.url,
                 "rows": e.rows,
                 "modality": e.modality,

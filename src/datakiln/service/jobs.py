@@ -256,7 +256,9 @@ class JobManager:
         logger.info("job %s: cancelling its bake", job_id)
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGTERM)
-        threading.Timer(_KILL_AFTER_S, self._kill_if_alive, (proc,)).start()
+        timer = threading.Timer(_KILL_AFTER_S, self._kill_if_alive, (proc,))
+        timer.daemon = True  # never holds up the service's exit
+        timer.start()
         return self.get(job_id)
 
     @staticmethod
