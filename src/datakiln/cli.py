@@ -107,6 +107,9 @@ AUDIO_FLAGS = {
 
 
 def _bake_arguments(parser: argparse.ArgumentParser) -> None:
+    from datakiln.etl.spec import WAVE_DTYPES
+    from datakiln.readers.text import TEXT_FORMATS as LINE_TEXT_FORMATS
+
     parser.add_argument("sources", nargs="+", metavar="SOURCE|SPEC.toml")
     parser.add_argument("--out", "-o", help="output cache URL or path")
     parser.add_argument(
@@ -146,14 +149,17 @@ def _bake_arguments(parser: argparse.ArgumentParser) -> None:
     text = parser.add_argument_group("text")
     text.add_argument(
         "--format",
-        choices=("txt", "jsonl", "csv", "tsv", "parquet"),
+        choices=LINE_TEXT_FORMATS,
         help="how to read the files (default: from each file's ending)",
     )
     text.add_argument("--field", help="the JSON key or CSV/Parquet column holding the text")
     text.add_argument(
         "--one-per-file", action="store_true", default=None, help=".txt: a file is one sample"
     )
-    text.add_argument("--encoding", help="text codec of the files (default utf-8)")
+    text.add_argument(
+        "--encoding",
+        help="text codec of the files (default utf-8), or 'auto' to detect each file's",
+    )
     text.add_argument(
         "--errors",
         choices=("reject", "replace"),
@@ -177,7 +183,7 @@ def _bake_arguments(parser: argparse.ArgumentParser) -> None:
     audio.add_argument("--mel-dtype", choices=("float16", "float32"), help="default float16")
     audio.add_argument(
         "--wave-dtype",
-        choices=("int16", "float16", "float32"),
+        choices=WAVE_DTYPES,
         help="stored waveform: int16 PCM (default), float16 or float32",
     )
     audio.add_argument(
@@ -619,7 +625,15 @@ def _print_report(report: Any) -> None:
         ("cache", report.url),
         ("inputs", f"{report.inputs}"),
         ("baked", f"{report.baked}"),
-        ("rejected", f"{report.rejected}"),
+        (
+            "rejected",
+            f"{report.rejected}"
+            + (
+                f" ({report.blank} blank, {report.rejected - report.blank} broken)"
+                if report.blank
+                else ""
+            ),
+        ),
         *(
             (f"  {reason}", f"{count}")
             for reason, count in sorted(report.rejected_by_reason.items())
@@ -722,7 +736,11 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         f"{info['version']}, {info['modality']}, created {info['created']}"
     )
     print(f"cache key {info['cache_key'][:16]}…, {info['shards']} shards")
-    print(f"inputs {counts['inputs']} = baked {counts['baked']} + rejected {counts['rejected']}")
+    blank = counts.get("blank", 0)  # absent from older manifests
+    print(
+        f"inputs {counts['inputs']} = baked {counts['baked']} + rejected {counts['rejected']}"
+        + (f" ({blank} blank, {counts['rejected'] - blank} broken)" if blank else "")
+    )
     spec = info["spec"]
     if info["modality"] == "records":
         _print_record_fields(info)
@@ -754,6 +772,15 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         print(
             f"token lengths: mean {v['mean_length']:.1f}, p50 {p['p50']}, p90 {p['p90']}, "
             f"p99 {p['p99']}, max {p['max']} of {v['max_length']}; {v['n_truncated']} truncated"
+        )
+    if info.get("encodings"):
+        detected = " (detected)" if spec.get("text", {}).get("encoding") == "auto" else ""
+        print(
+            f"encodings{detected}: "
+            + ", ".join(
+                f"{codec} ({e['files']} file{'s' * (e['files'] != 1)}, {e['samples']} samples)"
+                for codec, e in info["encodings"].items()
+            )
         )
     durations = info.get("durations")
     if durations and durations.get("clips"):

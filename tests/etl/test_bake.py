@@ -91,6 +91,7 @@ def test_manifest_records_schema_classes_and_stats(baked, image_corpus):
         "inputs": report.inputs,
         "baked": report.baked,
         "rejected": report.rejected,
+        "blank": 0,  # images are never blank; broken files are rejected otherwise
     }
     assert manifest["class_names"] == sorted(image_corpus.classes)
     images = manifest["fields"]["images"]

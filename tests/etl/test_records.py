@@ -359,3 +359,59 @@ def test_guide_paired_dataset_over_a_records_cache(corpus, tmp_path):
     assert set(pair) == {"images", "captions", "alignment_scores", "indices"}
     with pytest.raises(SpecError, match="missing \\['audio'\\]"):
         datakiln.MultiModalPairedDataset(pairs=[("images", "audio")], data=dataset)
+
+
+def test_folder_of_files_as_records_matches_the_image_bake(image_corpus, tmp_path):
+    root = str(image_corpus.root)
+    images = datakiln.open_cache(_image_bake(root, tmp_path / "images"))
+    records = _bake(
+        [root],
+        tmp_path / "records",
+        {
+            "images": {"modality": "image", "column": "file", "height": SIZE, "width": SIZE},
+            "labels": {"modality": "label", "column": "parent"},
+        },
+    )
+    assert len(records) == len(images)
+    by_uri = {m["uri"]: k for k, m in enumerate(images.metadata().to_pylist())}
+    a = images.get_batch(indices=list(range(len(images))))
+    b = records.get_batch(indices=list(range(len(records))))
+    names = records.manifest["label_classes"]["labels"]
+    for k, meta in enumerate(records.metadata().to_pylist()):
+        j = by_uri[meta["images_uri"]]
+        assert np.array_equal(a["images"][j], b["images"][k])
+        assert images.class_names[a["labels"][j]] == names[b["labels"][k]]
+    rejected = _rejected(tmp_path / "records")
+    assert len(rejected) == len(image_corpus.broken)
+    assert {r["field"] for r in rejected} == {"images"}
+
+
+def _image_bake(root: str, out: Path) -> str:
+    spec = BakeSpec(
+        sources=(root,),
+        output=str(out),
+        shard_size=8,
+        image={"height": SIZE, "width": SIZE, "labels": "parent"},
+    )
+    bake(spec)
+    return str(out)
+
+
+def test_optional_field_gets_a_validity_mask(corpus, tmp_path):
+    import csv
+
+    path = tmp_path / "t.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", "caption"])
+        writer.writerow([corpus.images[0], "has a caption"])
+        writer.writerow([corpus.images[1], ""])
+    spec_fields = fields()
+    del spec_fields["labels"]
+    spec_fields["captions"]["required"] = False
+    dataset = _bake([path], tmp_path / "out", spec_fields)
+    assert len(dataset) == 2
+    batch = dataset.get_batch(indices=[0, 1])
+    assert batch["captions_valid"].tolist() == [True, False]
+    assert batch["captions_lengths"].tolist()[1] == 0
+    assert _rejected(tmp_path / "out") == []

@@ -124,11 +124,18 @@ def test_counts_add_up_over_every_format(baked):
     assert report.inputs == report.baked + report.rejected
     assert dict(report.rejected_by_reason) == reasons
     manifest = json.loads((Path(spec.output) / "manifest.json").read_text())
+    blank = reasons["validate: EmptySample"]  # blank lines, null and empty values
     assert manifest["counts"] == {
         "inputs": report.inputs,
         "baked": report.baked,
         "rejected": report.rejected,
+        "blank": blank,
     }
+    assert report.blank == blank
+    assert report.summary_line() == (
+        f"inputs {report.inputs} = baked {report.baked} + rejected {report.rejected} "
+        f"({blank} blank, {report.rejected - blank} broken)"
+    )
     rejected = pq.read_table(Path(spec.output) / manifest["rejected"]).to_pylist()
     assert all(r["uri"] and r["stage"] and r["message"] for r in rejected)
     bad = [r for r in rejected if r["error_type"] == "UnicodeDecodeError"]
@@ -301,7 +308,7 @@ def test_ranges_cut_mid_line_lose_and_repeat_nothing(tmp_path):
         text=params,
         shard_size=16,
     )
-    units = get_modality("text").plan_units(spec, datakiln.etl.plan.plan_bake(spec).inputs)
+    units = get_modality("text").plan_units(spec, datakiln.etl.plan.plan_files(spec).inputs)
     starts = [u.start for u in units]
     line_starts = {0, *(i + 1 for i, b in enumerate(data) if b == ord("\n"))}
     assert len(units) > 10

@@ -295,3 +295,99 @@ def test_utf8_lines_read_at_once_keep_byte_positions(tmp_path):
     for r in records:
         assert data[r.position :].startswith(r.text.encode())
     assert [r[:2] for r in _reasons(rejections)] == [("validate", EMPTY_SAMPLE)]
+
+
+# -- encoding="auto" ---------------------------------------------------------------------------
+
+LATIN = ["Le château est très beau à la fin de l'été.", "El niño comió una manzana en el jardín."]
+JAPANESE = ["東京は日本の首都です。", "カタカナとひらがなと漢字を使って書きます。"]
+
+
+@pytest.mark.parametrize(("lines", "codec"), [(LATIN, "latin-1"), (JAPANESE, "shift_jis")])
+def test_auto_encoding_reads_legacy_txt_csv_and_jsonl(tmp_path, lines, codec):
+    txt = _write(tmp_path, "a.txt", ("\n".join(lines) + "\n").encode(codec))
+    assert [r.text for r in _read(txt)[0]] == []  # utf-8 loses every non-ASCII line
+    records, rejections = _read(txt, encoding="auto", target_bytes=16)  # several ranges
+    assert [r.text for r in records] == lines
+    assert rejections == []
+    rows = "".join(f'{i},"{line}"\r\n' for i, line in enumerate(lines))
+    csv_url = _write(tmp_path, "a.csv", f"id,text\r\n{rows}".encode(codec))
+    records, rejections = _read(csv_url, encoding="auto", field="text")
+    assert [r.text for r in records] == lines
+    jsonl = "".join(json.dumps({"t": line}, ensure_ascii=False) + "\n" for line in lines)
+    url = _write(tmp_path, "a.jsonl", jsonl.encode(codec))
+    records, rejections = _read(url, encoding="auto", field="t")
+    assert [r.text for r in records] == lines
+    assert rt.detect_text_encoding(url) == rt.detect_text_encoding(txt) != "utf-8"
+
+
+def test_auto_encoding_of_parquet_columns(tmp_path):
+    values = [line.encode("latin-1") for line in LATIN]
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"raw": values, "text": LATIN}), path, row_group_size=1)
+    url = str(path)
+    assert rt.detect_text_encoding(url, field="text") == "utf-8"  # strings are UTF-8
+    detected = rt.detect_text_encoding(url, field="raw")
+    assert [v.decode(detected) for v in values] == LATIN
+    records, rejections = _read(url, field="raw", encoding="auto")
+    assert [r.text for r in records] == LATIN
+    assert rejections == []
+    assert rt.detect_text_encoding(url, field="missing") == "utf-8"
+    bad = _write(tmp_path, "bad.parquet", b"PAR1 this is not parquet PAR1")
+    assert rt.detect_text_encoding(bad, field="raw") == "utf-8"
+
+
+def test_auto_encoding_of_utf16_with_a_mark_reads_it_whole(tmp_path):
+    url = _write(tmp_path, "wide.txt", "\n".join(JAPANESE + LATIN).encode("utf-16"))
+    assert rt.detect_text_encoding(url) == "utf-16"
+    records, rejections = _read(url, encoding="auto", target_bytes=8)
+    assert [r.text for r in records] == JAPANESE + LATIN
+    assert rejections == []
+
+
+def test_range_readers_need_the_detected_codec(tmp_path):
+    url = _write(tmp_path, "a.txt", b"a\n")
+    with pytest.raises(SpecError, match="detect_file_encoding"):
+        rt.read_text_range(url, 0, 2, fmt="txt", encoding="auto")
+    with pytest.raises(SpecError, match="once per file"):
+        rt.plan_text_ranges(url, 2, 1, encoding="auto")
+
+
+@pytest.mark.parametrize("codec", ["cp1252", "cp932", "gb18030", "euc_kr", "big5"])
+def test_legacy_ranges_read_at_once_equal_line_by_line(tmp_path, codec, monkeypatch):
+    samples = {
+        "cp1252": ["café crème", "naïve — “quoted”", "€ 20"],
+        "cp932": ["東京は日本の首都です。", "カタカナ\\パス", "ｶﾀｶﾅ半角"],
+        "gb18030": ["中文文本测试", "你好，世界", "𠀀 beyond the BMP"],
+        "euc_kr": ["안녕하세요 세계", "한국어 문장입니다"],
+        "big5": ["繁體中文測試", "你好世界"],
+    }[codec]
+    lines = [*samples, "", "plain ascii", *samples]
+    data = b"\r\n".join(line.encode(codec) for line in lines) + b"\n"
+    url = _write(tmp_path, "a.txt", data)
+    at_once = _read(url, encoding=codec, target_bytes=24)
+    monkeypatch.setattr(rt, "_STATEFUL_CODECS", (codec,))  # forces the line-by-line path
+    one_by_one = _read(url, encoding=codec, target_bytes=24)
+    assert at_once == one_by_one
+    records, rejections = at_once
+    assert [r.text for r in records] == [line for line in lines if line]
+    for r in records:
+        assert data[r.position :].startswith(r.text.encode(codec))
+    assert _reasons(rejections) == [("validate", EMPTY_SAMPLE, data.index(b"\r\n\r\n") + 2)]
+
+
+def test_a_legacy_range_with_a_bad_line_rejects_that_line_alone(tmp_path):
+    data = "東京\n".encode("cp932") + b"bad \x81\nok\n"  # a lead byte without its trail byte
+    url = _write(tmp_path, "a.txt", data)
+    records, rejections = _read(url, encoding="cp932")
+    assert [r.text for r in records] == ["東京", "ok"]
+    assert _reasons(rejections) == [("decode", "UnicodeDecodeError", len("東京\n".encode("cp932")))]
+
+
+def test_blank_rejections_are_empty_inputs_not_empty_fields():
+    assert Rejection("u", "validate", EMPTY_SAMPLE, "empty line", 3).blank
+    assert not Rejection("u", "decode", "UnicodeDecodeError", "bad", 3).blank
+    # a record with one empty field held something in its other fields: it is broken
+    assert not Rejection(
+        "u", "validate", EMPTY_SAMPLE, "empty text", record="row 1", field="c"
+    ).blank

@@ -19,7 +19,9 @@ def describe_cache(url: str, storage_options: Mapping[str, Any] | None = None) -
     """Format, key, spec, fields with sizes, counts, classes, statistics and rejections.
 
     Text caches add ``vocabulary`` (tokenizer, unique tokens, coverage, token-length
-    percentiles, truncations) and ``tokenizer`` (its identity); audio caches add
+    percentiles, truncations), ``tokenizer`` (its identity) and ``encodings`` (per codec the
+    texts were decoded with, detected or given: files and baked samples; with
+    ``encoding = "auto"`` also ``encoding_detector``); audio caches add
     ``durations`` (of the source clips: min/mean/max, how many were padded or trimmed to the
     stored duration) and ``featurizer``.
     """
@@ -63,6 +65,9 @@ def describe_cache(url: str, storage_options: Mapping[str, Any] | None = None) -
     if manifest["modality"] == "text":
         extra["tokenizer"] = manifest.get("tokenizer")
         extra["vocabulary"] = _vocabulary(stats)
+        extra["encodings"] = stats.get("encodings")  # absent from older caches
+        if manifest.get("encoding_detector"):
+            extra["encoding_detector"] = manifest["encoding_detector"]
     elif manifest["modality"] == "records":
         labels = manifest.get("label_classes") or {}
         extra["record_fields"] = {

@@ -14,6 +14,9 @@ import fsspec
 
 from datakiln.errors import CacheFormatError
 
+# Offset and length of an inner chunk that a Zarr v3 shard index marks as absent (fill).
+MISSING_CHUNK = 2**64 - 1
+
 if TYPE_CHECKING:
     from zarr.abc.store import Store
 

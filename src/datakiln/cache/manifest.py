@@ -7,9 +7,11 @@ readers; a manifest of another format version is refused with a clear error.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from datakiln.cache.layout import (
@@ -171,3 +173,108 @@ def validate_manifest(manifest: Mapping[str, Any], url: str) -> None:
     counts = manifest["counts"]
     if baked != counts["baked"] or counts["baked"] + counts["rejected"] != counts["inputs"]:
         raise CacheFormatError(f"{url}: manifest counts do not add up: {counts}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ManifestShard:
+    """One live shard of a committed version: its rows and where its marker and meta are."""
+
+    id: int
+    row_start: int
+    capacity: int
+    rows: int
+    marker: str
+    meta: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ManifestShard:
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Manifest:
+    """A committed version of a cache (see docs/format.md for each key).
+
+    ``entries`` holds what a modality adds at the top level (``tokenizer``, ``featurizer``,
+    ``constants``, ``record_fields``, ...); ``to_dict`` writes them beside the shared keys.
+    """
+
+    cache_key: str
+    generation_key: str
+    generation: str
+    version: int
+    next_shard_id: int
+    created: str
+    modality: str
+    spec: Mapping[str, Any]
+    rows: int
+    counts: Mapping[str, int]
+    rejected_by_reason: Mapping[str, int]
+    fields: Mapping[str, Mapping[str, Any]]
+    stats: Mapping[str, Any]
+    shards: tuple[ManifestShard, ...]
+    rejected: str
+    class_names: tuple[str, ...] | None = None
+    class_counts: tuple[int, ...] | None = None
+    label_classes: Mapping[str, tuple[str, ...]] | None = None
+    entries: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    format: str = FORMAT_NAME
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.entries,
+            "format": self.format,
+            "format_version": self.format_version,
+            "cache_key": self.cache_key,
+            "generation_key": self.generation_key,
+            "generation": self.generation,
+            "version": self.version,
+            "next_shard_id": self.next_shard_id,
+            "created": self.created,
+            "modality": self.modality,
+            "spec": dict(self.spec),
+            "rows": self.rows,
+            "counts": dict(self.counts),
+            "rejected_by_reason": dict(self.rejected_by_reason),
+            "fields": {k: dict(v) for k, v in self.fields.items()},
+            "class_names": list(self.class_names) if self.class_names is not None else None,
+            "class_counts": list(self.class_counts) if self.class_counts is not None else None,
+            "label_classes": {k: list(v) for k, v in self.label_classes.items()}
+            if self.label_classes
+            else None,
+            "stats": dict(self.stats),
+            "shards": [s.to_dict() for s in self.shards],
+            "rejected": self.rejected,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Manifest:
+        shared = {f.name for f in dataclasses.fields(cls)} - {"entries"}
+        labels = data.get("label_classes")
+        return cls(
+            cache_key=data["cache_key"],
+            generation_key=data["generation_key"],
+            generation=data["generation"],
+            version=int(data["version"]),
+            next_shard_id=int(data["next_shard_id"]),
+            created=data.get("created", ""),
+            modality=data["modality"],
+            spec=data["spec"],
+            rows=int(data["rows"]),
+            counts=data["counts"],
+            rejected_by_reason=data.get("rejected_by_reason") or {},
+            fields=data["fields"],
+            stats=data.get("stats") or {},
+            shards=tuple(ManifestShard.from_dict(s) for s in data["shards"]),
+            rejected=data["rejected"],
+            class_names=tuple(data["class_names"]) if data.get("class_names") else None,
+            class_counts=tuple(data["class_counts"]) if data.get("class_counts") else None,
+            label_classes={k: tuple(v) for k, v in labels.items()} if labels else None,
+            entries={k: v for k, v in data.items() if k not in shared},
+            format=data.get("format", FORMAT_NAME),
+            format_version=int(data.get("format_version", FORMAT_VERSION)),
+        )

@@ -124,7 +124,9 @@ class CachedDataset(BaseDataset):
     def metadata(self) -> Any:
         """Per-sample metadata (source URI, content hash, original size, …) in index order.
 
-        Reads every live shard's Parquet part: a pyarrow Table with one row per sample.
+        Reads every live shard's Parquet part: a pyarrow Table with one row per sample. A
+        column that parts written by an older datakiln lack (text's ``encoding``) is null in
+        their rows.
         """
 
         import pyarrow as pa
@@ -133,7 +135,7 @@ class CachedDataset(BaseDataset):
             read_parquet(self.url, s["meta"], self._storage_options)
             for s in self.manifest["shards"]
         ]
-        return pa.concat_tables(parts)
+        return pa.concat_tables(parts, promote_options="default")
 
     def rows_of(self, indices: np.ndarray) -> np.ndarray:
         """Array rows holding the samples at dataset ``indices`` (checked, int64)."""

@@ -26,14 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from datakiln.cache.layout import is_local
+from datakiln.cache.layout import MISSING_CHUNK, is_local
 from datakiln.cache.mapped_region import reserve
 from datakiln.errors import CacheFormatError
 
 logger = logging.getLogger(__name__)
 
 # A missing inner chunk has offset and length both 2**64 - 1 in the shard index.
-_MISSING = np.uint64(2**64 - 1)
+_MISSING = np.uint64(MISSING_CHUNK)
 _CRC_BYTES = 4
 
 

@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from datakiln.cache.layout import is_local
+from datakiln.cache.layout import MISSING_CHUNK, is_local
 from datakiln.cache.shard_reader import ShardedFieldReader, supports_fast_path
 from datakiln.errors import CacheFormatError
 
 # A missing inner chunk (the fill value "") has offset 2**64 - 1 in the shard index.
-_MISSING = 2**64 - 1
+_MISSING = MISSING_CHUNK
 # vlen-utf8 header: item count and byte length, little-endian uint32 each.
 _HEADER_BYTES = 8
 

@@ -34,7 +34,8 @@ from datakiln.cache.layout import (
     store_fs,
 )
 from datakiln.cache.manifest import (
-    FORMAT_NAME,
+    Manifest,
+    ManifestShard,
     commit_manifest,
     read_manifest,
     write_json_atomic,
@@ -51,9 +52,11 @@ from datakiln.errors import (
 from datakiln.etl.lease import StoreLease
 from datakiln.etl.local_pool import local_cpus, start_method, worker_pool
 from datakiln.etl.modalities import get_modality
-from datakiln.etl.plan import BakePlan, PreviousBake, ShardPlan, generation_key, plan_bake
+from datakiln.etl.plan import BakePlan, PreviousBake, generation_key, plan_files
+from datakiln.etl.plan_records import plan_records
 from datakiln.etl.shard import bake_shard
 from datakiln.etl.spec import BakeSpec
+from datakiln.etl.task import ShardMarker, ShardPlan, ShardTask
 from datakiln.readers.listing import access_hint
 from datakiln.writers.marker import read_marker
 from datakiln.writers.parquet import rejected_table, table_bytes
@@ -66,7 +69,12 @@ STAGES = ("fetch", "decode", "kernel", "write")
 
 @dataclass(frozen=True, kw_only=True)
 class BakeReport:
-    """What a bake did; ``inputs == baked + rejected`` always holds."""
+    """What a bake did; ``inputs == baked + rejected`` always holds.
+
+    ``blank`` counts the rejected inputs that held nothing (``Rejection.blank``: blank
+    lines, empty files, null or whitespace-only values) apart from the broken ones; they are
+    part of ``rejected``, so ``rejected - blank`` inputs were broken.
+    """
 
     url: str
     cache_key: str
@@ -74,6 +82,7 @@ class BakeReport:
     baked: int
     rejected: int
     rejected_by_reason: Mapping[str, int] = field(default_factory=dict)
+    blank: int = 0
     shards: int = 0
     shards_skipped: int = 0
     up_to_date: bool = False
@@ -84,7 +93,10 @@ class BakeReport:
     stage_s: Mapping[str, float] = field(default_factory=dict)
 
     def summary_line(self) -> str:
-        return f"inputs {self.inputs} = baked {self.baked} + rejected {self.rejected}"
+        line = f"inputs {self.inputs} = baked {self.baked} + rejected {self.rejected}"
+        if self.blank:
+            line += f" ({self.blank} blank, {self.rejected - self.blank} broken)"
+        return line
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -94,6 +106,7 @@ class BakeReport:
             "baked": self.baked,
             "rejected": self.rejected,
             "rejected_by_reason": dict(self.rejected_by_reason),
+            "blank": self.blank,
             "shards": self.shards,
             "shards_skipped": self.shards_skipped,
             "up_to_date": self.up_to_date,
@@ -111,10 +124,10 @@ ProgressFn = Callable[[Mapping[str, Any]], None]
 class _Tally:
     """Turns finished shard markers into progress events for the caller's ``progress``."""
 
-    def __init__(self, plan: BakePlan, tasks: list[dict[str, Any]], progress: ProgressFn | None):
+    def __init__(self, plan: BakePlan, tasks: list[ShardTask], progress: ProgressFn | None):
         self.progress = progress
         self.event = {
-            "inputs_total": sum(t["shard"]["capacity"] for t in tasks),
+            "inputs_total": sum(t.shard.capacity for t in tasks),
             "inputs_done": 0,
             "baked": 0,
             "rejected": 0,
@@ -122,11 +135,11 @@ class _Tally:
             "shards_done": 0,
         }
 
-    def __call__(self, marker: Mapping[str, Any]) -> None:
+    def __call__(self, marker: ShardMarker) -> None:
         e = self.event
-        e["inputs_done"] += marker["capacity"]
-        e["baked"] += marker["rows"]
-        e["rejected"] += len(marker["rejections"])
+        e["inputs_done"] += marker.capacity
+        e["baked"] += marker.rows
+        e["rejected"] += len(marker.rejections)
         e["shards_done"] += 1
         if self.progress is not None:
             self.progress(dict(e))
@@ -181,7 +194,14 @@ def _read_previous(spec: BakeSpec) -> tuple[dict[str, Any] | None, PreviousBake 
     return manifest, previous
 
 
-def _prepare_store(plan: BakePlan, fields: list[FieldLayout]) -> dict[int, dict[str, Any]]:
+def _plan(spec: BakeSpec, previous: PreviousBake | None) -> BakePlan:
+    """The next version's plan: records bakes plan records, the others files."""
+    if spec.modality == "records":
+        return plan_records(spec, previous)
+    return plan_files(spec, previous)
+
+
+def _prepare_store(plan: BakePlan, fields: list[FieldLayout]) -> dict[int, ShardMarker]:
     """Make the arrays ready; return the markers of every live shard that is already done."""
     spec = plan.spec
     fs, root = store_fs(spec.output, spec.output_storage_options)
@@ -192,7 +212,7 @@ def _prepare_store(plan: BakePlan, fields: list[FieldLayout]) -> dict[int, dict[
         prepare_arrays(spec.output, spec.output_storage_options, fields, plan.rows, attributes)
     except OSError as err:
         raise OutputError(f"cannot write the output {spec.output!r}: {err}") from err
-    done: dict[int, dict[str, Any]] = {}
+    done: dict[int, ShardMarker] = {}
     for shard in plan.shards:
         marker = read_marker(fs, root, plan.generation, shard.shard_id)
         if (
@@ -200,13 +220,13 @@ def _prepare_store(plan: BakePlan, fields: list[FieldLayout]) -> dict[int, dict[
             and marker.get("generation_key") == plan.generation_key
             and marker.get("fingerprint") == shard.fingerprint
         ):
-            done[shard.shard_id] = marker
+            done[shard.shard_id] = ShardMarker.from_dict(marker)
     return done
 
 
 def _run_distributed(
-    client: Any, tasks: list[dict[str, Any]], on_done: Callable[[Mapping[str, Any]], None]
-) -> list[dict[str, Any]]:
+    client: Any, tasks: list[ShardTask], on_done: Callable[[ShardMarker], None]
+) -> list[ShardMarker]:
     """Submit every shard task to a ``distributed`` client; report each as it finishes.
 
     A task whose worker dies is rescheduled by the scheduler; shard tasks are idempotent (they
@@ -220,8 +240,8 @@ def _run_distributed(
     futures = [
         client.submit(
             bake_shard,
-            task,
-            key=f"datakiln-shard-{task['shard']['shard_id']}-{task['generation_key'][:8]}",
+            task.to_dict(),
+            key=f"datakiln-shard-{task.shard.shard_id}-{task.generation_key[:8]}",
             pure=False,
             retries=2,
         )
@@ -229,7 +249,7 @@ def _run_distributed(
     ]
     results = []
     for future in as_completed(futures):
-        marker = future.result()
+        marker = ShardMarker.from_dict(future.result())
         results.append(marker)
         on_done(marker)
     return results
@@ -295,10 +315,10 @@ def _worker_pool(
 
 def _run_tasks(
     plan: BakePlan,
-    tasks: list[dict[str, Any]],
-    on_done: Callable[[Mapping[str, Any]], None],
+    tasks: list[ShardTask],
+    on_done: Callable[[ShardMarker], None],
     pool: Any = None,
-) -> list[dict[str, Any]]:
+) -> list[ShardMarker]:
     """Run the shard tasks on the scheduler the spec names (``pool``: its process pool)."""
     spec = plan.spec
     if not tasks:
@@ -330,11 +350,11 @@ def _run_tasks(
 
     def posttask(key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
         if isinstance(result, dict) and "shard_id" in result:
-            on_done(result)
+            on_done(ShardMarker.from_dict(result))
 
     # Tasks travel as JSON text: Dask walks dict and list arguments looking for collections,
     # which cost ~0.1 ms an input; a string it leaves alone.
-    delayed = [dask.delayed(_bake_shard_json, pure=False)(json.dumps(t)) for t in tasks]
+    delayed = [dask.delayed(_bake_shard_json, pure=False)(json.dumps(t.to_dict())) for t in tasks]
     # ``auto`` runs on processes exactly when it started a pool for them.
     scheduler = "processes" if pool is not None else _local_scheduler(spec, 0)
     options: dict[str, Any] = {}
@@ -344,7 +364,8 @@ def _run_tasks(
         options = {"pool": pool, "chunksize": 1}
     with Callback(posttask=posttask):
         try:
-            return list(dask.compute(*delayed, scheduler=_LOCAL_GETS[scheduler](), **options))
+            results = dask.compute(*delayed, scheduler=_LOCAL_GETS[scheduler](), **options)
+            return [ShardMarker.from_dict(m) for m in results]
         except BrokenProcessPool as err:
             raise BakeError(
                 f"a bake worker process died ({err}); was it killed or out of memory? Finished "
@@ -396,6 +417,15 @@ def _key_changes(current: Mapping[str, Any] | None, plan: BakePlan) -> tuple[str
             ]
         elif before != value:
             reasons.append(f"{name}: {before!r} -> {value!r}")
+    if not reasons and current.get("generation_key") != plan.generation_key:
+        # the same parameters, another identity: a tokenizer rule, the encoding detector, ...
+        entries = getattr(get_modality(plan.spec.modality), "manifest_entries", None)
+        identity = entries(plan.spec) if entries is not None else {}
+        reasons += [
+            f"{name}: {current.get(name)!r} -> {value!r}"
+            for name, value in identity.items()
+            if current.get(name) != value
+        ]
     c = plan.changes
     if plan.previous is not None and (c.new or c.changed or c.removed):
         reasons.append(f"inputs: {c.new} new, {c.changed} changed, {c.removed} removed")
@@ -408,7 +438,7 @@ def _key_changes(current: Mapping[str, Any] | None, plan: BakePlan) -> tuple[str
 def plan_only(spec: BakeSpec) -> PlanSummary:
     """Say what ``bake(spec)`` would do; reads the store, writes nothing."""
     current, previous = _read_previous(spec)
-    plan = plan_bake(spec, previous)
+    plan = _plan(spec, previous)
     fs, root = store_fs(spec.output, spec.output_storage_options)
     done = 0
     for shard in plan.shards:
@@ -472,7 +502,7 @@ def bake(
         raise OutputError(access_hint(spec.output, err, "write")) from err
     with _released(lease):
         current, previous = _read_previous(spec)
-        plan = plan_bake(spec, previous)
+        plan = _plan(spec, previous)
         if current is not None and current["cache_key"] == plan.cache_key:
             counts = current["counts"]
             logger.info("cache at %s is up to date (key %s)", spec.output, plan.cache_key[:12])
@@ -483,6 +513,7 @@ def bake(
                 baked=counts["baked"],
                 rejected=counts["rejected"],
                 rejected_by_reason=current.get("rejected_by_reason", {}),
+                blank=counts.get("blank", 0),  # absent from older manifests
                 shards=len(plan.shards),
                 shards_skipped=len(plan.shards),
                 up_to_date=True,
@@ -509,18 +540,23 @@ def _bake_planned(
     """Prepare the store, bake the shards not done yet, commit."""
     spec = plan.spec
     done = _prepare_store(plan, fields)
-    base_task = {
-        "url": spec.output,
-        "storage_options": dict(spec.output_storage_options),
-        "source_options": dict(spec.storage_options),
-        "generation_key": plan.generation_key,
-        "generation": plan.generation,
-        "modality": spec.modality,
-        "params": _task_params(plan),
-        "fields": [f.to_task() for f in fields],
-        "jax_cache_dir": jax_cache_dir,
-    }
-    tasks = [{**base_task, "shard": s.to_dict()} for s in plan.shards if s.shard_id not in done]
+    params = _task_params(plan)
+    tasks = [
+        ShardTask(
+            url=spec.output,
+            storage_options=spec.output_storage_options,
+            source_options=spec.storage_options,
+            generation_key=plan.generation_key,
+            generation=plan.generation,
+            modality=spec.modality,
+            params=params,
+            fields=tuple(fields),
+            shard=shard,
+            jax_cache_dir=jax_cache_dir,
+        )
+        for shard in plan.shards
+        if shard.shard_id not in done
+    ]
     logger.info(
         "baking %d inputs into %s: %d shards, %d to bake (%d new, %d changed, %d removed inputs)",
         len(plan.inputs),
@@ -540,7 +576,7 @@ def _bake_planned(
             f"a shard task failed: {type(err).__name__}: {err}; finished shards are kept, "
             "run the same command again to resume"
         ) from err
-    markers = {**done, **{m["shard_id"]: m for m in new}}
+    markers = {**done, **{m.shard_id: m for m in new}}
     store_version = current["version"] if current is not None else 0
     return _commit(
         plan,
@@ -560,12 +596,12 @@ def _task_params(plan: BakePlan) -> dict[str, Any]:
     return params
 
 
-def _class_counts(plan: BakePlan, markers: list[Mapping[str, Any]]) -> list[int] | None:
+def _class_counts(plan: BakePlan, markers: list[ShardMarker]) -> list[int] | None:
     if plan.class_names is None:
         return None
     counts = np.zeros(len(plan.class_names), dtype=np.int64)
     for marker in markers:
-        per_shard = np.asarray(marker["stats"].get("label_counts", []), dtype=np.int64)
+        per_shard = np.asarray(marker.stats.get("label_counts", []), dtype=np.int64)
         counts[: len(per_shard)] += per_shard
     return counts.tolist()
 
@@ -573,76 +609,78 @@ def _class_counts(plan: BakePlan, markers: list[Mapping[str, Any]]) -> list[int]
 def _commit(
     plan: BakePlan,
     fields: list[FieldLayout],
-    markers: Mapping[int, Mapping[str, Any]],
+    markers: Mapping[int, ShardMarker],
     started: float,
     *,
     skipped: int,
     store_version: int,
-    new_markers: list[Mapping[str, Any]],
+    new_markers: list[ShardMarker],
 ) -> BakeReport:
     spec = plan.spec
     ordered = [markers[s.shard_id] for s in plan.shards]
-    rejections = [r for m in ordered for r in m["rejections"]]
-    baked = sum(m["rows"] for m in ordered)
+    rejections = [r for m in ordered for r in m.rejections]
+    baked = sum(m.rows for m in ordered)
     modality = get_modality(spec.modality)
     lost = [
-        m["shard_id"]
+        m.shard_id
         for m in ordered
         if getattr(modality, "one_sample_per_input", True)
-        and m["rows"] + len(m["rejections"]) != m["inputs"]
+        and m.rows + len(m.rejections) != m.inputs
     ]
     if lost:
         raise BakeError(
             f"shards {lost} lost track of inputs: baked + rejected != inputs; nothing committed"
         )
     inputs = baked + len(rejections)
-    by_reason = collections.Counter(f"{r['stage']}: {r['error_type']}" for r in rejections)
+    by_reason = collections.Counter(r.reason for r in rejections)
+    blank = sum(r.blank for r in rejections)
     version = store_version + 1
     rejected_path = rejected_table_path(plan.generation, version)
     fs, root = store_fs(spec.output, spec.output_storage_options)
-    fs.pipe_file(f"{root}/{rejected_path}", table_bytes(rejected_table(rejections)))
+    fs.pipe_file(
+        f"{root}/{rejected_path}", table_bytes(rejected_table([r.to_dict() for r in rejections]))
+    )
 
     stats = modality.merge_stats(spec, ordered)
-    stage_s = {s: float(sum(m["timings"][s] for m in ordered)) for s in STAGES}
-    bytes_in = int(sum(m["bytes_in"] for m in ordered))
-    bytes_out = int(sum(m.get("bytes_out", 0) for m in ordered))
-    shapes = {tuple(shape) for m in new_markers for shape in m.get("kernel_shapes", [])}
+    stage_s = {s: float(sum(m.timings[s] for m in ordered)) for s in STAGES}
+    bytes_in = int(sum(m.bytes_in for m in ordered))
+    bytes_out = int(sum(m.bytes_out for m in ordered))
+    shapes = {tuple(shape) for m in new_markers for shape in m.kernel_shapes}
 
-    manifest = {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "cache_key": plan.cache_key,
-        "generation_key": plan.generation_key,
-        "generation": plan.generation,
-        "version": version,
-        "next_shard_id": plan.next_shard_id,
-        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "modality": spec.modality,
-        "spec": spec.to_dict(),
-        "rows": plan.rows,
-        "counts": {"inputs": inputs, "baked": baked, "rejected": len(rejections)},
-        "rejected_by_reason": dict(by_reason),
-        "fields": _field_schema(plan, fields),
-        "class_names": list(plan.class_names) if plan.class_names is not None else None,
-        "class_counts": _class_counts(plan, ordered),
-        "label_classes": {k: list(v) for k, v in plan.label_classes.items()} or None,
-        "stats": stats,
-        "shards": [
-            {
-                "id": m["shard_id"],
-                "row_start": m["row_start"],
-                "capacity": m["capacity"],
-                "rows": m["rows"],
-                "marker": shard_marker(plan.generation, m["shard_id"]),
-                "meta": meta_part(plan.generation, m["shard_id"]),
-            }
-            for m in ordered
-        ],
-        "rejected": rejected_path,
-    }
     entries = getattr(modality, "manifest_entries", None)
-    if entries is not None:  # tokenizer identity, per-sample constants, ...
-        manifest.update(entries(spec))
+    class_counts = _class_counts(plan, ordered)
+    manifest = Manifest(
+        cache_key=plan.cache_key,
+        generation_key=plan.generation_key,
+        generation=plan.generation,
+        version=version,
+        next_shard_id=plan.next_shard_id,
+        created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        modality=spec.modality,
+        spec=spec.to_dict(),
+        rows=plan.rows,
+        counts={"inputs": inputs, "baked": baked, "rejected": len(rejections), "blank": blank},
+        rejected_by_reason=dict(by_reason),
+        fields=_field_schema(plan, fields),
+        class_names=plan.class_names,
+        class_counts=tuple(class_counts) if class_counts is not None else None,
+        label_classes=plan.label_classes or None,
+        stats=stats,
+        shards=tuple(
+            ManifestShard(
+                id=m.shard_id,
+                row_start=m.row_start,
+                capacity=m.capacity,
+                rows=m.rows,
+                marker=shard_marker(plan.generation, m.shard_id),
+                meta=meta_part(plan.generation, m.shard_id),
+            )
+            for m in ordered
+        ),
+        rejected=rejected_path,
+        # tokenizer identity, per-sample constants, record fields, ...
+        entries=entries(spec) if entries is not None else {},
+    )
     report = BakeReport(
         url=spec.output,
         cache_key=plan.cache_key,
@@ -650,6 +688,7 @@ def _commit(
         baked=baked,
         rejected=len(rejections),
         rejected_by_reason=dict(by_reason),
+        blank=blank,
         shards=len(ordered),
         shards_skipped=skipped,
         wall_s=time.perf_counter() - started,
@@ -664,7 +703,7 @@ def _commit(
             f"no manifest committed ({report.summary_line()}). The reasons are in "
             f"{spec.output}/{rejected_path}; fix the inputs or raise the limit."
         )
-    commit_manifest(spec.output, manifest, spec.output_storage_options)
+    commit_manifest(spec.output, manifest.to_dict(), spec.output_storage_options)
     report = dataclasses.replace(report, wall_s=time.perf_counter() - started)
     write_json_atomic(fs, f"{root}/{REPORT}", report.to_dict())
     logger.info("committed %s at %s: %s", MANIFEST, spec.output, report.summary_line())

@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 from datakiln.cache.fingerprint import fingerprint
 from datakiln.cache.layout import FORMAT_VERSION, generation_dir
+from datakiln.etl.modalities import get_modality
 from datakiln.etl.spec import BakeSpec
+from datakiln.etl.task import ShardPlan
 from datakiln.readers.listing import InputFile, list_inputs
-from datakiln.readers.sources import RecordUnit
 
 if TYPE_CHECKING:
     from datakiln.etl.modalities.base import Unit
@@ -24,66 +25,6 @@ if TYPE_CHECKING:
 # Upper bound on the bytes of one Zarr shard object: big enough that a bake shard writes few
 # objects, small enough that a writer holds it in memory comfortably.
 MAX_ZARR_SHARD_BYTES = 64 * 2**20
-
-
-@dataclass(frozen=True, slots=True)
-class ShardPlan:
-    """One bake shard: a run of input units and the rows it owns in every array.
-
-    Rows ``[row_start, row_start + capacity)`` belong to this shard alone; baked samples are
-    packed at the start and the tail left by rejected or empty inputs stays fill. ``ranges``
-    gives, per input, the byte/row range to read (``None``: the whole file).
-    """
-
-    shard_id: int
-    row_start: int
-    inputs: tuple[InputFile, ...]
-    labels: tuple[int, ...] | None
-    capacity: int = -1
-    ranges: tuple[tuple[int, int] | None, ...] | None = None
-    # Records bakes: the record units the shard reads (``inputs`` are their containers).
-    units: tuple[RecordUnit, ...] | None = None
-
-    def __post_init__(self) -> None:
-        if self.capacity < 0:  # one row per input unless the planner says otherwise
-            object.__setattr__(self, "capacity", len(self.inputs))
-
-    @property
-    def fingerprint(self) -> str:
-        """Identifies this shard's inputs; a completion marker must match it to be reused."""
-        return fingerprint(self.to_dict())
-
-    def to_dict(self) -> dict[str, Any]:
-        units = {"units": [u.to_dict() for u in self.units]} if self.units is not None else {}
-        return {
-            **units,
-            "shard_id": self.shard_id,
-            "row_start": self.row_start,
-            "capacity": self.capacity,
-            "inputs": [i.to_dict() for i in self.inputs],
-            "labels": list(self.labels) if self.labels is not None else None,
-            "ranges": [list(r) if r is not None else None for r in self.ranges]
-            if self.ranges is not None
-            else None,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ShardPlan:
-        labels = data["labels"]
-        ranges = data.get("ranges")
-        return cls(
-            shard_id=int(data["shard_id"]),
-            row_start=int(data["row_start"]),
-            inputs=tuple(InputFile.from_dict(i) for i in data["inputs"]),
-            labels=tuple(labels) if labels is not None else None,
-            capacity=int(data.get("capacity", len(data["inputs"]))),
-            ranges=tuple(tuple(r) if r is not None else None for r in ranges)
-            if ranges is not None
-            else None,
-            units=tuple(RecordUnit.from_dict(u) for u in data["units"])
-            if "units" in data
-            else None,
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,8 +106,6 @@ def generation_key(spec: BakeSpec) -> str:
     A modality whose stored bytes depend on more than its parameters (the text tokenizer's
     hash and rules) adds that identity through ``manifest_entries``; it goes into the key too.
     """
-    from datakiln.etl.modalities import get_modality
-
     payload: dict[str, Any] = {"format_version": FORMAT_VERSION, "spec": spec.key_dict()}
     entries = getattr(get_modality(spec.modality), "manifest_entries", None)
     identity = entries(spec) if entries is not None else {}
@@ -218,8 +157,6 @@ def plan_shards(
         class_names = (*old, *added)
         index = {name: k for k, name in enumerate(class_names)}
 
-    from datakiln.etl.modalities import get_modality
-
     modality = get_modality(spec.modality)
     shard_rows = zarr_shard_rows(spec.shard_size, modality.sample_bytes(spec))
     units = modality.plan_units(spec, todo)
@@ -237,6 +174,7 @@ def plan_shards(
             if any(u.start is not None for u in group)
             else None
         )
+        encodings = tuple(u.encoding for u in group) if any(u.encoding for u in group) else None
         fresh.append(
             ShardPlan(
                 shard_id=next_id,
@@ -245,6 +183,7 @@ def plan_shards(
                 inputs=tuple(u.input for u in group),
                 labels=labels,
                 ranges=ranges,
+                encodings=encodings,
             )
         )
         next_id += 1
@@ -279,15 +218,9 @@ def plan_shards(
     )
 
 
-def plan_bake(spec: BakeSpec, previous: PreviousBake | None = None) -> BakePlan:
-    """List the inputs of ``spec`` (raises ``SourceError``) and plan the next version."""
-    from datakiln.etl.modalities import get_modality
-
-    if spec.modality == "records":
-        from datakiln.etl.plan_records import plan_records
-
-        return plan_records(spec, previous)
-
+def plan_files(spec: BakeSpec, previous: PreviousBake | None = None) -> BakePlan:
+    """List the input files of a single-modality ``spec`` (raises ``SourceError``) and plan the
+    next version (records bakes: ``datakiln.etl.plan_records``)."""
     extensions = get_modality(spec.modality).extensions
     inputs = tuple(list_inputs(spec.sources, spec.storage_options, extensions=extensions))
     return plan_shards(spec, inputs, previous)

@@ -19,10 +19,10 @@ import pyarrow as pa
 from datakiln.cache.fingerprint import CHECKSUM_ALGORITHM, content_hash
 from datakiln.cache.layout import meta_part, store_fs
 from datakiln.etl.modalities import get_modality
-from datakiln.etl.plan import ShardPlan
+from datakiln.etl.task import ShardMarker, ShardTask
 from datakiln.writers.marker import write_marker
 from datakiln.writers.parquet import table_bytes
-from datakiln.writers.zarr_region import FieldLayout, write_field
+from datakiln.writers.zarr_region import write_field
 
 logger = logging.getLogger(__name__)
 
@@ -42,22 +42,21 @@ def _use_compilation_cache(path: str) -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
-def bake_shard(task: Mapping[str, Any]) -> dict[str, Any]:
-    """Bake one shard described by plain data; return its completion marker.
+def bake_shard(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Bake the shard of a ``ShardTask`` given as plain data; return its ``ShardMarker``'s data.
 
-    ``task`` holds ``url``, ``storage_options`` (output), ``source_options``, ``modality``,
-    ``params`` (the modality's parameter dict), ``generation_key``, ``generation``,
-    ``fields`` (``FieldLayout.to_task()`` each), ``shard`` (ShardPlan dict) and optionally
-    ``jax_cache_dir``.
+    Plain data in and out, so that worker processes and ``distributed`` workers exchange JSON
+    types only.
     """
-    if task.get("jax_cache_dir"):
-        _use_compilation_cache(task["jax_cache_dir"])
-    shard = ShardPlan.from_dict(task["shard"])
-    url, out_options = task["url"], task.get("storage_options") or {}
-    fields = {f["name"]: FieldLayout.from_task(f) for f in task["fields"]}
+    task = ShardTask.from_dict(data)
+    if task.jax_cache_dir:
+        _use_compilation_cache(task.jax_cache_dir)
+    shard = task.shard
+    url, out_options = task.url, task.storage_options
+    fields = {f.name: f for f in task.fields}
     timings = dict.fromkeys(("fetch", "decode", "kernel", "write"), 0.0)
-    modality = get_modality(task["modality"])
-    out = modality.bake_shard(shard, task["params"], task.get("source_options") or {}, timings)
+    modality = get_modality(task.modality)
+    out = modality.bake_shard(shard, task.params, task.source_options, timings)
 
     started = time.perf_counter()
     checksums: dict[str, str | None] = {}
@@ -75,7 +74,7 @@ def bake_shard(task: Mapping[str, Any]) -> dict[str, Any]:
         0, "row", pa.array([shard.row_start + j for j in range(out.rows)], pa.int64())
     )
     meta_bytes = table_bytes(meta)
-    part = meta_part(task["generation"], shard.shard_id)
+    part = meta_part(task.generation, shard.shard_id)
     fs.pipe_file(f"{root}/{part}", meta_bytes)
     checksums[part] = content_hash(meta_bytes)
     bytes_out = len(meta_bytes) + sum(
@@ -83,24 +82,25 @@ def bake_shard(task: Mapping[str, Any]) -> dict[str, Any]:
     )
     timings["write"] = time.perf_counter() - started
 
-    marker = {
-        "shard_id": shard.shard_id,
-        "generation_key": task["generation_key"],
-        "fingerprint": shard.fingerprint,
-        "shard": shard.to_dict(),
-        "row_start": shard.row_start,
-        "capacity": shard.capacity,
-        "inputs": len(shard.inputs),
-        "rows": out.rows,
-        "rejections": out.rejections,
-        "bytes_in": out.bytes_in,
-        "bytes_out": bytes_out,
-        "stats": out.stats,
-        "checksum_algorithm": CHECKSUM_ALGORITHM,
-        "checksums": checksums,
-        "timings": timings,
-        **out.extra,
-    }
-    write_marker(fs, root, task["generation"], shard.shard_id, marker)
+    marker = ShardMarker(
+        shard_id=shard.shard_id,
+        generation_key=task.generation_key,
+        fingerprint=shard.fingerprint,
+        shard=shard.to_dict(),
+        row_start=shard.row_start,
+        capacity=shard.capacity,
+        inputs=len(shard.inputs),
+        rows=out.rows,
+        rejections=tuple(out.rejections),
+        bytes_in=out.bytes_in,
+        bytes_out=bytes_out,
+        stats=out.stats,
+        checksum_algorithm=CHECKSUM_ALGORITHM,
+        checksums=checksums,
+        timings=timings,
+        extra=out.extra,
+    )
+    data_out = marker.to_dict()
+    write_marker(fs, root, task.generation, shard.shard_id, data_out)
     logger.debug("shard %d: %d baked, %d rejected", shard.shard_id, out.rows, len(out.rejections))
-    return marker
+    return data_out

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from datakiln.errors import SpecError
+from datakiln.readers.text import TEXT_FORMATS as LINE_TEXT_FORMATS
 
 REPRESENTATIONS = ("rgb", "grayscale", "rgba")
 FITS = ("stretch", "center-crop", "pad")
@@ -24,7 +25,8 @@ MODALITIES = ("image", "text", "audio", "records")
 # Samples per bake shard when the spec names none: short text lines are cheap per sample, so
 # text shards are large enough that per-shard costs (writes, markers) stay small.
 DEFAULT_SHARD_SIZES = {"image": 1024, "text": 16384, "audio": 1024, "records": 1024}
-TEXT_FORMATS = (None, "txt", "jsonl", "csv", "tsv", "parquet")
+# None: inferred from each file's ending
+TEXT_FORMATS = (None, *LINE_TEXT_FORMATS)
 TOKENIZERS = ("word_hash", "byte")
 TEXT_ERRORS = ("reject", "replace")
 MEL_SCALES = ("slaney", "htk")
@@ -118,6 +120,7 @@ class TextParams(_Params):
 
     ``format`` is inferred from the file extension when ``None``; ``field`` names the JSON
     key or CSV/Parquet column; ``one_per_file`` makes each .txt file one sample.
+    ``encoding`` is a Python codec name, or ``"auto"`` to detect each file's codec when planned.
     ``tokenizer`` is ``word_hash`` (the seed's scheme with a stable FNV-1a hash) or ``byte``.
     ``target_bytes`` is the size of the byte ranges a large file is cut into.
     """

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import urllib.parse
+from collections.abc import Mapping
 from typing import Any
 
 # The stages an input passes through on the host; ``Rejection.stage`` is one of them.
@@ -37,6 +38,9 @@ class Rejection:
         message: What went wrong, for people.
         position: For samples that are part of a file: the byte offset of the line for
             line-oriented text, the row index for Parquet; ``None`` for whole files.
+        shard: The bake shard that read it (set by the shard task).
+        record: Records bakes: the record's name (``row 12``, a tar key).
+        field: Records bakes: the field that failed.
     """
 
     uri: str
@@ -44,6 +48,9 @@ class Rejection:
     error_type: str
     message: str
     position: int | None = None
+    shard: int | None = None
+    record: str | None = None
+    field: str | None = None
 
     @classmethod
     def from_error(
@@ -57,9 +64,21 @@ class Rejection:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Rejection:
-        """Inverse of ``to_dict``."""
-        return cls(**data)
+    def from_dict(cls, data: Mapping[str, Any]) -> Rejection:
+        """Inverse of ``to_dict`` (markers written before ``record`` and ``field`` lack them)."""
+        return cls(**{f.name: data.get(f.name) for f in dataclasses.fields(cls)})
+
+    @property
+    def blank(self) -> bool:
+        """Whether the input held nothing (a blank line, an empty file, a null value), as
+        opposed to broken input. A record with one empty field is not blank: its other fields
+        held something."""
+        return self.error_type == EMPTY_SAMPLE and self.field is None
+
+    @property
+    def reason(self) -> str:
+        """``stage: error_type``, the key rejections are grouped by in reports."""
+        return f"{self.stage}: {self.error_type}"
 
 
 def redact_url(url: str) -> str:

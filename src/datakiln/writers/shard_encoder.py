@@ -18,8 +18,10 @@ from collections.abc import Sequence
 import google_crc32c
 import numpy as np
 
+from datakiln.cache.layout import MISSING_CHUNK
+
 # Both fields of an index entry are 2**64 - 1 for an inner chunk that holds only fill.
-_MISSING = np.uint64(2**64 - 1)
+_MISSING = np.uint64(MISSING_CHUNK)
 
 
 def encode_shard(rows: np.ndarray, shard_rows: int, fill_value: int = 0) -> bytes | None:

@@ -82,13 +82,9 @@ class ImageCodec:
         )
 
     def merge_stats(self, spec: FieldSpec, stats: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        pixels = sum(s["pixels_per_channel"] for s in stats)
-        channels = spec.params.channels
-        total = np.sum([s["channel_sum"] for s in stats], axis=0) if stats else np.zeros(channels)
-        sumsq = np.sum([s["channel_sumsq"] for s in stats], axis=0) if stats else np.zeros(channels)
-        mean = total / max(pixels, 1)
-        std = np.sqrt(np.maximum(sumsq / max(pixels, 1) - mean**2, 0.0))
-        return {"mean": mean.tolist(), "std": std.tolist(), "range": [0.0, 1.0]}
+        from datakiln.etl.modalities.image import merge_pixel_stats
+
+        return merge_pixel_stats(stats, spec.params.channels)
 
 
 def _channel_moments(pixels: np.ndarray) -> tuple[list[float], list[float]]:

@@ -78,6 +78,7 @@ class TextCodec:
         self, decoded: Sequence[Any], spec: FieldSpec, capacity: int, context: Context
     ) -> Encoded:
         from datakiln.etl.kernels.text import token_dtype, tokenize_texts_narrow
+        from datakiln.etl.modalities.text import tokenizer_arguments
 
         p: TextParams = spec.params
         texts = [t if t is not None else "" for t in decoded]
@@ -86,18 +87,7 @@ class TextCodec:
         lengths = np.zeros(capacity, np.int32)
         truncated = np.zeros(len(texts), bool)
         if texts:
-            tokens, got, truncated = tokenize_texts_narrow(
-                texts,
-                dtype=dtype,
-                tokenizer=p.tokenizer,
-                vocab_size=p.vocab_size,
-                max_length=p.max_length,
-                pad_id=p.pad_token_id,
-                unk_id=p.unk_token_id,
-                bos_id=p.bos_token_id,
-                eos_id=p.eos_token_id,
-                case_sensitive=p.case_sensitive,
-            )
+            tokens, got, truncated = tokenize_texts_narrow(texts, **tokenizer_arguments(p))
             stored[: len(texts), : tokens.shape[1]] = tokens
             lengths[: len(texts)] = got
         missing = [k for k, t in enumerate(decoded) if t is None]

@@ -48,11 +48,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from datakiln.errors import SpecError
+from datakiln.etl.spec import ALIGNS, MEL_DTYPES, MEL_NORMS, MEL_SCALES, WAVE_DTYPES
 
-MEL_SCALES = ("slaney", "htk")
-MEL_NORMS = ("slaney", None)
 LOG_SCALES = ("db", None)
-ALIGNS = ("start", "center")
 RESAMPLE_METHODS = ("auto", "polyphase", "direct")
 # Windowed-sinc resampler: zero crossings of the sinc kept on each side, cutoff as a fraction
 # of the lower of the two Nyquist frequencies, and Kaiser beta (about 86 dB stopband).
@@ -70,8 +68,6 @@ PEAK_FLOOR = 1e-6
 MIN_ROW_BUCKET = 8
 # Stored waveform encodings (featurize_audio's wave_dtype): int16 is 16-bit PCM, the sample
 # x stored as round(clip(x, -1, 1) * INT16_SCALE); float16 and float32 as they are.
-WAVE_DTYPES = ("int16", "float16", "float32")
-MEL_DTYPES = ("float16", "float32")
 INT16_SCALE = 32767.0
 
 

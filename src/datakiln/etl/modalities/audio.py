@@ -28,8 +28,8 @@ import pyarrow as pa
 
 from datakiln.cache.fingerprint import content_hash
 from datakiln.etl.modalities.base import ShardOutput, Unit, fetch_all, rejection
-from datakiln.etl.plan import ShardPlan
 from datakiln.etl.spec import AudioParams, BakeSpec
+from datakiln.etl.task import ShardMarker, ShardPlan
 from datakiln.readers.listing import AUDIO_EXTENSIONS, InputFile
 from datakiln.writers.zarr_region import FieldLayout
 
@@ -267,8 +267,8 @@ class AudioModality:
             extra={"kernel_shapes": sorted(list(s) for s in shapes)},
         )
 
-    def merge_stats(self, spec: BakeSpec, markers: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        stats = [m["stats"] for m in markers if m["stats"].get("clips")]
+    def merge_stats(self, spec: BakeSpec, markers: Sequence[ShardMarker]) -> dict[str, Any]:
+        stats = [m.stats for m in markers if m.stats.get("clips")]
         clips = sum(s["clips"] for s in stats)
         total = sum(s["duration_sum_s"] for s in stats)
         return {

@@ -6,12 +6,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from datakiln.readers.rejections import Rejection
+
 if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
 
-    from datakiln.etl.plan import ShardPlan
     from datakiln.etl.spec import BakeSpec
+    from datakiln.etl.task import ShardMarker, ShardPlan
     from datakiln.readers.listing import InputFile
     from datakiln.writers.zarr_region import FieldLayout
 
@@ -22,12 +24,15 @@ class Unit:
 
     ``capacity`` is an upper bound on the samples it yields (1 for an image or a clip, the
     line count of a text range), so its shard can reserve rows before reading it.
+    ``encoding`` is the text codec detected for its file when planned (``encoding="auto"``),
+    ``None`` when the spec's codec applies.
     """
 
     input: InputFile
     start: int | None = None
     end: int | None = None
     capacity: int = 1
+    encoding: str | None = None
 
 
 @dataclass(slots=True)
@@ -42,7 +47,7 @@ class ShardOutput:
     rows: int
     arrays: dict[str, np.ndarray]
     meta: pa.Table
-    rejections: list[dict[str, Any]]
+    rejections: list[Rejection]
     bytes_in: int = 0
     stats: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -86,7 +91,7 @@ class Modality(Protocol):
         """Fetch, decode and transform one shard's inputs; never raise for one bad input."""
         ...
 
-    def merge_stats(self, spec: BakeSpec, markers: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    def merge_stats(self, spec: BakeSpec, markers: Sequence[ShardMarker]) -> dict[str, Any]:
         """The manifest's ``stats`` from every live shard's marker."""
         ...
 
@@ -105,11 +110,11 @@ class HasManifestEntries(Protocol):
 
 def rejection(
     uri: str, stage: str, err: BaseException | str, shard_id: int, error_type: str | None = None
-) -> dict[str, Any]:
+) -> Rejection:
     """A rejection record: which input, at which stage, and why."""
     message = err if isinstance(err, str) else (str(err) or type(err).__name__)
     kind = error_type or (type(err).__name__ if not isinstance(err, str) else "Rejected")
-    return {"uri": uri, "stage": stage, "error_type": kind, "message": message, "shard": shard_id}
+    return Rejection(uri=uri, stage=stage, error_type=kind, message=message, shard=shard_id)
 
 
 def fetch_all(shard: ShardPlan, storage_options: Mapping[str, Any]) -> list[bytes | BaseException]:

@@ -12,8 +12,8 @@ import pyarrow as pa
 
 from datakiln.cache.fingerprint import content_hash
 from datakiln.etl.modalities.base import ShardOutput, Unit, fetch_all, rejection
-from datakiln.etl.plan import ShardPlan
 from datakiln.etl.spec import BakeSpec, ImageParams
+from datakiln.etl.task import ShardMarker, ShardPlan
 from datakiln.readers.listing import IMAGE_EXTENSIONS, InputFile
 from datakiln.writers.zarr_region import FieldLayout
 
@@ -170,15 +170,18 @@ class ImageModality:
             extra={"kernel_shapes": sorted(list(s) for s in resizer.kernel_shapes)},
         )
 
-    def merge_stats(self, spec: BakeSpec, markers: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        stats = [m["stats"] for m in markers]
-        pixels = sum(s["pixels_per_channel"] for s in stats)
-        channels = spec.image.channels
-        total = np.sum([s["channel_sum"] for s in stats], axis=0) if stats else np.zeros(channels)
-        sumsq = np.sum([s["channel_sumsq"] for s in stats], axis=0) if stats else np.zeros(channels)
-        mean = total / max(pixels, 1)
-        std = np.sqrt(np.maximum(sumsq / max(pixels, 1) - mean**2, 0.0))
-        return {"mean": mean.tolist(), "std": std.tolist(), "range": [0.0, 1.0]}
+    def merge_stats(self, spec: BakeSpec, markers: Sequence[ShardMarker]) -> dict[str, Any]:
+        return merge_pixel_stats([m.stats for m in markers], spec.image.channels)
+
+
+def merge_pixel_stats(stats: Sequence[Mapping[str, Any]], channels: int) -> dict[str, Any]:
+    """Per-channel mean and std of pixels in [0, 1] from every shard's moments."""
+    pixels = sum(s["pixels_per_channel"] for s in stats)
+    total = np.sum([s["channel_sum"] for s in stats], axis=0) if stats else np.zeros(channels)
+    sumsq = np.sum([s["channel_sumsq"] for s in stats], axis=0) if stats else np.zeros(channels)
+    mean = total / max(pixels, 1)
+    std = np.sqrt(np.maximum(sumsq / max(pixels, 1) - mean**2, 0.0))
+    return {"mean": mean.tolist(), "std": std.tolist(), "range": [0.0, 1.0]}
 
 
 def _channel_moments(pixels: np.ndarray) -> tuple[list[float], list[float]]:

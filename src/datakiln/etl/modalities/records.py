@@ -26,9 +26,9 @@ from datakiln.errors import BakeError
 from datakiln.etl.fields import get_codec
 from datakiln.etl.fields.base import Context, FieldError
 from datakiln.etl.modalities.base import ShardOutput, Unit
-from datakiln.etl.plan import ShardPlan
 from datakiln.etl.spec import BakeSpec, FieldSpec, RecordParams
-from datakiln.readers.rejections import STAGE_FETCH, STAGE_PARSE, STAGE_VALIDATE
+from datakiln.etl.task import ShardMarker, ShardPlan
+from datakiln.readers.rejections import STAGE_FETCH, STAGE_PARSE, STAGE_VALIDATE, Rejection
 from datakiln.readers.sources import (
     FileRef,
     MemberRef,
@@ -79,17 +79,17 @@ def _rejection(
     error_type: str,
     message: str,
     field: str | None,
-) -> dict[str, Any]:
-    return {
-        "uri": uri,
-        "stage": stage,
-        "error_type": error_type,
-        "message": message,
-        "shard": shard_id,
-        "position": record.position,
-        "record": record.key,
-        "field": field,
-    }
+) -> Rejection:
+    return Rejection(
+        uri=uri,
+        stage=stage,
+        error_type=error_type,
+        message=message,
+        position=record.position,
+        shard=shard_id,
+        record=record.key,
+        field=field,
+    )
 
 
 class RecordsModality:
@@ -164,7 +164,7 @@ class RecordsModality:
         fields = list(params.fields.values())
         codecs = {f.name: get_codec(f.modality) for f in fields}
         contexts = {f.name: Context(classes=classes.get(f.name)) for f in fields}
-        rejections: list[dict[str, Any]] = []
+        rejections: list[Rejection] = []
         t0 = time.perf_counter()
 
         records: list[tuple[Record, str]] = []  # (record, container uri)
@@ -303,6 +303,8 @@ class RecordsModality:
             return slot
         if isinstance(value, MemberRef):
             slot.ref, slot.uri, slot.value = value, f"{value.uri}#{value.name}", None
+        elif isinstance(value, FileRef):
+            slot.ref, slot.uri, slot.value = value, value.uri, None
         elif media and subkey is None:
             if isinstance(value, Mapping):  # a Hugging Face {"bytes", "path"} struct
                 if value.get("bytes"):
@@ -359,10 +361,10 @@ class RecordsModality:
                 bytes_in += len(data)
         return bytes_in
 
-    def merge_stats(self, spec: BakeSpec, markers: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {"records": sum(m["stats"].get("records", 0) for m in markers)}
+    def merge_stats(self, spec: BakeSpec, markers: Sequence[ShardMarker]) -> dict[str, Any]:
+        out: dict[str, Any] = {"records": sum(m.stats.get("records", 0) for m in markers)}
         for name, field in spec.fields.items():
-            per_shard = [m["stats"]["fields"][name] for m in markers if m["stats"].get("fields")]
+            per_shard = [m.stats["fields"][name] for m in markers if m.stats.get("fields")]
             out[name] = get_codec(field.modality).merge_stats(field, per_shard)
         return out
 

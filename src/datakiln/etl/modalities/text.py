@@ -10,17 +10,24 @@ Stored fields: ``text_tokens`` (N, max_length) in the smallest unsigned dtype th
 vocabulary, read as int32; ``text_lengths`` int32 (tokens before the padding, BOS and EOS
 included); ``texts``, the decoded strings as a Zarr v3 variable-length string array, one
 inner chunk per string in shard objects, so a batch reads just its own strings. The Parquet
-meta part holds the text again with its source uri and position (byte offset of the line, or
-Parquet row).
+meta part holds the text again with its source uri, position (byte offset of the line, or
+Parquet row) and the codec it was decoded with.
+
+With ``text.encoding = "auto"`` the planner detects each file's codec once, from a bounded
+sample (``datakiln.readers.encoding``), and the shard plan carries it per input: it is part of
+the shard's fingerprint, every range of a file is read with it, and a resumed bake reads as the
+first one did. The detector's name and version are in the manifest and the cache key.
 
 Samples, not files, are what a text bake counts: ``inputs = baked + rejected`` counts samples,
 and every sample that is not baked (undecodable bytes, bad JSON, empty lines, ...) is in the
-rejected table with its reason and position.
+rejected table with its reason and position. Blank samples (reason ``EmptySample``) are also
+counted apart (``blank`` in the counts and the report), since they are not broken input.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import itertools
 import time
 import zlib
@@ -33,12 +40,15 @@ import pyarrow as pa
 
 from datakiln.errors import BakeError, SourceError, SpecError
 from datakiln.etl.modalities.base import ShardOutput, Unit
-from datakiln.etl.plan import ShardPlan
 from datakiln.etl.spec import TEXT_FORMATS, BakeSpec, TextParams
+from datakiln.etl.task import ShardMarker, ShardPlan
+from datakiln.readers.encoding import AUTO_ENCODING, detector_identity
 from datakiln.readers.listing import InputFile
 from datakiln.readers.rejections import redact_url
 from datakiln.readers.text import (
     TEXT_EXTENSIONS,
+    codec_name,
+    detect_text_encoding,
     infer_text_format,
     parquet_row_counts,
     plan_text_ranges,
@@ -75,6 +85,7 @@ META_SCHEMA = pa.schema(
         ("text", pa.string()),
         ("token_length", pa.int32()),
         ("truncated", pa.bool_()),
+        ("encoding", pa.string()),
     ]
 )
 
@@ -124,6 +135,23 @@ MIN_TOKEN_CHUNK = 64
 MAX_TOKEN_CHUNKS_PER_ROW = 16
 
 
+def tokenizer_arguments(params: TextParams) -> dict[str, Any]:
+    """``tokenize_texts_narrow``'s keyword arguments for ``params`` (its dtype included)."""
+    from datakiln.etl.kernels.text import token_dtype
+
+    return {
+        "dtype": token_dtype(params.vocab_size),
+        "tokenizer": params.tokenizer,
+        "vocab_size": params.vocab_size,
+        "max_length": params.max_length,
+        "pad_id": params.pad_token_id,
+        "unk_id": params.unk_token_id,
+        "bos_id": params.bos_token_id,
+        "eos_id": params.eos_token_id,
+        "case_sensitive": params.case_sensitive,
+    }
+
+
 def token_chunk_cols(max_length: int) -> int:
     """Tokens per inner chunk of a ``max_length``-wide token row: a divisor of
     ``max_length``, the smallest at least ``MIN_TOKEN_CHUNK`` and giving at most
@@ -162,22 +190,36 @@ class TextModality:
             return [u for units in pool.map(plan, zip(inputs, formats, strict=True)) for u in units]
 
     def _plan_file(self, spec: BakeSpec, inp: InputFile, fmt: str) -> list[Unit]:
-        """Units of one file: line ranges of at most ``shard_size`` lines, row groups, or it."""
+        """Units of one file: line ranges of at most ``shard_size`` lines, row groups, or it.
+
+        Under ``encoding = "auto"`` the file's codec is detected here, once, and every unit of
+        the file carries it.
+        """
         params = spec.text
+        detected = None
+        if params.encoding == AUTO_ENCODING:
+            detected = detect_text_encoding(
+                inp.uri,
+                fmt=fmt,
+                field=None if fmt == "txt" else params.field,
+                size=inp.size,
+                storage_options=spec.storage_options,
+            )
+        encoding = detected or params.encoding
         ranges = plan_text_ranges(
             inp.uri,
             inp.size,
             params.target_bytes,
             fmt=fmt,
             one_per_file=params.one_per_file,
-            encoding=params.encoding,
+            encoding=encoding,
             storage_options=spec.storage_options,
         )
         if fmt == "parquet":
             counts = parquet_row_counts(inp.uri, spec.storage_options)
-            return [Unit(inp, a, b, max(1, sum(counts[a:b]))) for a, b in ranges]
+            return [Unit(inp, a, b, max(1, sum(counts[a:b])), detected) for a, b in ranges]
         if params.one_per_file:
-            return [Unit(inp, a, b, 1) for a, b in ranges]
+            return [Unit(inp, a, b, 1, detected) for a, b in ranges]
         units = []
         for a, b in ranges:
             cuts = split_line_range(
@@ -186,10 +228,10 @@ class TextModality:
                 b,
                 spec.shard_size,
                 fmt=fmt,
-                encoding=params.encoding,
+                encoding=encoding,
                 storage_options=spec.storage_options,
             )
-            units += [Unit(inp, s, e, max(1, lines)) for s, e, lines in cuts]
+            units += [Unit(inp, s, e, max(1, lines), detected) for s, e, lines in cuts]
         return units
 
     def sample_bytes(self, spec: BakeSpec) -> int:
@@ -226,11 +268,16 @@ class TextModality:
         }
 
     def manifest_entries(self, spec: BakeSpec) -> dict[str, Any]:
-        """The tokenizer's identity: its name, hash and parameters; and the token layout
-        (tokens per inner chunk). Both go into the cache key, so a cache written with another
-        layout is never appended to in place."""
+        """The tokenizer's identity: its name, hash and parameters; the token layout
+        (tokens per inner chunk); and, under ``encoding = "auto"``, the encoding detector's
+        identity. All go into the cache key, so a cache written with another layout is never
+        appended to in place, and another detector version bakes afresh."""
         text = spec.text
+        detector = (
+            {"encoding_detector": detector_identity()} if text.encoding == AUTO_ENCODING else {}
+        )
         return {
+            **detector,
             "token_chunk_cols": token_chunk_cols(text.max_length),
             "tokenizer": {
                 "name": text.tokenizer,
@@ -256,6 +303,13 @@ class TextModality:
 
         params = TextParams(**spec_params)
         ranges = shard.ranges or tuple((0, i.size) for i in shard.inputs)
+        encodings = shard.encodings or (params.encoding,) * len(shard.inputs)
+        if AUTO_ENCODING in encodings:
+            raise BakeError(
+                f"shard {shard.shard_id} was planned without the detected codecs that "
+                "text.encoding='auto' needs; run the same command again to plan it afresh"
+            )
+        encodings = tuple(map(codec_name, encodings))  # as recorded: "utf8" -> "utf-8"
         t0 = time.perf_counter()
 
         def read(k: int) -> tuple[list[Any], list[Any], int]:
@@ -269,7 +323,7 @@ class TextModality:
                 fmt=fmt,
                 field=None if fmt == "txt" else params.field,
                 one_per_file=params.one_per_file,
-                encoding=params.encoding,
+                encoding=encodings[k],
                 errors=params.errors,
                 storage_options=source_options,
             )
@@ -282,16 +336,7 @@ class TextModality:
         texts = list(itertools.chain.from_iterable(columns.texts for columns, _, _ in results))
         counts = [len(columns.texts) for columns, _, _ in results]
         rejections = [
-            {
-                "uri": r.uri,
-                "stage": r.stage,
-                "error_type": r.error_type,
-                "message": r.message,
-                "shard": shard.shard_id,
-                "position": r.position,
-            }
-            for _, rejs, _ in results
-            for r in rejs
+            dataclasses.replace(r, shard=shard.shard_id) for _, rejs, _ in results for r in rejs
         ]
         n = len(texts)
         if n > shard.capacity:
@@ -305,18 +350,7 @@ class TextModality:
 
         dtype = token_dtype(params.vocab_size)
         # (n, C): the columns from C on are all padding, so nothing past C is computed or copied
-        tokens, lengths, truncated = tokenize_texts_narrow(
-            texts,
-            dtype=dtype,
-            tokenizer=params.tokenizer,
-            vocab_size=params.vocab_size,
-            max_length=params.max_length,
-            pad_id=params.pad_token_id,
-            unk_id=params.unk_token_id,
-            bos_id=params.bos_token_id,
-            eos_id=params.eos_token_id,
-            case_sensitive=params.case_sensitive,
-        )
+        tokens, lengths, truncated = tokenize_texts_narrow(texts, **tokenizer_arguments(params))
         timings["kernel"] = time.perf_counter() - t1
 
         cols = tokens.shape[1]
@@ -332,11 +366,11 @@ class TextModality:
         seen[tokens.ravel()] = True
         seen[params.pad_token_id] = False
         used = np.flatnonzero(seen)
+        which = np.repeat(np.arange(len(results), dtype=np.int32), counts)
         meta = pa.table(
             {
                 "uri": pa.DictionaryArray.from_arrays(
-                    np.repeat(np.arange(len(results), dtype=np.int32), counts),
-                    [columns.uri for columns, _, _ in results],
+                    which, [columns.uri for columns, _, _ in results]
                 ).cast(pa.string()),
                 "position": list(
                     itertools.chain.from_iterable(columns.positions for columns, _, _ in results)
@@ -344,15 +378,25 @@ class TextModality:
                 "text": texts,
                 "token_length": lengths,
                 "truncated": truncated,
+                "encoding": pa.DictionaryArray.from_arrays(which, list(encodings)).cast(
+                    pa.string()
+                ),
             },
             schema=META_SCHEMA,
         )
+        # per codec: files whose first range is here (each file is counted once), samples
+        by_codec: dict[str, dict[str, int]] = {}
+        for k, codec in enumerate(encodings):
+            entry = by_codec.setdefault(codec, {"files": 0, "samples": 0})
+            entry["files"] += int((ranges[k] or (0, 0))[0] == 0)
+            entry["samples"] += counts[k]
         stats = {
             "n_samples": n,
             "n_tokens": int(lengths.sum()),
             "n_truncated": int(np.count_nonzero(truncated)),
             "length_histogram": np.bincount(lengths, minlength=params.max_length + 1).tolist(),
             "used_ids": _pack_ids(used, params.vocab_size),
+            "encodings": by_codec,
         }
         return ShardOutput(
             rows=n,
@@ -367,13 +411,18 @@ class TextModality:
             stats=stats,
         )
 
-    def merge_stats(self, spec: BakeSpec, markers: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    def merge_stats(self, spec: BakeSpec, markers: Sequence[ShardMarker]) -> dict[str, Any]:
         text = spec.text
         used = np.zeros((text.vocab_size + 7) // 8, dtype=np.uint8)
         histogram = np.zeros(text.max_length + 1, dtype=np.int64)
         n_samples = n_tokens = n_truncated = 0
+        encodings: dict[str, dict[str, int]] = {}
         for marker in markers:
-            s = marker["stats"]
+            s = marker.stats
+            for codec, entry in s.get("encodings", {}).items():  # absent in older markers
+                total = encodings.setdefault(codec, {"files": 0, "samples": 0})
+                total["files"] += entry["files"]
+                total["samples"] += entry["samples"]
             used |= _unpack_ids(s["used_ids"])
             histogram += np.asarray(s["length_histogram"], dtype=np.int64)
             n_samples += s["n_samples"]
@@ -394,6 +443,8 @@ class TextModality:
             "coverage": (unique - special) / (text.vocab_size - NUM_SPECIAL_IDS),
             "mean_length": n_tokens / n_samples if n_samples else 0.0,
             "length_histogram": histogram.tolist(),
+            # the codecs the texts were decoded with: files and baked samples per codec
+            "encodings": dict(sorted(encodings.items())),
         }
 
 

@@ -183,6 +183,7 @@ class Source(Protocol):
 
 _SOURCES: dict[str, Source] = {}
 _BUILTIN = {
+    "file": "datakiln.readers.sources.files",
     "table": "datakiln.readers.sources.table",
     "tar": "datakiln.readers.sources.tar",
     "zip": "datakiln.readers.sources.zip",

@@ -176,3 +176,44 @@ def _member_bytes(member: MemberRef, data: bytes) -> bytes | BaseException:
     if member.crc is not None and zlib.crc32(data) != member.crc:
         return ValueError(f"member {member.name!r} fails its CRC-32 check")
     return data
+
+
+class ArchiveSource:
+    """A container of members named ``KEY.EXT``: records are keys, columns are extensions.
+
+    Subclasses say how to list an archive's members (``list_members``); planning, reading,
+    and class names for label fields are the same for every archive format.
+    """
+
+    name = ""
+    extensions: tuple[str, ...] = ()
+
+    def list_members(
+        self, inp: InputFile, storage_options: Mapping[str, Any]
+    ) -> tuple[list[MemberRef], str | None]:
+        """The regular-file members, and why the listing stopped early (``None``: whole)."""
+        raise NotImplementedError
+
+    def columns(self, inp: InputFile, storage_options: Mapping[str, Any]) -> Sequence[str] | None:
+        return None  # members vary from record to record
+
+    def column_values(
+        self, inp: InputFile, column: str, storage_options: Mapping[str, Any]
+    ) -> list[Any]:
+        """Every member of extension ``column`` (label fields learn their class names)."""
+        members, _ = self.list_members(inp, storage_options)
+        return member_values(members, column, storage_options)
+
+    def plan(
+        self,
+        inp: InputFile,
+        storage_options: Mapping[str, Any],
+        *,
+        records_per_unit: int,
+        path_columns: Sequence[str],
+    ) -> list[RecordUnit]:
+        members, broken = self.list_members(inp, storage_options)
+        return plan_archive(self.name, inp, members, broken, records_per_unit)
+
+    def read(self, unit: RecordUnit, storage_options: Mapping[str, Any]) -> ReadResult:
+        return read_archive_unit(unit, storage_options)

@@ -160,8 +160,7 @@ class TableSource:
             with _open(inp.uri, storage_options) as f:
                 parquet = pq.ParquetFile(f)
                 count = parquet.metadata.num_rows
-                present = [c for c in path_columns if c in parquet.schema_arrow.names]
-                columns = parquet.read(columns=present).to_pylist() if present else []
+                columns = _parquet_path_rows(parquet, path_columns)
         else:
             rows, rejected = _read_text_table(inp.uri, fmt, storage_options)
             count = len(rows) + sum(1 for r in rejected if r.error_type == "CsvParseError")
@@ -203,6 +202,45 @@ class TableSource:
             if unit.start + k not in bad
         ]
         return ReadResult(records=records, rejections=list(unit.rejections))
+
+
+def _parquet_path_rows(parquet: Any, path_columns: Sequence[str]) -> list[dict[str, Any]]:
+    """Per row, the values of ``path_columns`` that may name files, reading no media bytes.
+
+    A binary column holds bytes, never paths: skipped. A ``{"bytes", "path"}`` struct names a
+    file only where its bytes are null, so only row groups whose ``bytes`` statistics count
+    nulls are read. Strings are read whole (they are paths).
+    """
+    import pyarrow as pa
+
+    schema = parquet.schema_arrow
+    rows: list[dict[str, Any]] = [{} for _ in range(parquet.metadata.num_rows)]
+    for column in path_columns:
+        if column not in schema.names:
+            continue
+        kind = schema.field(column).type
+        if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+            continue
+        if not pa.types.is_struct(kind) or kind.get_field_index("bytes") < 0:
+            values = parquet.read(columns=[column]).column(0).to_pylist()
+            for row, value in zip(rows, values, strict=True):
+                row[column] = value
+            continue
+        first = 0
+        for g in range(parquet.metadata.num_row_groups):
+            group = parquet.metadata.row_group(g)
+            nulls = None
+            for c in range(group.num_columns):
+                chunk = group.column(c)
+                if chunk.path_in_schema == f"{column}.bytes":
+                    stats = chunk.statistics
+                    nulls = stats.null_count if stats is not None and stats.has_null_count else None
+            if nulls != 0:  # unknown or some: read this group's structs
+                values = parquet.read_row_group(g, columns=[column]).column(0).to_pylist()
+                for k, value in enumerate(values):
+                    rows[first + k][column] = value
+            first += group.num_rows
+    return rows
 
 
 def _parquet_rows(

@@ -9,14 +9,17 @@ rejected.
 from __future__ import annotations
 
 import tarfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import fsspec
 
 from datakiln.readers.listing import InputFile
-from datakiln.readers.sources import MemberRef, ReadResult, RecordUnit, register_source
-from datakiln.readers.sources.archive import member_values, plan_archive, read_archive_unit
+from datakiln.readers.sources import MemberRef, register_source
+from datakiln.readers.sources.archive import ArchiveSource
+
+# Read-ahead of the member listing (fsspec's block size for the archive's file object).
+LIST_BLOCK_BYTES = 2**16
 
 
 def list_tar(
@@ -25,7 +28,10 @@ def list_tar(
     """Regular-file members with their data offsets, and why the listing stopped early."""
     members: list[MemberRef] = []
     truncated = None
-    with fsspec.open(uri, "rb", **dict(storage_options)) as f:
+    # Small blocks: a listing seeks from header to header, and on an object store each block
+    # read is a ranged request; big members are skipped, not downloaded.
+    fs, path = fsspec.core.url_to_fs(uri, **dict(storage_options))
+    with fs.open(path, "rb", block_size=LIST_BLOCK_BYTES) as f:
         try:
             with tarfile.open(fileobj=f, mode="r:") as archive:
                 while True:
@@ -71,33 +77,14 @@ def _trailing_damage(f: Any, members: list[MemberRef], size: int) -> str | None:
     return None
 
 
-class TarSource:
+class TarSource(ArchiveSource):
     name = "tar"
     extensions = (".tar",)
 
-    def columns(self, inp: InputFile, storage_options: Mapping[str, Any]) -> Sequence[str] | None:
-        return None
-
-    def column_values(
-        self, inp: InputFile, column: str, storage_options: Mapping[str, Any]
-    ) -> list[Any]:
-        """Every member of extension ``column`` (label fields learn their class names)."""
-        members, _ = list_tar(inp.uri, inp.size, storage_options)
-        return member_values(members, column, storage_options)
-
-    def plan(
-        self,
-        inp: InputFile,
-        storage_options: Mapping[str, Any],
-        *,
-        records_per_unit: int,
-        path_columns: Sequence[str],
-    ) -> list[RecordUnit]:
-        members, truncated = list_tar(inp.uri, inp.size, storage_options)
-        return plan_archive(self.name, inp, members, truncated, records_per_unit)
-
-    def read(self, unit: RecordUnit, storage_options: Mapping[str, Any]) -> ReadResult:
-        return read_archive_unit(unit, storage_options)
+    def list_members(
+        self, inp: InputFile, storage_options: Mapping[str, Any]
+    ) -> tuple[list[MemberRef], str | None]:
+        return list_tar(inp.uri, inp.size, storage_options)
 
 
 SOURCE = register_source(TarSource())

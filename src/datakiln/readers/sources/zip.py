@@ -8,14 +8,14 @@ CRC-32; a member that fails (an unsupported method, a bad CRC, encryption) rejec
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import fsspec
 
 from datakiln.readers.listing import InputFile
-from datakiln.readers.sources import MemberRef, ReadResult, RecordUnit, register_source
-from datakiln.readers.sources.archive import member_values, plan_archive, read_archive_unit
+from datakiln.readers.sources import MemberRef, register_source
+from datakiln.readers.sources.archive import ArchiveSource
 
 _METHODS = {zipfile.ZIP_STORED: "raw", zipfile.ZIP_DEFLATED: "deflate", zipfile.ZIP_BZIP2: "bzip2"}
 
@@ -49,33 +49,14 @@ def list_zip(uri: str, storage_options: Mapping[str, Any]) -> tuple[list[MemberR
     return members, None
 
 
-class ZipSource:
+class ZipSource(ArchiveSource):
     name = "zip"
     extensions = (".zip",)
 
-    def columns(self, inp: InputFile, storage_options: Mapping[str, Any]) -> Sequence[str] | None:
-        return None
-
-    def column_values(
-        self, inp: InputFile, column: str, storage_options: Mapping[str, Any]
-    ) -> list[Any]:
-        """Every member of extension ``column`` (label fields learn their class names)."""
-        members, _ = list_zip(inp.uri, storage_options)
-        return member_values(members, column, storage_options)
-
-    def plan(
-        self,
-        inp: InputFile,
-        storage_options: Mapping[str, Any],
-        *,
-        records_per_unit: int,
-        path_columns: Sequence[str],
-    ) -> list[RecordUnit]:
-        members, broken = list_zip(inp.uri, storage_options)
-        return plan_archive(self.name, inp, members, broken, records_per_unit)
-
-    def read(self, unit: RecordUnit, storage_options: Mapping[str, Any]) -> ReadResult:
-        return read_archive_unit(unit, storage_options)
+    def list_members(
+        self, inp: InputFile, storage_options: Mapping[str, Any]
+    ) -> tuple[list[MemberRef], str | None]:
+        return list_zip(inp.uri, storage_options)
 
 
 SOURCE = register_source(ZipSource())

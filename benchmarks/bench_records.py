@@ -1,0 +1,175 @@
+"""Records bakes against the same images baked from a folder, in the same run.
+
+    python ../shared/bench/make_corpus.py --out /tmp/corpus --pngs 0 --wavs 0 --lines 10
+    python benchmarks/bench_records.py --corpus /tmp/corpus --runs 3
+
+The benchmark JPEGs (``images/jpeg``) are written once more as WebDataset tar shards (256
+records each: ``KEY.jpg``, ``KEY.txt``), as a Hugging Face style Parquet with the JPEG bytes
+embedded, and as a CSV naming the files. Each run bakes, alternating, the folder (images
+modality) and the three records forms with one image field, 64x64, shards of 256, through the
+CLI (``scheduler auto``); throughput is inputs over the bake's own wall time (report.json).
+Reports medians and each form's ratio to the folder bake of the same run.
+
+``--rss`` also measures a worker's peak RSS (one synchronous process) baking a tar of the
+same records and one of the same records padded to about 2 GiB with members that no field
+reads: flat, because tasks read members by byte range and never the whole archive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+SIZE = 64
+SHARD = 256
+
+
+def write_forms(files: list[Path], root: Path) -> dict[str, list[str]]:
+    """The same records as tar shards, a Parquet with bytes, and a CSV of paths."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tars = root / "shards"
+    tars.mkdir(parents=True)
+    for first in range(0, len(files), SHARD):
+        with tarfile.open(tars / f"{first // SHARD:05d}.tar", "w") as archive:
+            for k, path in enumerate(files[first : first + SHARD], start=first):
+                for ext, data in (("jpg", path.read_bytes()), ("txt", path.stem.encode())):
+                    info = tarfile.TarInfo(f"{k:06d}.{ext}")
+                    info.size = len(data)
+                    archive.addfile(info, io.BytesIO(data))
+    struct = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    images = pa.array([{"bytes": p.read_bytes(), "path": p.name} for p in files], struct)
+    pq.write_table(pa.table({"image": images}), root / "pairs.parquet", row_group_size=SHARD)
+    with (root / "paths.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image"])
+        writer.writerows([[str(p)] for p in files])
+    return {
+        "tar": [str(tars / "*.tar"), "--fields", "images=image:jpg"],
+        "parquet": [str(root / "pairs.parquet"), "--fields", "images=image:image"],
+        "csv": [str(root / "paths.csv"), "--fields", "images=image:image"],
+    }
+
+
+def bake(args: list[str], out: Path, env: dict[str, str]) -> float:
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "datakiln",
+        "bake",
+        *args,
+        "--out",
+        str(out),
+        "--size",
+        str(SIZE),
+        "--shard-size",
+        str(SHARD),
+        "-q",
+    ]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
+    report = json.loads((out / "report.json").read_text())
+    assert report["rejected"] == 0, report["rejected_by_reason"]
+    return report["inputs"] / report["wall_s"]
+
+
+def peak_rss(tar_glob: str, out: Path, env: dict[str, str]) -> float:
+    """Peak RSS (MiB) of one process baking ``tar_glob`` with the synchronous scheduler."""
+    code = f"""
+import json, resource
+import datakiln
+spec = datakiln.BakeSpec(sources=({tar_glob!r},), output={str(out)!r}, shard_size={SHARD},
+    scheduler="synchronous",
+    fields={{"images": {{"modality": "image", "column": "jpg",
+                         "height": {SIZE}, "width": {SIZE}}}}})
+report = datakiln.bake(spec)
+print(json.dumps([report.baked, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]))
+"""
+    shutil.rmtree(out, ignore_errors=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def padded_tar(files: list[Path], path: Path, target_bytes: int) -> int:
+    """One tar of the records, each with an unread ``.pad`` member, about ``target_bytes``."""
+    pad = bytes(max(0, target_bytes // len(files) - 40_000))
+    with tarfile.open(path, "w") as archive:
+        for k, p in enumerate(files):
+            for ext, data in (("jpg", p.read_bytes()), ("pad", pad)):
+                info = tarfile.TarInfo(f"{k:06d}.{ext}")
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+    return path.stat().st_size
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", default="/tmp/corpus")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--rss", action="store_true", help="also the archive-size RSS check")
+    parser.add_argument("--rss-bytes", type=int, default=2 * 2**30)
+    args = parser.parse_args()
+    files = sorted((Path(args.corpus) / "images" / "jpeg").glob("*.jpg"))
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        env = {**os.environ, "DATAKILN_JAX_CACHE": str(root / "jax")}
+        forms = {"folder": [str(Path(args.corpus) / "images" / "jpeg")], **write_forms(files, root)}
+        bake(forms["folder"], root / "warm", env)  # fills the compilation cache
+        runs: dict[str, list[float]] = {name: [] for name in forms}
+        for _ in range(args.runs):
+            for name, form in forms.items():
+                runs[name].append(bake(form, root / name, env))
+        rss = {}
+        if args.rss:
+            small = root / "small"
+            small.mkdir()
+            padded_tar(files, small / "a.tar", 0)
+            big = root / "big"
+            big.mkdir()
+            size = padded_tar(files, big / "a.tar", args.rss_bytes)
+            rss = {
+                "small_tar_bytes": (small / "a.tar").stat().st_size,
+                "small_tar": peak_rss(str(small / "a.tar"), root / "rs", env),
+                "big_tar_bytes": size,
+                "big_tar": peak_rss(str(big / "a.tar"), root / "rb", env),
+            }
+    medians = {k: round(statistics.median(v), 1) for k, v in runs.items()}
+    print(
+        json.dumps(
+            {
+                "machine": f"{platform.machine()}, {os.cpu_count()} cpus, python "
+                f"{platform.python_version()}",
+                "images": len(files),
+                "inputs_per_s": runs,
+                "medians": medians,
+                "ratio_to_folder": {
+                    k: round(medians[k] / medians["folder"], 3) for k in medians if k != "folder"
+                },
+                "paired_ratios": {
+                    k: [round(a / b, 3) for a, b in zip(v, runs["folder"], strict=True)]
+                    for k, v in runs.items()
+                    if k != "folder"
+                },
+                "rss_mib": rss,
+            },
+            indent=1,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
