@@ -144,6 +144,6 @@ def listed_cache_key(spec: Any) -> str:
 
     The planner's own key, so it is the key ``bake`` will commit (any modality).
     """
-    from datakiln.etl.plan import plan_bake
+    from datakiln.etl.bake import listed_cache_key as planned_key
 
-    return plan_bake(spec).cache_key
+    return planned_key(spec)
