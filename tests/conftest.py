@@ -101,6 +101,52 @@ def s3_endpoint():
         proc.wait(timeout=10)
 
 
+# moto's server answering one request at a time: its conditional writes check and then put
+# without a lock, so only a serial server is as atomic as S3's for the racing tests.
+_SERIAL_MOTO = """
+import sys
+from werkzeug.serving import run_simple
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+from moto.server import MotoRequestHandler
+run_simple("127.0.0.1", int(sys.argv[1]), DomainDispatcherApplication(create_backend_app),
+           threaded=False, request_handler=MotoRequestHandler)
+"""
+
+
+@pytest.fixture(scope="session")
+def s3_serial_endpoint():
+    """A moto server that serves requests one at a time (for compare-and-swap races)."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("s3fs")
+    pytest.importorskip("moto.server")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SERIAL_MOTO, str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for(f"{url}/moto-api/")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def s3_serial_options(s3_serial_endpoint):
+    """A fresh bucket on the serial moto server; yields (bucket URL, options)."""
+    import s3fs
+
+    options = {"key": "testing", "secret": "testing-secret-key", "endpoint_url": s3_serial_endpoint}
+    bucket = f"dk-{uuid.uuid4().hex[:12]}"
+    s3fs.S3FileSystem(**options).mkdir(bucket)
+    return f"s3://{bucket}", options
+
+
 @pytest.fixture
 def s3_options(s3_endpoint):
     """storage_options for a fresh bucket on the moto server; yields (bucket URL, options)."""

@@ -212,6 +212,11 @@ def _bake_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="wait this long for another bake of the same store to finish",
     )
+    parser.add_argument(
+        "--force-unlock",
+        action="store_true",
+        help="take over the store's lease even if another bake holds it (warns, naming it)",
+    )
 
 
 def _command(sub: Any, name: str, **kwargs: Any) -> argparse.ArgumentParser:
@@ -304,11 +309,18 @@ def _parser() -> argparse.ArgumentParser:
         help="remove old versions and leftovers of a cache",
         epilog="example:\n  datakiln gc demo-cache --dry-run",
         description="Delete what the committed manifest does not reference: other generations, "
-        "shards retired by incremental bakes, old rejected tables, partial writes. Readers of an "
-        "older version lose it.",
+        "shards retired by incremental bakes, old rejected tables, partial writes. What a version "
+        "opened by a reader within --grace references is kept.",
     )
     gc.add_argument("url")
     gc.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    gc.add_argument(
+        "--grace",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="keep what versions opened by readers in the last SECONDS use (default 1 hour)",
+    )
     _service_commands(sub)
     return parser
 
@@ -642,6 +654,7 @@ def _print_report(report: Any) -> None:
         ("bytes in / out", f"{_human_bytes(report.bytes_in)} / {_human_bytes(report.bytes_out)}"),
         ("wall time", f"{report.wall_s:.1f} s ({rate:.0f} inputs/s)"),
         ("kernel shapes", f"{report.kernel_shapes} (each compiles at most twice)"),
+        *((("store retries", f"{report.retries}"),) if report.retries else ()),
         *((f"  {stage} (summed)", f"{secs:.2f} s") for stage, secs in report.stage_s.items()),
     ]
     width = max(len(k) for k, _ in rows)
@@ -672,7 +685,11 @@ def _cmd_bake(args: argparse.Namespace) -> int:
                 print(line)
             return EXIT_OK
         report = bake(
-            spec, progress=_Progress(), lease_wait_s=args.wait, jax_cache_dir=_jax_cache_dir()
+            spec,
+            progress=_Progress(),
+            lease_wait_s=args.wait,
+            jax_cache_dir=_jax_cache_dir(),
+            force_unlock=args.force_unlock,
         )
     except SourceError as err:
         if args.modality is None and spec.modality == "image" and "matched no files" in str(err):
@@ -860,7 +877,7 @@ def _cmd_ls(args: argparse.Namespace) -> int:
 def _cmd_gc(args: argparse.Namespace) -> int:
     from datakiln.cache.catalog import collect_garbage
 
-    removed = collect_garbage(args.url, dry_run=args.dry_run)
+    removed = collect_garbage(args.url, dry_run=args.dry_run, grace_s=args.grace)
     verb = "would remove" if args.dry_run else "removed"
     for path in removed:
         print(f"{verb} {path}")

@@ -47,6 +47,10 @@ class LeaseHeldError(BakeError):
     """Another bake holds the store's lease (its owner, start and expiry are in the message)."""
 
 
+class CommitConflictError(BakeError):
+    """Another bake committed the store's manifest while this one ran; nothing was overwritten."""
+
+
 class RandomAccessError(DatakilnError, TypeError):
     """A dataset only supports iteration, but the caller needs to read samples by index."""
 

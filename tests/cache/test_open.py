@@ -114,3 +114,40 @@ def test_missing_and_foreign_caches(cache, tmp_path):
     shutil.copytree(Path(cache, manifest["generation"]), tmp_path / manifest["generation"])
     with pytest.raises(CacheFormatError, match="verify"):
         open_cache(str(tmp_path))
+
+
+def test_a_loader_state_of_another_cache_version_is_refused(cache, tmp_path):
+    from datakiln.datasets.loader import Loader
+    from datakiln.errors import SpecError
+
+    other = tmp_path / "other"
+    shutil.copytree(cache, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["version"] += 1
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    loader = Loader(open_cache(cache), 8, seed=1, shard_index=0, shard_count=1, prefetch=0)
+    next(iter(loader))
+    state = loader.state()
+    same = Loader(open_cache(cache), 8, seed=1, shard_index=0, shard_count=1)
+    same.restore(state)
+    assert same.step == 1
+    with pytest.raises(SpecError, match="another cache version"):
+        Loader(open_cache(str(other)), 8, seed=1, shard_index=0, shard_count=1).restore(state)
+
+
+def test_raw_dtype_returns_the_stored_bytes(cache):
+    from datakiln.errors import SpecError
+
+    converted = open_cache(cache)
+    raw = open_cache(cache, dtype="raw")
+    some = open_cache(cache, dtype={"images": "raw"})
+    indices = np.array([5, 0, 17, 3])
+    images = raw.read_batch(indices)["images"]
+    assert images.dtype == np.uint8
+    as_float = converted.read_batch(indices)["images"]
+    np.testing.assert_array_equal(images, np.round(as_float * 255).astype(np.uint8))
+    batch = some.read_batch(indices)
+    assert batch["images"].dtype == np.uint8
+    np.testing.assert_array_equal(batch["labels"], converted.read_batch(indices)["labels"])
+    with pytest.raises(SpecError, match="lacks"):
+        open_cache(cache, dtype={"pixels": "raw"})

@@ -229,7 +229,7 @@ def test_resume_mid_epoch_equals_an_uninterrupted_run(
             break
     state = json.loads(json.dumps(first.state()))
     first.close()
-    resumed = dk.Loader(data, batch_size, prefetch=prefetch, **{**settings_, "seed": 0})
+    resumed = dk.Loader(data, batch_size, prefetch=prefetch, **settings_)
     resumed.restore(state)
     assert head + _indices(resumed) == full
 
@@ -250,6 +250,7 @@ def test_state_contents_and_epoch_boundaries(counting: Any) -> None:
         "shard_count": 1,
         "drop_last": False,
         "shuffle": "full",
+        "dataset": None,
     }
     next(it)
     next(it)
@@ -258,6 +259,7 @@ def test_state_contents_and_epoch_boundaries(counting: Any) -> None:
 
 def test_restore_refuses_a_different_setup(counting: Any) -> None:
     loader = dk.Loader(counting(10), 4, prefetch=0, **_one_host())
+    next(iter(loader))
     state = loader.state()
     with pytest.raises(SpecError, match="batch_size"):
         dk.Loader(counting(10), 5, **_one_host()).restore(state)
@@ -265,6 +267,8 @@ def test_restore_refuses_a_different_setup(counting: Any) -> None:
         dk.Loader(counting(11), 4, **_one_host()).restore(state)
     with pytest.raises(SpecError, match="shuffle"):
         dk.Loader(counting(10), 4, shuffle=False, **_one_host()).restore(state)
+    with pytest.raises(SpecError, match="seed"):
+        dk.Loader(counting(10), 4, seed=1, **_one_host()).restore(state)
     with pytest.raises(SpecError, match="version"):
         loader.restore({"epoch": 0})
 
@@ -431,3 +435,86 @@ def test_threads_stop_when_the_loader_is_garbage_collected(counting: Any) -> Non
     del it, loader
     gc.collect()
     _wait_for_no_threads()
+
+
+# --- elastic resume -------------------------------------------------------------------------
+
+
+def _run_hosts(data: Any, global_batch: int, hosts: int, state: Any, steps: int | None, **kw: Any):
+    """Every host of a job of ``hosts`` restored from ``state``; each takes ``steps`` batches
+    (all that remain when None). Returns the indices taken, and host ``hosts - 1``'s state."""
+    taken: list[int] = []
+    last_state = None
+    for h in range(hosts):
+        loader = dk.Loader(
+            data, global_batch // hosts, shard_index=h, shard_count=hosts, prefetch=0, **kw
+        )
+        if state is not None:
+            loader.restore(json.loads(json.dumps(state)))
+        epoch = loader.epoch
+        iterator = loader.iter_with_epoch()
+        for k, (batch_epoch, batch) in enumerate(iterator):
+            if (steps is not None and k >= steps) or batch_epoch != epoch:
+                break
+            taken.extend(np.asarray(batch["indices"]).tolist())
+            last_state = loader.state()
+        loader.close()
+    return taken, last_state
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 200),
+    old_hosts=st.integers(1, 8),
+    new_hosts=st.integers(1, 8),
+    per_host=st.integers(1, 4),
+    steps=st.integers(0, 12),
+    epoch=st.integers(0, 2),
+    drop_last=st.booleans(),
+    block=st.sampled_from([None, 3]),
+)
+def test_elastic_resume_yields_every_remaining_sample_exactly_once(
+    counting: Any,
+    n: int,
+    old_hosts: int,
+    new_hosts: int,
+    per_host: int,
+    steps: int,
+    epoch: int,
+    drop_last: bool,
+    block: int | None,
+) -> None:
+    # a global batch both host counts divide
+    global_batch = per_host * old_hosts * new_hosts
+    shuffle = dk.BlockShuffle(block_size=block) if block else True
+    kw = {"seed": 7, "drop_last": drop_last, "shuffle": shuffle, "num_epochs": epoch + 1}
+    data = counting(n)
+    start = None
+    if epoch:
+        start = {
+            **dk.Loader(
+                data, global_batch // old_hosts, shard_index=0, shard_count=old_hosts, **kw
+            ).state(),
+            "epoch": epoch,
+        }
+    before, state = _run_hosts(data, global_batch, old_hosts, start, steps, **kw)
+    if state is None or state["epoch"] != epoch:  # nothing consumed, or the epoch is over
+        return
+    after, _ = _run_hosts(data, global_batch, new_hosts, state, None, **kw)
+    consumed = before + after
+    assert len(consumed) == len(set(consumed))  # nothing twice
+    expected = n - (n % global_batch if drop_last else 0)
+    assert len(consumed) == expected  # nothing lost but the final partial global batch
+    order = dk.epoch_order(n, seed=7, epoch=epoch, shuffle=shuffle)
+    assert sorted(consumed) == sorted(order[:expected].tolist())
+
+
+@pytest.mark.parametrize(("old_hosts", "new_hosts"), [(4, 2), (2, 8)])
+def test_elastic_resume_4_to_2_and_2_to_8_hosts(counting: Any, old_hosts: int, new_hosts: int):
+    data = counting(100)
+    kw = {"seed": 3, "num_epochs": 1, "drop_last": True}
+    before, state = _run_hosts(data, 16, old_hosts, None, 3, **kw)
+    after, _ = _run_hosts(data, 16, new_hosts, state, None, **kw)
+    assert len(before) == 48
+    assert sorted(before + after) == sorted(dk.epoch_order(100, seed=3, epoch=0)[:96].tolist())
+    assert len(set(before + after)) == 96

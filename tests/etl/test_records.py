@@ -415,3 +415,60 @@ def test_optional_field_gets_a_validity_mask(corpus, tmp_path):
     assert batch["captions_valid"].tolist() == [True, False]
     assert batch["captions_lengths"].tolist()[1] == 0
     assert _rejected(tmp_path / "out") == []
+
+
+def test_legacy_encodings_in_tables_and_members(corpus, tmp_path):
+    captions = ["café crème brûlée", "naïve façade à la carte", "smörgåsbord für alle"]
+    table = "image,caption\n" + "".join(f"{corpus.images[i]},{c}\n" for i, c in enumerate(captions))
+    (tmp_path / "latin.csv").write_bytes(table.encode("latin-1"))
+    dataset = _bake(
+        [tmp_path / "latin.csv"],
+        tmp_path / "t",
+        {k: v for k, v in fields().items() if k != "labels"},
+    )
+    assert dataset.get_batch(indices=[0, 1, 2])["captions_text"] == captions
+    # cp1252 decodes every Latin-1 letter the same way, and is what the detector prefers
+    assert set(dataset.metadata().column("source_encoding").to_pylist()) <= {"cp1252", "iso8859-1"}
+
+    japanese = ["東京の夜景はとても美しいです", "猫が窓のそばで眠っています"]
+    members = []
+    for i, text in enumerate(japanese):
+        members += [
+            (f"{i}.jpg", corpus.images[i].read_bytes()),
+            (f"{i}.txt", text.encode("shift_jis")),
+        ]
+    (tmp_path / "sjis.tar").write_bytes(_tar_bytes(members))
+    spec_fields = {k: v for k, v in fields("jpg", "txt").items() if k != "labels"}
+    spec_fields["captions"]["encoding"] = "auto"
+    dataset = _bake([tmp_path / "sjis.tar"], tmp_path / "s", spec_fields)
+    assert dataset.get_batch(indices=[0, 1])["captions_text"] == japanese
+    codecs = dataset.metadata().column("captions_encoding").to_pylist()
+    assert all(c in ("shift_jis", "cp932") for c in codecs), codecs
+
+
+def test_incremental_records_append_and_retire(tmp_path):
+    import shutil
+
+    from conftest import write_small_images
+
+    root = tmp_path / "pics"
+    write_small_images(root, [f"c/{i:03d}.png" for i in range(20)])
+    spec = BakeSpec(
+        sources=(str(root),),
+        output=str(tmp_path / "out"),
+        shard_size=8,
+        fields={"images": {"modality": "image", "column": "file", "height": 8, "width": 8}},
+    )
+    assert bake(spec).shards == 3
+    write_small_images(root, ["c/aaa.png"], seed=5)  # sorts first: nothing else moves
+    summary = plan_only(spec)
+    assert (summary.shards, summary.shards_done, summary.new_inputs) == (4, 3, 1)
+    report = bake(spec)
+    assert (report.shards_skipped, report.baked) == (3, 21)
+    shutil.copy(root / "c" / "aaa.png", root / "c" / "005.png")  # changes one file
+    report = bake(spec)
+    assert report.baked == 21
+    assert report.shards_skipped == 3  # the changed file's shard of 8 is baked again, appended
+    dataset = datakiln.open_cache(str(tmp_path / "out"))
+    uris = [m["images_uri"] for m in dataset.metadata().to_pylist()]
+    assert sorted(uris) == sorted(f"file://{p}" for p in root.rglob("*.png"))

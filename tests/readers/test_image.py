@@ -308,17 +308,19 @@ def test_broken_inputs_are_rejected_with_their_stage() -> None:
     assert _stage(jpeg[: len(jpeg) // 2], height=8, width=8) == "decode"  # drafted too
 
 
-@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+@pytest.mark.filterwarnings("error::PIL.Image.DecompressionBombWarning")
 def test_decompression_bombs_are_rejected_from_the_header() -> None:
     before = Image.MAX_IMAGE_PIXELS
     assert _stage(_png_declaring(20_000, 20_000)) == "limit"  # over our default 100 M
     assert _stage(_png_declaring(1000, 1000), max_pixels=999_999) == "limit"
     assert _stage(_png_declaring(1000, 1000), max_pixels=1_000_000) == "decode"  # allowed
-    # Pillow's own limits, read not set: its error (> 2x) and its warning (> 1x).
+    # The caller's limit governs, above Pillow's (its error past 2x, its warning past 1x):
+    # these headers pass it and are opened, then fail to decode (they hold no pixel data).
     huge = int(2 * (before or 0)) + 1
-    assert _stage(_png_declaring(huge // 10_000 + 1, 10_000), max_pixels=10**12) == "limit"
+    assert _stage(_png_declaring(huge // 10_000 + 1, 10_000), max_pixels=10**12) == "decode"
     warn = int(before or 0) + 10_000
-    assert _stage(_png_declaring(warn // 10_000 + 1, 10_000), max_pixels=10**12) == "limit"
+    assert _stage(_png_declaring(warn // 10_000 + 1, 10_000), max_pixels=10**12) == "decode"
+    assert _stage(_png_declaring(warn // 10_000 + 1, 10_000), max_pixels=warn) == "limit"
     assert before == Image.MAX_IMAGE_PIXELS
 
 

@@ -3,7 +3,8 @@
 ``list_caches`` finds every ``manifest.json`` below a URL. ``collect_garbage`` deletes, from one
 store, the generation folders other than the committed one, the objects of shards that a later
 version retired, rejected tables of older versions and ``*.partial`` leftovers of interrupted
-writes. Readers holding an older version lose it: run it when no reader needs one.
+writes -- except what a version that a reader opened within the grace period references
+(``datakiln.cache.pins``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from datakiln.cache.layout import (
     store_fs,
 )
 from datakiln.cache.manifest import read_manifest
+from datakiln.cache.pins import DEFAULT_GRACE_S, live_pins
 from datakiln.errors import CacheNotFoundError
 
 
@@ -65,11 +67,13 @@ def list_caches(prefix: str, storage_options: Mapping[str, Any] | None = None) -
     return found
 
 
-def _retired_objects(fs: Any, root: str, manifest: Mapping[str, Any]) -> list[str]:
-    """Markers of shards the committed version no longer lists, and what those shards wrote."""
+def _retired_objects(
+    fs: Any, root: str, manifest: Mapping[str, Any], pinned: set[str]
+) -> list[str]:
+    """Markers of shards the committed version (and no pinned one) lists, and their objects."""
     import json
 
-    live = {shard["marker"] for shard in manifest["shards"]}
+    live = {shard["marker"] for shard in manifest["shards"]} | pinned
     generation = manifest["generation"]
     doomed = []
     for path in fs.glob(f"{root}/{generation}/{SHARDS_DIR}/*.json"):
@@ -86,22 +90,32 @@ def _retired_objects(fs: Any, root: str, manifest: Mapping[str, Any]) -> list[st
 
 
 def collect_garbage(
-    url: str, storage_options: Mapping[str, Any] | None = None, *, dry_run: bool = False
+    url: str,
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    dry_run: bool = False,
+    grace_s: float = DEFAULT_GRACE_S,
 ) -> list[str]:
-    """Delete (or with ``dry_run`` only list) what the committed manifest does not reference."""
+    """Delete (or with ``dry_run`` only list) what the committed manifest does not reference,
+    nor any version a reader opened in the last ``grace_s`` seconds."""
     manifest = read_manifest(url, storage_options)
     fs, root = store_fs(url, storage_options)
+    pins = live_pins(fs, root, grace_s, drop_stale=not dry_run)
+    generations = {manifest["generation"]} | {p["generation"] for p in pins}
     doomed: list[str] = []
     for entry in fs.ls(root, detail=False):
         name = posixpath.basename(entry.rstrip("/"))
-        if name.startswith(GENERATION_PREFIX) and name != manifest["generation"]:
+        if name.startswith(GENERATION_PREFIX) and name not in generations:
             doomed.append(entry)
     generation = f"{root}/{manifest['generation']}"
-    current = f"{root}/{manifest['rejected']}"
-    doomed += [p for p in fs.glob(f"{generation}/rejected-v*.parquet") if p != current]
-    doomed += _retired_objects(fs, root, manifest)
-    kept = f"{root}/{manifest_copy(manifest['version'])}"  # older versions lose their rows
-    doomed += [p for p in fs.glob(f"{root}/{MANIFESTS_DIR}/v*.json") if p != kept]
+    kept = {f"{root}/{manifest['rejected']}"} | {f"{root}/{p['rejected']}" for p in pins}
+    doomed += [p for p in fs.glob(f"{generation}/rejected-v*.parquet") if p not in kept]
+    pinned = {marker for p in pins for marker in p["markers"]}
+    doomed += _retired_objects(fs, root, manifest, pinned)
+    # copies of versions no reader pins lose their rows: drop them too
+    versions = {manifest["version"]} | {p.get("version") for p in pins}
+    copies = {f"{root}/{manifest_copy(v)}" for v in versions if isinstance(v, int)}
+    doomed += [p for p in fs.glob(f"{root}/{MANIFESTS_DIR}/v*.json") if p not in copies]
     doomed += [p for p in fs.find(root) if p.endswith(".partial")]
     doomed = sorted(set(doomed))
     if not dry_run:

@@ -74,9 +74,28 @@ def check_relative(path: str) -> str:
     return path
 
 
+# For S3 stores: botocore's "standard" retries (exponential backoff with full jitter, on
+# throttling, 5xx, resets and timeouts), a bounded number of attempts, and a timeout on each
+# request so a stalled connection is retried instead of hanging. A store's own
+# ``config_kwargs`` override these key by key.
+S3_CONFIG = {
+    "connect_timeout": 10,
+    "read_timeout": 30,
+    "retries": {"mode": "standard", "max_attempts": 6},
+}
+
+
+def with_store_defaults(url: str, storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``storage_options`` with datakiln's retry and timeout defaults for S3 URLs."""
+    options = dict(storage_options or {})
+    if fsspec.core.split_protocol(url)[0] in ("s3", "s3a"):
+        options["config_kwargs"] = {**S3_CONFIG, **dict(options.get("config_kwargs") or {})}
+    return options
+
+
 def store_fs(url: str, storage_options: Mapping[str, Any] | None = None) -> tuple[Any, str]:
     """The fsspec filesystem and root path (no trailing slash) of a store URL."""
-    options = dict(storage_options or {})
+    options = with_store_defaults(url, storage_options)
     if fsspec.core.split_protocol(url)[0] in (None, "file", "local"):
         options.setdefault("auto_mkdir", True)  # object stores have no folders to make
     fs, root = fsspec.core.url_to_fs(url, **options)
@@ -103,5 +122,5 @@ def zarr_store(
     if is_local(fs):
         return LocalStore(root, read_only=read_only)
     return FsspecStore.from_url(
-        url, storage_options=dict(storage_options or {}), read_only=read_only
+        url, storage_options=with_store_defaults(url, storage_options), read_only=read_only
     )

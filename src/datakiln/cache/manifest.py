@@ -3,6 +3,10 @@
 ``manifest.json`` is written last and in one step: to a temporary name and renamed on local
 disks, in a single object put on object stores. A store without a manifest does not exist for
 readers; a manifest of another format version is refused with a clear error.
+
+A commit of version k+1 must follow version k: on S3 it is a conditional put against the
+version-k object it read, so of two bakes racing to commit, one fails cleanly instead of
+overwriting the other.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from datakiln.cache.conditional import ConditionalObjects, Versioned
 from datakiln.cache.layout import (
     FORMAT_VERSION,
     MANIFEST,
@@ -22,7 +27,7 @@ from datakiln.cache.layout import (
     manifest_copy,
     store_fs,
 )
-from datakiln.errors import CacheFormatError, CacheNotFoundError, OutputError
+from datakiln.errors import CacheFormatError, CacheNotFoundError, CommitConflictError, OutputError
 
 FORMAT_NAME = "datakiln-cache"
 # A manifest lists shards, not samples: even a billion-sample cache stays far below this.
@@ -45,16 +50,57 @@ def write_json_atomic(fs: Any, path: str, value: Any) -> None:
         fs.pipe_file(path, data)
 
 
+def _committed_version(data: bytes | None) -> int:
+    """The version of a committed manifest's bytes; 0 for none (or one a bake would replace)."""
+    try:
+        version = json.loads(data)["version"] if data is not None else 0
+    except (ValueError, TypeError, KeyError):
+        return 0
+    return version if isinstance(version, int) else 0
+
+
 def commit_manifest(url: str, manifest: Mapping[str, Any], storage_options: Any = None) -> None:
-    """Validate and commit ``manifest`` at the store ``url``."""
+    """Validate and commit ``manifest`` at the store ``url``, as the successor of its version.
+
+    Raises:
+        CommitConflictError: the store's manifest is no longer the one this version follows.
+    """
     validate_manifest(manifest, url)
     fs, root = store_fs(url, storage_options)
+    path = f"{root}/{MANIFEST}"
+    objects = ConditionalObjects(fs, url)
+    follows = int(manifest["version"]) - 1
     try:
-        # The copy first: every committed version can be opened again by its number.
+        if is_local(fs):  # the lease is a kernel lock here: check, then rename
+            try:
+                current = Versioned(fs.cat_file(path), None)
+            except FileNotFoundError:
+                current = Versioned(None, None)
+        else:
+            objects.warn_if_unsupported("the manifest commit")
+            current = objects.read(path)
+        found = _committed_version(current.data)
+        if found != follows:
+            raise _conflict(url, found, follows)
+        data = json.dumps(dict(manifest), indent=1, sort_keys=True, allow_nan=False).encode()
+        if is_local(fs) or not objects.supported:
+            write_json_atomic(fs, path, dict(manifest))
+        elif objects.put(path, data, expect=current) is None:
+            raise _conflict(url, _committed_version(objects.read(path).data), follows)
+        # Then its copy, so every committed version can be opened again by its number (a
+        # crash in between loses only the copy of the current version, which reads fall back
+        # to manifest.json for).
         write_json_atomic(fs, f"{root}/{manifest_copy(manifest['version'])}", dict(manifest))
-        write_json_atomic(fs, f"{root}/{MANIFEST}", dict(manifest))
     except OSError as err:
         raise OutputError(f"cannot write {MANIFEST} to {url}: {err}") from err
+
+
+def _conflict(url: str, found: int, follows: int) -> CommitConflictError:
+    return CommitConflictError(
+        f"another bake committed {url} while this one ran (the store is at version {found}, "
+        f"this bake started from version {follows}); nothing was overwritten. Run the same "
+        "command again to bake on top of the new version"
+    )
 
 
 def read_manifest(

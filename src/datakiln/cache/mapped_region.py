@@ -136,6 +136,27 @@ class MappedRegion:
             self._mapped += 1
             return size
 
+    def unmap(self, slot: int) -> None:
+        """Drop the file mapped over ``slot`` (no reader may be copying from it): the
+        address range goes back to reserved, inaccessible memory, so the file's disk space
+        is freed once it is deleted."""
+        with self._lock:
+            if not self._lengths[slot]:
+                return
+            address = self._base + slot * self._slot_bytes
+            got = self._libc.mmap(
+                address,
+                self._slot_bytes,
+                _PROT_NONE,
+                _MAP_PRIVATE | _MAP_ANONYMOUS | _MAP_NORESERVE | _MAP_FIXED,
+                -1,
+                0,
+            )
+            if got != address:
+                raise OSError(ctypes.get_errno(), "cannot unmap a shard file")
+            self._lengths[slot] = 0
+            self._mapped -= 1
+
     def lengths(self, slots: np.ndarray) -> np.ndarray:
         """Mapped bytes of each of ``slots`` (0: not mapped)."""
         return self._lengths[slots]

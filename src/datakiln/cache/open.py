@@ -16,11 +16,13 @@ import numpy as np
 import zarr
 
 from datakiln.cache.layout import store_fs, zarr_store
+from datakiln.cache.local_dir import LocalDir, lazy_fields, mirror_cache
 from datakiln.cache.manifest import read_manifest, read_parquet
+from datakiln.cache.pins import pin_version
 from datakiln.cache.shard_reader import ShardedFieldReader
 from datakiln.cache.string_reader import StringFieldReader
 from datakiln.datasets.base import BaseDataset
-from datakiln.errors import CacheFormatError
+from datakiln.errors import CacheFormatError, SpecError
 
 # Field dtype of variable-length UTF-8 strings (Zarr v3 data type "string"); read as lists.
 STRING_DTYPE = "string"
@@ -57,15 +59,34 @@ class CachedDataset(BaseDataset):
         manifest: Mapping[str, Any] | None = None,
         fast: bool = True,
         max_cache_bytes: int = 64 * 2**20,
+        local_dir: str | None = None,
+        local_limit: int | None = None,
+        local_window: int | None = None,
+        dtype: str | Mapping[str, str] | None = None,
     ) -> None:
         manifest = dict(manifest or read_manifest(url, storage_options))
+        pin_version(url, storage_options, manifest)  # gc keeps this version for a while
         super().__init__(None, split, rngs=rngs)
         self.url = url
         self.manifest = manifest
         self._storage_options = storage_options
         self.class_names: list[str] | None = manifest.get("class_names")
-        store = zarr_store(url, storage_options, read_only=True)
         self._fields = manifest["fields"]
+        self._raw = _raw_fields(dtype, self._fields, url)
+        # A remote cache with a local directory is read from its local mirror, whose shard
+        # objects are pinned (fetched if need be) around every read.
+        self.local: LocalDir | None = None
+        self.local_window = 0
+        data_url, data_options = url, storage_options
+        if local_dir is not None:
+            if local_limit is None:
+                raise SpecError("local_dir needs local_limit, the directory's bound in bytes")
+            self.local = mirror_cache(
+                *store_fs(url, storage_options), manifest, local_dir, limit=local_limit
+            )
+            self.local_window = _check_window(self.local, manifest, local_limit, local_window)
+            data_url, data_options = self.local.root, None
+        store = zarr_store(data_url, data_options, read_only=True)
         self._arrays: dict[str, zarr.Array] = {}
         for name, field in self._fields.items():
             array = zarr.open_array(store, path=field["path"], mode="r")
@@ -91,7 +112,7 @@ class CachedDataset(BaseDataset):
         self._strings: dict[str, StringFieldReader] = {}
         self._chunked: dict[str, _ChunkCache] = {}
         if fast:
-            fs, root = store_fs(url, storage_options)
+            fs, root = store_fs(data_url, data_options)
             for name, field in self._fields.items():
                 if field["dtype"] == STRING_DTYPE:
                     self._strings[name] = StringFieldReader(
@@ -114,9 +135,52 @@ class CachedDataset(BaseDataset):
             name: (entry["value"], np.dtype(entry["dtype"]))
             for name, entry in (manifest.get("constants") or {}).items()
         }
+        if self.local is not None:
+            self.local.on_evict(self._forget)
+
+    def _lazy_readers(self) -> dict[str, ShardedFieldReader]:
+        return {**self._sharded, **self._strings}
+
+    def _forget(self, rel: str) -> None:
+        path, _, rest = rel.rpartition("/c/")
+        for reader in self._lazy_readers().values():
+            if reader.relative_key(0).rpartition("/c/")[0] == path:
+                reader.forget(int(rest.split("/", 1)[0]))
+
+    def objects_of(self, indices: np.ndarray) -> list[str]:
+        """Store paths of the shard objects that reading ``indices`` touches (local_dir
+        caches; empty otherwise)."""
+        if self.local is None:
+            return []
+        rows = self.rows_of(np.asarray(indices, dtype=np.int64))
+        keys = []
+        for reader in self._lazy_readers().values():
+            for shard in np.unique(rows // reader.shard_rows).tolist():
+                key = reader.relative_key(shard)
+                if self.local.has(key):  # an all-fill shard has no object
+                    keys.append(key)
+        return keys
+
+    def object_bytes(self, keys: list[str]) -> int:
+        assert self.local is not None
+        return sum(self.local.size(key) for key in keys)
+
+    def pin_objects(self, keys: list[str]) -> None:
+        """Fetch ``keys`` into the local directory and keep them until ``unpin_objects``."""
+        assert self.local is not None
+        self.local.pin_many(keys)
+
+    def unpin_objects(self, keys: list[str]) -> None:
+        assert self.local is not None
+        self.local.unpin_many(keys)
 
     def __len__(self) -> int:
         return self._length
+
+    @property
+    def identity(self) -> str:
+        """The cache's key and version: a ``Loader`` state saved over another is refused."""
+        return f"{self.manifest['cache_key']}@v{self.manifest['version']}"
 
     def __repr__(self) -> str:
         return f"CachedDataset({self.url!r}, {self._length} samples, fields={list(self._fields)})"
@@ -131,7 +195,7 @@ class CachedDataset(BaseDataset):
 
         import pyarrow as pa
 
-        parts = [
+        parts = [  # from the store itself: a local directory holds what batches need only
             read_parquet(self.url, s["meta"], self._storage_options)
             for s in self.manifest["shards"]
         ]
@@ -160,7 +224,7 @@ class CachedDataset(BaseDataset):
         """A buffer for the stored bytes of ``name``: per thread and reused across batches
         when the field has a read-time transform (which converts them into the output right
         away), else an output array from the pool, as the caller keeps it."""
-        if self._fields[name].get("transform") is None:
+        if name in self._raw or self._fields[name].get("transform") is None:
             return self._outputs.take(name, shape, dtype)
         buffers = self._scratch.__dict__.setdefault("buffers", {})
         size = int(np.prod(shape, dtype=np.int64))
@@ -178,6 +242,16 @@ class CachedDataset(BaseDataset):
         self, indices: np.ndarray, fields: Sequence[str] | None = None
     ) -> dict[str, Any]:
         """The samples at ``indices``: every field, or only ``fields`` (read nothing else)."""
+        if self.local is None:
+            return self._read_batch(indices, fields)
+        keys = self.objects_of(indices)
+        self.local.pin_many(keys)
+        try:
+            return self._read_batch(indices, fields)
+        finally:
+            self.local.unpin_many(keys)
+
+    def _read_batch(self, indices: np.ndarray, fields: Sequence[str] | None) -> dict[str, Any]:
         rows = self.rows_of(np.asarray(indices, dtype=np.int64))
         batch: dict[str, Any] = {}
         if fields is not None:
@@ -190,7 +264,7 @@ class CachedDataset(BaseDataset):
             if fields is not None and name not in fields:
                 continue
             data = self._read_field(name, rows)
-            transform = field.get("transform")
+            transform = None if name in self._raw else field.get("transform")
             if transform is not None and transform["kind"] == "affine":
                 data = _affine(data, transform, self._outputs.take(name, data.shape, np.float32))
             elif transform is not None and transform["kind"] == "cast":
@@ -344,6 +418,48 @@ class _ChunkCache:
         return out
 
 
+def _raw_fields(
+    dtype: str | Mapping[str, str] | None, fields: Mapping[str, Any], url: str
+) -> frozenset[str]:
+    """Fields returned as stored (``dtype="raw"``): all, some (a mapping), or none."""
+    if dtype is None:
+        return frozenset()
+    if isinstance(dtype, str):
+        dtype = dict.fromkeys(fields, dtype)
+    unknown = sorted(set(dtype) - set(fields))
+    wrong = sorted(v for v in dtype.values() if v not in ("raw", "converted"))
+    if unknown or wrong:
+        raise SpecError(
+            f"{url}: dtype names fields {unknown} that the cache lacks (it has "
+            f"{sorted(fields)}) or values {wrong}; use dtype='raw' or {{field: 'raw'}}"
+            if unknown
+            else f"{url}: dtype values must be 'raw' or 'converted', got {wrong}"
+        )
+    return frozenset(name for name, value in dtype.items() if value == "raw")
+
+
+def _check_window(
+    local: LocalDir, manifest: Mapping[str, Any], limit: int, window: int | None
+) -> int:
+    """The prefetch window in bytes; refuses a limit that cannot hold one window."""
+    lazy = [f"{path}/" for path in lazy_fields(manifest).values()]
+    largest = [
+        max((local.size(k) for k in local.objects() if k.startswith(p)), default=0) for p in lazy
+    ]
+    one_batch = sum(largest)  # one shard object of each field: the least any batch needs
+    resident = local.resident_bytes()
+    if window is None:
+        window = max(one_batch, (limit - resident) // 2)
+    if window < one_batch or resident + window > limit:
+        raise SpecError(
+            f"local_limit={limit} bytes is smaller than one prefetch window: the cache's "
+            f"metadata takes {resident} bytes and a window needs at least {one_batch} (one "
+            f"shard object of each field; local_window={window}); raise local_limit to at "
+            f"least {resident + max(one_batch, window)}"
+        )
+    return int(window)
+
+
 def open_cache(
     url: str,
     *,
@@ -351,6 +467,10 @@ def open_cache(
     storage_options: Mapping[str, Any] | None = None,
     rngs: Any = None,
     version: int | str = "latest",
+    local_dir: str | None = None,
+    local_limit: int | None = None,
+    local_window: int | None = None,
+    dtype: str | Mapping[str, str] | None = None,
 ) -> BaseDataset:
     """Open the committed cache at ``url`` (any fsspec URL) as a dataset.
 
@@ -362,10 +482,19 @@ def open_cache(
     (``datakiln watch``) commits a new version beside it, and opening again with
     ``"latest"`` sees the new one. Older versions stay readable until ``datakiln gc``.
 
+    ``local_dir`` (with ``local_limit`` bytes) keeps whole shard objects of a remote cache in
+    a local directory, checked against their checksums and read with memory maps; processes
+    on one host may share it. ``local_window`` bounds, in bytes, how far ahead a ``Loader``
+    fetches (default: half of what the limit leaves after the cache's metadata).
+
+    ``dtype="raw"`` (or ``{field: "raw"}``) returns fields as stored (uint8 images, int16
+    audio) instead of converted to float32, to be scaled on the device.
+
     Raises:
         CacheNotFoundError: there is no committed cache at ``url``, or no such version.
         CacheFormatError: the cache is of another format version or is damaged.
-        SpecError: a malformed split string or version.
+        SpecError: a malformed split string or version, or a ``local_limit`` too small for
+            one window.
     """
     if version != "latest" and (not isinstance(version, int) or version < 1):
         from datakiln.errors import SpecError
@@ -376,7 +505,15 @@ def open_cache(
     )
     name = split.split("[", 1)[0]
     dataset = CachedDataset(
-        url, storage_options=storage_options, split=name, rngs=rngs, manifest=manifest
+        url,
+        storage_options=storage_options,
+        split=name,
+        rngs=rngs,
+        local_dir=local_dir,
+        local_limit=local_limit,
+        local_window=local_window,
+        dtype=dtype,
+        manifest=manifest,
     )
     if "[" not in split:
         return dataset

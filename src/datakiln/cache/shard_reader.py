@@ -124,6 +124,21 @@ class ShardedFieldReader:
         max_file = self._shard_units * (self._unit_bytes + 16) + _CRC_BYTES
         self._region = reserve(n_shards, max_file, self._unit_bytes) if self._local else None
 
+    def forget(self, shard: int) -> None:
+        """Drop what is kept of ``shard`` (index, memory maps): its object was deleted from a
+        local directory and may come back with a new inode. No read of it may be running."""
+        with self._lock:
+            self._cache.pop(shard, None)
+            slot_of = getattr(self, "_slot_of", None)
+            if slot_of is not None and shard < len(slot_of) and slot_of[shard] >= 0:
+                slot = int(slot_of[shard])
+                slot_of[shard] = -1
+                self._slot_shard[slot] = -1
+                self._slot_view[slot] = None
+            region = getattr(self, "_region", None)
+            if region is not None:
+                region.unmap(shard)
+
     def _lookup(
         self, shards: np.ndarray, inner: np.ndarray, unique: np.ndarray
     ) -> tuple[np.ndarray, dict[int, Any]]:
@@ -206,7 +221,11 @@ class ShardedFieldReader:
         return entries, views
 
     def _key(self, shard: int) -> str:
-        return f"{self._root}/{self._path}/c/{shard}{self._tail}"
+        return f"{self._root}/{self.relative_key(shard)}"
+
+    def relative_key(self, shard: int) -> str:
+        """Path of shard object ``shard`` inside the store."""
+        return f"{self._path}/c/{shard}{self._tail}"
 
     def _load(self, shard: int) -> tuple[np.ndarray, Any]:
         """The (offset, nbytes) index of a shard and, locally, its bytes as a mapped

@@ -51,6 +51,7 @@ from datakiln.datasets.loaders import (
     create_simple_data_loader,
     create_training_pipeline,
 )
+from datakiln.datasets.mixture import Mixture, mix
 from datakiln.datasets.multimodal import (
     MultiModalDataset,
     MultiModalPairedDataset,
@@ -74,6 +75,7 @@ __all__ = [
     "ImageRepresentation",
     "Loader",
     "MNISTLikeDataset",
+    "Mixture",
     "ModalityConfiguration",
     "MultiModalDataset",
     "MultiModalPairedDataset",
@@ -110,6 +112,7 @@ __all__ = [
     "create_training_pipeline",
     "epoch_order",
     "has_random_access",
+    "mix",
     "pad_batch",
     "parse_split",
     "read_indices",

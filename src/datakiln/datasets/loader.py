@@ -13,10 +13,18 @@ epoch. A trailing partial global batch is dropped with ``drop_last`` or else spl
 possible (a host whose share is empty has one batch fewer that epoch, so multi-host training
 should keep ``drop_last=True``).
 
-State. ``loader.state()`` is a small JSON-able dict (seed, epoch, step and the settings that fix
-the order); ``Loader(...).restore(state)`` over the same dataset continues with exactly the
+State. ``loader.state()`` is a small JSON-able dict (seed, epoch, step, the settings that fix
+the order, and the dataset's ``identity`` when it has one: a cache's key and version, or a
+mixture's); ``Loader(...).restore(state)`` over the same dataset continues with exactly the
 batches an uninterrupted run would have produced next, mid-epoch included. The state counts
-batches *handed to the caller*, not those prefetched.
+batches *handed to the caller*, not those prefetched. Restoring is elastic: a state from any
+host restores on a job with another ``shard_count`` and the same global batch, since the
+position reached is a whole number of global batches of the one global order.
+
+Remote caches. Over a cache opened with ``local_dir``, the loader also walks its plan ahead
+and fetches the shard objects of upcoming batches within the cache's byte window
+(:mod:`datakiln.datasets.fetch_ahead`). Over a :class:`~datakiln.datasets.mixture.Mixture`
+the order is the mixture's own weighted stream.
 
 Threads. Up to ``prefetch`` batches are read ahead by a pool of ``num_threads`` threads (no
 processes, no shared memory: nothing outlives the process). The pool is shut down when
@@ -40,7 +48,7 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -48,6 +56,7 @@ import numpy as np
 
 from datakiln.datasets.base import _no_random_access, has_random_access, read_indices
 from datakiln.datasets.batching import collate
+from datakiln.datasets.fetch_ahead import FetchAhead, supports_fetch_ahead
 from datakiln.errors import RandomAccessError, SpecError
 
 logger = logging.getLogger(__name__)
@@ -182,6 +191,12 @@ class Loader:
         device_put: ``False`` for NumPy batches; ``True`` to put numeric entries on the default
             device; or a ``jax.sharding.Sharding`` to lay them out with (on several processes
             each host's batch becomes its part of a global array). Strings stay lists.
+        fetch_threads: Threads that fetch shard objects ahead of the readers, for caches
+            opened with ``local_dir`` (see :mod:`datakiln.datasets.fetch_ahead`).
+        transform: A batch function ``fn(batch, key) -> dict`` of the numeric entries, jitted
+            and applied after ``device_put`` (so on the device), whose PRNG key derives from
+            ``(seed, epoch, step)`` (:meth:`transform_key`): a resumed run reproduces the same
+            augmentations. ``datakiln.augment_batch`` is such a function.
 
     Iterating yields batch dicts (with ``"indices"``), continuing from the current state
     through the remaining epochs. Only one iterator is active at a time: starting another
@@ -208,6 +223,8 @@ class Loader:
         shard_index: int | None = None,
         shard_count: int | None = None,
         device_put: bool | jax.sharding.Sharding = False,
+        fetch_threads: int = 4,
+        transform: Callable[[dict[str, Any], jax.Array], dict[str, Any]] | None = None,
     ) -> None:
         _non_negative("batch_size", batch_size, minimum=1)
         _non_negative("seed", seed)
@@ -243,6 +260,19 @@ class Loader:
         self.shard_index = int(shard_index)
         self.shard_count = int(shard_count)
         self.device_put = device_put
+        _non_negative("fetch_threads", fetch_threads, minimum=1)
+        self.fetch_threads = int(fetch_threads)
+        if transform is not None and not callable(transform):
+            raise SpecError(
+                f"transform must be a function (batch, key) -> batch, got {transform!r}"
+            )
+        self.transform = transform
+        self._transform = jax.jit(transform) if transform is not None else None
+        if hasattr(dataset, "stream_order") and isinstance(shuffle, BlockShuffle):
+            raise SpecError(
+                "a Mixture is read in its own shuffled, weighted order; BlockShuffle does not "
+                "apply to it (use the default shuffle)"
+            )
         self._random_access = has_random_access(dataset)
         if not self._random_access and (shuffle is not False or shard_count > 1):
             raise RandomAccessError(_no_random_access(dataset, "shuffle or shard it across hosts"))
@@ -282,9 +312,13 @@ class Loader:
 
     def _order(self, epoch: int) -> np.ndarray:
         if self._order_cache is None or self._order_cache[0] != epoch:
-            order = epoch_order(
-                self._num_samples, seed=self.seed, epoch=epoch, shuffle=self.shuffle
-            )
+            stream = getattr(self.dataset, "stream_order", None)
+            if stream is not None:  # a Mixture: its own shuffled, weighted stream
+                order = stream(epoch)
+            else:
+                order = epoch_order(
+                    self._num_samples, seed=self.seed, epoch=epoch, shuffle=self.shuffle
+                )
             self._order_cache = (epoch, order)
         return self._order_cache[1]
 
@@ -309,14 +343,18 @@ class Loader:
             "shard_count": self.shard_count,
             "drop_last": self.drop_last,
             "shuffle": _shuffle_state(self.shuffle),
+            "dataset": getattr(self.dataset, "identity", None),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
         """Continue where ``state`` (from :meth:`state`) left off.
 
-        The seed comes from the state. The dataset length, batch size, ``drop_last`` and
-        shuffle mode must match this loader's; ``shard_count`` may differ when the position
-        reached is a whole number of the new global batches.
+        Elastic: a state saved by any host restores on any host of a job with another
+        ``shard_count``, as long as the global batch (``batch_size * shard_count``) is the
+        same; the hosts then yield every sample of the epoch not yet consumed exactly once.
+        (With another global batch, the position reached must be a whole number of new
+        global batches.) The seed, dataset length and identity (cache key and version, or
+        mixture), ``drop_last`` and shuffle mode must match this loader's.
 
         Raises:
             SpecError: The state is malformed or does not fit this loader.
@@ -326,24 +364,34 @@ class Loader:
                 f"not a Loader state of version {STATE_VERSION}: {state!r}; pass loader.state()"
             )
         mine = self.state()
-        for field in ("num_samples", "batch_size", "drop_last", "shuffle"):
+        for field in ("num_samples", "drop_last", "shuffle", "seed"):
             if state.get(field) != mine[field]:
                 raise SpecError(
                     f"cannot restore: the state has {field}={state.get(field)!r} but this loader "
                     f"has {mine[field]!r}; build the Loader with the same settings and dataset"
                 )
+        if state.get("dataset") is not None and state["dataset"] != mine["dataset"]:
+            raise SpecError(
+                f"cannot restore: the state was saved over dataset {state['dataset']!r} and this "
+                f"loader reads {mine['dataset']!r} (another cache version or mixture); restore "
+                "over the dataset the state came from, or start a new run"
+            )
         epoch, step = int(state["epoch"]), int(state["step"])
         _non_negative("epoch", epoch)
         _non_negative("step", step)
         old_count = int(state["shard_count"])
-        if old_count != self.shard_count:
-            position = step * self.batch_size * old_count
-            new_global = self.batch_size * self.shard_count
+        old_global = int(state["batch_size"]) * old_count
+        new_global = self.batch_size * self.shard_count
+        if old_global != new_global:
+            # Only a position that is a whole number of new global batches maps onto them.
+            position = step * old_global
             if position % new_global:
                 raise SpecError(
-                    f"cannot restore a state from {old_count} hosts on {self.shard_count}: its "
-                    f"position {position} in epoch {epoch} is not a multiple of the new global "
-                    f"batch {new_global}; restore on {old_count} hosts or at an epoch boundary"
+                    f"cannot restore a state with a global batch of {old_global} (batch_size "
+                    f"{state['batch_size']} x {old_count} hosts) on {self.shard_count} hosts "
+                    f"with batch_size {self.batch_size}: its position {position} in epoch "
+                    f"{epoch} is not a multiple of the new global batch {new_global}; keep "
+                    "batch_size x shard_count equal, or restore at an epoch boundary"
                 )
             step = position // new_global
         if step > len(self):
@@ -410,28 +458,42 @@ class Loader:
         if len(self) == 0 and self.num_epochs is not None:
             self._epoch = max(self._epoch, self.num_epochs)
 
-    def _load(self, indices: np.ndarray) -> dict[str, Any]:
+    def _load(self, indices: np.ndarray, epoch: int, step: int) -> dict[str, Any]:
         batch = read_indices(self.dataset, indices, purpose="load a batch")
-        return self._place(batch) if self.device_put is not False else batch
+        return self._finish_batch(batch, epoch, step)
+
+    def _finish_batch(self, batch: dict[str, Any], epoch: int, step: int) -> dict[str, Any]:
+        if self.device_put is not False:
+            batch = self._place(batch)
+        if self._transform is not None:
+            numeric = {k: v for k, v in batch.items() if _is_array(v)}
+            out = self._transform(numeric, self.transform_key(epoch, step))
+            batch = {**batch, **out}
+        return batch
+
+    def transform_key(self, epoch: int, step: int) -> jax.Array:
+        """The PRNG key ``transform`` gets for batch ``step`` of ``epoch``: a function of
+        ``(seed, epoch, step)`` only, so a resumed run draws the same augmentations."""
+        key = jax.random.fold_in(jax.random.key(self.seed), epoch)
+        return jax.random.fold_in(key, step)
 
     def _place(self, batch: dict[str, Any]) -> dict[str, Any]:
         sharding = self.device_put
         out: dict[str, Any] = {}
         for key, value in batch.items():
-            kind = getattr(getattr(value, "dtype", None), "kind", None)
-            if kind is None or kind not in "biufc":
+            if not _is_array(value):
                 out[key] = value  # strings, lists, objects stay on the host
             elif sharding is True:
                 out[key] = jax.device_put(value)
-            elif jax.process_count() > 1:
-                out[key] = jax.make_array_from_process_local_data(sharding, np.asarray(value))
             else:
-                out[key] = jax.device_put(value, sharding)
+                # this host's rows become its part of one global array (on one process,
+                # the whole array)
+                out[key] = jax.make_array_from_process_local_data(sharding, np.asarray(value))
         return out
 
     def _synchronous(self) -> Iterator[tuple[int, dict[str, Any]]]:
         for epoch, step, indices in self._plan():
-            batch = self._load(indices)
+            batch = self._load(indices, epoch, step)
             self._advance(epoch, step)
             yield epoch, batch
         self._finish()
@@ -445,6 +507,16 @@ class Loader:
         slower here). Closing the iterator stops the readers after their current batch.
         """
         plan = self._plan()
+        fetch = (
+            FetchAhead(
+                self.dataset,
+                (indices for _, _, indices in self._plan()),
+                window_bytes=self.dataset.local_window,
+                threads=self.fetch_threads,
+            )
+            if supports_fetch_ahead(self.dataset)
+            else None
+        )
         ready = threading.Condition()
         results: dict[int, tuple[int, int, Any, BaseException | None]] = {}
         progress = {"planned": 0, "handed": 0, "exhausted": False}
@@ -469,9 +541,14 @@ class Loader:
                     progress["planned"] += 1
                 epoch, step, indices = item
                 try:
-                    outcome = (epoch, step, self._load(indices), None)
+                    if fetch is not None:
+                        fetch.wait(seq)
+                    outcome = (epoch, step, self._load(indices, epoch, step), None)
                 except BaseException as err:  # handed to the caller, in order
                     outcome = (epoch, step, None, err)
+                finally:
+                    if fetch is not None:
+                        fetch.release(seq)
                 with ready:
                     results[seq] = outcome
                     ready.notify_all()
@@ -507,6 +584,8 @@ class Loader:
                 ready.notify_all()
             for thread in threads:
                 thread.join()
+            if fetch is not None:
+                fetch.close()
             logger.debug("loader threads shut down at epoch %s step %s", self._epoch, self._step)
 
     def _sequential(self) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -521,13 +600,16 @@ class Loader:
                         f"{type(self.dataset).__name__} yielded fewer samples than its "
                         f"length {self._num_samples}"
                     )
-                batch = collate(chunk)
-                if self.device_put is not False:
-                    batch = self._place(batch)
+                batch = self._finish_batch(collate(chunk), epoch, s)
                 self._advance(epoch, s)
                 yield epoch, batch
             if len(self) == 0:
                 self._epoch += 1
+
+
+def _is_array(value: Any) -> bool:
+    kind = getattr(getattr(value, "dtype", None), "kind", None)
+    return kind is not None and kind in "biufc"
 
 
 def _shuffle_state(shuffle: bool | BlockShuffle) -> Any:

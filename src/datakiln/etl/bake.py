@@ -11,9 +11,11 @@ import collections
 import contextlib
 import dataclasses
 import datetime
+import errno
 import importlib
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -40,6 +42,7 @@ from datakiln.cache.manifest import (
     read_manifest,
     write_json_atomic,
 )
+from datakiln.cache.retries import count_retries, retries
 from datakiln.errors import (
     BakeError,
     CacheFormatError,
@@ -91,6 +94,7 @@ class BakeReport:
     bytes_out: int = 0
     kernel_shapes: int = 0
     stage_s: Mapping[str, float] = field(default_factory=dict)
+    retries: int = 0  # object-store requests retried (throttling, 5xx, resets, timeouts)
 
     def summary_line(self) -> str:
         line = f"inputs {self.inputs} = baked {self.baked} + rejected {self.rejected}"
@@ -115,6 +119,7 @@ class BakeReport:
             "bytes_out": self.bytes_out,
             "kernel_shapes": self.kernel_shapes,
             "stage_s": dict(self.stage_s),
+            "retries": self.retries,
         }
 
 
@@ -464,6 +469,25 @@ def plan_only(spec: BakeSpec) -> PlanSummary:
     )
 
 
+# A full disk, a quota, a file-size limit: the store cannot take more bytes.
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+@contextlib.contextmanager
+def _no_space_is_one_line(url: str) -> Iterator[None]:
+    """Out of space anywhere in the bake: one line naming the store; nothing was committed."""
+    try:
+        yield
+    except OSError as err:
+        cause = err if err.errno in _NO_SPACE else err.__cause__
+        if not isinstance(cause, OSError) or cause.errno not in _NO_SPACE:
+            raise
+        raise OutputError(
+            f"out of space writing {url} ({cause.strerror or cause}); nothing was committed and "
+            "finished shards are kept: free space, then run the same command again to resume"
+        ) from err
+
+
 @contextlib.contextmanager
 def _released(lease: StoreLease) -> Iterator[None]:
     try:
@@ -478,13 +502,15 @@ def bake(
     progress: ProgressFn | None = None,
     lease_wait_s: float = 0.0,
     jax_cache_dir: str | None = None,
+    force_unlock: bool = False,
 ) -> BakeReport:
     """Bake ``spec`` into its output cache and return what happened.
 
     Raises:
         SourceError: a source names nothing readable.
         OutputError: the output cannot be written.
-        LeaseHeldError: another bake is writing the same store (after ``lease_wait_s``).
+        LeaseHeldError: another bake is writing the same store (after ``lease_wait_s``);
+            ``force_unlock`` takes its lease over instead, with a warning naming it.
 
     ``jax_cache_dir`` names a persistent JAX compilation cache for every worker to share.
         TooManyRejectedError: more inputs were rejected than ``spec.max_rejected``; the shards
@@ -493,19 +519,23 @@ def bake(
         BakeError: a shard task failed for a reason other than one bad input.
     """
     started = time.perf_counter()
+    count_retries()
+    retries_before = retries()
     fs, root = store_fs(spec.output, spec.output_storage_options)
     try:
         fs.makedirs(root, exist_ok=True)
     except OSError as err:
         raise OutputError(f"cannot create the output {spec.output!r}: {err}") from err
-    lease = StoreLease(spec.output, spec.output_storage_options, wait_s=lease_wait_s)
+    lease = StoreLease(
+        spec.output, spec.output_storage_options, wait_s=lease_wait_s, force=force_unlock
+    )
     try:
         lease.acquire()
     except DatakilnError:
         raise
     except Exception as err:  # the first write to the store: credentials, permissions
         raise OutputError(access_hint(spec.output, err, "write")) from err
-    with _released(lease):
+    with _released(lease), _no_space_is_one_line(spec.output):
         current, previous = _read_previous(spec)
         plan = _plan(spec, previous)
         if current is not None and current["cache_key"] == plan.cache_key:
@@ -530,7 +560,9 @@ def bake(
             # parked, so they can be forked; they warm up while the store is prepared.
             with lease.paused():
                 pool = stack.enter_context(_worker_pool(spec, len(plan.shards), lease.threads))
-            return _bake_planned(plan, fields, current, started, progress, jax_cache_dir, pool)
+            return _bake_planned(
+                plan, fields, current, started, progress, jax_cache_dir, pool, retries_before
+            )
 
 
 def _bake_planned(
@@ -541,6 +573,7 @@ def _bake_planned(
     progress: ProgressFn | None,
     jax_cache_dir: str | None,
     pool: Any,
+    retries_before: int = 0,
 ) -> BakeReport:
     """Prepare the store, bake the shards not done yet, commit."""
     spec = plan.spec
@@ -576,6 +609,13 @@ def _bake_planned(
         new = _run_tasks(plan, tasks, _Tally(plan, tasks, progress), pool)
     except DatakilnError:
         raise
+    except OSError as err:
+        if err.errno in _NO_SPACE:
+            raise
+        raise BakeError(
+            f"a shard task failed: {type(err).__name__}: {err}; finished shards are kept, "
+            "run the same command again to resume"
+        ) from err
     except Exception as err:
         raise BakeError(
             f"a shard task failed: {type(err).__name__}: {err}; finished shards are kept, "
@@ -591,6 +631,7 @@ def _bake_planned(
         skipped=len(done),
         store_version=store_version,
         new_markers=new,
+        retries_before=retries_before,
     )
 
 
@@ -620,6 +661,7 @@ def _commit(
     skipped: int,
     store_version: int,
     new_markers: list[ShardMarker],
+    retries_before: int = 0,
 ) -> BakeReport:
     spec = plan.spec
     ordered = [markers[s.shard_id] for s in plan.shards]
@@ -709,7 +751,11 @@ def _commit(
             f"{spec.output}/{rejected_path}; fix the inputs or raise the limit."
         )
     commit_manifest(spec.output, manifest.to_dict(), spec.output_storage_options)
-    report = dataclasses.replace(report, wall_s=time.perf_counter() - started)
+    # This process's retries, and those of worker processes (each counted in its markers).
+    elsewhere = [m.extra.get("retries", {}) for m in new_markers]
+    retried = retries() - retries_before
+    retried += sum(r.get("count", 0) for r in elsewhere if r.get("pid") != os.getpid())
+    report = dataclasses.replace(report, wall_s=time.perf_counter() - started, retries=retried)
     write_json_atomic(fs, f"{root}/{REPORT}", report.to_dict())
     logger.info("committed %s at %s: %s", MANIFEST, spec.output, report.summary_line())
     return report

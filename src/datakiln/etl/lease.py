@@ -1,16 +1,24 @@
 """A store lease: at most one bake writes a store at a time.
 
-The lease is ``_lease.json`` at the store root (owner, start, expiry). Its holder renews it from
-a heartbeat thread; a lease left by a killed bake expires after ``ttl_s`` and is then taken
-over. On local disks taking a lease is an exclusive create, so two bakes started at once cannot
-both win; on object stores it is a put followed by a read-back, the best an S3-style API without
-conditional writes offers.
+The lease is ``_lease.json`` at the store root: its owner (host, pid and the pid's start time),
+start and expiry. How it is held depends on the store:
+
+- Local disks: an exclusive ``flock`` on the lease file, held for the bake's life. The kernel
+  drops it when the bake dies, however it dies, so the next bake takes over at once.
+- S3: conditional writes. Taking, renewing and releasing the lease are compare-and-swaps on
+  the record (``If-None-Match: *`` / ``If-Match: <etag>``), so two bakes never both win.
+- Other object stores: a put followed by a read-back, with a warning naming the store.
+
+A lease whose holder ran on this host (same boot and pid namespace) and whose pid is gone, or
+now belongs to a younger process, is taken over at once. Leases of other hosts expire after
+``ttl_s`` without renewal; ``force`` takes over any lease, with a warning naming its holder.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import fcntl
 import json
 import logging
 import os
@@ -18,9 +26,11 @@ import socket
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from datakiln.cache.conditional import ConditionalObjects, Versioned
 from datakiln.cache.layout import LEASE, is_local, store_fs
 from datakiln.errors import LeaseHeldError
 
@@ -31,12 +41,60 @@ def _when(t: float) -> str:
     return datetime.datetime.fromtimestamp(t, datetime.UTC).isoformat(timespec="seconds")
 
 
+def _read_text(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def process_start(pid: int) -> int | None:
+    """The start time of ``pid`` in clock ticks since boot; ``None`` if it is gone or a zombie."""
+    stat = _read_text(f"/proc/{pid}/stat")
+    if not stat:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()  # the command name may hold spaces
+    if len(fields) < 20 or fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+def _namespace() -> str:
+    with contextlib.suppress(OSError):
+        return os.readlink("/proc/self/ns/pid")
+    return ""
+
+
+def this_process() -> dict[str, Any]:
+    """Who holds a lease: enough to tell, on the same host, whether the holder still runs."""
+    return {
+        "host": socket.gethostname(),
+        "boot": _read_text("/proc/sys/kernel/random/boot_id"),
+        "pid_ns": _namespace(),
+        "pid": os.getpid(),
+        "pid_start": process_start(os.getpid()),
+    }
+
+
+def holder_is_dead(record: Mapping[str, Any]) -> bool:
+    """Whether the lease's holder provably no longer runs (only knowable on its own host)."""
+    me = this_process()
+    if not me["boot"] or any(record.get(k) != me[k] for k in ("host", "boot", "pid_ns")):
+        return False
+    pid = record.get("pid")
+    if not isinstance(pid, int) or record.get("pid_start") is None:
+        return False
+    return process_start(pid) != record["pid_start"]
+
+
 class StoreLease:
     """Context manager holding the lease of the store at ``url``.
 
     Args:
         ttl_s: how long a lease stays valid without renewal.
         wait_s: how long to wait for a held lease before failing.
+        force: take over a live holder's lease (it is told when it next renews).
     """
 
     def __init__(
@@ -47,18 +105,23 @@ class StoreLease:
         ttl_s: float = 60.0,
         wait_s: float = 0.0,
         poll_s: float = 1.0,
+        force: bool = False,
     ) -> None:
         self.url = url
         self._fs, root = store_fs(url, storage_options)
         self._path = f"{root}/{LEASE}"
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.ttl_s, self.wait_s, self.poll_s = ttl_s, wait_s, poll_s
+        self.ttl_s, self.wait_s, self.poll_s, self.force = ttl_s, wait_s, poll_s, force
         self.started = time.time()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         # Held by the heartbeat while it renews, and by ``paused``.
         self._renewing = threading.Lock()
         self._local = is_local(self._fs)
+        self._objects = ConditionalObjects(self._fs, url)
+        self._held: Versioned | None = None  # the record as last written (object stores)
+        self._fd: int | None = None  # the locked lease file (local disks)
+        self.lost = False
 
     def read(self) -> dict[str, Any] | None:
         """The current lease record, or ``None`` when there is none (or it is unreadable)."""
@@ -69,58 +132,171 @@ class StoreLease:
 
     def _record(self) -> bytes:
         return json.dumps(
-            {"owner": self.owner, "started": self.started, "expires": time.time() + self.ttl_s}
+            {
+                "owner": self.owner,
+                "started": self.started,
+                "expires": time.time() + self.ttl_s,
+                **this_process(),
+            }
         ).encode()
 
-    def _try_take(self, current: dict[str, Any] | None) -> bool:
-        if self._local:
-            if current is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self._path)
-            try:
-                fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                return False
-            with os.fdopen(fd, "wb") as f:
-                f.write(self._record())
-            return True
-        self._fs.pipe_file(self._path, self._record())
-        time.sleep(0.05)
-        mine = self.read()
-        return mine is not None and mine.get("owner") == self.owner
+    def _why_free(self, record: dict[str, Any] | None) -> str | None:
+        """Why a lease in ``record`` may be taken: ``None`` when it is validly held."""
+        if record is None or record.get("owner") == self.owner:
+            return "free"
+        if record.get("expires", 0) <= time.time():
+            return "expired"
+        if holder_is_dead(record):
+            return "holder gone"
+        if self.force:
+            return "forced"
+        return None
+
+    # -- local disks: a kernel lock ---------------------------------------------------------
+
+    @staticmethod
+    def _fd_record(fd: int) -> dict[str, Any] | None:
+        raw = os.pread(fd, 1 << 16, 0)
+        try:
+            return json.loads(raw) if raw else None
+        except ValueError:
+            return None
+
+    def _write_local(self) -> None:
+        assert self._fd is not None
+        data = self._record()
+        os.pwrite(self._fd, data, 0)
+        os.ftruncate(self._fd, len(data))
+
+    # -- acquire, renew, release ------------------------------------------------------------
 
     def acquire(self) -> None:
         deadline = time.monotonic() + self.wait_s
         self._fs.makedirs(self._path.rsplit("/", 1)[0], exist_ok=True)
+        if not self._local:
+            self._objects.warn_if_unsupported("the store lease")
         while True:
-            current = self.read()
-            held = current is not None and current.get("expires", 0) > time.time()
-            if not held and self._try_take(current):
+            taken, current, why = self._attempt()
+            if taken:
                 break
             if time.monotonic() >= deadline:
-                holder = self.read() or current or {}
+                holder = current or self.read() or {}
                 raise LeaseHeldError(
                     f"another bake is writing {self.url}: lease held by "
                     f"{holder.get('owner', '?')} since {_when(holder.get('started', 0))}, "
-                    f"expires {_when(holder.get('expires', 0))} unless renewed; wait for it, "
-                    "or re-run after it expires if that bake was killed"
+                    f"expires {_when(holder.get('expires', 0))} unless renewed; wait for it "
+                    "(--wait), or if that bake is gone, take the lease over with --force-unlock"
                 )
             time.sleep(self.poll_s)
-        if current is not None:
-            logger.warning("took over the expired lease of %s", current.get("owner"))
+        if current is not None and current.get("owner") != self.owner and why != "free":
+            log = logger.warning if why == "forced" else logger.info
+            log(
+                "took over the lease of %s from %s (%s)",
+                self.url,
+                current.get("owner"),
+                {"expired": "it had expired", "holder gone": "that process is gone"}.get(
+                    why, "--force-unlock; that bake, if it still runs, stops at its next renewal"
+                ),
+            )
         self._thread = threading.Thread(target=self._renew, name="datakiln-lease", daemon=True)
         self._thread.start()
+
+    def _attempt(self) -> tuple[bool, dict[str, Any] | None, str | None]:
+        """One try at the lease: (taken, the record found, why it could be taken)."""
+        if self._local:
+            locked, current = self._try_lock_local_or_force()
+            if not locked:
+                return False, current, None
+            why = "free" if current is None else self._why_free(current) or "holder gone"
+            if current is not None and current.get("host") not in (None, socket.gethostname()):
+                # A lock on a shared disk says nothing for sure about another host's bake.
+                why = self._why_free(current)
+                if why is None:
+                    self._drop_local()
+                    return False, current, None
+            self._write_local()
+            return True, current, why
+        found = self._objects.read(self._path)
+        try:
+            current = json.loads(found.data) if found.data is not None else None
+        except ValueError:
+            current = None
+        why = self._why_free(current)
+        if why is None:
+            return False, current, None
+        if not self._objects.supported:
+            self._fs.pipe_file(self._path, self._record())
+            time.sleep(0.05)
+            mine = self.read()
+            return mine is not None and mine.get("owner") == self.owner, current, why
+        data = self._record()
+        tag = self._objects.put(self._path, data, expect=found)
+        if tag is None:  # another bake changed the record first
+            return False, current, None
+        self._held = Versioned(data, tag)
+        return True, current, why
+
+    def _try_lock_local_or_force(self) -> tuple[bool, dict[str, Any] | None]:
+        locked, current = self._try_lock_local_fd()
+        if locked or not self.force:
+            return locked, current
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._path)  # its holder keeps a lock on a file no one else opens
+        locked, _ = self._try_lock_local_fd()
+        return locked, {**(current or {}), "_forced": True}
+
+    def _try_lock_local_fd(self) -> tuple[bool, dict[str, Any] | None]:
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False, self.read()
+        try:
+            same = os.fstat(fd).st_ino == os.stat(self._path).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:  # released and unlinked between our open and our lock: try again
+            os.close(fd)
+            return self._try_lock_local_fd()
+        self._fd = fd
+        _LOCKED.add(self)
+        return True, self._fd_record(fd)
+
+    def _drop_local(self) -> None:
+        if self._fd is not None:
+            _LOCKED.discard(self)
+            os.close(self._fd)
+            self._fd = None
 
     def _renew(self) -> None:
         while not self._stop.wait(self.ttl_s / 3):
             with self._renewing:
                 try:
-                    if (self.read() or {}).get("owner") != self.owner:
+                    if not self._renew_once():
+                        self.lost = True
                         logger.error("lost the lease of %s to another bake", self.url)
                         return
-                    self._fs.pipe_file(self._path, self._record())
                 except OSError as err:  # keep trying: a transient store error must not kill it
                     logger.warning("could not renew the lease of %s: %s", self.url, err)
+
+    def _renew_once(self) -> bool:
+        if self._local:
+            if self._fd is None or (self.read() or {}).get("owner") != self.owner:
+                return False
+            self._write_local()
+            return True
+        if self._held is not None:
+            data = self._record()
+            tag = self._objects.put(self._path, data, expect=self._held)
+            if tag is None:
+                return False
+            self._held = Versioned(data, tag)
+            return True
+        if (self.read() or {}).get("owner") != self.owner:
+            return False
+        self._fs.pipe_file(self._path, self._record())
+        return True
 
     @property
     def threads(self) -> tuple[threading.Thread, ...]:
@@ -140,7 +316,17 @@ class StoreLease:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        if (self.read() or {}).get("owner") == self.owner:
+        if self._local:
+            if self._fd is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    if os.fstat(self._fd).st_ino == os.stat(self._path).st_ino:
+                        os.unlink(self._path)
+                self._drop_local()
+            return
+        if self._held is not None:
+            self._objects.delete(self._path, expect=self._held)
+            self._held = None
+        elif (self.read() or {}).get("owner") == self.owner:
             self._fs.rm_file(self._path)
 
     def __enter__(self) -> StoreLease:
@@ -149,3 +335,20 @@ class StoreLease:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+_LOCKED: weakref.WeakSet[StoreLease] = weakref.WeakSet()
+
+
+def _close_in_child() -> None:
+    """A forked worker closes its copy of the lock: else it kept the lease alive after a
+    killed bake, until it too had exited. (Closing, unlike unlocking, leaves the parent's lock.)
+    """
+    for lease in list(_LOCKED):
+        if lease._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(lease._fd)
+            lease._fd = None
+
+
+os.register_at_fork(after_in_child=_close_in_child)

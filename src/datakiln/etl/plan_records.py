@@ -1,9 +1,9 @@
 """Planning a records bake: list containers, cut them into record units, group units into shards.
 
-Shards are identified by what they read (their units: row ranges or archive members, and the
-versions of every file their records name), so an incremental plan keeps each committed shard
-whose units are unchanged, retires the others, and appends the new ones. A changed image behind
-an unchanged table changes one unit, so one shard bakes again.
+A unit is identified by what it reads (a row range or archive members, and the versions of
+every file its records name), so an incremental plan keeps each committed shard whose units
+are all unchanged, retires the others, and appends their units with the new ones. A changed
+image behind an unchanged table changes one unit, so one shard bakes again.
 """
 
 from __future__ import annotations
@@ -161,28 +161,31 @@ def plan_records(spec: BakeSpec, previous: PreviousBake | None) -> BakePlan:
     """List the record containers of ``spec`` and plan the next version."""
     inputs = tuple(list_inputs(spec.sources, spec.storage_options, extensions=record_extensions()))
     units = _units_of(spec, inputs)
-    groups = _group(units, spec.shard_size)
     label_classes = _label_classes(spec, inputs, previous)
 
-    kept: dict[str, ShardPlan] = {}
+    # Append-only, as for files: a committed shard whose units all still exist unchanged is
+    # kept where it is; the units of the other committed shards, and new ones, are grouped
+    # into new shards after every row written so far.
+    current = {_content([u]): u for u in units}
+    shards: list[ShardPlan] = []
+    claimed: set[str] = set()
+    retired: list[int] = []
     for shard in previous.shards if previous else ():
-        if shard.units is not None:
-            kept[_content(shard.units)] = shard
+        keys = [_content([u]) for u in shard.units or ()]
+        if shard.units is not None and all(k in current and k not in claimed for k in keys):
+            shards.append(shard)
+            claimed.update(keys)
+        else:
+            retired.append(shard.shard_id)
+    todo = [u for k, u in current.items() if k not in claimed]
     shard_rows = zarr_shard_rows(
         spec.shard_size,
         max(get_codec(f.modality).sample_bytes(f) for f in spec.fields.values()),
     )
     row = -(-previous.rows // shard_rows) * shard_rows if previous else 0
     next_id = previous.next_shard_id if previous else 0
-    shards: list[ShardPlan] = []
     fresh: set[int] = set()
-    matched: set[int] = set()
-    for group in groups:
-        old = kept.get(_content(group))
-        if old is not None and old.shard_id not in matched:
-            shards.append(old)
-            matched.add(old.shard_id)
-            continue
+    for group in _group(todo, spec.shard_size):
         capacity = sum(u.capacity for u in group)
         containers = tuple({u.input.uri: u.input for u in group}.values())
         shards.append(
@@ -198,9 +201,6 @@ def plan_records(spec: BakeSpec, previous: PreviousBake | None) -> BakePlan:
         fresh.add(next_id)
         next_id += 1
         row += -(-max(capacity, 1) // shard_rows) * shard_rows
-    retired = tuple(
-        s.shard_id for s in (previous.shards if previous else ()) if s.shard_id not in matched
-    )
 
     now = _files(units)
     before = _files([u for s in (previous.shards if previous else ()) for u in s.units or ()])
@@ -228,7 +228,7 @@ def plan_records(spec: BakeSpec, previous: PreviousBake | None) -> BakePlan:
         generation_key=generation_key(spec),
         shards=tuple(shards),
         pending=frozenset(fresh),
-        retired=retired,
+        retired=tuple(retired),
         cache_key=cache_key(spec, listing),
         zarr_shard_rows=shard_rows,
         rows=rows,

@@ -9,6 +9,7 @@ bytes and two tasks never touch one object.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,7 @@ import pyarrow as pa
 
 from datakiln.cache.fingerprint import CHECKSUM_ALGORITHM, content_hash
 from datakiln.cache.layout import meta_part, store_fs
+from datakiln.cache.retries import count_retries, retries
 from datakiln.etl.modalities import get_modality
 from datakiln.etl.task import ShardMarker, ShardTask
 from datakiln.writers.marker import write_marker
@@ -51,6 +53,8 @@ def bake_shard(data: Mapping[str, Any]) -> dict[str, Any]:
     task = ShardTask.from_dict(data)
     if task.jax_cache_dir:
         _use_compilation_cache(task.jax_cache_dir)
+    count_retries()
+    retries_before = retries()
     shard = task.shard
     url, out_options = task.url, task.storage_options
     fields = {f.name: f for f in task.fields}
@@ -98,7 +102,8 @@ def bake_shard(data: Mapping[str, Any]) -> dict[str, Any]:
         checksum_algorithm=CHECKSUM_ALGORITHM,
         checksums=checksums,
         timings=timings,
-        extra=out.extra,
+        # requests retried meanwhile by this process (exact when it runs one task at a time)
+        extra={**out.extra, "retries": {"pid": os.getpid(), "count": retries() - retries_before}},
     )
     data_out = marker.to_dict()
     write_marker(fs, root, task.generation, shard.shard_id, data_out)

@@ -20,7 +20,7 @@ import dataclasses
 import io
 import logging
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import IO, Any
 
 import fsspec
@@ -105,13 +105,21 @@ def decode_audio(
 
 
 def decode_audio_native(
-    data: bytes | bytearray | memoryview | IO[bytes], *, uri: str | None = None
+    data: bytes | bytearray | memoryview | IO[bytes],
+    *,
+    uri: str | None = None,
+    frames_needed: Callable[[int], int] | None = None,
 ) -> tuple[np.ndarray, int, AudioInfo]:
     """``decode_audio``, except that a 16-bit PCM WAV comes back as its int16 samples.
 
     Those stand for ``value / 32768``; leaving the conversion to the consumer lets it convert
     only the frames it uses, straight into its own buffer (``featurize_audio`` does). Any
     other input comes back as float32, as from ``decode_audio``.
+
+    ``frames_needed(sample_rate)``, when given, is how many leading frames the caller uses:
+    only those are decoded (a 3-hour FLAC cut to a 2-second clip decodes 2 seconds, not 3
+    hours), and only they are checked for NaN; ``info.frames`` stays the file's length, and
+    the file's last frame is still read to catch a truncated body.
     """
     raw = bytes(data) if isinstance(data, bytes | bytearray | memoryview) else data.read()
     if not raw:
@@ -125,20 +133,26 @@ def decode_audio_native(
     try:
         with soundfile.SoundFile(io.BytesIO(raw)) as f:
             announced = f.frames
+            wanted = -1
+            if frames_needed is not None and f.seekable() and f.samplerate > 0:
+                wanted = max(1, min(announced, frames_needed(int(f.samplerate))))
             native = _INTEGER_READS.get(f.subtype)
             if native is None:
-                samples = f.read(dtype="float32", always_2d=True)
+                samples = f.read(wanted, dtype="float32", always_2d=True)
             else:
                 # libsndfile's own int -> float conversion is about half of a PCM decode; the
                 # same power-of-two scaling in numpy gives identical values in half the time.
                 dtype, scale = native
                 samples = np.multiply(
-                    f.read(dtype=dtype, always_2d=True), np.float32(scale), dtype=np.float32
+                    f.read(wanted, dtype=dtype, always_2d=True), np.float32(scale), dtype=np.float32
                 )
+            frames = int(samples.shape[0])
+            if 0 < wanted < announced and frames == wanted:
+                frames = announced if _last_frame_present(f, announced) else frames
             info = AudioInfo(
                 sample_rate=int(f.samplerate),
                 channels=int(f.channels),
-                frames=int(samples.shape[0]),
+                frames=frames,
                 format=str(f.format),
                 subtype=str(f.subtype),
             )
@@ -175,6 +189,15 @@ def decode_audio_native(
             uri=uri,
         )
     return np.ascontiguousarray(samples), info.sample_rate, info
+
+
+def _last_frame_present(f: soundfile.SoundFile, announced: int) -> bool:
+    """Whether the frame the header announces last can be decoded (else: truncated)."""
+    try:
+        f.seek(announced - 1)
+        return f.read(1, dtype="int16").shape[0] == 1
+    except (soundfile.SoundFileError, RuntimeError):
+        return False
 
 
 # Integer PCM subtypes read as integers and scaled to [-1, 1) in numpy: (dtype, scale).

@@ -150,7 +150,8 @@ def decode_image(
             box of the output's aspect ratio) or ``"pad"`` (keep the aspect ratio, centre it,
             zeros around).
         max_pixels: Reject images whose header declares more pixels than this, before any
-            decoding. Pillow's own ``Image.MAX_IMAGE_PIXELS`` also applies (read, never set).
+            decoding. This limit governs: above Pillow's ``Image.MAX_IMAGE_PIXELS`` the file
+            is opened without Pillow's own check (the global is read, never set).
 
     Returns:
         The decoded image; see ``DecodedImage``.
@@ -167,7 +168,7 @@ def decode_image(
     if not data:
         raise ImageDecodeError("empty input (0 bytes): not an image", stage="open")
     try:
-        im = Image.open(io.BytesIO(data))
+        im = _open(data, max_pixels)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ImageDecodeError(
             f"rejected as a possible decompression bomb by Pillow: {err}", stage="limit"
@@ -183,6 +184,29 @@ def decode_image(
         ) from err
     with im:
         return _decode_opened(im, representation, height, width, fit, max_pixels)
+
+
+def _open(data: bytes, max_pixels: int) -> Image.Image:
+    """``Image.open``, except that a caller's limit above Pillow's global one replaces it."""
+    cap = Image.MAX_IMAGE_PIXELS
+    if cap is None or max_pixels <= cap:
+        return Image.open(io.BytesIO(data))
+    # Pillow's plugin loop as ``Image.open`` runs it, less its bomb check (a process-wide
+    # setting, which other code may rely on); ``_decode_opened`` checks ``max_pixels`` next.
+    prefix, tried = data[:16], set()
+    for load in (lambda: None, Image.preinit, Image.init):
+        load()
+        for name in [f for f in Image.ID if f not in tried]:
+            tried.add(name)
+            factory, accept = Image.OPEN[name]
+            accepted = accept is None or accept(prefix)
+            if not accepted or isinstance(accepted, str):  # a str is Pillow's "maybe" warning
+                continue
+            try:
+                return factory(io.BytesIO(data), None)
+            except (SyntaxError, IndexError, TypeError, struct.error):
+                continue
+    raise UnidentifiedImageError("cannot identify image file")
 
 
 def draft_request(
@@ -230,9 +254,6 @@ def _decode_opened(
         raise ImageDecodeError(f"{fmt} header declares an empty size {im.size}", stage="open")
     pixels_declared = raw_w * raw_h
     limit = max_pixels
-    if Image.MAX_IMAGE_PIXELS is not None:
-        # Pillow only warns between MAX_IMAGE_PIXELS and twice that; we reject.
-        limit = min(limit, Image.MAX_IMAGE_PIXELS)
     if pixels_declared > limit:
         raise ImageDecodeError(
             f"{fmt} header declares {raw_w}x{raw_h} = {pixels_declared} pixels, more than the "

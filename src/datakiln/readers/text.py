@@ -632,6 +632,19 @@ def parquet_row_counts(url: str, storage_options: Mapping[str, Any] | None = Non
     return [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
 
 
+def _parse(parse: Any) -> Any:
+    """Run a pyarrow parse of bytes already in memory: its ``OSError`` (such as "Couldn't
+    deserialize thrift") means damaged bytes, not I/O, so it becomes ``ArrowInvalid``."""
+    import pyarrow as pa
+
+    try:
+        return parse()
+    except pa.ArrowException:
+        raise
+    except OSError as err:
+        raise pa.ArrowInvalid(f"damaged Parquet data: {err}") from err
+
+
 class _SparseParquet:
     """A Parquet file seen by pyarrow as an in-memory buffer that holds only what was fetched.
 
@@ -664,7 +677,9 @@ class _SparseParquet:
         start = size - 8 - footer
         self._put(start, fs.cat_file(path, start=start, end=size))
         self._whole = False
-        self.file = pq.ParquetFile(pa.BufferReader(pa.py_buffer(self._buffer)), pre_buffer=False)
+        self.file = _parse(
+            lambda: pq.ParquetFile(pa.BufferReader(pa.py_buffer(self._buffer)), pre_buffer=False)
+        )
 
     def _put(self, start: int, data: bytes) -> None:
         import numpy as np
@@ -687,15 +702,19 @@ class _SparseParquet:
             end = min(start + column.total_compressed_size, len(self._buffer))
             if not self._whole:
                 self._put(start, self._fs.cat_file(self._path, start=start, end=end))
+
+        def read() -> Any:
+            return self.file.read_row_group(row_group, columns=[field], use_threads=False)
+
         try:
-            return self.file.read_row_group(row_group, columns=[field], use_threads=False).column(0)
+            return _parse(read).column(0)
         except pa.ArrowException:
             if self._whole:
                 raise
             # A writer whose chunk offsets do not cover its pages: fall back to the whole file.
             self._put(0, self._fs.cat_file(self._path))
             self._whole = True
-            return self.file.read_row_group(row_group, columns=[field], use_threads=False).column(0)
+            return _parse(read).column(0)
 
 
 def _normalise(text: str) -> str:

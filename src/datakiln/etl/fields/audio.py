@@ -6,6 +6,7 @@ for a field named ``audio`` (the single-modality bake's key), else ``<name>_mel`
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -57,10 +58,18 @@ class AudioCodec:
         return {"featurizer_version": FEATURIZER_VERSION}
 
     def decode(self, value: Any, spec: FieldSpec, context: Context) -> Any:
+        from datakiln.etl.kernels.audio import _input_frames
         from datakiln.readers.audio import AudioDecodeError, decode_audio_native
 
+        a: AudioParams = spec.params
+        # align="start" uses a fixed number of leading frames per rate: decode only those
+        frames_needed = (
+            functools.partial(_input_frames, sample_rate=a.sample_rate, duration=a.duration)
+            if a.align == "start"
+            else None
+        )
         try:
-            return decode_audio_native(value)
+            return decode_audio_native(value, frames_needed=frames_needed)
         except AudioDecodeError as err:
             raise FieldError(err.stage, type(err).__name__, str(err)) from err
 

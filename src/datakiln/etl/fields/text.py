@@ -7,15 +7,21 @@ vocabulary (read as int32), ``<name>_lengths`` int32, and ``<name>_text`` the ra
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from datakiln.etl.fields import register_codec
 from datakiln.etl.fields.base import Context, Encoded, FieldError
 from datakiln.etl.spec import FieldSpec, TextParams
+from datakiln.readers.encoding import AUTO_ENCODING
 from datakiln.readers.rejections import EMPTY_SAMPLE, STAGE_DECODE, STAGE_VALIDATE
 from datakiln.writers.zarr_region import STRING_DTYPE, FieldLayout
+
+
+class _Text(NamedTuple):
+    text: str
+    codec: str | None
 
 
 class TextCodec:
@@ -61,10 +67,15 @@ class TextCodec:
 
     def decode(self, value: Any, spec: FieldSpec, context: Context) -> Any:
         p: TextParams = spec.params
+        codec = None
         if isinstance(value, bytes | bytearray):
+            value, codec = bytes(value), p.encoding
+            if codec == AUTO_ENCODING:
+                from datakiln.readers.encoding import detect_values_encoding
+
+                codec = detect_values_encoding([value])
             try:
-                errors = "strict" if p.errors == "reject" else "replace"
-                value = bytes(value).decode(p.encoding, errors=errors)
+                value = value.decode(codec, errors="strict" if p.errors == "reject" else "replace")
             except (UnicodeDecodeError, LookupError) as err:
                 raise FieldError(STAGE_DECODE, type(err).__name__, str(err)) from err
         elif not isinstance(value, str):
@@ -72,7 +83,7 @@ class TextCodec:
         text = value.replace("\r\n", "\n").strip()
         if not text:
             raise FieldError(STAGE_VALIDATE, EMPTY_SAMPLE, "empty text")
-        return text
+        return _Text(text, codec)
 
     def encode(
         self, decoded: Sequence[Any], spec: FieldSpec, capacity: int, context: Context
@@ -81,7 +92,7 @@ class TextCodec:
         from datakiln.etl.modalities.text import tokenizer_arguments
 
         p: TextParams = spec.params
-        texts = [t if t is not None else "" for t in decoded]
+        texts = [t.text if t is not None else "" for t in decoded]
         dtype = token_dtype(p.vocab_size)
         stored = np.full((capacity, p.max_length), p.pad_token_id, dtype)
         lengths = np.zeros(capacity, np.int32)
@@ -101,7 +112,11 @@ class TextCodec:
                 f"{n}_lengths": lengths,
                 f"{n}_text": texts + [""] * (capacity - len(texts)),
             },
-            meta={f"{n}_token_length": valid.tolist()},
+            meta={
+                f"{n}_token_length": valid.tolist(),
+                # the codec bytes were decoded with (text members); null for table strings
+                f"{n}_encoding": [t.codec if t is not None else None for t in decoded],
+            },
             stats={
                 "n_samples": len(texts) - len(missing),
                 "n_tokens": int(valid.sum()),

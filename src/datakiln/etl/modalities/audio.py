@@ -17,6 +17,7 @@ datasets do.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -159,7 +160,7 @@ class AudioModality:
         source_options: Mapping[str, Any],
         timings: dict[str, float],
     ) -> ShardOutput:
-        from datakiln.etl.kernels.audio import featurize_audio
+        from datakiln.etl.kernels.audio import _input_frames, featurize_audio
         from datakiln.readers.audio import AudioDecodeError, decode_audio_native
 
         audio = AudioParams(**spec_params)
@@ -173,11 +174,19 @@ class AudioModality:
         durations: list[float] = []
         padded = trimmed = 0
         bytes_in = n = 0
+        # align="start" uses a fixed number of leading frames per rate: decode only those.
+        frames_needed = (
+            functools.partial(_input_frames, sample_rate=audio.sample_rate, duration=audio.duration)
+            if audio.align == "start"
+            else None
+        )
 
         def decode(item: tuple[int, bytes]) -> tuple[Any, str]:
             # the content hash too: hashlib releases the GIL, so it runs beside the kernel
             try:
-                result = decode_audio_native(item[1], uri=shard.inputs[item[0]].uri)
+                result = decode_audio_native(
+                    item[1], uri=shard.inputs[item[0]].uri, frames_needed=frames_needed
+                )
             except AudioDecodeError as err:
                 result = err
             return result, content_hash(item[1])

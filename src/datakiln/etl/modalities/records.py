@@ -168,8 +168,10 @@ class RecordsModality:
         t0 = time.perf_counter()
 
         records: list[tuple[Record, str]] = []  # (record, container uri)
+        encodings: dict[str, str | None] = {}  # container -> codec it was detected in
         for unit in shard.units or ():
             result = get_source(unit.source).read(unit, source_options)
+            encodings[unit.input.uri] = result.encoding
             for r in result.rejections:
                 stage = _PLAN_STAGES.get(r.error_type, STAGE_FETCH)
                 rec = Record(key=r.key, position=r.position, values={})
@@ -256,6 +258,8 @@ class RecordsModality:
             "position": [records[k][0].position for k in kept],
             "record": [records[k][0].key for k in kept],
         }
+        if any(encodings.values()):  # a table in a legacy codec, detected
+            meta["source_encoding"] = [encodings[records[k][1]] or "utf-8" for k in kept]
         stats: dict[str, Any] = {"records": n, "fields": {}}
         shapes: list[list[Any]] = []
         for field in fields:
@@ -278,7 +282,7 @@ class RecordsModality:
                     s.digest if ok else None for s, ok in zip(column, valid, strict=True)
                 ]
             if field.modality == "text":
-                meta[field.name] = decoded
+                meta[field.name] = [d.text if d is not None else None for d in decoded]
             meta.update(encoded.meta)
             stats["fields"][field.name] = encoded.stats
             if field.modality == "label" and "label_counts" not in stats:

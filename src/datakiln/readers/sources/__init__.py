@@ -150,6 +150,8 @@ class ReadResult:
 
     records: list[Record] = field(default_factory=list)
     rejections: list[PlanRejection] = field(default_factory=list)
+    # the codec a text container was decoded with, when it was not UTF-8 (detected)
+    encoding: str | None = None
 
 
 class Source(Protocol):

@@ -51,12 +51,28 @@ def _open(uri: str, storage_options: Mapping[str, Any]) -> Any:
     return fsspec.open(uri, "rb", **dict(storage_options)).open()
 
 
+def _utf8(data: bytes) -> tuple[bytes, str | None]:
+    """``data`` as UTF-8, and the codec it was detected in when it was not UTF-8 already.
+
+    A table in a legacy codec (Latin-1, Shift_JIS, ...) would otherwise fail to parse whole.
+    """
+    try:
+        data.decode("utf-8")
+        return data, None
+    except UnicodeDecodeError:
+        from datakiln.readers.encoding import detect_encoding
+
+        codec = detect_encoding([data])
+        return data.decode(codec, errors="replace").encode("utf-8"), codec
+
+
 def _read_text_table(
     uri: str, fmt: str, storage_options: Mapping[str, Any]
-) -> tuple[list[dict[str, Any]], list[PlanRejection]]:
-    """Every row of a CSV/TSV/JSONL table as a dict, and rejections of unparsable rows."""
+) -> tuple[list[dict[str, Any]], list[PlanRejection], str | None]:
+    """Every row of a CSV/TSV/JSONL table as a dict, rejections of unparsable rows, and the
+    codec the table was detected in (``None``: UTF-8)."""
     with _open(uri, storage_options) as f:
-        data = f.read()
+        data, codec = _utf8(f.read())
     if fmt == "jsonl":
         rows: list[dict[str, Any]] = []
         rejected: list[PlanRejection] = []
@@ -75,7 +91,7 @@ def _read_text_table(
                 rows.append({})  # keeps positions: the row is rejected, not baked
                 continue
             rows.append(row)
-        return rows, rejected
+        return rows, rejected, codec
     import pyarrow.csv as pacsv
 
     bad: list[str] = []
@@ -99,7 +115,7 @@ def _read_text_table(
         PlanRejection(f"bad row {k}", len(rows) + k, "CsvParseError", message)
         for k, message in enumerate(bad)
     ]
-    return rows, rejected
+    return rows, rejected, codec
 
 
 def _path_of(value: Any) -> str | None:
@@ -122,7 +138,7 @@ class TableSource:
 
             with _open(inp.uri, storage_options) as f:
                 return list(pq.ParquetFile(f).schema_arrow.names)
-        rows, _ = _read_text_table(inp.uri, fmt, storage_options)
+        rows, _, _ = _read_text_table(inp.uri, fmt, storage_options)
         names: dict[str, None] = {}
         for row in rows:
             names.update(dict.fromkeys(row))
@@ -141,7 +157,7 @@ class TableSource:
                 if column not in parquet.schema_arrow.names:
                     return []
                 return parquet.read(columns=[column]).column(0).to_pylist()
-        rows, _ = _read_text_table(inp.uri, fmt, storage_options)
+        rows, _, _ = _read_text_table(inp.uri, fmt, storage_options)
         return [row.get(column) for row in rows]
 
     def plan(
@@ -162,7 +178,7 @@ class TableSource:
                 count = parquet.metadata.num_rows
                 columns = _parquet_path_rows(parquet, path_columns)
         else:
-            rows, rejected = _read_text_table(inp.uri, fmt, storage_options)
+            rows, rejected, _ = _read_text_table(inp.uri, fmt, storage_options)
             count = len(rows) + sum(1 for r in rejected if r.error_type == "CsvParseError")
             columns = [{c: r.get(c) for c in path_columns} for r in rows]
         paths: list[list[str]] = [[] for _ in range(count)]
@@ -190,10 +206,11 @@ class TableSource:
 
     def read(self, unit: RecordUnit, storage_options: Mapping[str, Any]) -> ReadResult:
         fmt = table_format(unit.input.uri)
+        codec = None
         if fmt == "parquet":
             rows = _parquet_rows(unit.input.uri, unit.start, unit.end, storage_options)
         else:
-            every, _ = _read_text_table(unit.input.uri, fmt, storage_options)
+            every, _, codec = _read_text_table(unit.input.uri, fmt, storage_options)
             rows = every[unit.start : unit.end]
         bad = {r.position for r in unit.rejections}
         records = [
@@ -201,7 +218,7 @@ class TableSource:
             for k, row in enumerate(rows)
             if unit.start + k not in bad
         ]
-        return ReadResult(records=records, rejections=list(unit.rejections))
+        return ReadResult(records=records, rejections=list(unit.rejections), encoding=codec)
 
 
 def _parquet_path_rows(parquet: Any, path_columns: Sequence[str]) -> list[dict[str, Any]]:

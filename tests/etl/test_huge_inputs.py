@@ -1,0 +1,134 @@
+"""Huge inputs stay within a bounded RSS: a 3-hour FLAC and WAV cut to 2-second clips, and a
+108-megapixel JPEG accepted with a raised ``max_pixels`` (drafted, not decoded whole).
+
+Each bake runs in a fresh process, after a bake of a small input of the same kind in that
+process; the process's peak RSS (``ru_maxrss``) after each is compared. Decoding the huge
+inputs whole would add what the comments say; the bounds leave room for allocator noise.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+MB = 2**20
+RATE = 8000
+HOURS = 3
+
+PROBE = """
+import json, resource, sys
+from datakiln.etl.bake import bake
+from datakiln.etl.spec import AudioParams, BakeSpec, ImageParams
+
+kind, small, huge, out = sys.argv[1:5]
+def spec(src, name):
+    if kind == "audio":
+        return BakeSpec(sources=(src,), output=f"{out}/{name}", modality="audio",
+                        scheduler="synchronous",
+                        audio=AudioParams(sample_rate=8000, duration=2.0, n_mels=32))
+    return BakeSpec(sources=(src,), output=f"{out}/{name}", scheduler="synchronous",
+                    image=ImageParams(height=64, width=64, max_pixels=200_000_000))
+peaks = []
+for name, src in (("small", small), ("huge", huge)):
+    report = bake(spec(src, name))
+    peaks.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    assert report.baked == 1, report
+print(json.dumps({"small": peaks[0], "huge": peaks[1]}))
+"""
+
+
+def _peaks(kind: str, small: Path, huge: Path, out: Path) -> dict[str, int]:
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, kind, str(small), str(huge), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _write_audio(path: Path, seconds: int, fmt: str) -> None:
+    import soundfile
+
+    minute = np.round(3000 * np.sin(2 * np.pi * 440 * np.arange(RATE * 60) / RATE))
+    with soundfile.SoundFile(path, "w", RATE, 1, "PCM_16", format=fmt) as f:
+        if seconds < 60:
+            f.write(minute[: RATE * seconds].astype(np.int16))
+        for _ in range(seconds // 60):
+            f.write(minute.astype(np.int16))
+
+
+@pytest.fixture(scope="module")
+def audio_files(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("audio")
+    files = {}
+    for fmt in ("FLAC", "WAV"):
+        for name, seconds in (("small", 2), ("huge", HOURS * 3600)):
+            (root / f"{name}-{fmt}").mkdir()
+            path = root / f"{name}-{fmt}" / f"clip.{fmt.lower()}"
+            _write_audio(path, seconds, fmt)
+            files[f"{name}-{fmt}"] = path
+    return files
+
+
+def test_three_hour_flac_decodes_only_the_clip(audio_files, tmp_path):
+    peaks = _peaks("audio", audio_files["small-FLAC"], audio_files["huge-FLAC"], tmp_path)
+    # decoded whole: 86.4 M frames, int16 then float32, about 520 MB more
+
+    assert peaks["huge"] - peaks["small"] < 120 * MB, peaks
+
+
+def test_three_hour_wav_costs_its_bytes_not_a_decode(audio_files, tmp_path):
+    peaks = _peaks("audio", audio_files["small-WAV"], audio_files["huge-WAV"], tmp_path)
+    size = audio_files["huge-WAV"].stat().st_size  # fetched whole, for its content hash
+    # a float32 decode would add twice the file's size on top of it
+    assert peaks["huge"] - peaks["small"] < size + 120 * MB, peaks
+
+
+def test_108_megapixel_jpeg_is_accepted_and_drafted(tmp_path):
+    from PIL import Image
+
+    for name, size in (("small", (1200, 900)), ("huge", (12000, 9000))):
+        (tmp_path / name).mkdir()
+        im = Image.new("RGB", size, (120, 30, 200))
+        im.paste((10, 200, 40), (0, 0, size[0] // 2, size[1] // 2))
+        im.save(tmp_path / name / "photo.jpg", quality=80)
+        del im
+    peaks = _peaks("image", tmp_path / "small", tmp_path / "huge", tmp_path / "out")
+    # decoded whole: 108 M pixels x 3 bytes, about 310 MB more
+
+    assert peaks["huge"] - peaks["small"] < 120 * MB, peaks
+
+
+def test_decoding_only_the_needed_frames_changes_no_output(tmp_path):
+    """A windowed decode gives the clip the kernel gave for the whole file, and the file's
+    length; a FLAC cut short is still caught (its last frame is read)."""
+    import functools
+
+    from datakiln.etl.kernels.audio import _input_frames, featurize_audio
+    from datakiln.readers.audio import AudioDecodeError, decode_audio_native
+
+    path = tmp_path / "minute.flac"
+    _write_audio(path, 60, "FLAC")
+    data = path.read_bytes()
+    needed = functools.partial(_input_frames, sample_rate=16000, duration=2.0)
+    whole, rate, info = decode_audio_native(data)
+    window, rate_w, info_w = decode_audio_native(data, frames_needed=needed)
+    assert info_w == info
+    assert info.frames == 60 * RATE
+    assert window.shape[0] == needed(RATE) < whole.shape[0]
+    params = {"sample_rate": 16000, "duration": 2.0, "n_mels": 32}
+    for a, b in zip(
+        featurize_audio([(whole, rate)], **params),
+        featurize_audio([(window, rate_w)], **params),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(AudioDecodeError, match="truncated"):
+        decode_audio_native(data[: len(data) * 2 // 3], frames_needed=needed)
