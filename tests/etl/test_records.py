@@ -449,7 +449,7 @@ def test_legacy_encodings_in_tables_and_members(corpus, tmp_path):
 def test_incremental_records_append_and_retire(tmp_path):
     import shutil
 
-    from conftest import write_small_images
+    from tests.conftest import write_small_images
 
     root = tmp_path / "pics"
     write_small_images(root, [f"c/{i:03d}.png" for i in range(20)])
