@@ -5,7 +5,8 @@
 #   2. makes the base image locally with debootstrap (no registry) unless it exists;
 #   3. builds wheels on the host and the image with OFFLINE=1 from them;
 #   4. bakes the demo corpus with the container's entrypoint, verifies it from the host;
-#   5. runs docker/compose.yaml (scheduler, two workers, a bake), verifies /data/cache.
+#   5. runs docker/compose.yaml (scheduler, two workers, a bake), verifies /data/cache;
+#   6. starts the compose file's bake service, submits a job over HTTP, waits, verifies it.
 # Idempotent: re-running reuses the engine, the base image and the wheels.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,7 +37,8 @@ if ! docker info >/dev/null 2>&1; then
   fi
 fi
 cleanup() {
-  DATAKILN_DATA="$WORK/compose-data" docker-compose -f docker/compose.yaml down -v \
+  DATAKILN_DATA="$WORK/compose-data" docker-compose -f docker/compose.yaml --profile service \
+    down -v \
     >/dev/null 2>&1 || true
   if [ -n "$started_engine" ]; then kill "$started_engine" 2>/dev/null || true; fi
 }
@@ -53,7 +55,7 @@ if ! docker image inspect "$BASE_TAG" >/dev/null 2>&1; then
 fi
 
 log "building wheels on the host"
-"$PY" -m pip wheel -q --wheel-dir docker/wheelhouse . 2>&1 | grep -v '^WARNING' || true
+"$PY" -m pip wheel -q --wheel-dir docker/wheelhouse '.[service]' 2>&1 | grep -v '^WARNING' || true
 # the image builds datakiln from its own source, so its build backend must be there too
 "$PY" -m pip download -q -d docker/wheelhouse 'setuptools>=68' wheel 2>&1 | grep -v '^WARNING' || true
 log "building datakiln:latest"
@@ -73,4 +75,32 @@ DATAKILN_DATA="$WORK/compose-data" docker-compose -f docker/compose.yaml up --no
   | grep -E 'bake_1.*(inputs|baked )|exited with code' || true
 "$PY" -m datakiln verify "$WORK/compose-data/cache"
 "$PY" -m datakiln inspect "$WORK/compose-data/cache" | head -n 3
+
+log "docker-compose: the bake service, a job over HTTP"
+DATAKILN_TOKEN="smoke-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
+export DATAKILN_TOKEN
+DATAKILN_DATA="$WORK/compose-data" docker-compose -f docker/compose.yaml --profile service \
+  up -d --no-color service >/dev/null 2>&1
+cache=$("$PY" - <<'EOF'
+import os
+import time
+
+import datakiln
+
+client = datakiln.Client("http://127.0.0.1:8765", token=os.environ["DATAKILN_TOKEN"])
+deadline = time.monotonic() + 120
+while True:
+    try:
+        client.jobs()
+        break
+    except datakiln.DatakilnError:
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(1)
+spec = {"sources": ["/data/raw"], "image": {"height": 32, "width": 32, "labels": "parent"}}
+print(client.ensure(spec, timeout_s=600))
+EOF
+)
+echo "service baked $cache"
+"$PY" -m datakiln verify "$WORK/compose-data/caches/${cache#/data/caches/}"
 log "smoke test passed"

@@ -61,3 +61,15 @@ def test_smoke_script_builds_and_runs_the_image():
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert "smoke test passed" in result.stdout
+
+
+def test_compose_file_has_the_bake_service_behind_a_profile():
+    compose = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())
+    service = compose["services"]["service"]
+    command = service["command"]
+    assert command[0] == "serve"
+    assert command[command.index("--scheduler") + 1] == "tcp://scheduler:8786"
+    assert service["profiles"] == ["service"]  # `up` of the bake example does not start it
+    assert service["ports"] == ["127.0.0.1:8765:8765"]  # published on loopback only
+    assert "DATAKILN_TOKEN" in service["environment"]
+    assert {v.split(":")[-1] for v in service["volumes"]} == {"/data"}

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from datakiln.etl.fields import register_codec
     from datakiln.etl.spec import AudioParams, BakeSpec, FieldSpec, ImageParams
     from datakiln.readers.sources import register_source
+    from datakiln.service.client import Client
+    from datakiln.service.ensure import ensure
 
 __version__ = "0.1.0"
 
@@ -41,6 +43,8 @@ _LAZY = {
     "AudioParams": "datakiln.etl.spec",
     "register_codec": "datakiln.etl.fields",
     "register_source": "datakiln.readers.sources",
+    "Client": "datakiln.service.client",
+    "ensure": "datakiln.service.ensure",
 }
 # Public names whose definition has another name.
 _ALIASES = {"plan": ("datakiln.etl.bake", "plan_only")}
@@ -66,6 +70,7 @@ __all__ = [
     "CacheFormatError",
     "CacheNotFoundError",
     "CachedDataset",
+    "Client",
     "ChecksumMismatchError",
     "DatakilnError",
     "FieldSpec",
@@ -75,6 +80,7 @@ __all__ = [
     "SpecError",
     "TooManyRejectedError",
     "bake",  # noqa: F405 (lazy, see __getattr__)
+    "ensure",
     "open_cache",
     "plan",
     "register_codec",

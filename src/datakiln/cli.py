@@ -321,7 +321,116 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="keep what versions opened by readers in the last SECONDS use (default 1 hour)",
     )
+    _service_commands(sub)
     return parser
+
+
+def _service_commands(sub: Any) -> None:
+    """``serve`` and ``watch``: the long-running commands (see datakiln.service)."""
+    serve = _command(
+        sub,
+        "serve",
+        help="run the bake service: jobs over HTTP, a web page, caches by key",
+        epilog="example:\n  DATAKILN_TOKEN=... datakiln serve --root /data/caches "
+        "--state-dir /var/lib/datakiln",
+        description="Serve the HTTP API and page of datakiln (needs `pip install "
+        "datakiln[service]`). Submitting and cancelling need the bearer token from "
+        "$DATAKILN_TOKEN or --token-file.",
+    )
+    serve.add_argument("--root", required=True, help="URL or path the caches go under")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    serve.add_argument("--port", type=int, default=8765, help="default 8765")
+    where = serve.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", default="auto", help="auto (default) | threads | tcp://…")
+    where.add_argument("--workers", type=int, help="bake on a LocalCluster of N workers")
+    serve.add_argument(
+        "--state-dir", default=".datakiln-service", help="where the job database lives"
+    )
+    serve.add_argument("--token-file", help="file holding the token (else $DATAKILN_TOKEN)")
+    serve.add_argument(
+        "--allow-source",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="also allow sources under this URL prefix (repeatable; the root's filesystem is "
+        "always allowed)",
+    )
+    serve.add_argument("--max-concurrent", type=int, default=2, help="bakes at once (default 2)")
+    serve.add_argument(
+        "--max-body-bytes", type=int, default=1 << 20, help="request size cap (default 1 MiB)"
+    )
+    watch = _command(
+        sub,
+        "watch",
+        help="bake, then keep baking new input files as incremental versions",
+        epilog="example:\n  datakiln watch photos/ --out cache/pets --size 64 --interval 60",
+        description="Same arguments as `bake`, plus --interval: every interval the sources "
+        "are listed again and new or changed files are baked into a new version.",
+    )
+    _bake_arguments(watch)
+    watch.add_argument("--interval", type=float, default=60.0, help="seconds (default 60)")
+    watch.add_argument("--rounds", type=int, help="stop after this many checks (default never)")
+
+
+def _token(args: argparse.Namespace) -> str:
+    from datakiln.errors import SpecError
+
+    if args.token_file:
+        try:
+            token = Path(args.token_file).read_text(encoding="utf-8").strip()
+        except OSError as err:
+            raise SpecError(f"cannot read --token-file {args.token_file!r}: {err}") from err
+    else:
+        token = os.environ.get("DATAKILN_TOKEN", "").strip()
+    if not token:
+        raise SpecError("the service needs a token: set DATAKILN_TOKEN or pass --token-file FILE")
+    return token
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from datakiln.errors import SpecError
+
+    try:
+        from datakiln.service.jobs import ServiceConfig
+        from datakiln.service.server import serve
+    except ImportError as err:
+        raise SpecError(
+            f"the service needs its extra: pip install 'datakiln[service]' ({err})"
+        ) from err
+    root = args.root if "://" in args.root else os.path.abspath(args.root)
+    config = ServiceConfig(
+        root=root,
+        state_dir=os.path.abspath(args.state_dir),
+        scheduler=args.scheduler,
+        workers=args.workers,
+        max_concurrent=args.max_concurrent,
+        allow_sources=tuple(args.allow_source),
+        jax_cache_dir=_jax_cache_dir(),
+    )
+    serve(
+        config,
+        token=_token(args),
+        host=args.host,
+        port=args.port,
+        max_body_bytes=args.max_body_bytes,
+    )
+    return EXIT_OK
+
+
+def _cmd_watch(args: argparse.Namespace) -> int:
+    from datakiln.service.watch import watch
+
+    spec = _spec_from_args(args)
+    baked = watch(
+        spec,
+        interval_s=args.interval,
+        rounds=args.rounds,
+        on_bake=_print_report,
+        lease_wait_s=args.wait,
+        jax_cache_dir=_jax_cache_dir(),
+    )
+    print(f"watch: {baked} bakes")
+    return EXIT_OK
 
 
 def _flags_given(args: argparse.Namespace, names: Mapping[str, str]) -> dict[str, Any]:
@@ -785,6 +894,8 @@ COMMANDS = {
     "demo": _cmd_demo,
     "inspect": _cmd_inspect,
     "verify": _cmd_verify,
+    "serve": _cmd_serve,
+    "watch": _cmd_watch,
 }
 
 

@@ -14,7 +14,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from datakiln.cache.layout import GENERATION_PREFIX, MANIFEST, SHARDS_DIR, store_fs
+from datakiln.cache.layout import (
+    GENERATION_PREFIX,
+    MANIFEST,
+    MANIFESTS_DIR,
+    SHARDS_DIR,
+    manifest_copy,
+    store_fs,
+)
 from datakiln.cache.manifest import read_manifest
 from datakiln.cache.pins import DEFAULT_GRACE_S, live_pins
 from datakiln.errors import CacheNotFoundError
@@ -105,6 +112,10 @@ def collect_garbage(
     doomed += [p for p in fs.glob(f"{generation}/rejected-v*.parquet") if p not in kept]
     pinned = {marker for p in pins for marker in p["markers"]}
     doomed += _retired_objects(fs, root, manifest, pinned)
+    # copies of versions no reader pins lose their rows: drop them too
+    versions = {manifest["version"]} | {p.get("version") for p in pins}
+    copies = {f"{root}/{manifest_copy(v)}" for v in versions if isinstance(v, int)}
+    doomed += [p for p in fs.glob(f"{root}/{MANIFESTS_DIR}/v*.json") if p not in copies]
     doomed += [p for p in fs.find(root) if p.endswith(".partial")]
     doomed = sorted(set(doomed))
     if not dry_run:

@@ -27,6 +27,7 @@ REPORT = "report.json"  # the last bake's summary, beside the manifest
 META_DIR = "meta"
 SHARDS_DIR = "_shards"
 GENERATION_PREFIX = "g-"
+MANIFESTS_DIR = "manifests"  # a copy of each committed manifest, by version
 
 
 def generation_dir(generation_key: str) -> str:
@@ -47,6 +48,11 @@ def meta_part(generation: str, shard_id: int) -> str:
 def shard_marker(generation: str, shard_id: int) -> str:
     """Relative path of a bake shard's completion marker."""
     return f"{generation}/{SHARDS_DIR}/{shard_id:05d}.json"
+
+
+def manifest_copy(version: int) -> str:
+    """Relative path of the kept copy of manifest ``version`` (``open_cache(version=...)``)."""
+    return f"{MANIFESTS_DIR}/v{version:06d}.json"
 
 
 def rejected_table_path(generation: str, version: int) -> str:

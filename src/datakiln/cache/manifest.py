@@ -19,7 +19,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from datakiln.cache.conditional import ConditionalObjects, Versioned
-from datakiln.cache.layout import FORMAT_VERSION, MANIFEST, check_relative, is_local, store_fs
+from datakiln.cache.layout import (
+    FORMAT_VERSION,
+    MANIFEST,
+    check_relative,
+    is_local,
+    manifest_copy,
+    store_fs,
+)
 from datakiln.errors import CacheFormatError, CacheNotFoundError, CommitConflictError, OutputError
 
 FORMAT_NAME = "datakiln-cache"
@@ -85,6 +92,10 @@ def commit_manifest(url: str, manifest: Mapping[str, Any], storage_options: Any 
             write_json_atomic(fs, path, dict(manifest))
         elif objects.put(path, data, expect=current) is None:
             raise _conflict(url, _committed_version(objects.read(path).data), follows)
+        # Then its copy, so every committed version can be opened again by its number (a
+        # crash in between loses only the copy of the current version, which reads fall back
+        # to manifest.json for).
+        write_json_atomic(fs, f"{root}/{manifest_copy(manifest['version'])}", dict(manifest))
     except OSError as err:
         raise OutputError(f"cannot write {MANIFEST} to {url}: {err}") from err
 
@@ -97,26 +108,44 @@ def _conflict(url: str, found: int, follows: int) -> CommitConflictError:
     )
 
 
-def read_manifest(url: str, storage_options: Any = None) -> dict[str, Any]:
-    """Read and validate the manifest of the cache at ``url``."""
+def read_manifest(
+    url: str, storage_options: Any = None, *, version: int | None = None
+) -> dict[str, Any]:
+    """Read and validate the manifest of the cache at ``url``: the committed one, or the kept
+    copy of ``version`` (raises ``CacheNotFoundError`` when that version is not kept)."""
+    if version is None:
+        return _read_manifest_at(url, MANIFEST, storage_options)
+    try:
+        return _read_manifest_at(url, manifest_copy(version), storage_options)
+    except CacheNotFoundError:
+        current = _read_manifest_at(url, MANIFEST, storage_options)
+        if current["version"] == version:  # committed before copies were kept
+            return current
+        raise CacheNotFoundError(
+            f"{url} has no version {version}: the committed version is {current['version']}, "
+            "and older ones are kept until `datakiln gc`"
+        ) from None
+
+
+def _read_manifest_at(url: str, relative: str, storage_options: Any) -> dict[str, Any]:
     fs, root = store_fs(url, storage_options)
     try:
-        size = fs.size(f"{root}/{MANIFEST}")
+        size = fs.size(f"{root}/{relative}")
         if size is not None and size > MAX_MANIFEST_BYTES:
             raise CacheFormatError(
-                f"{url}/{MANIFEST} is too large ({size} bytes, limit {MAX_MANIFEST_BYTES}); "
+                f"{url}/{relative} is too large ({size} bytes, limit {MAX_MANIFEST_BYTES}); "
                 "it is not a manifest datakiln wrote"
             )
-        raw = fs.cat_file(f"{root}/{MANIFEST}")
+        raw = fs.cat_file(f"{root}/{relative}")
     except FileNotFoundError as err:
         raise CacheNotFoundError(
-            f"no datakiln cache at {url}: {MANIFEST} is missing (was the bake finished? "
+            f"no datakiln cache at {url}: {relative} is missing (was the bake finished? "
             "`datakiln bake` commits it last)"
         ) from err
     try:
         manifest = json.loads(raw)
     except ValueError as err:
-        raise CacheFormatError(f"{url}/{MANIFEST} is not valid JSON: {err}") from err
+        raise CacheFormatError(f"{url}/{relative} is not valid JSON: {err}") from err
     validate_manifest(manifest, url)
     return manifest
 

@@ -466,6 +466,7 @@ def open_cache(
     split: str = "train",
     storage_options: Mapping[str, Any] | None = None,
     rngs: Any = None,
+    version: int | str = "latest",
     local_dir: str | None = None,
     local_limit: int | None = None,
     local_window: int | None = None,
@@ -476,6 +477,11 @@ def open_cache(
     ``split`` names the split the dataset serves; a TFDS-style slice such as
     ``"train[:80%]"`` or ``"train[80%:]"`` returns that O(1) index subset of the cache.
 
+    ``version`` is ``"latest"`` (the committed manifest when opened) or a manifest version
+    number. Either way the dataset is pinned to that version: a later incremental bake
+    (``datakiln watch``) commits a new version beside it, and opening again with
+    ``"latest"`` sees the new one. Older versions stay readable until ``datakiln gc``.
+
     ``local_dir`` (with ``local_limit`` bytes) keeps whole shard objects of a remote cache in
     a local directory, checked against their checksums and read with memory maps; processes
     on one host may share it. ``local_window`` bounds, in bytes, how far ahead a ``Loader``
@@ -485,10 +491,18 @@ def open_cache(
     audio) instead of converted to float32, to be scaled on the device.
 
     Raises:
-        CacheNotFoundError: there is no committed cache at ``url``.
+        CacheNotFoundError: there is no committed cache at ``url``, or no such version.
         CacheFormatError: the cache is of another format version or is damaged.
-        SpecError: a malformed split string, or a ``local_limit`` too small for one window.
+        SpecError: a malformed split string or version, or a ``local_limit`` too small for
+            one window.
     """
+    if version != "latest" and (not isinstance(version, int) or version < 1):
+        from datakiln.errors import SpecError
+
+        raise SpecError(f"version must be 'latest' or a version number >= 1; got {version!r}")
+    manifest = read_manifest(
+        url, storage_options, version=None if version == "latest" else int(version)
+    )
     name = split.split("[", 1)[0]
     dataset = CachedDataset(
         url,
@@ -499,6 +513,7 @@ def open_cache(
         local_limit=local_limit,
         local_window=local_window,
         dtype=dtype,
+        manifest=manifest,
     )
     if "[" not in split:
         return dataset

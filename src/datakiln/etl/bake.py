@@ -206,6 +206,11 @@ def _plan(spec: BakeSpec, previous: PreviousBake | None) -> BakePlan:
     return plan_files(spec, previous)
 
 
+def listed_cache_key(spec: BakeSpec) -> str:
+    """The cache key ``bake(spec)`` would commit, over the inputs as listed now."""
+    return _plan(spec, None).cache_key
+
+
 def _prepare_store(plan: BakePlan, fields: list[FieldLayout]) -> dict[int, ShardMarker]:
     """Make the arrays ready; return the markers of every live shard that is already done."""
     spec = plan.spec
