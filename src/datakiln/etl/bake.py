@@ -323,6 +323,17 @@ def _worker_pool(
     return worker_pool(min(local_cpus(), shards), modules, parked=parked)
 
 
+def _worker_log_level() -> int | bool:
+    """What a local cluster's workers log: errors only unless ``distributed`` logs more here.
+
+    At shutdown a worker's last heartbeat can meet the closing scheduler, and it logs that as
+    a warning with a traceback: noise for a bake that succeeded. ``-v`` shows everything.
+    """
+    if logging.getLogger("distributed").getEffectiveLevel() < logging.WARNING:
+        return False  # leave the workers' logging as configured
+    return logging.ERROR
+
+
 def _run_tasks(
     plan: BakePlan,
     tasks: list[ShardTask],
@@ -350,7 +361,11 @@ def _run_tasks(
 
         with (
             LocalCluster(
-                n_workers=spec.workers, threads_per_worker=1, processes=True, dashboard_address=":0"
+                n_workers=spec.workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=":0",
+                silence_logs=_worker_log_level(),
             ) as cluster,
             Client(cluster) as client,
         ):
