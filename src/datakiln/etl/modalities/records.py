@@ -56,6 +56,7 @@ class _Slot:
     subkey: str | None = None  # ``json.caption``: the key to take after parsing
     uri: str | None = None  # the file or member it came from
     digest: str | None = None
+    hashed: bool = False  # its bytes are a file's or member's own: hash them when decoding
     error: FieldError | None = None
     decoded: Any = None
 
@@ -201,7 +202,8 @@ class RecordsModality:
             slot, field = item
             try:
                 value = slot.value
-                if slot.ref is not None and isinstance(value, bytes) and slot.digest is None:
+                # in the decode threads: hashlib releases the GIL
+                if (slot.ref is not None or slot.hashed) and isinstance(value, bytes):
                     slot.digest = content_hash(value)
                 if slot.subkey is not None:
                     value = _subkey(value, slot.subkey)
@@ -314,7 +316,7 @@ class RecordsModality:
                 if value.get("bytes"):
                     slot.value = bytes(value["bytes"])
                     slot.uri = value.get("path")
-                    slot.digest = content_hash(slot.value)
+                    slot.hashed = True
                 elif value.get("path"):
                     value = str(value["path"])
                 else:
@@ -325,7 +327,7 @@ class RecordsModality:
                 slot.ref, slot.uri, slot.value = FileRef(uri), uri, None
             elif isinstance(value, bytes | bytearray) and value:
                 slot.value = bytes(value)
-                slot.digest = content_hash(slot.value)
+                slot.hashed = True
             elif isinstance(value, str | bytes | bytearray):
                 slot.value = None  # empty
         elif isinstance(value, str | bytes) and not value and subkey is None:

@@ -9,8 +9,10 @@ keeps its rows.
 
 from __future__ import annotations
 
+import collections
 import io
 import json
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -66,11 +68,36 @@ def _utf8(data: bytes) -> tuple[bytes, str | None]:
         return data.decode(codec, errors="replace").encode("utf-8"), codec
 
 
+# The last text tables parsed, by (uri, version): planning asks for a table's columns, its
+# label values and its rows, and a worker reads it for each of its units.
+_PARSED: collections.OrderedDict[tuple[str, str], Any] = collections.OrderedDict()
+_PARSED_MAX = 4
+_PARSED_LOCK = threading.Lock()
+
+
 def _read_text_table(
-    uri: str, fmt: str, storage_options: Mapping[str, Any]
+    inp: InputFile, fmt: str, storage_options: Mapping[str, Any]
 ) -> tuple[list[dict[str, Any]], list[PlanRejection], str | None]:
     """Every row of a CSV/TSV/JSONL table as a dict, rejections of unparsable rows, and the
-    codec the table was detected in (``None``: UTF-8)."""
+    codec the table was detected in (``None``: UTF-8). Parsed once per table version."""
+    key = (inp.uri, inp.version)
+    if not inp.version:  # a store that gives no version: a cached table could be stale
+        return _parse_text_table(inp.uri, fmt, storage_options)
+    with _PARSED_LOCK:
+        if key in _PARSED:
+            _PARSED.move_to_end(key)
+            return _PARSED[key]
+    parsed = _parse_text_table(inp.uri, fmt, storage_options)
+    with _PARSED_LOCK:
+        _PARSED[key] = parsed
+        while len(_PARSED) > _PARSED_MAX:
+            _PARSED.popitem(last=False)
+    return parsed
+
+
+def _parse_text_table(
+    uri: str, fmt: str, storage_options: Mapping[str, Any]
+) -> tuple[list[dict[str, Any]], list[PlanRejection], str | None]:
     with _open(uri, storage_options) as f:
         data, codec = _utf8(f.read())
     if fmt == "jsonl":
@@ -138,7 +165,7 @@ class TableSource:
 
             with _open(inp.uri, storage_options) as f:
                 return list(pq.ParquetFile(f).schema_arrow.names)
-        rows, _, _ = _read_text_table(inp.uri, fmt, storage_options)
+        rows, _, _ = _read_text_table(inp, fmt, storage_options)
         names: dict[str, None] = {}
         for row in rows:
             names.update(dict.fromkeys(row))
@@ -157,7 +184,7 @@ class TableSource:
                 if column not in parquet.schema_arrow.names:
                     return []
                 return parquet.read(columns=[column]).column(0).to_pylist()
-        rows, _, _ = _read_text_table(inp.uri, fmt, storage_options)
+        rows, _, _ = _read_text_table(inp, fmt, storage_options)
         return [row.get(column) for row in rows]
 
     def plan(
@@ -178,7 +205,7 @@ class TableSource:
                 count = parquet.metadata.num_rows
                 columns = _parquet_path_rows(parquet, path_columns)
         else:
-            rows, rejected, _ = _read_text_table(inp.uri, fmt, storage_options)
+            rows, rejected, _ = _read_text_table(inp, fmt, storage_options)
             count = len(rows) + sum(1 for r in rejected if r.error_type == "CsvParseError")
             columns = [{c: r.get(c) for c in path_columns} for r in rows]
         paths: list[list[str]] = [[] for _ in range(count)]
@@ -210,7 +237,7 @@ class TableSource:
         if fmt == "parquet":
             rows = _parquet_rows(unit.input.uri, unit.start, unit.end, storage_options)
         else:
-            every, _, codec = _read_text_table(unit.input.uri, fmt, storage_options)
+            every, _, codec = _read_text_table(unit.input, fmt, storage_options)
             rows = every[unit.start : unit.end]
         bad = {r.position for r in unit.rejections}
         records = [
