@@ -78,9 +78,8 @@ def _wait_for(url: str, timeout_s: float = 30.0) -> None:
             time.sleep(0.1)
 
 
-@pytest.fixture(scope="session")
-def s3_endpoint():
-    """A real S3 API on loopback: moto's standalone server in a subprocess."""
+def _moto_server(args: list[str]):
+    """Run a moto server (``python`` + ``args`` + its port) on loopback; yield its URL."""
     import subprocess
     import sys
 
@@ -88,7 +87,7 @@ def s3_endpoint():
     pytest.importorskip("moto.server")
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, *args, str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -99,6 +98,12 @@ def s3_endpoint():
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3 API on loopback: moto's standalone server in a subprocess."""
+    yield from _moto_server(["-m", "moto.server", "-H", "127.0.0.1", "-p"])
 
 
 # moto's server answering one request at a time: its conditional writes check and then put
@@ -116,24 +121,7 @@ run_simple("127.0.0.1", int(sys.argv[1]), DomainDispatcherApplication(create_bac
 @pytest.fixture(scope="session")
 def s3_serial_endpoint():
     """A moto server that serves requests one at a time (for compare-and-swap races)."""
-    import subprocess
-    import sys
-
-    pytest.importorskip("s3fs")
-    pytest.importorskip("moto.server")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _SERIAL_MOTO, str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_for(f"{url}/moto-api/")
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    yield from _moto_server(["-c", _SERIAL_MOTO])
 
 
 @pytest.fixture
