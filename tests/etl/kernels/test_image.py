@@ -14,6 +14,7 @@ import io
 
 import jax
 import numpy as np
+import PIL
 import pytest
 from PIL import Image, ImageOps
 
@@ -133,7 +134,9 @@ def test_random_sizes_boxes_and_regions_match_pillow(resizer64: ImageResizer) ->
         h, w = image.pixels.shape[:2]
         orders.add(vertical_first(h, w, image.region[2], image.region[3]))
         _assert_close(out[k], _reference(image, 64, 64), f"case {k} {image.pixels.shape}")
-    assert orders == {True, False}
+    # Pillow 13 picks the pass order; earlier releases always go horizontal first.
+    pillow_major = int(PIL.__version__.split(".", 1)[0])
+    assert orders == ({True, False} if pillow_major >= 13 else {False})
 
 
 def test_any_output_region(resizer64: ImageResizer) -> None:
