@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import IO, Any
 
 
 def canonical_json(value: Any) -> bytes:
@@ -37,3 +37,8 @@ def content_hash(data: bytes, algorithm: str = CHECKSUM_ALGORITHM) -> str:
     if algorithm == LEGACY_CHECKSUM_ALGORITHM:
         return hashlib.blake2b(data, digest_size=16).hexdigest()
     raise ValueError(f"unknown checksum algorithm {algorithm!r}; known: {CHECKSUM_ALGORITHMS}")
+
+
+def content_hash_file(f: IO[bytes]) -> str:
+    """``content_hash`` of a binary file's remaining bytes, read in blocks, never whole."""
+    return hashlib.file_digest(f, CHECKSUM_ALGORITHM).hexdigest()

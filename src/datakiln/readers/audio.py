@@ -119,8 +119,18 @@ def decode_audio_native(
     ``frames_needed(sample_rate)``, when given, is how many leading frames the caller uses:
     only those are decoded (a 3-hour FLAC cut to a 2-second clip decodes 2 seconds, not 3
     hours), and only they are checked for NaN; ``info.frames`` stays the file's length, and
-    the file's last frame is still read to catch a truncated body.
+    the file's last frame is still read to catch a truncated body. A seekable binary file
+    object is then read through, never whole: a 3-hour WAV costs its clip, not its size.
     """
+    if frames_needed is not None and not isinstance(data, bytes | bytearray | memoryview):
+        head = data.read(_HEAD_BYTES)
+        total = data.seek(0, io.SEEK_END)
+        data.seek(0)
+        if not total:
+            raise AudioDecodeError(
+                "empty input (0 bytes), not an audio file", stage=STAGE_DECODE, uri=uri
+            )
+        return _decode_with_soundfile(data, head, total, uri=uri, frames_needed=frames_needed)
     raw = bytes(data) if isinstance(data, bytes | bytearray | memoryview) else data.read()
     if not raw:
         raise AudioDecodeError(
@@ -130,8 +140,26 @@ def decode_audio_native(
     if plain is not None:
         pcm, info = plain
         return pcm, info.sample_rate, info
+    return _decode_with_soundfile(
+        io.BytesIO(raw), raw[:_HEAD_BYTES], len(raw), uri=uri, frames_needed=frames_needed
+    )
+
+
+# What is read of a streamed file before decoding: enough for any RIFF header's chunk list.
+_HEAD_BYTES = 1 << 16
+
+
+def _decode_with_soundfile(
+    source: IO[bytes],
+    head: bytes,
+    total: int,
+    *,
+    uri: str | None,
+    frames_needed: Callable[[int], int] | None,
+) -> tuple[np.ndarray, int, AudioInfo]:
+    """libsndfile's decode of ``source`` (``total`` bytes, starting with ``head``)."""
     try:
-        with soundfile.SoundFile(io.BytesIO(raw)) as f:
+        with soundfile.SoundFile(source) as f:
             announced = f.frames
             wanted = -1
             if frames_needed is not None and f.seekable() and f.samplerate > 0:
@@ -163,7 +191,7 @@ def decode_audio_native(
             stage=STAGE_DECODE,
             uri=uri,
         ) from err
-    missing = _riff_missing_bytes(raw) if info.format in ("WAV", "WAVEX") else 0
+    missing = _riff_missing_bytes(head, total) if info.format in ("WAV", "WAVEX") else 0
     if missing > 0 or info.frames < announced:
         raise AudioDecodeError(
             f"truncated {info.format}: the header announces more than is there "
@@ -291,8 +319,12 @@ def _plain_pcm16_wav(raw: bytes) -> tuple[np.ndarray, AudioInfo] | None:
     return None
 
 
-def _riff_missing_bytes(raw: bytes) -> int:
-    """How many bytes of a RIFF/WAVE ``data`` chunk are absent (0 if complete or unknown)."""
+def _riff_missing_bytes(raw: bytes, total: int | None = None) -> int:
+    """How many bytes of a RIFF/WAVE ``data`` chunk are absent (0 if complete or unknown).
+
+    ``raw`` is the file or its head; ``total`` the file's size when ``raw`` is only its head.
+    """
+    total = len(raw) if total is None else total
     if len(raw) < 12 or raw[:4] not in (b"RIFF", b"RIFX") or raw[8:12] != b"WAVE":
         return 0
     fmt = "<I" if raw[:4] == b"RIFF" else ">I"
@@ -303,6 +335,6 @@ def _riff_missing_bytes(raw: bytes) -> int:
         if chunk_id == b"data":
             if size == 0xFFFFFFFF:  # streamed WAV of unknown length
                 return 0
-            return max(0, size - (len(raw) - pos - 8))
+            return max(0, size - (total - pos - 8))
         pos += 8 + size + (size & 1)
     return 0

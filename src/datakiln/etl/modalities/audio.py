@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from datakiln.cache.fingerprint import content_hash
+from datakiln.cache.fingerprint import content_hash, content_hash_file
 from datakiln.etl.modalities.base import ShardOutput, Unit, fetch_all, rejection
 from datakiln.etl.spec import AudioParams, BakeSpec
 from datakiln.etl.task import ShardMarker, ShardPlan
@@ -38,6 +38,9 @@ from datakiln.writers.zarr_region import FieldLayout
 DECODE_THREADS = 2
 # Clips decoded and featurized together: bounds a task's memory of decoded audio.
 DECODE_BATCH = 64
+# Inputs from this size on are read through (hashed in blocks, then only the frames a clip
+# needs decoded) rather than fetched whole: a 3-hour WAV costs its clip, not its size.
+STREAM_BYTES = 32 << 20
 # featurize_audio pads a batch to a power of two rows of at least this many (its bucketing).
 _MIN_ROW_BUCKET = 8
 # Version of the featurizer's numerics (resampler filter, STFT, mel, dB conventions); bump it
@@ -191,20 +194,47 @@ class AudioModality:
                 result = err
             return result, content_hash(item[1])
 
+        def decode_streamed(k: int) -> tuple[Any, str | None]:
+            """A large input, read through: hashed in blocks, then decoded from the file."""
+            import fsspec
+
+            uri = shard.inputs[k].uri
+            try:
+                fs, path = fsspec.core.url_to_fs(uri, **dict(source_options))
+                with fs.open(path, "rb", block_size=4 << 20) as f:
+                    digest = content_hash_file(f)
+                    f.seek(0)
+                    return decode_audio_native(f, uri=uri, frames_needed=frames_needed), digest
+            except (AudioDecodeError, OSError) as err:
+                return err, None
+
         def start(first: int) -> list[tuple[int, Any]]:
             """Fetch one batch and queue its decodes; fetch failures become rejections."""
             nonlocal bytes_in
+            batch = shard.inputs[first : first + DECODE_BATCH]
+            # Large inputs are read through by a decode thread when only a clip's leading
+            # frames are needed (align="start"); other alignments decode the whole clip anyway.
+            streamed = {
+                k
+                for k, item in enumerate(batch, start=first)
+                if frames_needed is not None and item.size >= STREAM_BYTES
+            }
             part = ShardPlan(
                 shard_id=shard.shard_id,
                 row_start=0,
                 labels=None,
-                inputs=shard.inputs[first : first + DECODE_BATCH],
+                inputs=tuple(i for k, i in enumerate(batch, start=first) if k not in streamed),
             )
             t0 = time.perf_counter()
-            fetched = fetch_all(part, source_options)
+            fetched = iter(fetch_all(part, source_options))
             timings["fetch"] += time.perf_counter() - t0
             queued = []
-            for k, data in enumerate(fetched, start=first):
+            for k in range(first, first + len(batch)):
+                if k in streamed:
+                    queued.append((k, pool.submit(decode_streamed, k)))
+                    bytes_in += shard.inputs[k].size
+                    continue
+                data = next(fetched)
                 if isinstance(data, BaseException):
                     rejections.append(rejection(shard.inputs[k].uri, "fetch", data, shard.shard_id))
                 else:
@@ -224,6 +254,10 @@ class AudioModality:
                     if isinstance(result, AudioDecodeError):
                         rejections.append(
                             rejection(shard.inputs[k].uri, result.stage, result, shard.shard_id)
+                        )
+                    elif isinstance(result, OSError):  # a streamed input that failed to read
+                        rejections.append(
+                            rejection(shard.inputs[k].uri, "fetch", result, shard.shard_id)
                         )
                     else:
                         kept.append((k, digest, result))
