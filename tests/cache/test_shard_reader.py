@@ -102,10 +102,34 @@ def test_damaged_chunk_length_is_an_error(tmp_path):
     _make(url)
     fs, root = store_fs(url)
     reader = ShardedFieldReader(fs, root, "x")
-    reader.read_into(np.array([2]), np.empty((1, *SHAPE), np.uint8))
-    reader._table[reader._slot_of[0], 2, 1] = 7
+    reader.read_into(np.array([1]), np.empty((1, *SHAPE), np.uint8))  # loads shard 0's index
+    reader._table[reader._slot_of[0], 2, 1] = 7  # row 2's entry, before row 2 is first read
     with pytest.raises(CacheFormatError, match="verify"):
         reader.read_into(np.array([2]), np.empty((1, *SHAPE), np.uint8))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the mapped region is Linux-only")
+def test_rows_read_again_come_from_the_unit_map_and_forget_drops_them(tmp_path):
+    """A second read of the same rows takes the fast path (the unit map) and gives the same
+    bytes; forgetting a shard drops its rows from the map, so they are looked up again."""
+    url = str(tmp_path / "s")
+    data = _make(url)
+    fs, root = store_fs(url)
+    reader = ShardedFieldReader(fs, root, "x")
+    rows = np.array([7, 1, 2, 7, 20])
+    first, again = np.empty((5, *SHAPE), np.uint8), np.empty((5, *SHAPE), np.uint8)
+    reader.read_into(rows, first)
+    assert reader._unit_map is not None and (reader._unit_map[rows] >= 0).all()
+    reader.read_into(np.array([5, 40]), np.empty((2, *SHAPE), np.uint8))
+    assert (reader._unit_map[[5, 40]] == -1).all()  # fill: no chunk, always looked up
+    reader.read_into(rows, again)
+    np.testing.assert_array_equal(first, data[rows])
+    np.testing.assert_array_equal(again, data[rows])
+    reader.forget(0)
+    assert (reader._unit_map[: reader._shard_units] == -1).all()
+    assert reader._unit_map[20] >= 0  # another shard's rows stay
+    reader.read_into(rows, again)
+    np.testing.assert_array_equal(again, data[rows])
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the mapped region is Linux-only")

@@ -123,6 +123,10 @@ class ShardedFieldReader:
         # one GIL-free np.take (None where that is unsupported: then one copy per row).
         max_file = self._shard_units * (self._unit_bytes + 16) + _CRC_BYTES
         self._region = reserve(n_shards, max_file, self._unit_bytes) if self._local else None
+        # Region row of each unit already read through the region (-1: not yet, or its chunk
+        # is missing): a batch of known rows is then one gather and one take, with none of
+        # the index lookups and checks of its first read (8 bytes a unit, made on first use).
+        self._unit_map: np.ndarray | None = None
 
     def forget(self, shard: int) -> None:
         """Drop what is kept of ``shard`` (index, memory maps): its object was deleted from a
@@ -135,6 +139,9 @@ class ShardedFieldReader:
                 slot_of[shard] = -1
                 self._slot_shard[slot] = -1
                 self._slot_view[slot] = None
+            unit_map = getattr(self, "_unit_map", None)
+            if unit_map is not None:
+                unit_map[shard * self._shard_units : (shard + 1) * self._shard_units] = -1
             region = getattr(self, "_region", None)
             if region is not None:
                 region.unmap(shard)
@@ -171,6 +178,7 @@ class ShardedFieldReader:
 
     def _take(
         self,
+        rows: np.ndarray,
         shards: np.ndarray,
         offsets: np.ndarray,
         present: np.ndarray,
@@ -201,6 +209,9 @@ class ShardedFieldReader:
                 "run `datakiln verify` on the cache"
             )
         units = where * region.units_per_slot + starts // self._unit_bytes
+        if self._unit_map is None:
+            self._unit_map = np.full(len(self._slot_of) * self._shard_units, -1, np.int64)
+        self._unit_map[rows[present]] = units
         if len(present) == len(flat):
             np.take(region.units, units, axis=0, out=flat, mode="clip")
         else:
@@ -285,6 +296,13 @@ class ShardedFieldReader:
 
     def _read_units(self, rows: np.ndarray, out: np.ndarray) -> None:
         """``read_into`` over inner chunks: ``rows`` are unit numbers, ``out`` is per unit."""
+        if self._unit_map is not None:
+            units = self._unit_map[rows]
+            if units.min() >= 0:  # every unit read before, through the region
+                assert self._region is not None
+                flat = out.reshape(len(out), -1).view(np.uint8)
+                np.take(self._region.units, units, axis=0, out=flat, mode="clip")
+                return
         shards = rows // self._shard_units
         inner = rows - shards * self._shard_units
         unique = np.unique(shards)
@@ -311,7 +329,7 @@ class ShardedFieldReader:
         if (
             self._region is not None
             and aligned
-            and self._take(shards, offsets, present, flat, unique)
+            and self._take(rows, shards, offsets, present, flat, unique)
         ):
             return
         chunk_of = (offsets // np.uint64(self._unit_bytes)).astype(np.intp).tolist()
