@@ -119,7 +119,8 @@ def test_rows_read_again_come_from_the_unit_map_and_forget_drops_them(tmp_path):
     rows = np.array([7, 1, 2, 7, 20])
     first, again = np.empty((5, *SHAPE), np.uint8), np.empty((5, *SHAPE), np.uint8)
     reader.read_into(rows, first)
-    assert reader._unit_map is not None and (reader._unit_map[rows] >= 0).all()
+    assert reader._unit_map is not None
+    assert (reader._unit_map[rows] >= 0).all()
     reader.read_into(np.array([5, 40]), np.empty((2, *SHAPE), np.uint8))
     assert (reader._unit_map[[5, 40]] == -1).all()  # fill: no chunk, always looked up
     reader.read_into(rows, again)
