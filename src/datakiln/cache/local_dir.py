@@ -47,6 +47,11 @@ RESIDENT = "resident.json"
 PARTIAL = ".partial"
 _COPY_BYTES = 8 * 2**20
 _ROOM_WAIT_S = 2.0
+# An object this process stops using keeps its shared lock this long before it is released
+# (and its use time recorded): consecutive batches touch the same shards, and re-locking each
+# one per batch cost more than the batch's copy. Well under _ROOM_WAIT_S, so another process
+# that needs the room gets it while it waits.
+_LINGER_S = 0.5
 
 
 class LocalLimitError(DatakilnError, OSError):
@@ -94,6 +99,10 @@ class LocalDir:
         self._objects = dict(objects)
         self._resident = sorted(resident)
         self._pins: dict[str, list[Any]] = {}  # relative path -> [count, lock fd]
+        # Unpinned objects whose shared lock lingers: relative path -> (lock fd, since), in
+        # release order; released by _release_idle (a timer, pin_many, making room, close).
+        self._idle: dict[str, tuple[int, float]] = {}
+        self._idle_timer: threading.Timer | None = None
         self._lock = threading.Lock()
         self._listeners: list[Callable[[str], None]] = []
         self._resident_of: dict[str, frozenset[str]] = {}
@@ -148,6 +157,10 @@ class LocalDir:
             if entry is not None:
                 entry[0] += 1
                 return
+            idle = self._idle.pop(rel, None)
+            if idle is not None:  # still locked from its last use
+                self._pins[rel] = [1, idle[0]]
+                return
         fd = self._pinned_fd(rel)
         with self._lock:
             entry = self._pins.get(rel)
@@ -166,15 +179,43 @@ class LocalDir:
             if entry[0]:
                 return
             del self._pins[rel]
+            self._idle[rel] = (entry[1], time.monotonic())
+            if self._idle_timer is None:
+                self._idle_timer = threading.Timer(_LINGER_S, self._on_idle_timer)
+                self._idle_timer.daemon = True
+                self._idle_timer.start()
+
+    def _on_idle_timer(self) -> None:
+        with self._lock:
+            self._idle_timer = None
+        self._release_idle(_LINGER_S)
+        with self._lock:
+            if self._idle and self._idle_timer is None:
+                self._idle_timer = threading.Timer(_LINGER_S, self._on_idle_timer)
+                self._idle_timer.daemon = True
+                self._idle_timer.start()
+
+    def _release_idle(self, older_than: float = 0.0) -> None:
+        """Release the locks of objects unused for ``older_than`` seconds (0: all of them);
+        least recently used then counts from now."""
+        cutoff = time.monotonic() - older_than
+        with self._lock:
+            released = []
+            for rel, (fd, since) in list(self._idle.items()):
+                if since > cutoff:
+                    break  # release order: the rest are younger
+                del self._idle[rel]
+                released.append((rel, fd))
+        for rel, fd in released:
             with contextlib.suppress(OSError):
-                os.utime(self.path(rel))  # least recently used counts from release
-            os.close(entry[1])
+                os.utime(self.path(rel))
+            os.close(fd)
 
     def pin_many(self, rels: Iterable[str]) -> None:
         """Pin every object of ``rels``, fetching the missing ones concurrently."""
         rels = list(dict.fromkeys(rels))
         with self._lock:
-            missing = [rel for rel in rels if rel not in self._pins]
+            missing = [rel for rel in rels if rel not in self._pins and rel not in self._idle]
         absent = set(missing)
         if len(missing) <= 1:
             for rel in rels:
@@ -228,10 +269,14 @@ class LocalDir:
         with self._lock:
             pins, self._pins = self._pins, {}
             executor, self._executor = self._executor, None
+            timer, self._idle_timer = self._idle_timer, None
+        if timer is not None:
+            timer.cancel()
         if executor is not None:
             executor.shutdown(wait=True)
         for _, fd in pins.values():
             os.close(fd)
+        self._release_idle()
 
     # -- fetching ------------------------------------------------------------------------
 
@@ -378,6 +423,8 @@ class LocalDir:
     def _make_room(self, need: int, *, exclude: str) -> None:
         """Evict least recently used objects until ``need`` more bytes fit the limit."""
         files = self._scan()
+        if sum(size for _, size, _, _ in files) + need > self.limit:
+            self._release_idle()  # this process's lingering locks must not block eviction
         usage = sum(size for _, size, _, _ in files)
         if usage + need <= self.limit:
             return
