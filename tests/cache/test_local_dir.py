@@ -335,3 +335,47 @@ def test_breaking_out_of_a_loader_releases_every_pin(local_cache, remote, tmp_pa
     loader.close()
     assert dataset.local.pinned_bytes() == dataset.local.resident_bytes()
     assert not list(tmp_path.rglob(f"*{PARTIAL}"))  # no download left half done
+
+
+def test_an_unpinned_object_keeps_its_lock_briefly_then_releases_it(local_cache, remote, tmp_path):
+    """Consecutive batches reuse the shared lock of a just-released object; another process
+    can evict it once the linger is over, and this process's own room-making releases it."""
+    import fcntl
+
+    from datakiln.cache import local_dir as local_dir_module
+
+    url, options = remote
+    dataset = open_cache(url, storage_options=options, local_dir=str(tmp_path), local_limit=10**7)
+    local = dataset.local
+    rel = dataset.objects_of(np.array([0]))[0]
+    dataset.read_batch(np.array([0]))
+
+    def lockable() -> bool:  # what another process's eviction attempt sees
+        fd = os.open(local._lock_path(os.path.basename(local.root), rel), os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+        finally:
+            os.close(fd)
+
+    assert rel in local._idle
+    assert not lockable()  # lingering: still shared-locked
+    dataset.read_batch(np.array([1]))  # the same shard: pinned again without a new lock
+    deadline = time.monotonic() + 10 * local_dir_module._LINGER_S
+    while rel in local._idle and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert rel not in local._idle
+    assert lockable()  # released by the timer
+    dataset.read_batch(np.array([0]))
+    assert rel in local._idle
+    need = local.limit - local.usage() + 1  # one byte more than fits: the object must go
+    with local._dir_locked():
+        local._make_room(need, exclude="")
+    assert rel not in local._idle
+    assert not (Path(local.root) / rel).exists()
+    np.testing.assert_array_equal(  # fetched again on the next read
+        dataset.read_batch(np.array([0]))["images"],
+        open_cache(local_cache).read_batch([0])["images"],
+    )
