@@ -33,7 +33,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +46,7 @@ DIR_LOCK = ".dir.lock"
 RESIDENT = "resident.json"
 PARTIAL = ".partial"
 _COPY_BYTES = 8 * 2**20
+_ONE_GET_BYTES = 64 * 2**20
 _ROOM_WAIT_S = 2.0
 # An object this process stops using keeps its shared lock this long before it is released
 # (and its use time recorded): consecutive batches touch the same shards, and re-locking each
@@ -90,7 +91,7 @@ class LocalDir:
         limit: int,
         objects: Mapping[str, RemoteObject],
         resident: Iterable[str],
-        fetch_threads: int = 4,
+        fetch_threads: int = 8,
     ) -> None:
         self._fs, self._root = fs, root
         self.base = os.path.abspath(local_dir)
@@ -325,11 +326,8 @@ class LocalDir:
         try:
             digest = hashlib.new(info.algorithm) if info.checksum else None
             written = 0
-            with (
-                self._fs.open(f"{self._root}/{rel}", "rb", block_size=_COPY_BYTES) as src,
-                open(partial, "r+b") as dst,
-            ):
-                while piece := src.read(_COPY_BYTES):
+            with open(partial, "r+b") as dst:
+                for piece in self._pieces(rel, info.size):
                     dst.write(piece)
                     written += len(piece)
                     if digest is not None:
@@ -351,6 +349,17 @@ class LocalDir:
             with contextlib.suppress(OSError):
                 os.unlink(partial)
             raise
+
+    def _pieces(self, rel: str, size: int) -> Iterator[bytes]:
+        """The bytes of remote object ``rel``: one GET up to ``_ONE_GET_BYTES`` (an object
+        store's ``open`` first asks for the object's size, a request more), else streamed."""
+        path = f"{self._root}/{rel}"
+        if size <= _ONE_GET_BYTES:
+            yield self._fs.cat_file(path)
+            return
+        with self._fs.open(path, "rb", block_size=_COPY_BYTES) as src:
+            while piece := src.read(_COPY_BYTES):
+                yield piece
 
     # -- accounting and eviction ---------------------------------------------------------
 

@@ -223,7 +223,7 @@ class Loader:
         shard_index: int | None = None,
         shard_count: int | None = None,
         device_put: bool | jax.sharding.Sharding = False,
-        fetch_threads: int = 4,
+        fetch_threads: int = 8,
         transform: Callable[[dict[str, Any], jax.Array], dict[str, Any]] | None = None,
     ) -> None:
         _non_negative("batch_size", batch_size, minimum=1)
