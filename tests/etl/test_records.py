@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import datakiln
-from datakiln.errors import SpecError
+from datakiln.errors import SourceError, SpecError
 from datakiln.etl.bake import bake, plan_only
 from datakiln.etl.spec import BakeSpec
 from datakiln.testing.records_corpus import CLASSES, write_records_corpus
@@ -472,3 +472,39 @@ def test_incremental_records_append_and_retire(tmp_path):
     dataset = datakiln.open_cache(str(tmp_path / "out"))
     uris = [m["images_uri"] for m in dataset.metadata().to_pylist()]
     assert sorted(uris) == sorted(f"file://{p}" for p in root.rglob("*.png"))
+
+
+def test_lines_source_bakes_one_record_per_non_blank_line(tmp_path):
+    """``source_format = "lines"``: plain text files, a record per non-blank line (CRLF and a
+    Latin-1 file included), keyed by line number; a folder yields its .txt files only then."""
+    from datakiln.datasets.tokenize import word_hash_tokenize
+
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    (folder / "a.txt").write_bytes(b"the first line\r\n\r\nthe third line\r\n")
+    (folder / "b.txt").write_bytes("café crème\n\n\nnaïve façade\n".encode("latin-1"))
+    (folder / "notes.md").write_text("not a source\n")
+    spec_fields = {
+        "captions": {"modality": "text", "column": "text", "max_length": MAX_LENGTH},
+        "line": {"modality": "scalar", "column": "line"},
+    }
+    dataset = _bake([folder], tmp_path / "out", spec_fields, source_format="lines")
+    expected = {
+        ("a.txt", "line 1"): "the first line",
+        ("a.txt", "line 3"): "the third line",
+        ("b.txt", "line 1"): "café crème",
+        ("b.txt", "line 4"): "naïve façade",
+    }
+    meta = dataset.metadata().to_pylist()
+    row_of = {(m["source"].rsplit("/", 1)[-1], m["record"]): k for k, m in enumerate(meta)}
+    assert sorted(row_of) == sorted(expected)
+    batch = dataset.get_batch(indices=list(range(len(dataset))))
+    for (name, key), text in expected.items():
+        k = row_of[(name, key)]
+        assert batch["captions_text"][k] == text
+        assert int(batch["line"][k]) == int(key.split()[1])
+        tokens, _ = word_hash_tokenize(text, vocab_size=10000, max_length=MAX_LENGTH)
+        np.testing.assert_array_equal(batch["captions"][k], tokens)
+    # without the source named, the same folder holds no record inputs
+    with pytest.raises(SourceError, match="matched no files"):
+        _bake([folder], tmp_path / "none", spec_fields)

@@ -159,7 +159,8 @@ def _files(units: Sequence[RecordUnit]) -> dict[str, InputFile]:
 
 def plan_records(spec: BakeSpec, previous: PreviousBake | None) -> BakePlan:
     """List the record containers of ``spec`` and plan the next version."""
-    inputs = tuple(list_inputs(spec.sources, spec.storage_options, extensions=record_extensions()))
+    extensions = record_extensions(spec.source_format)
+    inputs = tuple(list_inputs(spec.sources, spec.storage_options, extensions=extensions))
     units = _units_of(spec, inputs)
     label_classes = _label_classes(spec, inputs, previous)
 

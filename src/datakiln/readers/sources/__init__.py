@@ -187,6 +187,7 @@ _SOURCES: dict[str, Source] = {}
 _BUILTIN = {
     "file": "datakiln.readers.sources.files",
     "table": "datakiln.readers.sources.table",
+    "lines": "datakiln.readers.sources.table",
     "tar": "datakiln.readers.sources.tar",
     "zip": "datakiln.readers.sources.zip",
 }
@@ -218,21 +219,29 @@ def source_for(uri: str, name: str | None = None) -> Source:
         return get_source(name)
     _load_builtins()
     lower = uri.lower()
-    for source in _SOURCES.values():
+    for source in _claiming():
         if lower.endswith(source.extensions):
             return source
-    known = sorted(e for s in _SOURCES.values() for e in s.extensions)
+    known = sorted(e for s in _claiming() for e in s.extensions)
     raise SpecError(
         f"no record source reads {uri!r}; name one with source_format, or use an input "
         f"ending in {', '.join(known)}"
     )
 
 
-def record_extensions() -> tuple[str, ...]:
-    """Every ending some registered source claims (folders given as sources are searched for
-    these)."""
+def _claiming() -> list[Source]:
+    """The sources that claim inputs by their ending when no source is named (a source with
+    ``by_ending = False`` reads only inputs it is named for)."""
+    return [s for s in _SOURCES.values() if getattr(s, "by_ending", True)]
+
+
+def record_extensions(source_format: str | None = None) -> tuple[str, ...]:
+    """The endings folders given as sources are searched for: those of the named source, or
+    every ending some source claims."""
+    if source_format is not None:
+        return tuple(get_source(source_format).extensions)
     _load_builtins()
-    return tuple(sorted({e for s in _SOURCES.values() for e in s.extensions}))
+    return tuple(sorted({e for s in _claiming() for e in s.extensions}))
 
 
 def resolve_path(value: str, base_uri: str) -> str:

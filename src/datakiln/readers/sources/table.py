@@ -1,4 +1,5 @@
-"""Tables as record sources: CSV, TSV, JSON Lines and Parquet, one record per row.
+"""Tables as record sources: CSV, TSV, JSON Lines and Parquet, one record per row; and plain
+text files as the ``lines`` source, one record per non-blank line (columns ``text``, ``line``).
 
 Units are row ranges. A column named by a media field holds a path (relative to the table's
 own URL), raw bytes, or a Hugging Face ``{"bytes", "path"}`` struct; the paths are listed at
@@ -100,6 +101,17 @@ def _parse_text_table(
 ) -> tuple[list[dict[str, Any]], list[PlanRejection], str | None]:
     with _open(uri, storage_options) as f:
         data, codec = _utf8(f.read())
+    if fmt == "txt":
+        text = data.decode("utf-8")
+        return (
+            [
+                {"text": line, "line": number + 1}
+                for number, line in enumerate(text.splitlines())
+                if line.strip()
+            ],
+            [],
+            codec,
+        )
     if fmt == "jsonl":
         rows: list[dict[str, Any]] = []
         rejected: list[PlanRejection] = []
@@ -158,8 +170,11 @@ class TableSource:
     name = "table"
     extensions = tuple(FORMATS)
 
+    def format_of(self, uri: str) -> str:
+        return table_format(uri)
+
     def columns(self, inp: InputFile, storage_options: Mapping[str, Any]) -> Sequence[str]:
-        fmt = table_format(inp.uri)
+        fmt = self.format_of(inp.uri)
         if fmt == "parquet":
             import pyarrow.parquet as pq
 
@@ -175,7 +190,7 @@ class TableSource:
         self, inp: InputFile, column: str, storage_options: Mapping[str, Any]
     ) -> list[Any]:
         """Every value of ``column`` (label fields learn their class names from it)."""
-        fmt = table_format(inp.uri)
+        fmt = self.format_of(inp.uri)
         if fmt == "parquet":
             import pyarrow.parquet as pq
 
@@ -195,7 +210,7 @@ class TableSource:
         records_per_unit: int,
         path_columns: Sequence[str],
     ) -> list[RecordUnit]:
-        fmt = table_format(inp.uri)
+        fmt = self.format_of(inp.uri)
         rejected: list[PlanRejection] = []
         if fmt == "parquet":
             import pyarrow.parquet as pq
@@ -232,7 +247,7 @@ class TableSource:
         return units
 
     def read(self, unit: RecordUnit, storage_options: Mapping[str, Any]) -> ReadResult:
-        fmt = table_format(unit.input.uri)
+        fmt = self.format_of(unit.input.uri)
         codec = None
         if fmt == "parquet":
             rows = _parquet_rows(unit.input.uri, unit.start, unit.end, storage_options)
@@ -241,7 +256,11 @@ class TableSource:
             rows = every[unit.start : unit.end]
         bad = {r.position for r in unit.rejections}
         records = [
-            Record(key=f"row {unit.start + k}", position=unit.start + k, values=row)
+            Record(
+                key=f"line {row['line']}" if fmt == "txt" else f"row {unit.start + k}",
+                position=unit.start + k,
+                values=row,
+            )
             for k, row in enumerate(rows)
             if unit.start + k not in bad
         ]
@@ -309,3 +328,19 @@ def _parquet_rows(
 
 
 SOURCE = register_source(TableSource())
+
+
+class LinesSource(TableSource):
+    """Plain text, one record per non-blank line: ``text`` (the line) and ``line`` (its
+    1-based number). Read only where named (``source_format = "lines"``): a stray
+    ``README.txt`` in a folder of images is not a table of records."""
+
+    name = "lines"
+    extensions = (".txt",)
+    by_ending = False
+
+    def format_of(self, uri: str) -> str:
+        return "txt"
+
+
+LINES = register_source(LinesSource())
