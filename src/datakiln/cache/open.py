@@ -77,6 +77,7 @@ class CachedDataset(BaseDataset):
         # objects are pinned (fetched if need be) around every read.
         self.local: LocalDir | None = None
         self.local_window = 0
+        self._object_keys: dict[str, list[str | None]] = {}  # objects_of's lookup, per field
         data_url, data_options = url, storage_options
         if local_dir is not None:
             if local_limit is None:
@@ -154,10 +155,16 @@ class CachedDataset(BaseDataset):
             return []
         rows = self.rows_of(np.asarray(indices, dtype=np.int64))
         keys = []
-        for reader in self._lazy_readers().values():
+        for name, reader in self._lazy_readers().items():
+            table = self._object_keys.get(name)
+            if table is None:  # per shard: its object's key, None for an all-fill shard
+                local = self.local
+                shards = -(-reader.rows // reader.shard_rows)
+                table = [reader.relative_key(s) for s in range(shards)]
+                table = self._object_keys[name] = [k if local.has(k) else None for k in table]
             for shard in np.unique(rows // reader.shard_rows).tolist():
-                key = reader.relative_key(shard)
-                if self.local.has(key):  # an all-fill shard has no object
+                key = table[shard]
+                if key is not None:
                     keys.append(key)
         return keys
 
