@@ -174,14 +174,21 @@ class LocalDir:
             os.utime(self.path(rel))
 
     def unpin(self, rel: str) -> None:
+        self.unpin_many((rel,))
+
+    def unpin_many(self, rels: Iterable[str]) -> None:
+        """Release one pin of each of ``rels`` (one lock for the whole batch)."""
         with self._lock:
-            entry = self._pins[rel]
-            entry[0] -= 1
-            if entry[0]:
-                return
-            del self._pins[rel]
-            self._idle[rel] = (entry[1], time.monotonic())
-            if self._idle_timer is None:
+            now = None
+            for rel in rels:
+                entry = self._pins[rel]
+                entry[0] -= 1
+                if entry[0]:
+                    continue
+                del self._pins[rel]
+                now = time.monotonic() if now is None else now
+                self._idle[rel] = (entry[1], now)
+            if self._idle and self._idle_timer is None:
                 self._idle_timer = threading.Timer(_LINGER_S, self._on_idle_timer)
                 self._idle_timer.daemon = True
                 self._idle_timer.start()
@@ -215,19 +222,28 @@ class LocalDir:
     def pin_many(self, rels: Iterable[str]) -> None:
         """Pin every object of ``rels``, fetching the missing ones concurrently."""
         rels = list(dict.fromkeys(rels))
-        with self._lock:
-            missing = [rel for rel in rels if rel not in self._pins and rel not in self._idle]
-        absent = set(missing)
-        if len(missing) <= 1:
-            for rel in rels:
-                self.pin(rel)
-            return
         done: list[str] = []
-        try:
+        missing = []
+        with self._lock:  # what this process holds already: one lock for the whole batch
             for rel in rels:
-                if rel not in absent:
+                entry = self._pins.get(rel)
+                if entry is not None:
+                    entry[0] += 1
+                elif rel in self._idle:
+                    self._pins[rel] = [1, self._idle.pop(rel)[0]]
+                else:
+                    missing.append(rel)
+                    continue
+                done.append(rel)
+        if len(missing) <= 1:
+            try:
+                for rel in missing:
                     self.pin(rel)
-                    done.append(rel)
+            except BaseException:
+                self.unpin_many(done)
+                raise
+            return
+        try:
             errors = list(self._pool().map(self._try_pin, missing))
             done.extend(rel for rel, err in zip(missing, errors, strict=True) if err is None)
             for error in errors:
@@ -243,10 +259,6 @@ class LocalDir:
         except BaseException as err:  # raised by pin_many once the others finished
             return err
         return None
-
-    def unpin_many(self, rels: Iterable[str]) -> None:
-        for rel in rels:
-            self.unpin(rel)
 
     def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
         with self._lock:
