@@ -144,3 +144,49 @@ def test_modality_flag_gets_that_modalitys_default_shard_size(tmp_path):
     assert result.returncode == 0, result.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["spec"]["shard_size"] == 16384
+
+
+def test_every_cache_command_has_its_python_function(tmp_path):
+    """``datakiln.inspect/verify/ls/gc`` give what ``datakiln inspect/verify/ls/gc`` print."""
+    from tests.conftest import write_small_images
+
+    import datakiln
+
+    raw = tmp_path / "raw"
+    write_small_images(raw, [f"{k:02d}.png" for k in range(12)])
+    out = tmp_path / "caches" / "small"
+    for size in (8, 10):  # two versions: the first one's objects are garbage
+        spec = datakiln.BakeSpec(
+            sources=(str(raw),),
+            output=str(out),
+            shard_size=4,
+            image=datakiln.ImageParams(height=size, width=size),
+        )
+        datakiln.bake(spec)
+
+    printed = _run("inspect", str(out), "--json")
+    assert printed.returncode == 0, printed.stderr
+    assert json.loads(printed.stdout) == json.loads(json.dumps(datakiln.inspect(str(out))))
+
+    report = datakiln.verify(str(out))
+    assert isinstance(report, datakiln.VerifyReport)
+    assert report.ok
+    printed = _run("verify", str(out))
+    assert f"{report.objects_checked} objects checked, ok" in printed.stdout
+
+    entries = datakiln.ls(str(tmp_path / "caches"))
+    assert [e.url.rstrip("/").rsplit("/", 1)[-1] for e in entries] == ["small"]
+    assert isinstance(entries[0], datakiln.CacheEntry)
+    printed = _run("ls", str(tmp_path / "caches"))
+    row = next(line for line in printed.stdout.splitlines() if entries[0].url in line)
+    assert f"  {entries[0].rows}  " in row
+    assert f"  {entries[0].version}  " in row
+
+    doomed = datakiln.gc(str(out), dry_run=True, grace_s=0)
+    assert doomed
+    printed = _run("gc", str(out), "--dry-run", "--grace", "0")
+    assert [
+        line.removeprefix("would remove ") for line in printed.stdout.splitlines()[:-1]
+    ] == doomed
+    assert datakiln.gc(str(out), grace_s=0) == doomed
+    assert datakiln.verify(str(out)).ok

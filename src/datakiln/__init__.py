@@ -24,6 +24,12 @@ from datakiln.errors import (
 )
 
 if TYPE_CHECKING:
+    from datakiln.cache.catalog import CacheEntry
+    from datakiln.cache.catalog import collect_garbage as gc
+    from datakiln.cache.catalog import list_caches as ls
+    from datakiln.cache.inspect import describe_cache as inspect
+    from datakiln.cache.verify import VerifyReport
+    from datakiln.cache.verify import verify_cache as verify
     from datakiln.etl.bake import BakeReport
     from datakiln.etl.bake import plan_only as plan
     from datakiln.etl.fields import register_codec
@@ -44,10 +50,18 @@ _LAZY = {
     "register_codec": "datakiln.etl.fields",
     "register_source": "datakiln.readers.sources",
     "Client": "datakiln.service.client",
+    "CacheEntry": "datakiln.cache.catalog",
+    "VerifyReport": "datakiln.cache.verify",
     "ensure": "datakiln.service.ensure",
 }
-# Public names whose definition has another name.
-_ALIASES = {"plan": ("datakiln.etl.bake", "plan_only")}
+# Public names whose definition has another name (each is a command of the CLI).
+_ALIASES = {
+    "plan": ("datakiln.etl.bake", "plan_only"),
+    "verify": ("datakiln.cache.verify", "verify_cache"),
+    "inspect": ("datakiln.cache.inspect", "describe_cache"),
+    "ls": ("datakiln.cache.catalog", "list_caches"),
+    "gc": ("datakiln.cache.catalog", "collect_garbage"),
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -67,6 +81,7 @@ __all__ = [
     "BakeError",
     "BakeReport",
     "BakeSpec",
+    "CacheEntry",
     "CacheFormatError",
     "CacheNotFoundError",
     "CachedDataset",
@@ -79,10 +94,15 @@ __all__ = [
     "SourceError",
     "SpecError",
     "TooManyRejectedError",
+    "VerifyReport",
     "bake",  # noqa: F405 (lazy, see __getattr__)
     "ensure",
+    "gc",
+    "inspect",
+    "ls",
     "open_cache",
     "plan",
     "register_codec",
     "register_source",
+    "verify",
 ]
