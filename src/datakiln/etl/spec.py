@@ -37,6 +37,8 @@ ALIGNS = ("start", "center")
 # Local Dask schedulers a spec may name; anything else must be a distributed address.
 LOCAL_SCHEDULERS = ("auto", "threads", "processes", "synchronous")
 CHANNELS = {"rgb": 3, "grayscale": 1, "rgba": 4}
+# How stored images are compressed (datakiln.cache.chunk_codecs.CODECS, without importing it)
+IMAGE_CODECS = ("none", "zstd", "blosc-lz4", "png", "jpeg")
 
 
 def _check_choice(name: str, value: Any, allowed: Sequence[Any]) -> None:
@@ -63,7 +65,9 @@ class ImageParams:
     """How images are preprocessed; follows the seed's ``ImageModalityConfig``.
 
     ``normalize`` picks the read-time range: ``True`` gives [0, 1], ``False`` gives [-1, 1].
-    Pixels are stored as uint8 either way.
+    Pixels are stored as uint8 either way, each image compressed by ``codec``: ``"none"``
+    (raw, memory-mapped when read), ``"zstd"``, ``"blosc-lz4"``, ``"png"`` (all lossless) or
+    ``"jpeg"`` at ``quality`` (1-100, default 90), decoded when read.
     """
 
     representation: str = "rgb"
@@ -73,8 +77,19 @@ class ImageParams:
     fit: str = "stretch"
     labels: str | None = None
     max_pixels: int = 100_000_000
+    codec: str = "none"
+    quality: int = 90
 
     def __post_init__(self) -> None:
+        _check_choice("image.codec", self.codec, IMAGE_CODECS)
+        if (
+            not isinstance(self.quality, int)
+            or isinstance(self.quality, bool)
+            or not 1 <= self.quality <= 100
+        ):
+            raise SpecError(f"image.quality must be an integer in 1..100; got {self.quality!r}")
+        if self.codec == "jpeg" and self.representation == "rgba":
+            raise SpecError("image.codec 'jpeg' has no alpha channel; use 'png' for rgba images")
         _check_choice("image.representation", self.representation, REPRESENTATIONS)
         _check_choice("image.fit", self.fit, FITS)
         _check_choice("image.labels", self.labels, LABEL_SOURCES)
@@ -89,7 +104,14 @@ class ImageParams:
         return CHANNELS[self.representation]
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        # codec and quality only where they decide the bytes, so the keys of caches baked
+        # before codecs existed stay as they were
+        data = dataclasses.asdict(self)
+        if self.codec == "none":
+            del data["codec"]
+        if self.codec != "jpeg":
+            del data["quality"]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ImageParams:
