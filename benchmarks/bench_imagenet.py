@@ -1,0 +1,256 @@
+"""ImageNet-like bakes and reads: codecs at 224/256 px against Pillow and a uint8 memmap floor.
+
+    python benchmarks/photo_corpus.py --out /tmp/photos --n 1200
+    python benchmarks/bench_imagenet.py --corpus /tmp/photos --work /tmp/bench-imagenet --runs 3
+
+All in one process, medians over ``--runs``:
+
+1. **Bake throughput** at 224 with ``fit="center-crop"`` and at 256 with ``fit="stretch"``,
+   for ``codec="none"`` and ``"jpeg"`` (quality 90), each run into a fresh output, against
+   two single-thread Pillow loops over the same files in the same run: plain decode (open,
+   convert to RGB) and draft decode (``Image.draft`` to the target size first, what the bake
+   does). One untimed bake first fills the JAX compilation cache.
+2. **Disk per sample** of every codec at 256 stretch (and of the source JPEGs).
+3. **Warm reads** of each 256-px cache: random ``get_batch(indices=...)`` of ``--batch``
+   samples, and one shuffled epoch through ``datakiln.Loader`` (``prefetch=2``), against the
+   floor: the same uint8 pixels in one ``.npy`` file read with ``np.load(mmap_mode="r")``,
+   fancy-indexed and scaled to float32 the same way.
+4. **Cold reads**: the same epoch after evicting every file of the store (and of the floor)
+   from the page cache, so each sample comes from disk once, as when the store is larger than
+   the free page cache. Eviction: ``sync; echo 3 > /proc/sys/vm/drop_caches`` when writable
+   (root), else ``posix_fadvise(POSIX_FADV_DONTNEED)`` on each file; the result says which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+import datakiln
+from datakiln.cache.inspect import describe_cache
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from photo_corpus import write_photo_corpus
+
+CODECS = ("none", "zstd", "blosc-lz4", "png", "jpeg")
+
+
+def _decode_loop(files: list[Path], size: int | None) -> float:
+    started = time.perf_counter()
+    for path in files:
+        with Image.open(path) as im:
+            if size is not None:
+                im.draft("RGB", (size, size))
+            np.asarray(im.convert("RGB"))
+    return len(files) / (time.perf_counter() - started)
+
+
+def _bake(
+    root: Path, out: Path, size: int, fit: str, codec: str, args: argparse.Namespace
+) -> float:
+    spec = datakiln.BakeSpec(
+        sources=(str(root),),
+        output=str(out),
+        shard_size=args.shard_size,
+        image=datakiln.ImageParams(height=size, width=size, fit=fit, codec=codec, labels="parent"),
+    )
+    started = time.perf_counter()
+    report = datakiln.bake(spec, jax_cache_dir=str(args.work / "jax-cache"))
+    elapsed = time.perf_counter() - started
+    assert report.rejected == 0, report.rejected_by_reason
+    return report.inputs / elapsed
+
+
+def _evict(paths: list[Path]) -> str:
+    """Drop ``paths`` (files or folders) from the page cache; returns the method used."""
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        return "drop_caches"
+    except OSError:
+        pass
+    for path in paths:
+        for file in [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]:
+            fd = os.open(file, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+    return "posix_fadvise(DONTNEED)"
+
+
+def _floor(cache: Path, work: Path) -> np.memmap:
+    """The uint8 pixels of ``cache`` as one ``.npy`` file, memory-mapped."""
+    path = work / f"floor-{cache.name}.npy"
+    if not path.exists():
+        dataset = datakiln.open_cache(str(cache), dtype="raw")
+        n = len(dataset)
+        first = dataset.read_batch(np.arange(1))["images"]
+        data = np.lib.format.open_memmap(
+            path, mode="w+", dtype=np.uint8, shape=(n, *first.shape[1:])
+        )
+        for start in range(0, n, 256):
+            idx = np.arange(start, min(n, start + 256))
+            data[idx] = dataset.read_batch(idx)["images"]
+        data.flush()
+        del data
+    return np.load(path, mmap_mode="r")
+
+
+def _floor_batch(floor: np.memmap, idx: np.ndarray) -> np.ndarray:
+    return np.take(floor, np.sort(idx), axis=0).astype(np.float32) * np.float32(1 / 255)
+
+
+def _random_rate(read, n: int, batch: int, batches: int, seed: int) -> float:
+    rng = np.random.default_rng(seed)
+    picks = [rng.integers(0, n, batch) for _ in range(batches)]
+    started = time.perf_counter()
+    for idx in picks:
+        read(idx)
+    return batch * batches / (time.perf_counter() - started)
+
+
+def _epoch_rate(dataset, batch: int, seed: int) -> float:
+    loader = datakiln.Loader(dataset, batch, shuffle=True, seed=seed, num_epochs=1, prefetch=2)
+    started = time.perf_counter()
+    count = sum(len(b["indices"]) for b in loader)
+    return count / (time.perf_counter() - started)
+
+
+def _floor_epoch_rate(floor: np.memmap, batch: int, seed: int) -> float:
+    order = np.random.default_rng(seed).permutation(len(floor))
+    started = time.perf_counter()
+    for start in range(0, len(order) - batch + 1, batch):
+        _floor_batch(floor, order[start : start + batch])
+    return (len(order) // batch) * batch / (time.perf_counter() - started)
+
+
+def _median(values: list[float]) -> float:
+    return round(statistics.median(values), 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", type=Path, default=Path("/tmp/photos"))
+    parser.add_argument("--n", type=int, default=1200, help="corpus images (made if missing)")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/bench-imagenet"))
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--shard-size", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--batches", type=int, default=8, help="random batches per run")
+    parser.add_argument("--skip-bake-runs", action="store_true", help="only parts 2-4")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    files = write_photo_corpus(args.corpus, args.n)
+    result: dict = {
+        "files": len(files),
+        "source_jpeg_bytes_per_sample": round(sum(p.stat().st_size for p in files) / len(files)),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, python "
+        f"{platform.python_version()}, load {os.getloadavg()[0]:.2f} at start",
+        "runs": args.runs,
+    }
+
+    # 1. bake throughput against Pillow in the same run
+    _bake(args.corpus, args.work / "warm", 64, "stretch", "none", args)
+    bakes: dict[str, dict] = {}
+    for size, fit in ((224, "center-crop"), (256, "stretch")):
+        for codec in ("none", "jpeg"):
+            name = f"{size}-{fit}-{codec}"
+            rates: dict[str, list[float]] = {"plain_decode": [], "draft_decode": [], "bake": []}
+            for run in range(1 if args.skip_bake_runs else args.runs):
+                rates["plain_decode"].append(_decode_loop(files, None))
+                rates["draft_decode"].append(_decode_loop(files, size))
+                out = args.work / f"bake-{name}-{run}"
+                subprocess.run(["rm", "-rf", str(out)], check=True)
+                rates["bake"].append(_bake(args.corpus, out, size, fit, codec, args))
+            med = {k: _median(v) for k, v in rates.items()}
+            bakes[name] = {
+                "images_per_s": med,
+                "bake_vs_draft": round(med["bake"] / med["draft_decode"], 3),
+                "bake_vs_plain": round(med["bake"] / med["plain_decode"], 3),
+                "all_runs": {k: [round(x, 1) for x in v] for k, v in rates.items()},
+            }
+            print(name, json.dumps(bakes[name]["images_per_s"]), flush=True)
+    result["bake"] = bakes
+
+    # 2. disk per sample, every codec, 256 stretch
+    caches: dict[str, Path] = {}
+    disk: dict[str, dict] = {}
+    for codec in CODECS:
+        out = args.work / f"cache-256-{codec}"
+        if not (out / "manifest.json").exists():
+            _bake(args.corpus, out, 256, "stretch", codec, args)
+        caches[codec] = out
+        field = describe_cache(str(out))["fields"]["images"]
+        disk[codec] = {
+            "bytes_per_sample": round(field["on_disk_bytes"] / len(files)),
+            "disk_ratio": field["disk_ratio"],
+        }
+    result["disk_256"] = disk
+    print("disk", json.dumps(disk), flush=True)
+
+    # 3. warm reads against the uint8 memmap floor
+    floor = _floor(caches["none"], args.work)
+    n = len(floor)
+    if n < args.batch:
+        raise SystemExit(f"--batch {args.batch} is more than the {n} samples: use a larger --n")
+    datasets = {codec: datakiln.open_cache(str(path)) for codec, path in caches.items()}
+    for dataset in datasets.values():  # warm the page cache and the decoders
+        _random_rate(lambda i, d=dataset: d.get_batch(indices=i), n, args.batch, 2, 99)
+    warm: dict[str, dict[str, list[float]]] = {
+        name: {"random_batch": [], "epoch": []} for name in ("floor", *CODECS)
+    }
+    for run in range(args.runs):
+        warm["floor"]["random_batch"].append(
+            _random_rate(lambda i: _floor_batch(floor, i), n, args.batch, args.batches, run)
+        )
+        warm["floor"]["epoch"].append(_floor_epoch_rate(floor, args.batch, run))
+        for codec, dataset in datasets.items():
+            read = dataset.get_batch
+            warm[codec]["random_batch"].append(
+                _random_rate(lambda i, r=read: r(indices=i), n, args.batch, args.batches, run)
+            )
+            warm[codec]["epoch"].append(_epoch_rate(dataset, args.batch, run))
+    result["warm_reads_samples_per_s"] = {
+        name: {k: _median(v) for k, v in rates.items()}
+        | {
+            f"{k}_vs_floor": round(statistics.median(v) / statistics.median(warm["floor"][k]), 3)
+            for k, v in rates.items()
+        }
+        for name, rates in warm.items()
+    }
+    print("warm", json.dumps(result["warm_reads_samples_per_s"]), flush=True)
+
+    # 4. cold epochs: every file evicted from the page cache first
+    cold: dict[str, list[float]] = {name: [] for name in ("floor", *CODECS)}
+    method = ""
+    floor_path = args.work / f"floor-{caches['none'].name}.npy"
+    for run in range(args.runs):
+        method = _evict([floor_path])
+        cold["floor"].append(_floor_epoch_rate(np.load(floor_path, mmap_mode="r"), args.batch, run))
+        for codec, path in caches.items():
+            method = _evict([path])
+            dataset = datakiln.open_cache(str(path))
+            cold[codec].append(_epoch_rate(dataset, args.batch, run))
+    floor_cold = statistics.median(cold["floor"])
+    result["cold_epoch_samples_per_s"] = {
+        name: {"rate": _median(v), "vs_floor": round(statistics.median(v) / floor_cold, 3)}
+        for name, v in cold.items()
+    }
+    result["cold_eviction"] = method
+    result["load_at_end"] = round(os.getloadavg()[0], 2)
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
