@@ -4,10 +4,11 @@
 
 Each image is a smooth random field (a few random values per side, upsampled bicubically),
 a finer one for texture, a lighting gradient, a handful of soft-edged shapes whose kind and
-palette depend on the class, sensor-like noise, then JPEG at quality 85-95 with 4:2:0 chroma, as cameras and
-ImageNet's crawl give. Sizes and aspect ratios vary per image. It is not natural imagery, but
-it has what matters to decoders and codecs: large smooth areas, edges, noise, and real JPEG
-files of realistic size. Deterministic for a seed; about 30 ms an image on one core.
+palette depend on the class, and sensor-like noise, saved as JPEG at quality 85-95 with 4:2:0
+chroma, as cameras and ImageNet's crawl give. Sizes and aspect ratios vary per image. It is
+not natural imagery, but it has what matters to decoders and codecs: smooth areas, texture,
+edges, noise, and real JPEG files of realistic size. Deterministic for a seed; about 50 ms
+an image on one core.
 """
 
 from __future__ import annotations
