@@ -19,6 +19,8 @@ All in one process, medians over ``--runs``:
    from the page cache, so each sample comes from disk once, as when the store is larger than
    the free page cache. Eviction: ``sync; echo 3 > /proc/sys/vm/drop_caches`` when writable
    (root), else ``posix_fadvise(POSIX_FADV_DONTNEED)`` on each file; the result says which.
+5. **The size threshold** of ``codec="auto"``: at each ``--sweep`` size (stretch), ``none``
+   against ``jpeg``: disk per sample, warm random batches, warm and cold epochs.
 """
 
 from __future__ import annotations
@@ -148,7 +150,8 @@ def main() -> None:
     parser.add_argument("--shard-size", type=int, default=256)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--batches", type=int, default=8, help="random batches per run")
-    parser.add_argument("--skip-bake-runs", action="store_true", help="only parts 2-4")
+    parser.add_argument("--skip-bake-runs", action="store_true", help="one run of part 1")
+    parser.add_argument("--sweep", default="64,128,192", help="sizes of part 5 (256: parts 2-4)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     files = write_photo_corpus(args.corpus, args.n)
@@ -248,6 +251,36 @@ def main() -> None:
         for name, v in cold.items()
     }
     result["cold_eviction"] = method
+    print("cold", json.dumps(result["cold_epoch_samples_per_s"]), flush=True)
+
+    # 5. where jpeg starts to pay: none against jpeg by stored size
+    sweep: dict[str, dict] = {}
+    for size in [int(v) for v in args.sweep.split(",") if v]:
+        for codec in ("none", "jpeg"):
+            out = args.work / f"cache-{size}-{codec}"
+            if not (out / "manifest.json").exists():
+                _bake(args.corpus, out, size, "stretch", codec, args)
+            dataset = datakiln.open_cache(str(out))
+            read = dataset.get_batch
+            _random_rate(lambda i, r=read: r(indices=i), n, args.batch, 2, 99)
+            rates: dict[str, list[float]] = {"random_batch": [], "epoch": [], "cold_epoch": []}
+            for run in range(args.runs):
+                rates["random_batch"].append(
+                    _random_rate(lambda i, r=read: r(indices=i), n, args.batch, args.batches, run)
+                )
+                rates["epoch"].append(_epoch_rate(dataset, args.batch, run))
+                _evict([out])
+                rates["cold_epoch"].append(
+                    _epoch_rate(datakiln.open_cache(str(out)), args.batch, run)
+                )
+            field = describe_cache(str(out))["fields"]["images"]
+            sweep[f"{size}-{codec}"] = {
+                "raw_bytes_per_sample": size * size * 3,
+                "bytes_per_sample": round(field["on_disk_bytes"] / len(files)),
+                **{k: _median(v) for k, v in rates.items()},
+            }
+            print(size, codec, json.dumps(sweep[f"{size}-{codec}"]), flush=True)
+    result["sweep"] = sweep
     result["load_at_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(result, indent=1))
 

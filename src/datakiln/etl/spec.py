@@ -37,8 +37,12 @@ ALIGNS = ("start", "center")
 # Local Dask schedulers a spec may name; anything else must be a distributed address.
 LOCAL_SCHEDULERS = ("auto", "threads", "processes", "synchronous")
 CHANNELS = {"rgb": 3, "grayscale": 1, "rgba": 4}
-# How stored images are compressed (datakiln.cache.chunk_codecs.CODECS, without importing it)
-IMAGE_CODECS = ("none", "zstd", "blosc-lz4", "png", "jpeg")
+# How stored images are compressed (datakiln.cache.chunk_codecs.CODECS, without importing it);
+# "auto" picks by the stored image size, see ImageParams.stored_codec.
+IMAGE_CODECS = ("auto", "none", "zstd", "blosc-lz4", "png", "jpeg")
+# "auto" stores images of at least this many bytes (128 x 128 RGB) compressed: below it raw
+# pixels cost little disk and the memory-mapped reader beats decoding (BENCHMARKS.md, issue 19).
+AUTO_COMPRESS_MIN_BYTES = 128 * 128 * 3
 
 
 def _check_choice(name: str, value: Any, allowed: Sequence[Any]) -> None:
@@ -67,7 +71,9 @@ class ImageParams:
     ``normalize`` picks the read-time range: ``True`` gives [0, 1], ``False`` gives [-1, 1].
     Pixels are stored as uint8 either way, each image compressed by ``codec``: ``"none"``
     (raw, memory-mapped when read), ``"zstd"``, ``"blosc-lz4"``, ``"png"`` (all lossless) or
-    ``"jpeg"`` at ``quality`` (1-100, default 90), decoded when read.
+    ``"jpeg"`` at ``quality`` (1-100, default 90), decoded when read. ``"auto"`` (the
+    default) is ``"none"`` for images under ``AUTO_COMPRESS_MIN_BYTES`` (128 x 128 RGB) and
+    ``"jpeg"`` (``"png"`` for rgba) from there on: see :attr:`stored_codec`.
     """
 
     representation: str = "rgb"
@@ -77,7 +83,7 @@ class ImageParams:
     fit: str = "stretch"
     labels: str | None = None
     max_pixels: int = 100_000_000
-    codec: str = "none"
+    codec: str = "auto"
     quality: int = 90
 
     def __post_init__(self) -> None:
@@ -103,13 +109,23 @@ class ImageParams:
     def channels(self) -> int:
         return CHANNELS[self.representation]
 
+    @property
+    def stored_codec(self) -> str:
+        """The codec the pixels are stored with (``codec``, with ``"auto"`` decided)."""
+        if self.codec != "auto":
+            return self.codec
+        if self.height * self.width * self.channels < AUTO_COMPRESS_MIN_BYTES:
+            return "none"
+        return "png" if self.representation == "rgba" else "jpeg"
+
     def to_dict(self) -> dict[str, Any]:
-        # codec and quality only where they decide the bytes, so the keys of caches baked
-        # before codecs existed stay as they were
+        # The codec as stored, and the quality only where it decides the bytes; "none" is
+        # left out, so the keys of caches baked before codecs existed stay as they were.
         data = dataclasses.asdict(self)
-        if self.codec == "none":
+        data["codec"] = self.stored_codec
+        if data["codec"] == "none":
             del data["codec"]
-        if self.codec != "jpeg":
+        if data.get("codec") != "jpeg":
             del data["quality"]
         return data
 

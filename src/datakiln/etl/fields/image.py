@@ -25,7 +25,7 @@ class ImageCodec:
         path = f"{generation}/{spec.name}"
         return [
             FieldLayout(
-                spec.name, path, "uint8", shape, shard_rows, codec=p.codec, quality=p.quality
+                spec.name, path, "uint8", shape, shard_rows, codec=p.stored_codec, quality=p.quality
             )
         ]
 

@@ -59,7 +59,7 @@ class ImageModality:
                 "uint8",
                 (image.height, image.width, image.channels),
                 shard_rows,
-                codec=image.codec,
+                codec=image.stored_codec,
                 quality=image.quality,
             )
         ]
