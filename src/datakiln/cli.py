@@ -164,8 +164,9 @@ def _bake_arguments(parser: argparse.ArgumentParser) -> None:
     image.add_argument(
         "--image-codec",
         metavar="CODEC[:QUALITY]",
-        help="how stored images are compressed: none (default), zstd, blosc-lz4, png, or "
-        "jpeg[:QUALITY] (default quality 90), e.g. --image-codec jpeg:85",
+        help="how stored images are compressed: auto (default: none under 128x128 RGB, else "
+        "jpeg), none, zstd, blosc-lz4, png, or jpeg[:QUALITY] (default quality 90), e.g. "
+        "--image-codec jpeg:85",
     )
     text = parser.add_argument_group("text")
     text.add_argument(

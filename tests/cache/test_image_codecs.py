@@ -302,3 +302,31 @@ def test_grayscale_and_rgba_round_trip(caches, tmp_path):
         assert got.shape == expected.shape == (40, 16, 16, 4 if representation == "rgba" else 1)
         bound = 0.2 if codec == "jpeg" else 0.0
         assert np.abs(got - expected).max() <= bound, (representation, codec)
+
+
+def test_auto_codec_stores_small_images_raw_and_large_ones_compressed():
+    assert ImageParams().codec == "auto"
+    assert ImageParams().stored_codec == "none"  # 64 x 64 RGB: under the threshold
+    assert ImageParams(height=127, width=128).stored_codec == "none"
+    assert ImageParams(height=128, width=128).stored_codec == "jpeg"
+    assert ImageParams(height=256, width=256, representation="rgba").stored_codec == "png"
+    assert ImageParams(height=256, width=256, codec="none").stored_codec == "none"
+    # the key records what is stored, so a new threshold would bake a new generation
+    stored = ImageParams(height=256, width=256).to_dict()
+    assert (stored["codec"], stored["quality"]) == ("jpeg", 90)
+    assert ImageParams.from_dict(stored).stored_codec == "jpeg"
+
+
+def test_auto_codec_bakes_a_large_image_field_as_jpeg(caches, tmp_path):
+    out = tmp_path / "auto"
+    bake(
+        BakeSpec(
+            sources=(f"{caches['sources']}/*/*.png",),
+            output=str(out),
+            scheduler="synchronous",
+            image=ImageParams(height=128, width=128),
+        )
+    )
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["fields"]["images"]["codec"] == "jpeg"
+    assert len(datakiln.open_cache(str(out)).read_batch(np.arange(3))["images"]) == 3
