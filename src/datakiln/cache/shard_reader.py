@@ -414,8 +414,7 @@ class ShardedFieldReader:
         if len(parts) == 1:
             decode(parts[0])
         else:
-            for done in _decode_pool().map(decode, parts):
-                del done
+            list(_decode_pool().map(decode, parts))  # re-raises a part's error here
 
 
 # Threads that decode compressed fields, shared by every reader of the process.
