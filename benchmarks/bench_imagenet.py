@@ -109,8 +109,18 @@ def _floor(cache: Path, work: Path) -> np.memmap:
     return np.load(path, mmap_mode="r")
 
 
-def _floor_batch(floor: np.memmap, idx: np.ndarray) -> np.ndarray:
-    return np.take(floor, np.sort(idx), axis=0).astype(np.float32) * np.float32(1 / 255)
+class _Floor:
+    """The floor's reader: one gather from the memmap into a reused uint8 buffer, then one
+    scale into a reused float32 buffer (what a reader that knows the layout cannot beat)."""
+
+    def __init__(self, floor: np.memmap, batch: int) -> None:
+        self.floor = floor
+        self.raw = np.empty((batch, *floor.shape[1:]), np.uint8)
+        self.out = np.empty(self.raw.shape, np.float32)
+
+    def __call__(self, idx: np.ndarray) -> np.ndarray:
+        np.take(self.floor, np.sort(idx), axis=0, out=self.raw)
+        return np.multiply(self.raw, np.float32(1 / 255), out=self.out)
 
 
 def _random_rate(read, n: int, batch: int, batches: int, seed: int) -> float:
@@ -131,10 +141,93 @@ def _epoch_rate(dataset, batch: int, seed: int) -> float:
 
 def _floor_epoch_rate(floor: np.memmap, batch: int, seed: int) -> float:
     order = np.random.default_rng(seed).permutation(len(floor))
+    read = _Floor(floor, batch)
     started = time.perf_counter()
     for start in range(0, len(order) - batch + 1, batch):
-        _floor_batch(floor, order[start : start + batch])
+        read(order[start : start + batch])
     return (len(order) // batch) * batch / (time.perf_counter() - started)
+
+
+def _warm_reads(caches: dict[str, Path], floor: np.memmap, args: argparse.Namespace) -> dict:
+    n = len(floor)
+    datasets = {codec: datakiln.open_cache(str(path)) for codec, path in caches.items()}
+    for dataset in datasets.values():  # warm the page cache and the decoders
+        _random_rate(lambda i, d=dataset: d.get_batch(indices=i), n, args.batch, 2, 99)
+    warm: dict[str, dict[str, list[float]]] = {
+        name: {"random_batch": [], "epoch": []} for name in ("floor", *caches)
+    }
+    for run in range(args.runs):
+        warm["floor"]["random_batch"].append(
+            _random_rate(_Floor(floor, args.batch), n, args.batch, args.batches, run)
+        )
+        warm["floor"]["epoch"].append(_floor_epoch_rate(floor, args.batch, run))
+        for codec, dataset in datasets.items():
+            read = dataset.get_batch
+            warm[codec]["random_batch"].append(
+                _random_rate(lambda i, r=read: r(indices=i), n, args.batch, args.batches, run)
+            )
+            warm[codec]["epoch"].append(_epoch_rate(dataset, args.batch, run))
+    return {
+        name: {k: _median(v) for k, v in rates.items()}
+        | {
+            f"{k}_vs_floor": round(statistics.median(v) / statistics.median(warm["floor"][k]), 3)
+            for k, v in rates.items()
+        }
+        for name, rates in warm.items()
+    }
+
+
+def _cold_reads(
+    caches: dict[str, Path], floor_path: Path, args: argparse.Namespace
+) -> tuple[dict, str]:
+    cold: dict[str, list[float]] = {name: [] for name in ("floor", *caches)}
+    method = ""
+    for run in range(args.runs):
+        method = _evict([floor_path])
+        cold["floor"].append(_floor_epoch_rate(np.load(floor_path, mmap_mode="r"), args.batch, run))
+        for codec, path in caches.items():
+            method = _evict([path])
+            cold[codec].append(_epoch_rate(datakiln.open_cache(str(path)), args.batch, run))
+    floor_cold = statistics.median(cold["floor"])
+    rates = {
+        name: {"rate": _median(v), "vs_floor": round(statistics.median(v) / floor_cold, 3)}
+        for name, v in cold.items()
+    }
+    return rates, method
+
+
+def _sweep(args: argparse.Namespace, n: int, files: int) -> dict:
+    """none against jpeg at each size, alternating within each run."""
+    sweep: dict[str, dict] = {}
+    for size in [int(v) for v in args.sweep.split(",") if v]:
+        caches = {}
+        for codec in ("none", "jpeg"):
+            caches[codec] = args.work / f"cache-{size}-{codec}"
+            if not (caches[codec] / "manifest.json").exists():
+                _bake(args.corpus, caches[codec], size, "stretch", codec, args)
+        datasets = {codec: datakiln.open_cache(str(path)) for codec, path in caches.items()}
+        rates = {c: {"random_batch": [], "epoch": [], "cold_epoch": []} for c in caches}
+        for dataset in datasets.values():
+            _random_rate(lambda i, d=dataset: d.get_batch(indices=i), n, args.batch, 2, 99)
+        for run in range(args.runs):
+            for codec, dataset in datasets.items():
+                read = dataset.get_batch
+                rates[codec]["random_batch"].append(
+                    _random_rate(lambda i, r=read: r(indices=i), n, args.batch, args.batches, run)
+                )
+                rates[codec]["epoch"].append(_epoch_rate(dataset, args.batch, run))
+                _evict([caches[codec]])
+                cold = datakiln.open_cache(str(caches[codec]))
+                rates[codec]["cold_epoch"].append(_epoch_rate(cold, args.batch, run))
+        for codec, path in caches.items():
+            field = describe_cache(str(path))["fields"]["images"]
+            sweep[f"{size}-{codec}"] = {
+                "raw_bytes_per_sample": size * size * 3,
+                "bytes_per_sample": round(field["on_disk_bytes"] / files),
+                **{k: _median(v) for k, v in rates[codec].items()},
+            }
+            print(size, codec, json.dumps(sweep[f"{size}-{codec}"]), flush=True)
+    return sweep
 
 
 def _median(values: list[float]) -> float:
@@ -150,7 +243,7 @@ def main() -> None:
     parser.add_argument("--shard-size", type=int, default=256)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--batches", type=int, default=8, help="random batches per run")
-    parser.add_argument("--skip-bake-runs", action="store_true", help="one run of part 1")
+    parser.add_argument("--parts", default="1,2,3,4,5", help="which parts to run (2 always)")
     parser.add_argument("--sweep", default="64,128,192", help="sizes of part 5 (256: parts 2-4)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -163,14 +256,17 @@ def main() -> None:
         "runs": args.runs,
     }
 
+    parts = {int(p) for p in args.parts.split(",") if p}
+
     # 1. bake throughput against Pillow in the same run
-    _bake(args.corpus, args.work / "warm", 64, "stretch", "none", args)
+    if 1 in parts:
+        _bake(args.corpus, args.work / "warm", 64, "stretch", "none", args)
     bakes: dict[str, dict] = {}
-    for size, fit in ((224, "center-crop"), (256, "stretch")):
+    for size, fit in ((224, "center-crop"), (256, "stretch")) if 1 in parts else ():
         for codec in ("none", "jpeg"):
             name = f"{size}-{fit}-{codec}"
             rates: dict[str, list[float]] = {"plain_decode": [], "draft_decode": [], "bake": []}
-            for run in range(1 if args.skip_bake_runs else args.runs):
+            for run in range(args.runs):
                 rates["plain_decode"].append(_decode_loop(files, None))
                 rates["draft_decode"].append(_decode_loop(files, size))
                 out = args.work / f"bake-{name}-{run}"
@@ -207,80 +303,21 @@ def main() -> None:
     n = len(floor)
     if n < args.batch:
         raise SystemExit(f"--batch {args.batch} is more than the {n} samples: use a larger --n")
-    datasets = {codec: datakiln.open_cache(str(path)) for codec, path in caches.items()}
-    for dataset in datasets.values():  # warm the page cache and the decoders
-        _random_rate(lambda i, d=dataset: d.get_batch(indices=i), n, args.batch, 2, 99)
-    warm: dict[str, dict[str, list[float]]] = {
-        name: {"random_batch": [], "epoch": []} for name in ("floor", *CODECS)
-    }
-    for run in range(args.runs):
-        warm["floor"]["random_batch"].append(
-            _random_rate(lambda i: _floor_batch(floor, i), n, args.batch, args.batches, run)
-        )
-        warm["floor"]["epoch"].append(_floor_epoch_rate(floor, args.batch, run))
-        for codec, dataset in datasets.items():
-            read = dataset.get_batch
-            warm[codec]["random_batch"].append(
-                _random_rate(lambda i, r=read: r(indices=i), n, args.batch, args.batches, run)
-            )
-            warm[codec]["epoch"].append(_epoch_rate(dataset, args.batch, run))
-    result["warm_reads_samples_per_s"] = {
-        name: {k: _median(v) for k, v in rates.items()}
-        | {
-            f"{k}_vs_floor": round(statistics.median(v) / statistics.median(warm["floor"][k]), 3)
-            for k, v in rates.items()
-        }
-        for name, rates in warm.items()
-    }
-    print("warm", json.dumps(result["warm_reads_samples_per_s"]), flush=True)
+    if 3 in parts:
+        result["warm_reads_samples_per_s"] = _warm_reads(caches, floor, args)
+        print("warm", json.dumps(result["warm_reads_samples_per_s"]), flush=True)
 
     # 4. cold epochs: every file evicted from the page cache first
-    cold: dict[str, list[float]] = {name: [] for name in ("floor", *CODECS)}
-    method = ""
-    floor_path = args.work / f"floor-{caches['none'].name}.npy"
-    for run in range(args.runs):
-        method = _evict([floor_path])
-        cold["floor"].append(_floor_epoch_rate(np.load(floor_path, mmap_mode="r"), args.batch, run))
-        for codec, path in caches.items():
-            method = _evict([path])
-            dataset = datakiln.open_cache(str(path))
-            cold[codec].append(_epoch_rate(dataset, args.batch, run))
-    floor_cold = statistics.median(cold["floor"])
-    result["cold_epoch_samples_per_s"] = {
-        name: {"rate": _median(v), "vs_floor": round(statistics.median(v) / floor_cold, 3)}
-        for name, v in cold.items()
-    }
-    result["cold_eviction"] = method
-    print("cold", json.dumps(result["cold_epoch_samples_per_s"]), flush=True)
+    if 4 in parts:
+        floor_path = args.work / f"floor-{caches['none'].name}.npy"
+        result["cold_epoch_samples_per_s"], result["cold_eviction"] = _cold_reads(
+            caches, floor_path, args
+        )
+        print("cold", json.dumps(result["cold_epoch_samples_per_s"]), flush=True)
 
     # 5. where jpeg starts to pay: none against jpeg by stored size
-    sweep: dict[str, dict] = {}
-    for size in [int(v) for v in args.sweep.split(",") if v]:
-        for codec in ("none", "jpeg"):
-            out = args.work / f"cache-{size}-{codec}"
-            if not (out / "manifest.json").exists():
-                _bake(args.corpus, out, size, "stretch", codec, args)
-            dataset = datakiln.open_cache(str(out))
-            read = dataset.get_batch
-            _random_rate(lambda i, r=read: r(indices=i), n, args.batch, 2, 99)
-            rates: dict[str, list[float]] = {"random_batch": [], "epoch": [], "cold_epoch": []}
-            for run in range(args.runs):
-                rates["random_batch"].append(
-                    _random_rate(lambda i, r=read: r(indices=i), n, args.batch, args.batches, run)
-                )
-                rates["epoch"].append(_epoch_rate(dataset, args.batch, run))
-                _evict([out])
-                rates["cold_epoch"].append(
-                    _epoch_rate(datakiln.open_cache(str(out)), args.batch, run)
-                )
-            field = describe_cache(str(out))["fields"]["images"]
-            sweep[f"{size}-{codec}"] = {
-                "raw_bytes_per_sample": size * size * 3,
-                "bytes_per_sample": round(field["on_disk_bytes"] / len(files)),
-                **{k: _median(v) for k, v in rates.items()},
-            }
-            print(size, codec, json.dumps(sweep[f"{size}-{codec}"]), flush=True)
-    result["sweep"] = sweep
+    if 5 in parts:
+        result["sweep"] = _sweep(args, n, len(files))
     result["load_at_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(result, indent=1))
 
