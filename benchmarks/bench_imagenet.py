@@ -12,10 +12,10 @@ All in one process, medians over ``--runs``:
    does). One untimed bake first fills the JAX compilation cache.
 2. **Disk per sample** of every codec at 256 stretch (and of the source JPEGs).
 3. **Warm reads** of each 256-px cache: random ``get_batch(indices=...)`` of ``--batch``
-   samples, and one shuffled epoch through ``datakiln.Loader`` (``prefetch=2``), against the
-   floor: the same uint8 pixels in one ``.npy`` file read with ``np.load(mmap_mode="r")``,
-   fancy-indexed and scaled to float32 the same way.
-4. **Cold reads**: the same epoch after evicting every file of the store (and of the floor)
+   samples, and shuffled epochs through ``datakiln.Loader`` (``prefetch=2``, three epochs in
+   one Loader), against the floor: the same uint8 pixels in one ``.npy`` file read with
+   ``np.load(mmap_mode="r")``, gathered and scaled to float32 into reused buffers.
+4. **Cold reads**: one epoch after evicting every file of the store (and of the floor)
    from the page cache, so each sample comes from disk once, as when the store is larger than
    the free page cache. Eviction: ``sync; echo 3 > /proc/sys/vm/drop_caches`` when writable
    (root), else ``posix_fadvise(POSIX_FADV_DONTNEED)`` on each file; the result says which.
@@ -45,6 +45,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from photo_corpus import write_photo_corpus
 
 CODECS = ("none", "zstd", "blosc-lz4", "png", "jpeg")
+# Warm "epoch" figures run this many shuffled epochs in one Loader, so that filling and
+# draining its prefetch queue (a few batches an epoch here) does not dominate; cold ones one.
+WARM_EPOCHS = 3
 
 
 def _decode_loop(files: list[Path], size: int | None) -> float:
@@ -132,20 +135,22 @@ def _random_rate(read, n: int, batch: int, batches: int, seed: int) -> float:
     return batch * batches / (time.perf_counter() - started)
 
 
-def _epoch_rate(dataset, batch: int, seed: int) -> float:
-    loader = datakiln.Loader(dataset, batch, shuffle=True, seed=seed, num_epochs=1, prefetch=2)
+def _epoch_rate(dataset, batch: int, seed: int, epochs: int = WARM_EPOCHS) -> float:
+    loader = datakiln.Loader(dataset, batch, shuffle=True, seed=seed, num_epochs=epochs, prefetch=2)
     started = time.perf_counter()
     count = sum(len(b["indices"]) for b in loader)
     return count / (time.perf_counter() - started)
 
 
-def _floor_epoch_rate(floor: np.memmap, batch: int, seed: int) -> float:
-    order = np.random.default_rng(seed).permutation(len(floor))
+def _floor_epoch_rate(floor: np.memmap, batch: int, seed: int, epochs: int = WARM_EPOCHS) -> float:
+    rng = np.random.default_rng(seed)
     read = _Floor(floor, batch)
     started = time.perf_counter()
-    for start in range(0, len(order) - batch + 1, batch):
-        read(order[start : start + batch])
-    return (len(order) // batch) * batch / (time.perf_counter() - started)
+    for _ in range(epochs):
+        order = rng.permutation(len(floor))
+        for start in range(0, len(order) - batch + 1, batch):
+            read(order[start : start + batch])
+    return epochs * (len(floor) // batch) * batch / (time.perf_counter() - started)
 
 
 def _warm_reads(caches: dict[str, Path], floor: np.memmap, args: argparse.Namespace) -> dict:
@@ -184,10 +189,12 @@ def _cold_reads(
     method = ""
     for run in range(args.runs):
         method = _evict([floor_path])
-        cold["floor"].append(_floor_epoch_rate(np.load(floor_path, mmap_mode="r"), args.batch, run))
+        floor = np.load(floor_path, mmap_mode="r")
+        cold["floor"].append(_floor_epoch_rate(floor, args.batch, run, epochs=1))
         for codec, path in caches.items():
             method = _evict([path])
-            cold[codec].append(_epoch_rate(datakiln.open_cache(str(path)), args.batch, run))
+            dataset = datakiln.open_cache(str(path))
+            cold[codec].append(_epoch_rate(dataset, args.batch, run, epochs=1))
     floor_cold = statistics.median(cold["floor"])
     rates = {
         name: {"rate": _median(v), "vs_floor": round(statistics.median(v) / floor_cold, 3)}
@@ -218,7 +225,7 @@ def _sweep(args: argparse.Namespace, n: int, files: int) -> dict:
                 rates[codec]["epoch"].append(_epoch_rate(dataset, args.batch, run))
                 _evict([caches[codec]])
                 cold = datakiln.open_cache(str(caches[codec]))
-                rates[codec]["cold_epoch"].append(_epoch_rate(cold, args.batch, run))
+                rates[codec]["cold_epoch"].append(_epoch_rate(cold, args.batch, run, epochs=1))
         for codec, path in caches.items():
             field = describe_cache(str(path))["fields"]["images"]
             sweep[f"{size}-{codec}"] = {
