@@ -122,7 +122,7 @@ class _Floor:
         self.out = np.empty(self.raw.shape, np.float32)
 
     def __call__(self, idx: np.ndarray) -> np.ndarray:
-        np.take(self.floor, np.sort(idx), axis=0, out=self.raw)
+        np.take(self.floor, np.sort(idx), axis=0, out=self.raw, mode="clip")  # no bounce buffer
         return np.multiply(self.raw, np.float32(1 / 255), out=self.out)
 
 
