@@ -21,6 +21,9 @@ All in one process, medians over ``--runs``:
    (root), else ``posix_fadvise(POSIX_FADV_DONTNEED)`` on each file; the result says which.
 5. **The size threshold** of ``codec="auto"``: at each ``--sweep`` size (stretch), ``none``
    against ``jpeg``: disk per sample, warm random batches, warm and cold epochs.
+6. **Codec costs**: one thread encoding and decoding 200 of the 256-px images with each codec
+   (``ChunkCodec.encode`` / ``decode_into``, what the bake and the reader call), and decoding
+   with two threads.
 """
 
 from __future__ import annotations
@@ -142,9 +145,9 @@ def _epoch_rate(dataset, batch: int, seed: int, epochs: int = WARM_EPOCHS) -> fl
     return count / (time.perf_counter() - started)
 
 
-def _floor_epoch_rate(floor: np.memmap, batch: int, seed: int, epochs: int = WARM_EPOCHS) -> float:
+def _floor_epoch_rate(read: _Floor, batch: int, seed: int, epochs: int = WARM_EPOCHS) -> float:
+    floor = read.floor
     rng = np.random.default_rng(seed)
-    read = _Floor(floor, batch)
     started = time.perf_counter()
     for _ in range(epochs):
         order = rng.permutation(len(floor))
@@ -158,14 +161,16 @@ def _warm_reads(caches: dict[str, Path], floor: np.memmap, args: argparse.Namesp
     datasets = {codec: datakiln.open_cache(str(path)) for codec, path in caches.items()}
     for dataset in datasets.values():  # warm the page cache and the decoders
         _random_rate(lambda i, d=dataset: d.get_batch(indices=i), n, args.batch, 2, 99)
+    read_floor = _Floor(floor, args.batch)  # its buffers are reused, as the reader's are
+    _random_rate(read_floor, n, args.batch, 2, 99)
     warm: dict[str, dict[str, list[float]]] = {
         name: {"random_batch": [], "epoch": []} for name in ("floor", *caches)
     }
     for run in range(args.runs):
         warm["floor"]["random_batch"].append(
-            _random_rate(_Floor(floor, args.batch), n, args.batch, args.batches, run)
+            _random_rate(read_floor, n, args.batch, args.batches, run)
         )
-        warm["floor"]["epoch"].append(_floor_epoch_rate(floor, args.batch, run))
+        warm["floor"]["epoch"].append(_floor_epoch_rate(read_floor, args.batch, run))
         for codec, dataset in datasets.items():
             read = dataset.get_batch
             warm[codec]["random_batch"].append(
@@ -189,8 +194,10 @@ def _cold_reads(
     method = ""
     for run in range(args.runs):
         method = _evict([floor_path])
-        floor = np.load(floor_path, mmap_mode="r")
-        cold["floor"].append(_floor_epoch_rate(floor, args.batch, run, epochs=1))
+        read_floor = _Floor(np.load(floor_path, mmap_mode="r"), args.batch)
+        read_floor.out.fill(0)  # touch the buffers before the clock starts
+        read_floor.raw.fill(0)
+        cold["floor"].append(_floor_epoch_rate(read_floor, args.batch, run, epochs=1))
         for codec, path in caches.items():
             method = _evict([path])
             dataset = datakiln.open_cache(str(path))
@@ -237,6 +244,42 @@ def _sweep(args: argparse.Namespace, n: int, files: int) -> dict:
     return sweep
 
 
+def _codec_costs(cache: Path, runs: int) -> dict:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from datakiln.cache.chunk_codecs import ChunkCodec
+
+    images = datakiln.open_cache(str(cache), dtype="raw").read_batch(np.arange(200))["images"]
+    out = np.empty_like(images)
+    costs = {}
+    for name in CODECS[1:]:
+        codec = ChunkCodec(name)
+        chunks = [codec.encode(image) for image in images]
+
+        def decode(part: range, codec=codec, chunks=chunks) -> None:
+            for k in part:
+                codec.decode_into(chunks[k], out[k])
+
+        timings: dict[str, list[float]] = {"encode": [], "decode": [], "decode_2_threads": []}
+        for _ in range(runs):
+            started = time.perf_counter()
+            for image in images:
+                codec.encode(image)
+            timings["encode"].append(time.perf_counter() - started)
+            started = time.perf_counter()
+            decode(range(len(images)))
+            timings["decode"].append(time.perf_counter() - started)
+            with ThreadPoolExecutor(2) as pool:
+                started = time.perf_counter()
+                list(pool.map(decode, [range(0, 100), range(100, 200)]))
+                timings["decode_2_threads"].append(time.perf_counter() - started)
+        np.testing.assert_array_equal(out[0] if name != "jpeg" else images[0], images[0])
+        costs[name] = {
+            k: round(statistics.median(v) * 1000 / len(images), 3) for k, v in timings.items()
+        }
+    return costs
+
+
 def _median(values: list[float]) -> float:
     return round(statistics.median(values), 1)
 
@@ -250,7 +293,7 @@ def main() -> None:
     parser.add_argument("--shard-size", type=int, default=256)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--batches", type=int, default=8, help="random batches per run")
-    parser.add_argument("--parts", default="1,2,3,4,5", help="which parts to run (2 always)")
+    parser.add_argument("--parts", default="1,2,3,4,5,6", help="parts to run (2 always)")
     parser.add_argument("--sweep", default="64,128,192", help="sizes of part 5 (256: parts 2-4)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -325,6 +368,11 @@ def main() -> None:
     # 5. where jpeg starts to pay: none against jpeg by stored size
     if 5 in parts:
         result["sweep"] = _sweep(args, n, len(files))
+
+    # 6. per-image encode and decode costs of each codec
+    if 6 in parts:
+        result["codec_ms_per_image"] = _codec_costs(caches["none"], args.runs)
+        print("codecs", json.dumps(result["codec_ms_per_image"]), flush=True)
     result["load_at_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(result, indent=1))
 
