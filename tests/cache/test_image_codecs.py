@@ -330,3 +330,21 @@ def test_auto_codec_bakes_a_large_image_field_as_jpeg(caches, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["fields"]["images"]["codec"] == "jpeg"
     assert len(datakiln.open_cache(str(out)).read_batch(np.arange(3))["images"]) == 3
+
+
+def test_a_jpeg_field_reads_from_an_object_store(caches, memory_root):
+    """Not a local disk: each batch's chunks come from one ``cat_ranges`` call, then decode."""
+    url = f"{memory_root}/jpeg"
+    bake(
+        BakeSpec(
+            sources=(f"{caches['sources']}/*/*.png",),
+            output=url,
+            shard_size=16,
+            scheduler="synchronous",
+            image=ImageParams(height=SIZE, width=SIZE, labels="parent", codec="jpeg"),
+        )
+    )
+    remote = CachedDataset(url)
+    picks = np.random.default_rng(5).integers(0, len(remote), 30)
+    local = _all(caches["jpeg"])["images"]
+    np.testing.assert_array_equal(remote.read_batch(picks)["images"], local[picks])

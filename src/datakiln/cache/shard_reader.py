@@ -395,6 +395,8 @@ class ShardedFieldReader:
             starts = [int(offsets[present[k]]) for k in remote]
             ends = [s + int(nbytes[present[k]]) for s, k in zip(starts, remote, strict=True)]
             for k, fetched in zip(remote, self._fs.cat_ranges(keys, starts, ends), strict=True):
+                if isinstance(fetched, BaseException):  # cat_ranges returns errors in place
+                    raise fetched
                 data[k] = fetched
         codec = self.codec
         assert codec is not None
