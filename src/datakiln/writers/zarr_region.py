@@ -146,8 +146,9 @@ def prepare_arrays(
 ) -> None:
     """Make every field an array of at least ``rows`` rows, keeping what is already written.
 
-    An existing array of the same dtype, sample shape and chunking is grown (never shrunk or
-    rewritten), so appending shards leaves committed rows untouched; any other is replaced.
+    An existing array of the same dtype, sample shape, chunking and codec is grown (never
+    shrunk or rewritten), so appending shards leaves committed rows untouched; any other is
+    replaced.
     """
     store = zarr_store(url, storage_options, read_only=False)
     zarr.open_group(store, mode="a")  # the root group, so the store is one Zarr hierarchy
