@@ -93,6 +93,8 @@ def test_bake_from_a_spec_file(image_corpus, tmp_path):
         (["bake", "{tmp}/bad.toml"], "did you mean 'shard_size'"),
         (["bake", "{corpus}"], "--out is required"),
         (["inspect", "{tmp}"], "no datakiln cache"),
+        (["bake", "{corpus}", "--out", "{tmp}/c", "--image-codec", "png:3"], "jpeg:QUALITY"),
+        (["bake", "{corpus}", "--out", "{tmp}/c", "--image-codec", "gif"], "image.codec must"),
     ],
 )
 def test_user_errors_give_one_line_and_exit_2(image_corpus, tmp_path, args, expected):
@@ -118,6 +120,24 @@ def test_max_rejected_exits_1(image_corpus, tmp_path):
     )
     assert result.returncode == 1
     assert "max_rejected=0" in _one_error_line(result)
+
+
+def test_image_codec_flag_bakes_jpeg_and_inspect_shows_the_disk_ratio(image_corpus, tmp_path):
+    out = tmp_path / "cache"
+    args = ["--out", str(out), "--size", "24", "--image-codec", "jpeg:80", "-q"]
+    result = _run("bake", f"{image_corpus.root}/*/*.png", *args)
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["spec"]["image"]["codec"] == "jpeg"
+    assert manifest["spec"]["image"]["quality"] == 80
+    assert manifest["fields"]["images"]["codec"] == "jpeg"
+    info = json.loads(_run("inspect", str(out), "--json").stdout)
+    field = info["fields"]["images"]
+    assert 0 < field["disk_ratio"] < 1
+    inspect = _run("inspect", str(out))
+    assert "codec jpeg" in inspect.stdout
+    assert f"disk/raw {field['disk_ratio']:.3f}" in inspect.stdout
+    assert _run("verify", str(out)).returncode == 0
 
 
 def test_every_command_has_help_with_an_example():

@@ -76,6 +76,21 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(verbosity=0)
 
 
+def _image_codec(text: str) -> dict[str, Any]:
+    """``--image-codec jpeg:85`` as the image table's ``codec`` and ``quality``."""
+    from datakiln.errors import SpecError
+
+    name, _, quality = text.partition(":")
+    if not quality:
+        return {"codec": name}
+    if name != "jpeg" or not quality.isdigit():
+        raise SpecError(
+            f"--image-codec takes a codec name, or jpeg:QUALITY with QUALITY in 1..100; "
+            f"got {text!r}"
+        )
+    return {"codec": name, "quality": int(quality)}
+
+
 # Flags of each modality's parameter table: flag dest -> field name of the table.
 IMAGE_FLAGS = {
     name: name for name in ("height", "width", "representation", "fit", "labels", "max_pixels")
@@ -146,6 +161,13 @@ def _bake_arguments(parser: argparse.ArgumentParser) -> None:
     image.add_argument("--fit", choices=("stretch", "center-crop", "pad"))
     image.add_argument("--labels", choices=("parent",), help="label by parent folder name")
     image.add_argument("--max-pixels", type=int, help="reject images declaring more pixels")
+    image.add_argument(
+        "--image-codec",
+        metavar="CODEC[:QUALITY]",
+        help="how stored images are compressed: auto (default: none under 128x128 RGB, else "
+        "jpeg), none, zstd, blosc-lz4, png, or jpeg[:QUALITY] (default quality 90), e.g. "
+        "--image-codec jpeg:85",
+    )
     text = parser.add_argument_group("text")
     text.add_argument(
         "--format",
@@ -480,6 +502,8 @@ def _spec_from_args(args: argparse.Namespace) -> Any:
     image = _flags_given(args, IMAGE_FLAGS)
     if args.size is not None:
         image["height"] = image["width"] = args.size
+    if getattr(args, "image_codec", None):
+        image.update(_image_codec(args.image_codec))
     text = _flags_given(args, TEXT_FLAGS)
     audio = _flags_given(args, AUDIO_FLAGS)
     if args.fields or (toml and spec.modality == "records"):
@@ -766,10 +790,12 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         print(f"spec: {params}")
     for name, f in info["fields"].items():
         ratio = f["compression_ratio"]
+        codec = f" codec {f['codec']}," if f.get("codec") not in (None, "none") else ""
+        disk = f", disk/raw {f['disk_ratio']:.3f}" if f.get("disk_ratio") else ""
         print(
-            f"field {name}: {f['dtype']}{tuple(f['shape'])} (read as {f['read_dtype']}), "
+            f"field {name}: {f['dtype']}{tuple(f['shape'])} (read as {f['read_dtype']}),{codec} "
             f"{_human_bytes(f['on_disk_bytes'])} on disk, {_human_bytes(f['in_memory_bytes'])} "
-            f"in memory" + (f", ratio {ratio}" if ratio else "")
+            f"in memory" + (f", ratio {ratio}" if ratio else "") + disk
         )
     if info["classes"]:
         print("classes: " + ", ".join(f"{k} ({v})" for k, v in info["classes"].items()))

@@ -8,7 +8,8 @@ import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from datakiln.writers.shard_encoder import encode_shard
+from datakiln.cache.chunk_codecs import ChunkCodec
+from datakiln.writers.shard_encoder import encode_compressed_shard, encode_shard
 
 
 @settings(max_examples=30, deadline=None)
@@ -104,3 +105,33 @@ def _missing(path) -> list[bool]:
     """Which inner chunks a shard object's index marks absent."""
     raw = path.read_bytes()[-(8 * 4 * 16 + 4) : -4]
     return (np.frombuffer(raw, "<u8").reshape(-1, 2)[:, 0] == 2**64 - 1).tolist()
+
+
+@pytest.mark.parametrize("codec", ["zstd", "blosc-lz4", "png", "jpeg"])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_compressed_shards_equal_zarr_python(tmp_path, codec, threads):
+    chunk_codec = ChunkCodec(codec, 75)
+    rows, shard_rows, shape = 11, 4, (12, 10, 3)
+    yy, xx = np.mgrid[0:12, 0:10]
+    data = np.stack([(yy * 9 + xx * 5 + 20 * k) % 256 for k in range(rows)]).astype(np.uint8)
+    data = np.repeat(data[..., None], 3, axis=-1)
+    data[[2, 8]] = 0  # fill rows: no chunk, as zarr-python leaves them out
+    data[4:8] = 0  # a whole shard of fill: no object at all
+    serializer, compressors = chunk_codec.zarr_codecs()
+    array = zarr.open_group(tmp_path, mode="w").create_array(
+        "x",
+        shape=data.shape,
+        dtype="uint8",
+        chunks=(1, *shape),
+        shards=(shard_rows, *shape),
+        serializer=serializer,
+        compressors=compressors,
+        fill_value=0,
+    )
+    array[:] = data
+    for k, start in enumerate(range(0, rows, shard_rows)):
+        path = tmp_path / "x" / "c" / str(k) / "0" / "0" / "0"
+        expected = path.read_bytes() if path.exists() else None
+        rows_k = data[start : start + shard_rows]
+        got = encode_compressed_shard(rows_k, shard_rows, chunk_codec, threads=threads)
+        assert got == expected, (codec, k)

@@ -47,6 +47,8 @@ def describe_cache(url: str, storage_options: Mapping[str, Any] | None = None) -
             "on_disk_bytes": on_disk,
             "in_memory_bytes": in_memory,
             "compression_ratio": round(in_memory / on_disk, 3) if on_disk else None,
+            # stored bytes per raw byte: what the field's codec saves on disk
+            "disk_ratio": round(on_disk / in_memory, 4) if in_memory else None,
         }
     rejected = read_parquet(url, manifest["rejected"], storage_options)
     by_reason: dict[str, list[str]] = {}

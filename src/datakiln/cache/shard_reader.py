@@ -10,6 +10,11 @@ disks under Linux every shard file of a field is mapped into one address range
 GIL; elsewhere each shard is memory-mapped and copied from row by row. Object stores get one
 concurrent ``cat_ranges`` call per batch.
 
+Fields whose inner chunks are compressed (``datakiln.cache.chunk_codecs``: zstd, blosc-lz4,
+png, jpeg) are read the same way up to the copy: each requested chunk's bytes are sliced from
+the mapped shard (or fetched by ``cat_ranges``) and decoded straight into the output by a
+shared thread pool; the codecs release the GIL, so a batch decodes on every core.
+
 Anything that is not exactly that layout makes :func:`supports_fast_path` return False and the
 caller uses zarr-python instead. Stores stay plain Zarr v3: any Zarr reader opens them.
 """
@@ -17,15 +22,19 @@ caller uses zarr-python instead. Stores stay plain Zarr v3: any Zarr reader open
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 import logging
 import mmap
+import os
 import threading
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
+from datakiln.cache.chunk_codecs import ChunkCodec
 from datakiln.cache.layout import MISSING_CHUNK, is_local
 from datakiln.cache.mapped_region import reserve
 from datakiln.errors import CacheFormatError
@@ -40,7 +49,8 @@ _CRC_BYTES = 4
 def supports_fast_path(array_meta: Mapping[str, Any], *, inner_codec: str = "bytes") -> bool:
     """Whether ``zarr.json`` of an array describes the layout this module reads.
 
-    ``inner_codec`` is ``"bytes"`` for fixed-size fields, ``"vlen-utf8"`` for string fields.
+    ``inner_codec`` is ``"bytes"`` for fixed-size fields (raw, or compressed by one of
+    ``chunk_codecs``), ``"vlen-utf8"`` for string fields.
     """
     codecs = array_meta.get("codecs", [])
     if len(codecs) != 1 or codecs[0].get("name") != "sharding_indexed":
@@ -55,8 +65,11 @@ def supports_fast_path(array_meta: Mapping[str, Any], *, inner_codec: str = "byt
             list(conf["chunk_shape"]) == [1, *shape[1:]]
             or _row_split(shape, conf["chunk_shape"]) > 1
         )
-        and len(inner) == 1
-        and inner[0]["name"] == inner_codec
+        and (
+            ChunkCodec.from_inner(inner) is not None
+            if inner_codec == "bytes"
+            else [c["name"] for c in inner] == [inner_codec]
+        )
         and [c["name"] for c in index] == ["bytes", "crc32c"]
         and index[0].get("configuration", {}).get("endian", "little") == "little"
         and array_meta["chunk_key_encoding"]["name"] == "default"
@@ -102,6 +115,10 @@ class ShardedFieldReader:
         self._unit_bytes = self.sample_bytes // self._per_row
         self._unit_shape = tuple(inner_chunk[1:])
         self._fill = np.full(self._unit_shape, meta.get("fill_value", 0), self.dtype)
+        self.codec = ChunkCodec.from_inner(meta["codecs"][0]["configuration"]["codecs"])
+        self._compressed = self.codec is not None and self.codec.compressed
+        if self._compressed and self._per_row > 1:
+            raise CacheFormatError(f"{path}: compressed rows split into several chunks")
         self._local = is_local(fs)
         self._tail = len(self.sample_shape) * "/0"
         self._cache: collections.OrderedDict[int, tuple[np.ndarray, Any]] = (
@@ -122,7 +139,8 @@ class ShardedFieldReader:
         # Local stores: every shard file mapped into one address range, so that a batch is
         # one GIL-free np.take (None where that is unsupported: then one copy per row).
         max_file = self._shard_units * (self._unit_bytes + 16) + _CRC_BYTES
-        self._region = reserve(n_shards, max_file, self._unit_bytes) if self._local else None
+        mappable = self._local and not self._compressed
+        self._region = reserve(n_shards, max_file, self._unit_bytes) if mappable else None
         # Region row of each unit already read through the region (-1: not yet, or its chunk
         # is missing): a batch of known rows is then one gather and one take, with none of
         # the index lookups and checks of its first read (8 bytes a unit, made on first use).
@@ -260,7 +278,10 @@ class ShardedFieldReader:
         return index, view
 
     def _view(self, mapped: mmap.mmap) -> np.ndarray:
-        """A mapped shard object as ``(n, unit_bytes)`` rows of inner chunks."""
+        """A mapped shard object as ``(n, unit_bytes)`` rows of inner chunks (compressed
+        fields: its bytes, as chunks have no fixed size)."""
+        if self._compressed:
+            return np.frombuffer(mapped, np.uint8)
         usable = (len(mapped) // self._unit_bytes) * self._unit_bytes
         return np.frombuffer(mapped, np.uint8, usable).reshape(-1, self._unit_bytes)
 
@@ -312,6 +333,11 @@ class ShardedFieldReader:
             entries, views = self._lookup_grouped(shards, inner, unique)
         offsets, nbytes = entries[:, 0], entries[:, 1]
         missing = offsets == _MISSING
+        if self._compressed:
+            if missing.any():
+                out[np.flatnonzero(missing)] = self._fill
+            self._decode_units(rows, shards, offsets, nbytes, np.flatnonzero(~missing), views, out)
+            return
         wrong = ~missing & (nbytes != self._unit_bytes)
         if wrong.any():
             bad = int(rows[np.argmax(wrong)]) // self._per_row
@@ -353,3 +379,79 @@ class ShardedFieldReader:
                     row = int(rows[pos]) // self._per_row
                     raise CacheFormatError(f"{self._path}: short read of row {row}")
                 flat[pos] = np.frombuffer(data, np.uint8)
+
+    def _decode_units(
+        self,
+        rows: np.ndarray,
+        shards: np.ndarray,
+        offsets: np.ndarray,
+        nbytes: np.ndarray,
+        present: np.ndarray,
+        views: dict[int, Any],
+        out: np.ndarray,
+    ) -> None:
+        """Decode the ``present`` compressed units into ``out``, in the shared decode pool."""
+        if not len(present):
+            return
+        index_bytes = 16 * self._shard_units + _CRC_BYTES
+        data: list[Any] = [None] * len(present)
+        remote: list[int] = []
+        for k, pos in enumerate(present.tolist()):
+            view = views.get(int(shards[pos]))
+            start, size = int(offsets[pos]), int(nbytes[pos])
+            if view is None:
+                remote.append(k)
+            elif start + size > len(view) - index_bytes:
+                raise CacheFormatError(
+                    f"{self._path}: shard object {int(shards[pos])} is shorter than its index "
+                    "says; run `datakiln verify` on the cache"
+                )
+            else:
+                data[k] = view[start : start + size]
+        if remote:
+            keys = [self._key(int(shards[present[k]])) for k in remote]
+            starts = [int(offsets[present[k]]) for k in remote]
+            ends = [s + int(nbytes[present[k]]) for s, k in zip(starts, remote, strict=True)]
+            for k, fetched in zip(remote, self._fs.cat_ranges(keys, starts, ends), strict=True):
+                if isinstance(fetched, BaseException):  # cat_ranges returns errors in place
+                    raise fetched
+                data[k] = fetched
+        codec = self.codec
+        assert codec is not None
+        positions = present.tolist()
+
+        def decode(part: range) -> None:
+            for k in part:
+                try:
+                    codec.decode_into(data[k], out[positions[k]])
+                except ValueError as err:
+                    row = int(rows[positions[k]])
+                    raise CacheFormatError(
+                        f"{self._path}: row {row}: {err}; run `datakiln verify` on the cache"
+                    ) from err
+
+        parts = _split(len(positions), _DECODE_THREADS)
+        if len(parts) == 1:
+            decode(parts[0])
+        else:
+            list(_decode_pool().map(decode, parts))  # re-raises a part's error here
+
+
+# Threads that decode compressed fields, shared by every reader of the process.
+_DECODE_THREADS = max(1, os.cpu_count() or 1)
+_POOL: list[ThreadPoolExecutor] = []
+_POOL_LOCK = threading.Lock()
+
+
+def _decode_pool() -> ThreadPoolExecutor:
+    with _POOL_LOCK:
+        if not _POOL:
+            _POOL.append(ThreadPoolExecutor(_DECODE_THREADS, thread_name_prefix="datakiln-decode"))
+        return _POOL[0]
+
+
+def _split(n: int, parts: int) -> list[range]:
+    """``range(n)`` cut into at most ``parts`` contiguous pieces of at least 8 items."""
+    count = max(1, min(parts, n // 8))
+    bounds = np.linspace(0, n, count + 1).astype(int).tolist()
+    return [range(a, b) for a, b in itertools.pairwise(bounds)]

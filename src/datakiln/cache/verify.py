@@ -2,7 +2,8 @@
 
 It checks that each shard's marker agrees with the manifest, that every object a marker lists
 exists with the recorded content hash (a flipped byte, a truncated or missing chunk or
-Parquet part all show), that the arrays' metadata matches the manifest's schema, and that the
+Parquet part all show, compressed or not), that the arrays' metadata matches the manifest's
+schema (shape, dtype, and the codec of compressed fields), and that the
 rejected table holds as many rows as the manifest counts.
 """
 
@@ -13,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from datakiln.cache.chunk_codecs import CODECS, ChunkCodec
 from datakiln.cache.fingerprint import (
     CHECKSUM_ALGORITHMS,
     LEGACY_CHECKSUM_ALGORITHM,
@@ -52,6 +54,21 @@ def _check_arrays(fs: Any, root: str, manifest: Mapping[str, Any], problems: lis
                 f"field {name!r}: array is {meta.get('data_type')}{meta.get('shape')}, "
                 f"manifest says {spec['dtype']}{shape}"
             )
+        if spec.get("chunk_rows") == 1 and spec.get("codec") in CODECS:
+            stored = _stored_codec(meta)
+            if stored != spec["codec"]:
+                problems.append(
+                    f"field {name!r}: chunks are stored as {stored or 'something else'}, "
+                    f"manifest says codec {spec['codec']}"
+                )
+
+
+def _stored_codec(meta: Mapping[str, Any]) -> str | None:
+    """The ``chunk_codecs`` name of a sharded array's inner codecs (None: none of ours)."""
+    codecs = meta.get("codecs") or [{}]
+    inner = (codecs[0].get("configuration") or {}).get("codecs") or []
+    codec = ChunkCodec.from_inner(inner)
+    return codec.name if codec is not None else None
 
 
 def verify_cache(url: str, storage_options: Mapping[str, Any] | None = None) -> VerifyReport:

@@ -37,6 +37,12 @@ ALIGNS = ("start", "center")
 # Local Dask schedulers a spec may name; anything else must be a distributed address.
 LOCAL_SCHEDULERS = ("auto", "threads", "processes", "synchronous")
 CHANNELS = {"rgb": 3, "grayscale": 1, "rgba": 4}
+# How stored images are compressed (datakiln.cache.chunk_codecs.CODECS, without importing it);
+# "auto" picks by the stored image size, see ImageParams.stored_codec.
+IMAGE_CODECS = ("auto", "none", "zstd", "blosc-lz4", "png", "jpeg")
+# "auto" stores images of at least this many bytes (128 x 128 RGB) compressed: below it raw
+# pixels cost little disk and the memory-mapped reader beats decoding (BENCHMARKS.md, issue 19).
+AUTO_COMPRESS_MIN_BYTES = 128 * 128 * 3
 
 
 def _check_choice(name: str, value: Any, allowed: Sequence[Any]) -> None:
@@ -63,7 +69,11 @@ class ImageParams:
     """How images are preprocessed; follows the seed's ``ImageModalityConfig``.
 
     ``normalize`` picks the read-time range: ``True`` gives [0, 1], ``False`` gives [-1, 1].
-    Pixels are stored as uint8 either way.
+    Pixels are stored as uint8 either way, each image compressed by ``codec``: ``"none"``
+    (raw, memory-mapped when read), ``"zstd"``, ``"blosc-lz4"``, ``"png"`` (all lossless) or
+    ``"jpeg"`` at ``quality`` (1-100, default 90), decoded when read. ``"auto"`` (the
+    default) is ``"none"`` for images under ``AUTO_COMPRESS_MIN_BYTES`` (128 x 128 RGB) and
+    ``"jpeg"`` (``"png"`` for rgba) from there on: see :attr:`stored_codec`.
     """
 
     representation: str = "rgb"
@@ -73,8 +83,19 @@ class ImageParams:
     fit: str = "stretch"
     labels: str | None = None
     max_pixels: int = 100_000_000
+    codec: str = "auto"
+    quality: int = 90
 
     def __post_init__(self) -> None:
+        _check_choice("image.codec", self.codec, IMAGE_CODECS)
+        if (
+            not isinstance(self.quality, int)
+            or isinstance(self.quality, bool)
+            or not 1 <= self.quality <= 100
+        ):
+            raise SpecError(f"image.quality must be an integer in 1..100; got {self.quality!r}")
+        if self.codec == "jpeg" and self.representation == "rgba":
+            raise SpecError("image.codec 'jpeg' has no alpha channel; use 'png' for rgba images")
         _check_choice("image.representation", self.representation, REPRESENTATIONS)
         _check_choice("image.fit", self.fit, FITS)
         _check_choice("image.labels", self.labels, LABEL_SOURCES)
@@ -88,8 +109,25 @@ class ImageParams:
     def channels(self) -> int:
         return CHANNELS[self.representation]
 
+    @property
+    def stored_codec(self) -> str:
+        """The codec the pixels are stored with (``codec``, with ``"auto"`` decided)."""
+        if self.codec != "auto":
+            return self.codec
+        if self.height * self.width * self.channels < AUTO_COMPRESS_MIN_BYTES:
+            return "none"
+        return "png" if self.representation == "rgba" else "jpeg"
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        # The codec as stored, and the quality only where it decides the bytes; "none" is
+        # left out, so the keys of caches baked before codecs existed stay as they were.
+        data = dataclasses.asdict(self)
+        data["codec"] = self.stored_codec
+        if data["codec"] == "none":
+            del data["codec"]
+        if data.get("codec") != "jpeg":
+            del data["quality"]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ImageParams:

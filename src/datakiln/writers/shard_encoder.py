@@ -8,16 +8,20 @@ object is a concatenation, so this module writes it in one pass. The bytes are i
 what zarr-python writes for the same rows (tested), and zarr-python stays the reference
 reader. Rows split into several inner chunks (token rows: ``FieldLayout.chunk_cols``) are
 encoded as consecutive units, a row's chunks side by side; zarr-python would put them in
-Morton order, with the same index semantics.
+Morton order, with the same index semantics. Compressed fields
+(:func:`encode_compressed_shard`) use the same layout with each inner chunk compressed on its
+own (``datakiln.cache.chunk_codecs``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import google_crc32c
 import numpy as np
 
+from datakiln.cache.chunk_codecs import ChunkCodec
 from datakiln.cache.layout import MISSING_CHUNK
 
 # Both fields of an index entry are 2**64 - 1 for an inner chunk that holds only fill.
@@ -83,3 +87,34 @@ def encode_string_shard(texts: Sequence[str], shard_rows: int) -> bytes | None:
     index_bytes = index.tobytes()
     crc = google_crc32c.value(index_bytes).to_bytes(4, "little")
     return b"".join([*parts, index_bytes, crc])
+
+
+def encode_compressed_shard(
+    rows: np.ndarray, shard_rows: int, codec: ChunkCodec, threads: int = 1
+) -> bytes | None:
+    """The shard object holding ``rows``, each row one inner chunk compressed by ``codec``.
+
+    The same layout as :func:`encode_shard` with variable chunk sizes in the index; fill rows
+    are left out, ``None`` when every row is fill. ``threads`` > 1 encodes rows in a pool
+    (every codec releases the GIL while it compresses).
+    """
+    n = len(rows)
+    if n > shard_rows:
+        raise ValueError(f"{n} rows do not fit a shard of {shard_rows}")
+    flat = np.ascontiguousarray(rows).reshape(n, -1)
+    present = np.flatnonzero((flat != 0).any(axis=1)) if n else np.zeros(0, np.intp)
+    if not len(present):
+        return None
+    samples = [rows[k] for k in present.tolist()]
+    if threads > 1 and len(samples) > 1:
+        with ThreadPoolExecutor(min(threads, len(samples))) as pool:
+            chunks = list(pool.map(codec.encode, samples))
+    else:
+        chunks = [codec.encode(sample) for sample in samples]
+    sizes = np.fromiter(map(len, chunks), dtype=np.uint64, count=len(chunks))
+    index = np.full((shard_rows, 2), _MISSING, dtype="<u8")
+    index[present, 0] = np.cumsum(sizes) - sizes
+    index[present, 1] = sizes
+    index_bytes = index.tobytes()
+    crc = google_crc32c.value(index_bytes).to_bytes(4, "little")
+    return b"".join([*chunks, index_bytes, crc])

@@ -15,9 +15,14 @@ from typing import Any
 import numpy as np
 import zarr
 
+from datakiln.cache.chunk_codecs import ChunkCodec
 from datakiln.cache.fingerprint import content_hash
 from datakiln.cache.layout import store_fs, zarr_store
-from datakiln.writers.shard_encoder import encode_shard, encode_string_shard
+from datakiln.writers.shard_encoder import (
+    encode_compressed_shard,
+    encode_shard,
+    encode_string_shard,
+)
 
 # FieldLayout.dtype of variable-length UTF-8 strings (Zarr v3 data type "string").
 STRING_DTYPE = "string"
@@ -30,6 +35,8 @@ class FieldLayout:
     ``dtype`` is a numpy dtype name, or ``"string"`` for variable-length UTF-8 strings (Zarr
     v3's ``string`` data type with the ``vlen-utf8`` codec), which must be ``sharded``: each
     string is its own inner chunk, so a reader fetches exactly the strings it needs.
+    ``codec`` compresses each inner chunk of a sharded field on its own
+    (``datakiln.cache.chunk_codecs``; ``quality`` is jpeg's).
     """
 
     name: str
@@ -41,8 +48,17 @@ class FieldLayout:
     # Sharded 1-D samples only: inner chunks of this many elements instead of whole rows, so
     # that a row's trailing fill (token padding) is stored as no chunk at all.
     chunk_cols: int | None = None
+    codec: str = "none"
+    quality: int = 90
 
     def __post_init__(self) -> None:
+        if self.codec != "none":
+            why = self.chunk_codec.check_layout(self.dtype, self.sample_shape)
+            if why or not self.sharded or self.chunk_cols is not None:
+                raise ValueError(
+                    f"field {self.name!r}: codec {self.codec!r} needs a sharded field of whole "
+                    f"rows{'; ' + why if why else ''}"
+                )
         if self.chunk_cols is not None and (
             not self.sharded
             or len(self.sample_shape) != 1
@@ -62,6 +78,10 @@ class FieldLayout:
         return (1, self.chunk_cols) if self.chunk_cols else (1, *self.sample_shape)
 
     @property
+    def chunk_codec(self) -> ChunkCodec:
+        return ChunkCodec(self.codec, self.quality)
+
+    @property
     def chunks_per_row(self) -> int:
         """Inner chunks a row is split into (1 unless ``chunk_cols`` is set)."""
         return self.sample_shape[0] // self.chunk_cols if self.chunk_cols else 1
@@ -75,6 +95,8 @@ class FieldLayout:
             "shard_rows": self.shard_rows,
             "sharded": self.sharded,
             "chunk_cols": self.chunk_cols,
+            "codec": self.codec,
+            "quality": self.quality,
         }
 
     @classmethod
@@ -87,13 +109,16 @@ class FieldLayout:
             shard_rows=data["shard_rows"],
             sharded=data["sharded"],
             chunk_cols=data.get("chunk_cols"),
+            codec=data.get("codec", "none"),
+            quality=data.get("quality", 90),
         )
 
     def to_dict(self, rows: int) -> dict[str, Any]:
         if not self.sharded:
             codec = "zstd"
         else:
-            codec = "vlen-utf8" if self.dtype == STRING_DTYPE else "none"
+            codec = "vlen-utf8" if self.dtype == STRING_DTYPE else self.codec
+        quality = {"quality": self.quality} if codec == "jpeg" else {}
         return {
             "path": self.path,
             "dtype": self.dtype,
@@ -103,6 +128,7 @@ class FieldLayout:
             "chunk_shape": list(self.inner_chunk[1:]),
             "shard_rows": self.shard_rows,
             "codec": codec,
+            **quality,
         }
 
 
@@ -120,8 +146,9 @@ def prepare_arrays(
 ) -> None:
     """Make every field an array of at least ``rows`` rows, keeping what is already written.
 
-    An existing array of the same dtype, sample shape and chunking is grown (never shrunk or
-    rewritten), so appending shards leaves committed rows untouched; any other is replaced.
+    An existing array of the same dtype, sample shape, chunking and codec is grown (never
+    shrunk or rewritten), so appending shards leaves committed rows untouched; any other is
+    replaced.
     """
     store = zarr_store(url, storage_options, read_only=False)
     zarr.open_group(store, mode="a")  # the root group, so the store is one Zarr hierarchy
@@ -131,6 +158,7 @@ def prepare_arrays(
         group.attrs.update(dict(attributes))
         chunks = field.inner_chunk
         shards = (field.shard_rows, *field.sample_shape) if field.sharded else None
+        serializer, compressors = field.chunk_codec.zarr_codecs()
         try:
             existing = zarr.open_array(store, path=field.path, mode="r+")
         except (FileNotFoundError, KeyError, ValueError, zarr.errors.BaseZarrError):
@@ -142,6 +170,11 @@ def prepare_arrays(
             and tuple(existing.chunks) == chunks
             and (existing.shards is None) == (shards is None)
             and (shards is None or tuple(existing.shards) == shards)
+            and (
+                shards is None
+                or field.dtype == STRING_DTYPE
+                or _inner_codec(existing) == field.chunk_codec
+            )
         ):
             if existing.shape[0] < rows:
                 existing.resize((rows, *field.sample_shape))
@@ -153,10 +186,17 @@ def prepare_arrays(
             dtype=str if strings else field.dtype,
             chunks=chunks,
             shards=shards,
-            compressors=None if field.sharded else "auto",
+            serializer=serializer,
+            compressors=compressors if field.sharded else "auto",
             fill_value="" if strings else 0,
             overwrite=True,
         )
+
+
+def _inner_codec(array: zarr.Array) -> ChunkCodec | None:
+    """The codec of a sharded array's inner chunks (None: not one of ours)."""
+    codecs = array.metadata.to_dict().get("codecs") or [{}]
+    return ChunkCodec.from_inner(codecs[0].get("configuration", {}).get("codecs", []))
 
 
 def write_field(
@@ -189,6 +229,10 @@ def write_field(
         rows = data[k * field.shard_rows : (k + 1) * field.shard_rows]
         if field.dtype == STRING_DTYPE:
             encoded = encode_string_shard(rows, field.shard_rows)  # type: ignore[arg-type]
+        elif field.codec != "none":
+            encoded = encode_compressed_shard(
+                np.asarray(rows), field.shard_rows, field.chunk_codec, threads=_ENCODE_THREADS
+            )
         else:  # a row of `per_row` inner chunks is that many consecutive units of the index
             units = np.asarray(rows).reshape(len(rows) * per_row, -1)
             encoded = encode_shard(units, field.shard_rows * per_row)
@@ -210,6 +254,8 @@ def write_field(
 
 # Objects at least this large are hashed in a second thread while they are written.
 _HASH_BESIDE_BYTES = 2**20
+# Threads that compress the rows of one shard object (the codecs release the GIL).
+_ENCODE_THREADS = 2
 
 
 def write_rows(

@@ -22,7 +22,12 @@ class ImageCodec:
     def layouts(self, spec: FieldSpec, generation: str, shard_rows: int) -> list[FieldLayout]:
         p: ImageParams = spec.params
         shape = (p.height, p.width, p.channels)
-        return [FieldLayout(spec.name, f"{generation}/{spec.name}", "uint8", shape, shard_rows)]
+        path = f"{generation}/{spec.name}"
+        return [
+            FieldLayout(
+                spec.name, path, "uint8", shape, shard_rows, codec=p.stored_codec, quality=p.quality
+            )
+        ]
 
     def transforms(self, spec: FieldSpec) -> dict[str, dict[str, Any] | None]:
         scale, offset = (1 / 255, 0.0) if spec.params.normalize else (2 / 255, -1.0)

@@ -59,6 +59,8 @@ class ImageModality:
                 "uint8",
                 (image.height, image.width, image.channels),
                 shard_rows,
+                codec=image.stored_codec,
+                quality=image.quality,
             )
         ]
         if labelled:

@@ -1,0 +1,381 @@
+"""ImageNet-like bakes and reads: codecs at 224/256 px against Pillow and a uint8 memmap floor.
+
+    python benchmarks/photo_corpus.py --out /tmp/photos --n 1200
+    python benchmarks/bench_imagenet.py --corpus /tmp/photos --work /tmp/bench-imagenet --runs 3
+
+All in one process, medians over ``--runs``:
+
+1. **Bake throughput** at 224 with ``fit="center-crop"`` and at 256 with ``fit="stretch"``,
+   for ``codec="none"`` and ``"jpeg"`` (quality 90), each run into a fresh output, against
+   two single-thread Pillow loops over the same files in the same run: plain decode (open,
+   convert to RGB) and draft decode (``Image.draft`` to the target size first, what the bake
+   does). One untimed bake first fills the JAX compilation cache.
+2. **Disk per sample** of every codec at 256 stretch (and of the source JPEGs).
+3. **Warm reads** of each 256-px cache: random ``get_batch(indices=...)`` of ``--batch``
+   samples, and shuffled epochs through ``datakiln.Loader`` (``prefetch=2``, three epochs in
+   one Loader), against the floor: the same uint8 pixels in one ``.npy`` file read with
+   ``np.load(mmap_mode="r")``, gathered and scaled to float32 into reused buffers.
+4. **Cold reads**: one epoch after evicting every file of the store (and of the floor)
+   from the page cache, so each sample comes from disk once, as when the store is larger than
+   the free page cache. Eviction: ``sync; echo 3 > /proc/sys/vm/drop_caches`` when writable
+   (root), else ``posix_fadvise(POSIX_FADV_DONTNEED)`` on each file; the result says which.
+5. **The size threshold** of ``codec="auto"``: at each ``--sweep`` size (stretch), ``none``
+   against ``jpeg``: disk per sample, warm random batches, warm and cold epochs.
+6. **Codec costs**: one thread encoding and decoding 200 of the 256-px images with each codec
+   (``ChunkCodec.encode`` / ``decode_into``, what the bake and the reader call), and decoding
+   with two threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+import datakiln
+from datakiln.cache.inspect import describe_cache
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from photo_corpus import write_photo_corpus
+
+CODECS = ("none", "zstd", "blosc-lz4", "png", "jpeg")
+# Warm "epoch" figures run this many shuffled epochs in one Loader, so that filling and
+# draining its prefetch queue (a few batches an epoch here) does not dominate; cold ones one.
+WARM_EPOCHS = 3
+
+
+def _decode_loop(files: list[Path], size: int | None) -> float:
+    started = time.perf_counter()
+    for path in files:
+        with Image.open(path) as im:
+            if size is not None:
+                im.draft("RGB", (size, size))
+            np.asarray(im.convert("RGB"))
+    return len(files) / (time.perf_counter() - started)
+
+
+def _bake(
+    root: Path, out: Path, size: int, fit: str, codec: str, args: argparse.Namespace
+) -> float:
+    spec = datakiln.BakeSpec(
+        sources=(str(root),),
+        output=str(out),
+        shard_size=args.shard_size,
+        image=datakiln.ImageParams(height=size, width=size, fit=fit, codec=codec, labels="parent"),
+    )
+    started = time.perf_counter()
+    report = datakiln.bake(spec, jax_cache_dir=str(args.work / "jax-cache"))
+    elapsed = time.perf_counter() - started
+    assert report.rejected == 0, report.rejected_by_reason
+    return report.inputs / elapsed
+
+
+def _evict(paths: list[Path]) -> str:
+    """Drop ``paths`` (files or folders) from the page cache; returns the method used."""
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        return "drop_caches"
+    except OSError:
+        pass
+    for path in paths:
+        for file in [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]:
+            fd = os.open(file, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+    return "posix_fadvise(DONTNEED)"
+
+
+def _floor(cache: Path, work: Path) -> np.memmap:
+    """The uint8 pixels of ``cache`` as one ``.npy`` file, memory-mapped."""
+    path = work / f"floor-{cache.name}.npy"
+    if not path.exists():
+        dataset = datakiln.open_cache(str(cache), dtype="raw")
+        n = len(dataset)
+        first = dataset.read_batch(np.arange(1))["images"]
+        data = np.lib.format.open_memmap(
+            path, mode="w+", dtype=np.uint8, shape=(n, *first.shape[1:])
+        )
+        for start in range(0, n, 256):
+            idx = np.arange(start, min(n, start + 256))
+            data[idx] = dataset.read_batch(idx)["images"]
+        data.flush()
+        del data
+    return np.load(path, mmap_mode="r")
+
+
+class _Floor:
+    """The floor's reader: one gather from the memmap into a reused uint8 buffer, then one
+    scale into a reused float32 buffer (what a reader that knows the layout cannot beat)."""
+
+    def __init__(self, floor: np.memmap, batch: int) -> None:
+        self.floor = floor
+        self.raw = np.empty((batch, *floor.shape[1:]), np.uint8)
+        self.out = np.empty(self.raw.shape, np.float32)
+
+    def __call__(self, idx: np.ndarray) -> np.ndarray:
+        np.take(self.floor, np.sort(idx), axis=0, out=self.raw, mode="clip")  # no bounce buffer
+        return np.multiply(self.raw, np.float32(1 / 255), out=self.out)
+
+
+def _random_rate(read, n: int, batch: int, batches: int, seed: int) -> float:
+    rng = np.random.default_rng(seed)
+    picks = [rng.integers(0, n, batch) for _ in range(batches)]
+    started = time.perf_counter()
+    for idx in picks:
+        read(idx)
+    return batch * batches / (time.perf_counter() - started)
+
+
+def _epoch_rate(dataset, batch: int, seed: int, epochs: int = WARM_EPOCHS) -> float:
+    loader = datakiln.Loader(dataset, batch, shuffle=True, seed=seed, num_epochs=epochs, prefetch=2)
+    started = time.perf_counter()
+    count = sum(len(b["indices"]) for b in loader)
+    return count / (time.perf_counter() - started)
+
+
+def _floor_epoch_rate(read: _Floor, batch: int, seed: int, epochs: int = WARM_EPOCHS) -> float:
+    floor = read.floor
+    rng = np.random.default_rng(seed)
+    started = time.perf_counter()
+    for _ in range(epochs):
+        order = rng.permutation(len(floor))
+        for start in range(0, len(order) - batch + 1, batch):
+            read(order[start : start + batch])
+    return epochs * (len(floor) // batch) * batch / (time.perf_counter() - started)
+
+
+def _warm_reads(caches: dict[str, Path], floor: np.memmap, args: argparse.Namespace) -> dict:
+    n = len(floor)
+    datasets = {codec: datakiln.open_cache(str(path)) for codec, path in caches.items()}
+    for dataset in datasets.values():  # warm the page cache and the decoders
+        _random_rate(lambda i, d=dataset: d.get_batch(indices=i), n, args.batch, 2, 99)
+    read_floor = _Floor(floor, args.batch)  # its buffers are reused, as the reader's are
+    _random_rate(read_floor, n, args.batch, 2, 99)
+    warm: dict[str, dict[str, list[float]]] = {
+        name: {"random_batch": [], "epoch": []} for name in ("floor", *caches)
+    }
+    for run in range(args.runs):
+        warm["floor"]["random_batch"].append(
+            _random_rate(read_floor, n, args.batch, args.batches, run)
+        )
+        warm["floor"]["epoch"].append(_floor_epoch_rate(read_floor, args.batch, run))
+        for codec, dataset in datasets.items():
+            read = dataset.get_batch
+            warm[codec]["random_batch"].append(
+                _random_rate(lambda i, r=read: r(indices=i), n, args.batch, args.batches, run)
+            )
+            warm[codec]["epoch"].append(_epoch_rate(dataset, args.batch, run))
+    return {
+        name: {k: _median(v) for k, v in rates.items()}
+        | {
+            f"{k}_vs_floor": round(statistics.median(v) / statistics.median(warm["floor"][k]), 3)
+            for k, v in rates.items()
+        }
+        for name, rates in warm.items()
+    }
+
+
+def _cold_reads(
+    caches: dict[str, Path], floor_path: Path, args: argparse.Namespace
+) -> tuple[dict, str]:
+    cold: dict[str, list[float]] = {name: [] for name in ("floor", *caches)}
+    method = ""
+    for run in range(args.runs):
+        method = _evict([floor_path])
+        read_floor = _Floor(np.load(floor_path, mmap_mode="r"), args.batch)
+        read_floor.out.fill(0)  # touch the buffers before the clock starts
+        read_floor.raw.fill(0)
+        cold["floor"].append(_floor_epoch_rate(read_floor, args.batch, run, epochs=1))
+        for codec, path in caches.items():
+            method = _evict([path])
+            dataset = datakiln.open_cache(str(path))
+            cold[codec].append(_epoch_rate(dataset, args.batch, run, epochs=1))
+    floor_cold = statistics.median(cold["floor"])
+    rates = {
+        name: {"rate": _median(v), "vs_floor": round(statistics.median(v) / floor_cold, 3)}
+        for name, v in cold.items()
+    }
+    return rates, method
+
+
+def _sweep(args: argparse.Namespace, n: int, files: int) -> dict:
+    """none against jpeg at each size, alternating within each run."""
+    sweep: dict[str, dict] = {}
+    for size in [int(v) for v in args.sweep.split(",") if v]:
+        caches = {}
+        for codec in ("none", "jpeg"):
+            caches[codec] = args.work / f"cache-{size}-{codec}"
+            if not (caches[codec] / "manifest.json").exists():
+                _bake(args.corpus, caches[codec], size, "stretch", codec, args)
+        datasets = {codec: datakiln.open_cache(str(path)) for codec, path in caches.items()}
+        rates = {c: {"random_batch": [], "epoch": [], "cold_epoch": []} for c in caches}
+        for dataset in datasets.values():
+            _random_rate(lambda i, d=dataset: d.get_batch(indices=i), n, args.batch, 2, 99)
+        for run in range(args.runs):
+            for codec, dataset in datasets.items():
+                read = dataset.get_batch
+                rates[codec]["random_batch"].append(
+                    _random_rate(lambda i, r=read: r(indices=i), n, args.batch, args.batches, run)
+                )
+                rates[codec]["epoch"].append(_epoch_rate(dataset, args.batch, run))
+                _evict([caches[codec]])
+                cold = datakiln.open_cache(str(caches[codec]))
+                rates[codec]["cold_epoch"].append(_epoch_rate(cold, args.batch, run, epochs=1))
+        for codec, path in caches.items():
+            field = describe_cache(str(path))["fields"]["images"]
+            sweep[f"{size}-{codec}"] = {
+                "raw_bytes_per_sample": size * size * 3,
+                "bytes_per_sample": round(field["on_disk_bytes"] / files),
+                **{k: _median(v) for k, v in rates[codec].items()},
+            }
+            print(size, codec, json.dumps(sweep[f"{size}-{codec}"]), flush=True)
+    return sweep
+
+
+def _codec_costs(cache: Path, runs: int) -> dict:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from datakiln.cache.chunk_codecs import ChunkCodec
+
+    images = datakiln.open_cache(str(cache), dtype="raw").read_batch(np.arange(200))["images"]
+    out = np.empty_like(images)
+    costs = {}
+    for name in CODECS[1:]:
+        codec = ChunkCodec(name)
+        chunks = [codec.encode(image) for image in images]
+
+        def decode(part: range, codec=codec, chunks=chunks) -> None:
+            for k in part:
+                codec.decode_into(chunks[k], out[k])
+
+        timings: dict[str, list[float]] = {"encode": [], "decode": [], "decode_2_threads": []}
+        for _ in range(runs):
+            started = time.perf_counter()
+            for image in images:
+                codec.encode(image)
+            timings["encode"].append(time.perf_counter() - started)
+            started = time.perf_counter()
+            decode(range(len(images)))
+            timings["decode"].append(time.perf_counter() - started)
+            with ThreadPoolExecutor(2) as pool:
+                started = time.perf_counter()
+                list(pool.map(decode, [range(0, 100), range(100, 200)]))
+                timings["decode_2_threads"].append(time.perf_counter() - started)
+        np.testing.assert_array_equal(out[0] if name != "jpeg" else images[0], images[0])
+        costs[name] = {
+            k: round(statistics.median(v) * 1000 / len(images), 3) for k, v in timings.items()
+        }
+    return costs
+
+
+def _median(values: list[float]) -> float:
+    return round(statistics.median(values), 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", type=Path, default=Path("/tmp/photos"))
+    parser.add_argument("--n", type=int, default=1200, help="corpus images (made if missing)")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/bench-imagenet"))
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--shard-size", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--batches", type=int, default=8, help="random batches per run")
+    parser.add_argument("--parts", default="1,2,3,4,5,6", help="parts to run (2 always)")
+    parser.add_argument("--sweep", default="64,128,192", help="sizes of part 5 (256: parts 2-4)")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    files = write_photo_corpus(args.corpus, args.n)
+    result: dict = {
+        "files": len(files),
+        "source_jpeg_bytes_per_sample": round(sum(p.stat().st_size for p in files) / len(files)),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, python "
+        f"{platform.python_version()}, load {os.getloadavg()[0]:.2f} at start",
+        "runs": args.runs,
+    }
+
+    parts = {int(p) for p in args.parts.split(",") if p}
+
+    # 1. bake throughput against Pillow in the same run
+    if 1 in parts:
+        _bake(args.corpus, args.work / "warm", 64, "stretch", "none", args)
+    bakes: dict[str, dict] = {}
+    for size, fit in ((224, "center-crop"), (256, "stretch")) if 1 in parts else ():
+        for codec in ("none", "jpeg"):
+            name = f"{size}-{fit}-{codec}"
+            rates: dict[str, list[float]] = {"plain_decode": [], "draft_decode": [], "bake": []}
+            for run in range(args.runs):
+                rates["plain_decode"].append(_decode_loop(files, None))
+                rates["draft_decode"].append(_decode_loop(files, size))
+                out = args.work / f"bake-{name}-{run}"
+                subprocess.run(["rm", "-rf", str(out)], check=True)
+                rates["bake"].append(_bake(args.corpus, out, size, fit, codec, args))
+            med = {k: _median(v) for k, v in rates.items()}
+            bakes[name] = {
+                "images_per_s": med,
+                "bake_vs_draft": round(med["bake"] / med["draft_decode"], 3),
+                "bake_vs_plain": round(med["bake"] / med["plain_decode"], 3),
+                "all_runs": {k: [round(x, 1) for x in v] for k, v in rates.items()},
+            }
+            print(name, json.dumps(bakes[name]["images_per_s"]), flush=True)
+    result["bake"] = bakes
+
+    # 2. disk per sample, every codec, 256 stretch
+    caches: dict[str, Path] = {}
+    disk: dict[str, dict] = {}
+    for codec in CODECS:
+        out = args.work / f"cache-256-{codec}"
+        if not (out / "manifest.json").exists():
+            _bake(args.corpus, out, 256, "stretch", codec, args)
+        caches[codec] = out
+        field = describe_cache(str(out))["fields"]["images"]
+        disk[codec] = {
+            "bytes_per_sample": round(field["on_disk_bytes"] / len(files)),
+            "disk_ratio": field["disk_ratio"],
+        }
+    result["disk_256"] = disk
+    print("disk", json.dumps(disk), flush=True)
+
+    # 3. warm reads against the uint8 memmap floor
+    floor = _floor(caches["none"], args.work)
+    n = len(floor)
+    if n < args.batch:
+        raise SystemExit(f"--batch {args.batch} is more than the {n} samples: use a larger --n")
+    if 3 in parts:
+        result["warm_reads_samples_per_s"] = _warm_reads(caches, floor, args)
+        print("warm", json.dumps(result["warm_reads_samples_per_s"]), flush=True)
+
+    # 4. cold epochs: every file evicted from the page cache first
+    if 4 in parts:
+        floor_path = args.work / f"floor-{caches['none'].name}.npy"
+        result["cold_epoch_samples_per_s"], result["cold_eviction"] = _cold_reads(
+            caches, floor_path, args
+        )
+        print("cold", json.dumps(result["cold_epoch_samples_per_s"]), flush=True)
+
+    # 5. where jpeg starts to pay: none against jpeg by stored size
+    if 5 in parts:
+        result["sweep"] = _sweep(args, n, len(files))
+
+    # 6. per-image encode and decode costs of each codec
+    if 6 in parts:
+        result["codec_ms_per_image"] = _codec_costs(caches["none"], args.runs)
+        print("codecs", json.dumps(result["codec_ms_per_image"]), flush=True)
+    result["load_at_end"] = round(os.getloadavg()[0], 2)
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
