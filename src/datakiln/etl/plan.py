@@ -7,12 +7,13 @@ a task never needs anything pickled beyond strings and numbers.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from datakiln.cache.fingerprint import fingerprint
+from datakiln.cache.fingerprint import canonical_json, fingerprint
 from datakiln.cache.layout import FORMAT_VERSION, generation_dir
 from datakiln.etl.modalities import get_modality
 from datakiln.etl.spec import BakeSpec
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 # Upper bound on the bytes of one Zarr shard object: big enough that a bake shard writes few
 # objects, small enough that a writer holds it in memory comfortably.
 MAX_ZARR_SHARD_BYTES = 64 * 2**20
+# Inputs serialised per step when hashing a listing into the cache key.
+_KEY_SLICE = 8192
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,10 +118,21 @@ def generation_key(spec: BakeSpec) -> str:
 
 
 def cache_key(spec: BakeSpec, inputs: tuple[InputFile, ...]) -> str:
-    """Hash of the format version, the preprocessing spec and the input listing."""
-    return fingerprint(
-        {"generation": generation_key(spec), "inputs": [i.to_dict() for i in inputs]}
-    )
+    """Hash of the format version, the preprocessing spec and the input listing.
+
+    The fingerprint of ``{"generation": ..., "inputs": [...]}``, hashed a slice of inputs at
+    a time: the same digest without the whole listing as dicts and one JSON string in memory
+    (for a million inputs those took ~0.4 GB at the planner's peak).
+    """
+    digest = hashlib.sha256(b'{"generation":' + canonical_json(generation_key(spec)))
+    digest.update(b',"inputs":[')
+    for start in range(0, len(inputs), _KEY_SLICE):
+        if start:
+            digest.update(b",")
+        part = canonical_json([i.to_dict() for i in inputs[start : start + _KEY_SLICE]])
+        digest.update(part[1:-1])  # the slice's items without its brackets
+    digest.update(b"]}")
+    return digest.hexdigest()
 
 
 def plan_shards(
