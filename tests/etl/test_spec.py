@@ -81,6 +81,8 @@ def test_cache_key_hashed_in_slices_is_the_fingerprint_of_the_whole_listing(coun
 
     monkeypatch.setattr(plan, "_KEY_SLICE", 3)
     spec = BakeSpec(sources=("x",), output="o")
-    inputs = tuple(InputFile(f"file:///{k}/\u00e9.jpg", k, f"mtime={k}.5") for k in range(count))
+    inputs = tuple(
+        InputFile(f'file:///{k}/\u00e9"\\\t.jpg', k, f"mtime={k}.5") for k in range(count)
+    )
     whole = {"generation": plan.generation_key(spec), "inputs": [i.to_dict() for i in inputs]}
     assert plan.cache_key(spec, inputs) == fingerprint(whole)

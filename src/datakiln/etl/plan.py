@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 MAX_ZARR_SHARD_BYTES = 64 * 2**20
 # Inputs serialised per step when hashing a listing into the cache key.
 _KEY_SLICE = 8192
+# JSON's own string escaping, as canonical_json applies it (ASCII only).
+_json_string = json.encoder.encode_basestring_ascii
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,10 +132,15 @@ def cache_key(spec: BakeSpec, inputs: tuple[InputFile, ...]) -> str:
     for start in range(0, len(inputs), _KEY_SLICE):
         if start:
             digest.update(b",")
-        part = canonical_json([i.to_dict() for i in inputs[start : start + _KEY_SLICE]])
-        digest.update(part[1:-1])  # the slice's items without its brackets
+        digest.update(",".join(map(_input_json, inputs[start : start + _KEY_SLICE])).encode())
     digest.update(b"]}")
     return digest.hexdigest()
+
+
+def _input_json(item: InputFile) -> str:
+    """``canonical_json(item.to_dict())``, written directly (a third of the time)."""
+    uri, version = _json_string(item.uri), _json_string(item.version)
+    return f'{{"size":{int(item.size)},"uri":{uri},"version":{version}}}'
 
 
 def plan_shards(
@@ -146,9 +154,16 @@ def plan_shards(
     known: set[str] = set()
     changed: set[str] = set()
     for shard in previous.shards if previous else ():
-        known.update(i.uri for i in shard.inputs)
-        changed.update(i.uri for i in shard.inputs if i.uri in current and current[i.uri] != i)
-        if all(current.get(i.uri) == i for i in shard.inputs):
+        same = True
+        for old in shard.inputs:  # one look-up per input: a million inputs is a hot loop
+            known.add(old.uri)
+            now = current.get(old.uri)
+            if now is None:
+                same = False
+            elif now.size != old.size or now.version != old.version:
+                changed.add(old.uri)
+                same = False
+        if same:
             kept.append(shard)
         else:
             retired.append(shard.shard_id)
