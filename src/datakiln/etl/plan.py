@@ -247,9 +247,19 @@ def plan_shards(
     )
 
 
-def plan_files(spec: BakeSpec, previous: PreviousBake | None = None) -> BakePlan:
-    """List the input files of a single-modality ``spec`` (raises ``SourceError``) and plan the
-    next version (records bakes: ``datakiln.etl.plan_records``)."""
+def list_files(spec: BakeSpec) -> tuple[InputFile, ...]:
+    """The input files of a single-modality ``spec`` as listed now (raises ``SourceError``)."""
     extensions = get_modality(spec.modality).extensions
-    inputs = tuple(list_inputs(spec.sources, spec.storage_options, extensions=extensions))
-    return plan_shards(spec, inputs, previous)
+    return tuple(list_inputs(spec.sources, spec.storage_options, extensions=extensions))
+
+
+def plan_files(
+    spec: BakeSpec,
+    previous: PreviousBake | None = None,
+    *,
+    inputs: tuple[InputFile, ...] | None = None,
+) -> BakePlan:
+    """List the input files of a single-modality ``spec`` (raises ``SourceError``), unless
+    ``inputs`` gives them, and plan the next version (records bakes:
+    ``datakiln.etl.plan_records``)."""
+    return plan_shards(spec, list_files(spec) if inputs is None else inputs, previous)
