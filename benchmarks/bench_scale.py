@@ -11,6 +11,7 @@ time is the median of ``--runs`` such processes:
 
 - plan: listing the inputs, reading the committed version (manifest and shard markers) and
   planning against it, as a re-bake does; the planner's peak RSS;
+- recheck: ``bake`` of the unchanged listing (what ``watch`` and a re-run do): up to date;
 - manifest: ``manifest.json``'s size and ``read_manifest`` (parse and validate) time;
 - open: ``open_cache`` time, and the growth of the process's anonymous memory (``RssAnon``)
   over what the imports had taken;
@@ -118,6 +119,13 @@ def _child(what: str, sources: tuple[Path, ...], out: Path) -> dict[str, float]:
             "peak_growth_mib": (_peak_kib() - base_peak) / 1024,
             "pending_shards": len(plan.pending),
         }
+    if what == "recheck":
+        report = datakiln.bake(_spec(sources, out))
+        assert report.up_to_date
+        return {
+            "recheck_s": time.perf_counter() - t0,
+            "peak_growth_mib": (_peak_kib() - base_peak) / 1024,
+        }
     if what == "manifest":
         read_manifest(str(out))
         return {
@@ -212,7 +220,7 @@ def _one_size(root: Path, pool: list[Path], n: int, runs: int) -> dict[str, obje
     row: dict[str, object] = {"samples": n, "links_s": round(time.perf_counter() - t0, 1)}
     if not (out / "manifest.json").exists():
         row["bake_s"] = round(_bake((src,), out), 1)
-    for what in ("plan", "manifest", "open", "order", "get_batch", "verify"):
+    for what in ("plan", "recheck", "manifest", "open", "order", "get_batch", "verify"):
         row[what] = _measure(what, (src,), out, runs)
         print(f"{n}: {what} {row[what]}", file=sys.stderr, flush=True)
     # 1% more inputs, baked into a copy of the cache (which stays as it is for a rerun)
