@@ -91,3 +91,35 @@ def test_plan_names_the_changed_parameter(spec):
     assert not summary.up_to_date
     assert any("image.fit: 'stretch' -> 'pad'" in r for r in summary.key_changes)
     assert plan_only(spec).up_to_date
+
+
+def test_an_unchanged_listing_is_up_to_date_without_reading_markers(spec, tmp_path, monkeypatch):
+    """A re-bake of an unchanged listing (``watch`` polls so) reads the manifest, not every
+    shard's marker; a changed one still plans against the markers."""
+    import datakiln.etl.bake as bake_module
+
+    first = bake(spec)
+    reads: list[int] = []
+    real = bake_module.read_marker
+
+    def counted(fs, root, generation, shard_id):
+        reads.append(shard_id)
+        return real(fs, root, generation, shard_id)
+
+    monkeypatch.setattr(bake_module, "read_marker", counted)
+    again = bake(spec)
+    assert again.up_to_date
+    assert reads == []
+    assert (again.cache_key, again.shards, again.shards_skipped) == (
+        first.cache_key,
+        first.shards,
+        first.shards,
+    )
+    assert bake_module.listed_cache_key(spec) == first.cache_key
+
+    write_small_images(tmp_path / "raw", _names("birds", 3), seed=1)
+    third = bake(spec)
+    assert not third.up_to_date
+    assert third.inputs == first.inputs + 3
+    assert len(reads) >= first.shards  # the incremental plan read the committed markers
+    assert bake_module.listed_cache_key(spec) == third.cache_key

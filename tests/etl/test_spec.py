@@ -70,3 +70,19 @@ def test_cache_key_ignores_output_and_scheduling_but_not_parameters(tmp_path):
     assert cache_key(base, inputs) != cache_key(other, inputs)
     touched = (InputFile("file:///a.jpg", 10, "mtime=2"),)
     assert cache_key(base, inputs) != cache_key(base, touched)
+
+
+@pytest.mark.parametrize("count", [0, 1, 3, 4, 7])
+def test_cache_key_hashed_in_slices_is_the_fingerprint_of_the_whole_listing(count, monkeypatch):
+    """Keys of caches baked before the listing was hashed slice by slice stay the same."""
+    import datakiln.etl.plan as plan
+    from datakiln.cache.fingerprint import fingerprint
+    from datakiln.readers.listing import InputFile
+
+    monkeypatch.setattr(plan, "_KEY_SLICE", 3)
+    spec = BakeSpec(sources=("x",), output="o")
+    inputs = tuple(
+        InputFile(f'file:///{k}/\u00e9"\\\t.jpg', k, f"mtime={k}.5") for k in range(count)
+    )
+    whole = {"generation": plan.generation_key(spec), "inputs": [i.to_dict() for i in inputs]}
+    assert plan.cache_key(spec, inputs) == fingerprint(whole)

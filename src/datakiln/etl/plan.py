@@ -7,12 +7,14 @@ a task never needs anything pickled beyond strings and numbers.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from datakiln.cache.fingerprint import fingerprint
+from datakiln.cache.fingerprint import canonical_json, fingerprint
 from datakiln.cache.layout import FORMAT_VERSION, generation_dir
 from datakiln.etl.modalities import get_modality
 from datakiln.etl.spec import BakeSpec
@@ -25,6 +27,10 @@ if TYPE_CHECKING:
 # Upper bound on the bytes of one Zarr shard object: big enough that a bake shard writes few
 # objects, small enough that a writer holds it in memory comfortably.
 MAX_ZARR_SHARD_BYTES = 64 * 2**20
+# Inputs serialised per step when hashing a listing into the cache key.
+_KEY_SLICE = 8192
+# JSON's own string escaping, as canonical_json applies it (ASCII only).
+_json_string = json.encoder.encode_basestring_ascii
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,10 +121,26 @@ def generation_key(spec: BakeSpec) -> str:
 
 
 def cache_key(spec: BakeSpec, inputs: tuple[InputFile, ...]) -> str:
-    """Hash of the format version, the preprocessing spec and the input listing."""
-    return fingerprint(
-        {"generation": generation_key(spec), "inputs": [i.to_dict() for i in inputs]}
-    )
+    """Hash of the format version, the preprocessing spec and the input listing.
+
+    The fingerprint of ``{"generation": ..., "inputs": [...]}``, hashed a slice of inputs at
+    a time: the same digest without the whole listing as dicts and one JSON string in memory
+    (for a million inputs those took ~0.4 GB at the planner's peak).
+    """
+    digest = hashlib.sha256(b'{"generation":' + canonical_json(generation_key(spec)))
+    digest.update(b',"inputs":[')
+    for start in range(0, len(inputs), _KEY_SLICE):
+        if start:
+            digest.update(b",")
+        digest.update(",".join(map(_input_json, inputs[start : start + _KEY_SLICE])).encode())
+    digest.update(b"]}")
+    return digest.hexdigest()
+
+
+def _input_json(item: InputFile) -> str:
+    """``canonical_json(item.to_dict())``, written directly (a third of the time)."""
+    uri, version = _json_string(item.uri), _json_string(item.version)
+    return f'{{"size":{int(item.size)},"uri":{uri},"version":{version}}}'
 
 
 def plan_shards(
@@ -132,9 +154,16 @@ def plan_shards(
     known: set[str] = set()
     changed: set[str] = set()
     for shard in previous.shards if previous else ():
-        known.update(i.uri for i in shard.inputs)
-        changed.update(i.uri for i in shard.inputs if i.uri in current and current[i.uri] != i)
-        if all(current.get(i.uri) == i for i in shard.inputs):
+        same = True
+        for old in shard.inputs:  # one look-up per input: a million inputs is a hot loop
+            known.add(old.uri)
+            now = current.get(old.uri)
+            if now is None:
+                same = False
+            elif now.size != old.size or now.version != old.version:
+                changed.add(old.uri)
+                same = False
+        if same:
             kept.append(shard)
         else:
             retired.append(shard.shard_id)
@@ -218,9 +247,19 @@ def plan_shards(
     )
 
 
-def plan_files(spec: BakeSpec, previous: PreviousBake | None = None) -> BakePlan:
-    """List the input files of a single-modality ``spec`` (raises ``SourceError``) and plan the
-    next version (records bakes: ``datakiln.etl.plan_records``)."""
+def list_files(spec: BakeSpec) -> tuple[InputFile, ...]:
+    """The input files of a single-modality ``spec`` as listed now (raises ``SourceError``)."""
     extensions = get_modality(spec.modality).extensions
-    inputs = tuple(list_inputs(spec.sources, spec.storage_options, extensions=extensions))
-    return plan_shards(spec, inputs, previous)
+    return tuple(list_inputs(spec.sources, spec.storage_options, extensions=extensions))
+
+
+def plan_files(
+    spec: BakeSpec,
+    previous: PreviousBake | None = None,
+    *,
+    inputs: tuple[InputFile, ...] | None = None,
+) -> BakePlan:
+    """List the input files of a single-modality ``spec`` (raises ``SourceError``), unless
+    ``inputs`` gives them, and plan the next version (records bakes:
+    ``datakiln.etl.plan_records``)."""
+    return plan_shards(spec, list_files(spec) if inputs is None else inputs, previous)
