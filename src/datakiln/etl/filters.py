@@ -76,7 +76,7 @@ class FilterSpec:
     def from_value(cls, value: Any) -> FilterSpec:
         if isinstance(value, cls):
             return value
-        if callable(value) and not isinstance(value, Mapping):
+        if isinstance(value, str) or (callable(value) and not isinstance(value, Mapping)):
             return cls(function=UserFunction(function=value))
         if not isinstance(value, Mapping):
             raise SpecError("a filter is a table (function = 'pkg.mod:fn', or min_side = ...)")

@@ -51,7 +51,7 @@ class TransformSpec(UserFunction):
     def from_value(cls, value: Any) -> TransformSpec:
         if isinstance(value, cls):
             return value
-        if callable(value) and not isinstance(value, Mapping):
+        if isinstance(value, str) or (callable(value) and not isinstance(value, Mapping)):
             return cls(function=value)
         if not isinstance(value, Mapping):
             raise SpecError(f"a transform is a table with function = 'pkg.mod:fn'; got {value!r}")
