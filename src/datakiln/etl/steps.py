@@ -77,10 +77,14 @@ def _compact(out: ShardOutput, keep: np.ndarray) -> None:
     """Keep the rows ``keep`` marks, packed at the start; the freed tail becomes fill."""
     if keep.all():
         return
-    n, m = out.rows, int(keep.sum())
+    m = int(keep.sum())
+    rows = np.flatnonzero(keep)
     for name, a in out.arrays.items():
+        if isinstance(a, list):  # strings: fill is the empty string
+            out.arrays[name] = [a[k] for k in rows] + [""] * (len(a) - m)
+            continue
         packed = np.zeros_like(a) if a.dtype.kind not in "OTU" else np.full_like(a, "")
-        packed[:m] = a[:n][keep]
+        packed[:m] = a[rows]
         out.arrays[name] = packed
     out.meta = out.meta.filter(pa.array(keep))
     out.rows = m

@@ -186,7 +186,9 @@ def jitted_step(kind: str, step: Mapping[str, Any], shard_id: int) -> Callable[.
 def batches(arrays: Mapping[str, np.ndarray], rows: int) -> Iterable[tuple[int, int, dict]]:
     """``(start, count, batch)`` over the first ``rows`` rows, ``TRANSFORM_BATCH`` at a time;
     the last batch is padded with zeros to the full size."""
-    numeric = {k: a for k, a in arrays.items() if a.dtype.kind not in "OTUS"}
+    numeric = {
+        k: a for k, a in arrays.items() if isinstance(a, np.ndarray) and a.dtype.kind not in "OTUS"
+    }
     for start in range(0, rows, TRANSFORM_BATCH):
         count = min(TRANSFORM_BATCH, rows - start)
         batch = {}
@@ -227,7 +229,7 @@ def run_transforms(
         ref = step["function"]
         fn = jitted_step("transform", step, shard_id)
         outputs: dict[str, np.ndarray] = {}
-        capacity = len(next(iter(arrays.values())))
+        capacity = max(len(a) for a in arrays.values())
         for start, count, batch in batches(arrays, rows):
             result = call_step("transform", ref, fn, batch, shard_id, start)
             for name, value in result.items():
