@@ -274,3 +274,56 @@ def test_transforms_load_from_a_toml_spec(photos, tmp_path, monkeypatch):
     assert means.dtype == np.float16
     with pytest.raises(SpecError, match="unknown field 'param'"):
         BakeSpec(sources=("x",), output="y", transforms=[{"function": "a:b", "param": {}}])
+
+
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def test_a_cluster_gets_the_module_shipped_or_fails_fast_in_one_line(photos, tmp_path, monkeypatch):
+    from distributed import Client, LocalCluster
+
+    # started before the module exists on this process's path, so its worker cannot import it
+    with LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0"
+    ) as cluster:
+        mod = write_module(tmp_path, monkeypatch, PREP)
+        with Client(cluster) as client:
+            assert list(client.run(_importable, mod).values()) == [False]
+        spec = BakeSpec(
+            sources=(str(photos),),
+            output=str(tmp_path / "cache"),
+            shard_size=8,
+            image=ImageParams(height=SIZE, width=SIZE),
+            scheduler=cluster.scheduler_address,
+            transforms=[f"{mod}:features"],
+        )
+        assert bake(spec).summary_line() == "inputs 22 = baked 21 + rejected 1"
+        means = datakiln.open_cache(str(tmp_path / "cache")).read_batch([0])["means"]
+        assert means.dtype == np.float16
+
+        # a module of a namespace package (no __init__.py) cannot be shipped: one line, and
+        # no shard starts
+        space = tmp_path / "spaces"
+        package = f"ns_{uuid.uuid4().hex[:8]}"
+        (space / package).mkdir(parents=True)
+        (space / package / "prep.py").write_text(textwrap.dedent(PREP))
+        monkeypatch.syspath_prepend(str(space))
+        other = BakeSpec(
+            sources=(str(photos),),
+            output=str(tmp_path / "other"),
+            shard_size=8,
+            image=ImageParams(height=SIZE, width=SIZE),
+            scheduler=cluster.scheduler_address,
+            transforms=[f"{package}.prep:features"],
+        )
+        with pytest.raises(BakeError) as err:
+            bake(other)
+    message = str(err.value)
+    assert "\n" not in message
+    assert f"user code {package}.prep:features: worker " in message
+    assert "cannot import it" in message
+    assert "no shard was started" in message
+    assert not list((tmp_path / "other").rglob("_shards/*.json"))
