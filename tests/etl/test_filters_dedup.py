@@ -170,13 +170,13 @@ def test_near_dedup_rejects_a_reencoded_resized_copy_and_keeps_distinct_images(t
 
     exact = bake(_spec([root], tmp_path / "exact", size=32, dedup="exact"))
     assert exact.duplicates == 0  # other bytes: not an exact copy
-    report = bake(_spec([root], tmp_path / "cache", size=32, dedup="near", dedup_distance=6))
+    report = bake(_spec([root], tmp_path / "cache", size=32, dedup="near"))
     assert (report.baked, report.duplicates) == (24, 1)
     (dup,) = _rejected(tmp_path / "cache")
     assert (dup["error_type"], _name(dup["uri"])) == ("NearDuplicate", "zz_copy.jpg")
     assert "near duplicate of row" in dup["message"]
     assert "005.png" in dup["message"]
-    assert "dHash bits differ" in dup["message"]
+    assert "pHash bits differ" in dup["message"]
     manifest = json.loads((tmp_path / "cache" / "manifest.json").read_text())
     assert manifest["counts"]["duplicates"] == 1
     assert manifest["rejected_by_reason"] == {"dedup: NearDuplicate": 1}

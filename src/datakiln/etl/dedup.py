@@ -3,7 +3,7 @@
 ``dedup = "exact"`` compares content hashes of the raw bytes (the ``content_hash`` the image
 and audio bakes already keep; a text sample's UTF-8 text; a record's field hashes and texts).
 ``dedup = "near"`` compares perceptual keys within ``dedup_distance`` differing bits: for
-images a 64-bit dHash computed in a JAX kernel on the baked pixels; for text a MinHash
+images a 64-bit pHash (DCT) computed in a JAX kernel on the baked pixels; for text a MinHash
 signature of word 3-grams, found through LSH bands.
 
 Each shard task computes its rows' keys and puts them in its marker. Once every shard is done,
@@ -27,8 +27,8 @@ from datakiln.errors import SpecError
 __all__ = ["DEDUP_MODES", "find_duplicates", "row_keys"]
 
 DEDUP_MODES = ("exact", "near")
-#: Differing bits (of 64) within which two image dHashes are near copies by default.
-DEFAULT_DISTANCE = 6
+#: Differing bits (of 64) within which two image pHashes are near copies by default.
+DEFAULT_DISTANCE = 4
 #: MinHash permutations of a text signature, and rows per LSH band (16 bands of 4).
 MINHASH_PERMUTATIONS = 64
 MINHASH_BAND = 4
@@ -95,12 +95,12 @@ def minhash(text: str) -> str:
 def near_keys(modality: str, arrays: Mapping[str, np.ndarray], meta: Any, rows: int) -> list[str]:
     if modality == "text":
         return [minhash(t) for t in meta.column("text").to_pylist()]
-    from datakiln.etl.kernels.dhash import dhash_bits, pack_hashes
+    from datakiln.etl.kernels.phash import pack_hashes, phash_bits
     from datakiln.etl.transforms import batches
 
     keys: list[str] = []
     for _, count, batch in batches({"images": arrays["images"]}, rows):
-        keys += pack_hashes(np.asarray(dhash_bits(batch["images"]))[:count])
+        keys += pack_hashes(np.asarray(phash_bits(batch["images"]))[:count])
     return keys
 
 
@@ -114,7 +114,7 @@ def row_keys(
 
 
 class _NearIndex:
-    """Keys seen so far, found through LSH bands: 64-bit dHashes split into
+    """Keys seen so far, found through LSH bands: 64-bit pHashes split into
     ``distance + 1`` bands (two hashes within ``distance`` bits agree on at least one band),
     MinHash signatures into bands of ``MINHASH_BAND`` values."""
 
@@ -151,7 +151,7 @@ class _NearIndex:
                 else:
                     d = bin(value ^ other).count("1")
                     if d <= self.distance and (best is None or -d > best[0]):
-                        best = (-d, k, f"{d} of 64 dHash bits differ")
+                        best = (-d, k, f"{d} of 64 pHash bits differ")
         return (self.rows[best[1]], best[2]) if best else None
 
     def add(self, key: str, row: tuple[int, str]) -> None:

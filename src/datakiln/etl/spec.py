@@ -391,7 +391,7 @@ class BakeSpec:
     transforms: Sequence[Any] = ()
     filters: Sequence[Any] = ()
     dedup: str | None = None
-    dedup_distance: int = 6
+    dedup_distance: int = 4
 
     def __post_init__(self) -> None:
         sources = (self.sources,) if isinstance(self.sources, str) else tuple(self.sources)

@@ -147,7 +147,7 @@ def apply_steps(task: ShardTask, out: ShardOutput, modality: Any) -> None:
     functions = [f["function"] for f in steps.get("filters", ()) if "function" in f]
     shapes += [["filter", ref, TRANSFORM_BATCH] for ref in functions]
     if dedup and dedup["mode"] == "near" and task.modality == "image":
-        shapes.append(["dhash", TRANSFORM_BATCH, *layouts["images"].sample_shape])
+        shapes.append(["phash", TRANSFORM_BATCH, *layouts["images"].sample_shape])
 
     restat = getattr(modality, "shard_stats", None)
     if out.rows != rows_before and restat is not None:
