@@ -9,8 +9,9 @@ baseline), an identity transform (it returns the images as they are), ``dedup = 
 ``dedup = "near"``, and the embedding transform of docs/transforms.md (a small Flax ``nnx``
 encoder, 64-d float16). One untimed warm-up bake of each variant first fills the persistent
 JAX compilation cache. Reports medians of images/s, each variant's cost against the baseline of
-the same run, the encoder's own throughput (jitted, batches of 64, one thread of this
-process) and its share of the embedding bake's time.
+the same run, the steps' share of the shard tasks' time (``stage_s["steps"]`` over all stages:
+less noisy than wall-clock ratios on a shared machine), and the encoder's own throughput
+(jitted, batches of 64, one thread of this process).
 """
 
 from __future__ import annotations
@@ -122,6 +123,8 @@ def main() -> None:
     ratios: dict[str, list[float]] = {k: [] for k in names}
     seconds: dict[str, list[float]] = {k: [] for k in names}
     reports: dict[str, dict] = {}
+    # per variant and run: the steps' share of the shard tasks' summed stage time
+    shares: dict[str, list[float]] = {k: [] for k in names}
     load = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory() as tmp:
         cache = f"{tmp}/jax-cache"
@@ -137,6 +140,8 @@ def main() -> None:
                 got[name] = rate
                 seconds[name].append(elapsed)
                 reports[name] = report.to_dict()
+                stages = report.stage_s
+                shares[name].append(stages.get("steps", 0.0) / sum(stages.values()))
             for name in names:
                 rates[name].append(got[name])
                 ratios[name].append(got[name] / got["plain"])
@@ -154,6 +159,9 @@ def main() -> None:
             k: round(100 * (1 - statistics.median(v)), 1) for k, v in ratios.items() if k != "plain"
         },
         "ratios_per_run": {k: [round(r, 3) for r in v] for k, v in ratios.items()},
+        "steps_share_of_task_time_pct": {
+            k: round(100 * statistics.median(v), 1) for k, v in shares.items() if k != "plain"
+        },
         "duplicates": {k: reports[k]["duplicates"] for k in ("exact", "near")},
         "kernel_shapes": {k: r["kernel_shapes"] for k, r in reports.items()},
         "encoder_images_per_s_one_thread": round(encoder, 1),

@@ -844,6 +844,8 @@ def _commit(
 
     stats = modality.merge_stats(spec, ordered)
     stage_s = {s: float(sum(m.timings[s] for m in ordered)) for s in STAGES}
+    if any("steps" in m.timings for m in ordered):  # the user's transforms, filters, dedup
+        stage_s["steps"] = float(sum(m.timings.get("steps", 0.0) for m in ordered))
     bytes_in = int(sum(m.bytes_in for m in ordered))
     bytes_out = int(sum(m.bytes_out for m in ordered))
     shapes = {tuple(shape) for m in new_markers for shape in m.kernel_shapes}
