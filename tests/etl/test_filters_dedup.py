@@ -227,3 +227,76 @@ def test_dedup_and_filter_specs_are_checked():
         BakeSpec(sources=("x",), output="y", dedup="near", dedup_distance=64)
     with pytest.raises(SpecError, match="not both or neither"):
         BakeSpec(sources=("x",), output="y", filters=[{}])
+
+
+RECORD_STEPS = """
+import jax.numpy as jnp
+
+
+def caption_features(batch):
+    return {"brightness": batch["images"].astype(jnp.float32).mean(axis=(1, 2, 3))}
+
+
+def long_caption(batch, words=6):
+    return batch["captions_lengths"] > words
+"""
+
+
+def test_records_get_transforms_filters_and_dedup(tmp_path, monkeypatch):
+    from datakiln.testing.records_corpus import write_records_corpus
+
+    mod = write_module(tmp_path, monkeypatch, RECORD_STEPS)
+    corpus = write_records_corpus(tmp_path / "records", n=12, per_tar=10)
+    lines = corpus.csv.read_text().splitlines()
+    longest = max(lines[1:], key=lambda line: len(line.split(",")[2].split()))
+    corpus.csv.write_text("\n".join([*lines, longest]) + "\n")  # again, at the end
+    spec = BakeSpec(
+        sources=(str(corpus.csv),),
+        output=str(tmp_path / "cache"),
+        shard_size=8,
+        fields={
+            "images": {"modality": "image", "column": "image", "height": 8, "width": 8},
+            "captions": {"modality": "text", "column": "caption", "max_length": 12},
+        },
+        transforms=[f"{mod}:caption_features"],
+        filters=[{"function": f"{mod}:long_caption", "params": {"words": 6}}],
+        dedup="exact",
+        scheduler="threads",
+    )
+    report = bake(spec)
+    assert report.inputs == 13 == report.baked + report.rejected
+    dataset = datakiln.open_cache(str(tmp_path / "cache"))
+    batch = dataset.read_batch(np.arange(len(dataset)))
+    assert (batch["captions_lengths"] > 6).all()
+    assert batch["brightness"].shape == (report.baked,)
+    rejected = _rejected(tmp_path / "cache")
+    filtered = [r for r in rejected if r["stage"] == "filter"]
+    assert len(filtered) == report.filtered > 0
+    assert {r["error_type"] for r in filtered} == {f"{mod}:long_caption"}
+    assert all(r["record"] is not None for r in filtered)
+    (dup,) = [r for r in rejected if r["stage"] == "dedup"]
+    assert report.duplicates == 1
+    first = dataset.metadata().to_pylist()
+    row = int(dup["message"].split("duplicate of row ")[1].split()[0])
+    assert [m["captions"] for m in first if m["row"] == row] == [longest.split(",")[2]]
+
+
+def test_text_length_filters(tmp_path):
+    lines = ["short", "a line long enough to keep", "tiny", "another line that is kept here"]
+    (tmp_path / "lines.txt").write_text("\n".join(lines) + "\n")
+    spec = BakeSpec(
+        sources=(str(tmp_path / "lines.txt"),),
+        output=str(tmp_path / "cache"),
+        modality="text",
+        filters=[{"min_chars": 10, "max_chars": 28}],
+        scheduler="threads",
+    )
+    report = bake(spec)
+    assert (report.baked, report.filtered) == (1, 3)
+    reasons = sorted((r["error_type"], r["message"]) for r in _rejected(tmp_path / "cache"))
+    assert reasons == [
+        ("max_chars", "max_chars = 28: this input has 30"),
+        ("min_chars", "min_chars = 10: this input has 4"),
+        ("min_chars", "min_chars = 10: this input has 5"),
+    ]
+    assert datakiln.open_cache(str(tmp_path / "cache")).get_sample_text(0) == lines[1]
