@@ -61,6 +61,7 @@ from datakiln.etl.shard import bake_shard
 from datakiln.etl.spec import BakeSpec
 from datakiln.etl.task import ShardMarker, ShardPlan, ShardTask
 from datakiln.readers.listing import access_hint
+from datakiln.readers.rejections import STAGE_DEDUP, STAGE_FILTER
 from datakiln.writers.marker import read_marker
 from datakiln.writers.parquet import rejected_table, table_bytes
 from datakiln.writers.zarr_region import FieldLayout, prepare_arrays
@@ -831,8 +832,8 @@ def _commit(
             f"shards {lost} lost track of inputs: baked + rejected != inputs; nothing committed"
         )
     inputs = baked + len(rejections)
-    filtered = sum(r.stage == "filter" for r in rejections)
-    duplicates = sum(r.stage == "dedup" for r in rejections)
+    filtered = sum(r.stage == STAGE_FILTER for r in rejections)
+    duplicates = sum(r.stage == STAGE_DEDUP for r in rejections)
     by_reason = collections.Counter(r.reason for r in rejections)
     blank = sum(r.blank for r in rejections)
     version = store_version + 1

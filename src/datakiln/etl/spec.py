@@ -371,6 +371,14 @@ class BakeSpec:
             cache holds every field of one record.
         source_format: The record source of every input (``table``, ``tar``, ``zip``, or a
             registered one); by default each input's ending picks it.
+        transforms: The user's JAX functions over each shard's stored fields, in order
+            (``TransformSpec``, a ``{"function": "pkg.mod:fn", "version", "params"}`` table,
+            the name, or a module-level function); see ``datakiln.etl.transforms``.
+        filters: Rows to leave out: a JAX function returning a bool per row, or host-side
+            checks (``{"min_side": 32}``); see ``datakiln.etl.filters``.
+        dedup: ``"exact"`` (content hashes of the raw bytes) or ``"near"`` (image pHash,
+            text MinHash) rejects later copies of a row; ``dedup_distance`` is the number of
+            differing pHash bits (of 64) that still counts as a copy.
     """
 
     sources: tuple[str, ...]
@@ -391,7 +399,7 @@ class BakeSpec:
     transforms: Sequence[Any] = ()
     filters: Sequence[Any] = ()
     dedup: str | None = None
-    dedup_distance: int = 4
+    dedup_distance: int = 4  # datakiln.etl.dedup.DEFAULT_DISTANCE
 
     def __post_init__(self) -> None:
         sources = (self.sources,) if isinstance(self.sources, str) else tuple(self.sources)

@@ -18,18 +18,15 @@ import pyarrow as pa
 from datakiln.etl.dedup import row_keys
 from datakiln.etl.filters import host_keep, jax_keep
 from datakiln.etl.transforms import TRANSFORM_BATCH, run_transforms
-from datakiln.readers.rejections import Rejection
+from datakiln.readers.rejections import STAGE_DEDUP, STAGE_FILTER, Rejection
 
 if TYPE_CHECKING:
     from datakiln.etl.modalities.base import ShardOutput
     from datakiln.etl.spec import BakeSpec
     from datakiln.etl.task import ShardTask
 
-__all__ = ["STAGE_DEDUP", "STAGE_FILTER", "apply_steps", "task_steps"]
+__all__ = ["apply_steps", "describe_changes", "task_steps"]
 
-# Rejection stages of rows a bake leaves out on purpose.
-STAGE_FILTER = "filter"
-STAGE_DEDUP = "dedup"
 DUPLICATE = {"exact": "Duplicate", "near": "NearDuplicate"}
 
 
