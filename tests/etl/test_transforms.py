@@ -327,3 +327,39 @@ def test_a_cluster_gets_the_module_shipped_or_fails_fast_in_one_line(photos, tmp
     assert "cannot import it" in message
     assert "no shard was started" in message
     assert not list((tmp_path / "other").rglob("_shards/*.json"))
+
+
+def test_the_command_takes_transforms_filters_and_dedup(photos, tmp_path):
+    import subprocess
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "datakiln", *args],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,  # `python -m` puts this folder, and so the module, on the path
+            timeout=300,
+        )
+
+    (tmp_path / "cliprep.py").write_text(textwrap.dedent(PREP))
+    flags = [str(photos), "--out", "cache", "--size", str(SIZE), "--shard-size", "8"]
+    steps = ["--transform", "cliprep:features", "--filter", "min_side=20", "--dedup", "exact"]
+    result = run("bake", *flags, *steps)
+    assert result.returncode == 0, result.stderr
+    assert "filtered, 0 duplicates)" in result.stdout
+    inspected = run("inspect", "cache")
+    assert "transform cliprep:features" in inspected.stdout
+    assert "dedup exact: 0 duplicates rejected" in inspected.stdout
+
+    edited = PREP.replace("x.mean(axis=(1, 2))", "(x.min(axis=(1, 2)) + 0.0)")
+    (tmp_path / "cliprep.py").write_text(textwrap.dedent(edited))
+    planned = run("plan", *flags, *steps)
+    assert "cache key differs: transform cliprep:features: code changed" in planned.stdout
+
+    (tmp_path / "cliprep.py").write_text("def features(batch):\n    raise ValueError('oops')\n")
+    failed = run("bake", *flags, *steps)
+    assert failed.returncode == 1
+    lines = [line for line in failed.stderr.splitlines() if line.startswith("datakiln:")]
+    assert len(lines) == 1
+    assert "transform cliprep:features cannot be traced" in lines[0]
+    assert "Traceback" not in failed.stderr
