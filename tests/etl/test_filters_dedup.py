@@ -300,3 +300,36 @@ def test_text_length_filters(tmp_path):
         ("min_chars", "min_chars = 10: this input has 5"),
     ]
     assert datakiln.open_cache(str(tmp_path / "cache")).get_sample_text(0) == lines[1]
+
+
+AUDIO_STEPS = '''
+def energy(batch):
+    """Mean power of the waveform: the batch holds it as read, float32 in [-1, 1]."""
+    return {"energy": (batch["audio"] ** 2).mean(axis=1)}
+'''
+
+
+def test_audio_steps_see_float32_and_filter_by_duration(tmp_path, monkeypatch):
+    import soundfile as sf
+
+    mod = write_module(tmp_path, monkeypatch, AUDIO_STEPS)
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for k, seconds in enumerate([0.3, 0.8, 1.5, 0.4, 1.2]):
+        t = np.arange(int(16000 * seconds)) / 16000
+        sf.write(clips / f"{k}.wav", 0.5 * np.sin(2 * np.pi * (300 + 100 * k) * t), 16000)
+    spec = BakeSpec(
+        sources=(str(clips),),
+        output=str(tmp_path / "cache"),
+        modality="audio",
+        transforms=[f"{mod}:energy"],
+        filters=[{"min_duration": 0.5}],
+        scheduler="threads",
+    )
+    report = bake(spec)
+    assert (report.baked, report.filtered) == (3, 2)
+    assert sorted(_name(r["uri"]) for r in _rejected(tmp_path / "cache")) == ["0.wav", "3.wav"]
+    dataset = datakiln.open_cache(str(tmp_path / "cache"))
+    batch = dataset.read_batch(np.arange(3))
+    assert batch["energy"].dtype == np.float32
+    np.testing.assert_allclose(batch["energy"], (batch["audio"] ** 2).mean(axis=1), rtol=1e-5)

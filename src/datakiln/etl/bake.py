@@ -176,11 +176,12 @@ def _user_steps(plan: BakePlan, fields: list[FieldLayout]) -> tuple[list[FieldLa
         return fields, {}
     from datakiln.etl.filters import plan_filters
     from datakiln.etl.steps import task_steps
-    from datakiln.etl.transforms import plan_layouts
+    from datakiln.etl.transforms import input_views, plan_layouts
 
-    layouts, outputs = plan_layouts(spec.transforms, fields, plan.generation)
-    plan_filters(spec.filters, layouts)
-    return layouts, task_steps(spec, outputs)
+    views = input_views(get_modality(spec.modality).transforms(spec), fields)
+    layouts, outputs = plan_layouts(spec.transforms, fields, plan.generation, views)
+    plan_filters(spec.filters, layouts, views)
+    return layouts, task_steps(spec, outputs, views)
 
 
 def _field_schema(plan: BakePlan, fields: list[FieldLayout]) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from datakiln.etl.transforms import (
     jitted_step,
     stored_structs,
     trace_step,
+    view_arrays,
 )
 from datakiln.etl.user_code import UserFunction
 from datakiln.writers.zarr_region import FieldLayout
@@ -114,9 +115,13 @@ def check_filters(filters: Sequence[FilterSpec], modality: str) -> None:
                 )
 
 
-def plan_filters(filters: Sequence[FilterSpec], fields: Sequence[FieldLayout]) -> None:
+def plan_filters(
+    filters: Sequence[FilterSpec],
+    fields: Sequence[FieldLayout],
+    views: Mapping[str, Mapping[str, Any]],
+) -> None:
     """Trace every function filter on the stored batch: it must return one bool per row."""
-    structs = stored_structs(fields, TRANSFORM_BATCH)
+    structs = stored_structs(fields, TRANSFORM_BATCH, views)
     for f in filters:
         if f.function is None:
             continue
@@ -153,13 +158,17 @@ def host_keep(check: str, limit: float, meta: Any) -> tuple[np.ndarray, np.ndarr
 
 
 def jax_keep(
-    step: Mapping[str, Any], arrays: Mapping[str, np.ndarray], rows: int, shard_id: int
+    step: Mapping[str, Any],
+    arrays: Mapping[str, np.ndarray],
+    rows: int,
+    shard_id: int,
+    views: Mapping[str, Mapping[str, Any]],
 ) -> np.ndarray:
     """The user filter's verdict on each of the first ``rows`` rows."""
     ref = step["function"]
     fn = jitted_step("filter", step, shard_id)
     keep = np.ones(rows, bool)
-    for start, count, batch in batches(arrays, rows):
+    for start, count, batch in batches(view_arrays(arrays, views), rows):
         got = np.asarray(call_step("filter", ref, fn, batch, shard_id, start))
         if got.shape != (TRANSFORM_BATCH,):
             raise UserCodeError(f"filter {ref} returned shape {got.shape}, not one bool per row")

@@ -30,9 +30,11 @@ __all__ = ["apply_steps", "describe_changes", "task_steps"]
 DUPLICATE = {"exact": "Duplicate", "near": "NearDuplicate"}
 
 
-def task_steps(spec: BakeSpec, outputs: Sequence[Sequence[str]]) -> dict[str, Any]:
+def task_steps(
+    spec: BakeSpec, outputs: Sequence[Sequence[str]], views: Mapping[str, Any]
+) -> dict[str, Any]:
     """What a shard task needs of the spec's user steps (``{}`` when there are none)."""
-    steps: dict[str, Any] = {}
+    steps: dict[str, Any] = {"views": dict(views)} if views else {}
     if spec.transforms:
         steps["transforms"] = [
             {**t.key_dict(), "outputs": list(names)}
@@ -96,13 +98,14 @@ def apply_steps(task: ShardTask, out: ShardOutput, modality: Any) -> None:
     layouts = {f.name: f for f in task.fields}
     names = _row_names(out.meta)
     rows_before = out.rows
+    views = steps.get("views") or {}
     if steps.get("transforms"):
-        run_transforms(steps["transforms"], out.arrays, out.rows, layouts, shard_id, names)
+        run_transforms(steps["transforms"], out.arrays, out.rows, layouts, shard_id, names, views)
 
     keep = np.ones(out.rows, bool)
     for step in steps.get("filters") or ():
         if "function" in step:
-            passed = jax_keep(step, out.arrays, out.rows, shard_id)
+            passed = jax_keep(step, out.arrays, out.rows, shard_id, views)
             checks = [(step["function"], passed, None, None)]
         else:
             checks = []

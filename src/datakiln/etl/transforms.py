@@ -66,12 +66,61 @@ class TransformSpec(UserFunction):
         return cls(**value)
 
 
-def stored_structs(fields: Iterable[FieldLayout], batch: int) -> dict[str, Any]:
-    """The batch a transform sees at plan time: every stored numeric field, ``batch`` rows."""
+def input_views(
+    read: Mapping[str, Mapping[str, Any] | None], fields: Iterable[FieldLayout]
+) -> dict[str, dict[str, Any]]:
+    """How a step sees the modality's fields: as read, except images, which stay uint8.
+
+    Tokens stored in the smallest unsigned type are cast to int32, and int16 or float16
+    audio and mel are mapped to float32, with the read-time transforms the manifest records
+    (``read``: field name -> transform).
+    """
+    views: dict[str, dict[str, Any]] = {}
+    for f in fields:
+        t = read.get(f.name)
+        if t is None or (t["kind"] == "affine" and f.dtype == "uint8"):
+            continue
+        if t["kind"] == "cast":
+            views[f.name] = {"stored": f.dtype, "dtype": t["dtype"]}
+        elif t["kind"] == "affine":
+            views[f.name] = {
+                "stored": f.dtype,
+                "dtype": t.get("dtype", "float32"),
+                "scale": t["scale"],
+                "offset": t["offset"],
+            }
+    return views
+
+
+def view_arrays(
+    arrays: Mapping[str, Any], views: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any]:
+    """``arrays`` as steps see them (``input_views``); a field a transform replaced is left
+    as it returned it."""
+    out = dict(arrays)
+    for name, v in views.items():
+        a = arrays.get(name)
+        if not isinstance(a, np.ndarray) or a.dtype != np.dtype(v["stored"]):
+            continue
+        x = a.astype(v["dtype"])
+        if "scale" in v:
+            x *= np.asarray(v["scale"], x.dtype)
+            x += np.asarray(v["offset"], x.dtype)
+        out[name] = x
+    return out
+
+
+def stored_structs(
+    fields: Iterable[FieldLayout], batch: int, views: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any]:
+    """The batch a step sees at plan time: every numeric field, ``batch`` rows."""
     import jax
 
     return {
-        f.name: jax.ShapeDtypeStruct((batch, *f.sample_shape), np.dtype(f.dtype))
+        f.name: jax.ShapeDtypeStruct(
+            (batch, *f.sample_shape),
+            np.dtype(views[f.name]["dtype"] if f.name in views else f.dtype),
+        )
         for f in fields
         if f.dtype != STRING_DTYPE
     }
@@ -117,7 +166,10 @@ def trace_step(kind: str, ref: str, fn: Callable[..., Any], structs: Mapping[str
 
 
 def plan_layouts(
-    transforms: Sequence[TransformSpec], fields: Sequence[FieldLayout], generation: str
+    transforms: Sequence[TransformSpec],
+    fields: Sequence[FieldLayout],
+    generation: str,
+    views: Mapping[str, Mapping[str, Any]],
 ) -> tuple[list[FieldLayout], list[list[str]]]:
     """The stored fields after the transforms (outputs replace or join the modality's fields),
     and the names each transform writes.
@@ -130,7 +182,7 @@ def plan_layouts(
     if not transforms:
         return list(layouts.values()), written
     shard_rows = fields[0].shard_rows
-    structs = stored_structs(fields, TRANSFORM_BATCH)
+    structs = stored_structs(fields, TRANSFORM_BATCH, views)
     for t in transforms:
         fn = functools.partial(t.load(), **t.params)
         out = trace_step("transform", t.function, fn, structs)
@@ -222,6 +274,7 @@ def run_transforms(
     layouts: Mapping[str, FieldLayout],
     shard_id: int,
     uris: Sequence[str],
+    views: Mapping[str, Mapping[str, Any]],
 ) -> None:
     """Apply each transform in order to ``arrays`` (``capacity`` rows, first ``rows`` real),
     writing its outputs into ``arrays``; NaN in an output stops the bake with the row named."""
@@ -230,7 +283,7 @@ def run_transforms(
         fn = jitted_step("transform", step, shard_id)
         outputs: dict[str, np.ndarray] = {}
         capacity = max(len(a) for a in arrays.values())
-        for start, count, batch in batches(arrays, rows):
+        for start, count, batch in batches(view_arrays(arrays, views), rows):
             result = call_step("transform", ref, fn, batch, shard_id, start)
             for name, value in result.items():
                 value = np.asarray(value)
