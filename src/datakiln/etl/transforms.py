@@ -1,10 +1,11 @@
 """User transforms: the user's JAX function over a shard's stored fields, run under ``jax.jit``.
 
-A transform takes the batch as stored (a dict of arrays: images uint8 ``(B, H, W, C)``,
-tokens int32, audio and mel float32, validity masks and lengths where a bake keeps them) and
-returns a dict of new or replaced fields. It is traced once per process on a fixed batch of
-``TRANSFORM_BATCH`` rows (the shard's rows are cut into such batches and the last one padded
-with zeros), so a bake compiles each transform once, whatever its shard sizes. The output
+A transform takes the shard's stored fields (a dict of arrays: images as stored, uint8
+``(B, H, W, C)``; tokens int32, audio and mel float32, as read; validity masks and lengths
+where a bake keeps them; see ``input_views``) and returns a dict of new or replaced fields.
+It is traced once per process on a fixed batch of ``TRANSFORM_BATCH`` rows (the shard's rows
+are cut into such batches and the last one padded with zeros), so a bake compiles each
+transform once, whatever its shard sizes. The output
 fields' dtype and row shape come from ``jax.eval_shape`` when the bake is planned, so a
 transform that cannot be traced or returns the wrong batch length fails before any shard.
 """
