@@ -223,6 +223,23 @@ def _bake_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-rejected", type=int, help="exit 1 without committing when more inputs are rejected"
     )
     parser.add_argument(
+        "--transform",
+        action="append",
+        metavar="MODULE:FUNCTION",
+        help="a JAX function over each shard's batch returning new fields (repeat to chain)",
+    )
+    parser.add_argument(
+        "--filter",
+        action="append",
+        metavar="MODULE:FUNCTION|CHECK=VALUE",
+        help="keep rows the JAX function returns true for, or that pass min_side=32, "
+        "max_aspect=3, min_chars=..., max_chars=..., min_duration=..., max_duration=...",
+    )
+    parser.add_argument("--dedup", choices=("exact", "near"), help="reject copies of earlier rows")
+    parser.add_argument(
+        "--dedup-distance", type=int, help="near dedup: differing pHash bits of 64 (default 4)"
+    )
+    parser.add_argument(
         "--dry-run",
         action="store_true",
         help="say what the bake would do (like `datakiln plan`) and stop",
@@ -531,9 +548,10 @@ def _spec_from_args(args: argparse.Namespace) -> Any:
     top: dict[str, Any] = {"modality": modality}
     if args.out and toml:
         top["output"] = args.out
-    for name in ("shard_size", "scheduler", "workers", "max_rejected"):
+    for name in ("shard_size", "scheduler", "workers", "max_rejected", "dedup", "dedup_distance"):
         if getattr(args, name) is not None:
             top[name] = getattr(args, name)
+    _user_steps_from_args(args, spec, top)
     if "shard_size" not in top and modality != spec.modality:
         top["shard_size"] = None  # the default of the modality chosen here, not the first one
     if image:
@@ -591,12 +609,34 @@ def _records_spec_from_args(
         top["source_format"] = args.source_format
     if args.out:
         top["output"] = args.out
-    for name in ("shard_size", "scheduler", "workers", "max_rejected"):
+    for name in ("shard_size", "scheduler", "workers", "max_rejected", "dedup", "dedup_distance"):
         if getattr(args, name) is not None:
             top[name] = getattr(args, name)
+    _user_steps_from_args(args, spec, top)
     base = _spec_fields(spec)
     base.update(modality="records", shard_size=top.get("shard_size"))
     return BakeSpec.from_dict({**base, **top})
+
+
+def _user_steps_from_args(args: argparse.Namespace, spec: Any, top: dict[str, Any]) -> None:
+    """``--transform`` and ``--filter`` add to the spec file's transforms and filters."""
+    from datakiln.errors import SpecError
+
+    if args.transform:
+        top["transforms"] = [*spec.transforms, *args.transform]
+    filters = []
+    for item in args.filter or ():
+        name, eq, value = item.partition("=")
+        if not eq:
+            filters.append(item)
+            continue
+        try:
+            number = float(value)
+            filters.append({name.strip(): int(number) if number.is_integer() else number})
+        except ValueError:
+            raise SpecError(f"--filter {item!r}: {name} takes a number") from None
+    if filters:
+        top["filters"] = [*spec.filters, *filters]
 
 
 def _spec_fields(spec: Any) -> dict[str, Any]:
@@ -764,6 +804,22 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _print_user_steps(spec: dict[str, Any], counts: dict[str, Any]) -> None:
+    """The spec's transforms, filters and dedup, with the rows they left out."""
+    for t in spec.get("transforms") or ():
+        version = f" version {t['version']}" if t.get("version") else ""
+        print(f"transform {t['function']}{version}" + (f" {t['params']}" if t["params"] else ""))
+    if spec.get("filters"):
+        names = [
+            f.get("function") or ", ".join(f"{k}={v}" for k, v in f.items())
+            for f in spec["filters"]
+        ]
+        print(f"filters: {'; '.join(names)}: {counts.get('filtered', 0)} rows filtered out")
+    if spec.get("dedup"):
+        within = f" within {spec['dedup_distance']} bits" if spec["dedup"] == "near" else ""
+        print(f"dedup {spec['dedup']}{within}: {counts.get('duplicates', 0)} duplicates rejected")
+
+
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from datakiln.cache.inspect import describe_cache
 
@@ -783,6 +839,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         + (f" ({blank} blank, {counts['rejected'] - blank} broken)" if blank else "")
     )
     spec = info["spec"]
+    _print_user_steps(spec, counts)
     if info["modality"] == "records":
         _print_record_fields(info)
     else:

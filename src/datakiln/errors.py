@@ -39,6 +39,10 @@ class BakeError(DatakilnError, RuntimeError):
     """The bake itself failed (not one input: the job)."""
 
 
+class UserCodeError(BakeError):
+    """A user's transform or filter raised, or returned what the bake cannot store."""
+
+
 class TooManyRejectedError(BakeError):
     """More inputs were rejected than ``max_rejected`` allows."""
 

@@ -68,6 +68,7 @@ from datakiln.etl.shard import bake_shard
 from datakiln.etl.spec import BakeSpec
 from datakiln.etl.task import ShardMarker, ShardPlan, ShardTask
 from datakiln.readers.listing import InputFile, access_hint
+from datakiln.readers.rejections import STAGE_DEDUP, STAGE_FILTER
 from datakiln.writers.marker import read_marker
 from datakiln.writers.parquet import rejected_table, table_bytes
 from datakiln.writers.zarr_region import FieldLayout, prepare_arrays
@@ -102,11 +103,16 @@ class BakeReport:
     kernel_shapes: int = 0
     stage_s: Mapping[str, float] = field(default_factory=dict)
     retries: int = 0  # object-store requests retried (throttling, 5xx, resets, timeouts)
+    # rows the spec's filters left out, and copies dedup rejected (both part of ``rejected``)
+    filtered: int = 0
+    duplicates: int = 0
 
     def summary_line(self) -> str:
         line = f"inputs {self.inputs} = baked {self.baked} + rejected {self.rejected}"
         if self.blank:
             line += f" ({self.blank} blank, {self.rejected - self.blank} broken)"
+        if self.filtered or self.duplicates:
+            line += f" ({self.filtered} filtered, {self.duplicates} duplicates)"
         return line
 
     def to_dict(self) -> dict[str, Any]:
@@ -127,6 +133,8 @@ class BakeReport:
             "kernel_shapes": self.kernel_shapes,
             "stage_s": dict(self.stage_s),
             "retries": self.retries,
+            "filtered": self.filtered,
+            "duplicates": self.duplicates,
         }
 
 
@@ -164,11 +172,35 @@ def _fields(plan: BakePlan) -> list[FieldLayout]:
     )
 
 
+def _user_steps(plan: BakePlan, fields: list[FieldLayout]) -> tuple[list[FieldLayout], dict]:
+    """The stored fields after the spec's transforms, and the steps every shard task runs.
+
+    Traces the user's functions (``jax.eval_shape``): one that cannot run on the stored
+    batch, or returns the wrong batch length, fails here, before any shard starts.
+    """
+    spec = plan.spec
+    if not (spec.transforms or spec.filters or spec.dedup):
+        return fields, {}
+    from datakiln.etl.filters import plan_filters
+    from datakiln.etl.steps import task_steps
+    from datakiln.etl.transforms import input_views, plan_layouts
+
+    views = input_views(get_modality(spec.modality).transforms(spec), fields)
+    layouts, outputs = plan_layouts(spec.transforms, fields, plan.generation, views)
+    plan_filters(spec.filters, layouts, views)
+    return layouts, task_steps(spec, outputs, views)
+
+
 def _field_schema(plan: BakePlan, fields: list[FieldLayout]) -> dict[str, Any]:
     transforms = get_modality(plan.spec.modality).transforms(plan.spec)
-    schema = {f.name: f.to_dict(plan.rows) for f in fields}
-    for name, entry in schema.items():
-        entry["transform"] = transforms.get(name)
+    base = {f.name: (f.dtype, f.sample_shape) for f in _fields(plan)}
+    schema = {}
+    for f in fields:
+        entry = schema[f.name] = f.to_dict(plan.rows)
+        # a user transform's output is read as it returned it, unless it kept the stored
+        # field's dtype and shape (then the field still means what it meant)
+        same = base.get(f.name) == (f.dtype, f.sample_shape)
+        entry["transform"] = transforms.get(f.name) if same else None
     return schema
 
 
@@ -274,6 +306,8 @@ def _run_distributed(
     link = getattr(client, "dashboard_link", None)
     if link:
         logger.info("Dask dashboard: %s", link)
+    if tasks and tasks[0].steps:
+        _ship_user_code(client, tasks[0].steps)
     futures = [
         client.submit(
             bake_shard,
@@ -290,6 +324,56 @@ def _run_distributed(
         results.append(marker)
         on_done(marker)
     return results
+
+
+def _ship_user_code(client: Any, steps: Mapping[str, Any]) -> None:
+    """Make the cluster's workers run the user's code the bake was planned with.
+
+    Workers that cannot import a module get it shipped (``Client.upload_file``: the module's
+    ``.py`` file, or its top-level package as a ``.zip``). A worker still without it, or with
+    other code, fails the bake here, in one line, before any shard starts.
+    """
+    import tempfile
+
+    from datakiln.etl.user_code import module_archive, worker_identities
+
+    wanted = {
+        s["function"]: {"source": s["source"], "module": s["module"]}
+        for s in [*steps.get("transforms", ()), *steps.get("filters", ())]
+        if "function" in s
+    }
+    if not wanted:
+        return
+    refs = sorted(wanted)
+
+    def problems() -> dict[str, str]:
+        found = client.run(worker_identities, refs)
+        bad = {}
+        for worker, identities in found.items():
+            for ref in refs:
+                got = identities.get(ref)
+                if isinstance(got, str):
+                    bad[ref] = f"worker {worker} cannot import it ({got})"
+                elif got != wanted[ref]:
+                    bad[ref] = f"worker {worker} has other code for it"
+        return bad
+
+    bad = problems()
+    if bad:
+        with tempfile.TemporaryDirectory() as folder:
+            shipped = set()
+            for ref in bad:
+                path = module_archive(ref.partition(":")[0], folder)
+                if path is not None and path not in shipped:
+                    client.upload_file(path)
+                    shipped.add(path)
+        bad = problems()
+    if bad:
+        ref, why = next(iter(bad.items()))
+        raise BakeError(
+            f"user code {ref}: {why}; install its module on every worker (or make it a .py "
+            "file or package that can be shipped); no shard was started"
+        )
 
 
 def _bake_shard_json(task: str) -> dict[str, Any]:
@@ -459,7 +543,14 @@ def _key_changes(current: Mapping[str, Any] | None, plan: BakePlan) -> tuple[str
     if current.get("format_version") != FORMAT_VERSION:
         reasons.append(f"format version {current.get('format_version')} -> {FORMAT_VERSION}")
     old = current.get("spec", {})
+    steps = plan.spec.steps_key()
+    if steps or current.get("user_steps"):
+        from datakiln.etl.steps import describe_changes
+
+        reasons += describe_changes(current.get("user_steps") or {}, steps)
     for name, value in plan.spec.key_dict().items():
+        if name in steps:  # compared above, by code identity
+            continue
         before = old.get(name)
         if isinstance(value, dict) and isinstance(before, dict):
             reasons += [
@@ -589,14 +680,22 @@ def bake(
         plan = _plan(spec, _previous_bake(spec, current), inputs)
         if current is not None and current["cache_key"] == plan.cache_key:
             return _up_to_date(spec, current, started)
-        fields = _fields(plan)
+        fields, steps = _user_steps(plan, _fields(plan))
         with contextlib.ExitStack() as stack:
             # Workers start before anything here starts threads, with the lease's heartbeat
             # parked, so they can be forked; they warm up while the store is prepared.
             with lease.paused():
                 pool = stack.enter_context(_worker_pool(spec, len(plan.shards), lease.threads))
             return _bake_planned(
-                plan, fields, current, started, progress, jax_cache_dir, pool, retries_before
+                plan,
+                fields,
+                current,
+                started,
+                progress,
+                jax_cache_dir,
+                pool,
+                retries_before,
+                steps=steps,
             )
 
 
@@ -612,6 +711,8 @@ def _up_to_date(spec: BakeSpec, current: Mapping[str, Any], started: float) -> B
         rejected=counts["rejected"],
         rejected_by_reason=current.get("rejected_by_reason", {}),
         blank=counts.get("blank", 0),  # absent from older manifests
+        filtered=counts.get("filtered", 0),
+        duplicates=counts.get("duplicates", 0),
         shards=len(current["shards"]),
         shards_skipped=len(current["shards"]),
         up_to_date=True,
@@ -628,13 +729,16 @@ def _bake_planned(
     jax_cache_dir: str | None,
     pool: Any,
     retries_before: int = 0,
+    *,
+    steps: Mapping[str, Any] | None = None,
 ) -> BakeReport:
     """Prepare the store, bake the shards not done yet, commit."""
     spec = plan.spec
     done = _prepare_store(plan, fields)
     params = _task_params(plan)
-    tasks = [
-        ShardTask(
+
+    def task_of(shard: ShardPlan, shard_steps: Mapping[str, Any] | None = None) -> ShardTask:
+        return ShardTask(
             url=spec.output,
             storage_options=spec.output_storage_options,
             source_options=spec.storage_options,
@@ -645,10 +749,10 @@ def _bake_planned(
             fields=tuple(fields),
             shard=shard,
             jax_cache_dir=jax_cache_dir,
+            steps=shard_steps if shard_steps is not None else (steps or {}),
         )
-        for shard in plan.shards
-        if shard.shard_id not in done
-    ]
+
+    tasks = [task_of(shard) for shard in plan.shards if shard.shard_id not in done]
     logger.info(
         "baking %d inputs into %s: %d shards, %d to bake (%d new, %d changed, %d removed inputs)",
         len(plan.inputs),
@@ -661,6 +765,8 @@ def _bake_planned(
     )
     try:
         new = _run_tasks(plan, tasks, _Tally(plan, tasks, progress), pool)
+        if spec.dedup:
+            new = _dedup_again(plan, {**done, **{m.shard_id: m for m in new}}, new, task_of, pool)
     except DatakilnError:
         raise
     except OSError as err:
@@ -687,6 +793,39 @@ def _bake_planned(
         new_markers=new,
         retries_before=retries_before,
     )
+
+
+def _dedup_again(
+    plan: BakePlan,
+    markers: Mapping[int, ShardMarker],
+    new: list[ShardMarker],
+    task_of: Callable[..., ShardTask],
+    pool: Any,
+) -> list[ShardMarker]:
+    """Bake again, without their copies, the shards of this version that hold copies of rows
+    before them (``etl.dedup``); return the new markers with those replaced."""
+    from datakiln.etl.dedup import find_duplicates
+
+    spec = plan.spec
+    ordered = [markers[s.shard_id] for s in plan.shards]
+    fixed = {s.shard_id for s in plan.shards if s.shard_id not in plan.pending}
+    drops = find_duplicates(ordered, spec.dedup, spec.dedup_distance, spec.modality, fixed)
+    again = []
+    for shard in plan.shards:
+        if shard.shard_id in fixed:
+            continue
+        wanted = drops.get(shard.shard_id, {})
+        applied = (markers[shard.shard_id].extra.get("dedup") or {}).get("dropped") or {}
+        if set(wanted) != set(applied):
+            steps = dict(task_of(shard).steps)
+            steps["dedup"] = {**steps["dedup"], "drops": wanted}
+            again.append(task_of(shard, steps))
+    if not again:
+        return new
+    logger.info("dedup: baking %d shards again without their copies", len(again))
+    redone = {m.shard_id: m for m in _run_tasks(plan, again, lambda m: None, pool)}
+    kept = [m for m in new if m.shard_id not in redone]
+    return kept + list(redone.values())
 
 
 def _task_params(plan: BakePlan) -> dict[str, Any]:
@@ -733,6 +872,8 @@ def _commit(
             f"shards {lost} lost track of inputs: baked + rejected != inputs; nothing committed"
         )
     inputs = baked + len(rejections)
+    filtered = sum(r.stage == STAGE_FILTER for r in rejections)
+    duplicates = sum(r.stage == STAGE_DEDUP for r in rejections)
     by_reason = collections.Counter(r.reason for r in rejections)
     blank = sum(r.blank for r in rejections)
     version = store_version + 1
@@ -744,6 +885,8 @@ def _commit(
 
     stats = modality.merge_stats(spec, ordered)
     stage_s = {s: float(sum(m.timings[s] for m in ordered)) for s in STAGES}
+    if any("steps" in m.timings for m in ordered):  # the user's transforms, filters, dedup
+        stage_s["steps"] = float(sum(m.timings.get("steps", 0.0) for m in ordered))
     bytes_in = int(sum(m.bytes_in for m in ordered))
     bytes_out = int(sum(m.bytes_out for m in ordered))
     shapes = {tuple(shape) for m in new_markers for shape in m.kernel_shapes}
@@ -760,7 +903,13 @@ def _commit(
         modality=spec.modality,
         spec=spec.to_dict(),
         rows=plan.rows,
-        counts={"inputs": inputs, "baked": baked, "rejected": len(rejections), "blank": blank},
+        counts={
+            "inputs": inputs,
+            "baked": baked,
+            "rejected": len(rejections),
+            "blank": blank,
+            **({"filtered": filtered, "duplicates": duplicates} if spec.steps_key() else {}),
+        },
         rejected_by_reason=dict(by_reason),
         fields=_field_schema(plan, fields),
         class_names=plan.class_names,
@@ -780,7 +929,11 @@ def _commit(
         ),
         rejected=rejected_path,
         # tokenizer identity, per-sample constants, record fields, ...
-        entries=entries(spec) if entries is not None else {},
+        entries={
+            **(entries(spec) if entries is not None else {}),
+            # the user steps' code identity, which ``plan`` compares to name what changed
+            **({"user_steps": spec.steps_key()} if spec.steps_key() else {}),
+        },
     )
     report = BakeReport(
         url=spec.output,
@@ -797,6 +950,8 @@ def _commit(
         bytes_out=bytes_out,
         kernel_shapes=len(shapes),
         stage_s=stage_s,
+        filtered=filtered,
+        duplicates=duplicates,
     )
     if spec.max_rejected is not None and len(rejections) > spec.max_rejected:
         raise TooManyRejectedError(

@@ -61,6 +61,12 @@ def bake_shard(data: Mapping[str, Any]) -> dict[str, Any]:
     timings = dict.fromkeys(("fetch", "decode", "kernel", "write"), 0.0)
     modality = get_modality(task.modality)
     out = modality.bake_shard(shard, task.params, task.source_options, timings)
+    if task.steps:
+        from datakiln.etl.steps import apply_steps
+
+        started = time.perf_counter()
+        apply_steps(task, out, modality)
+        timings["steps"] = time.perf_counter() - started
 
     started = time.perf_counter()
     checksums: dict[str, str | None] = {}

@@ -409,6 +409,14 @@ class BakeSpec:
             cache holds every field of one record.
         source_format: The record source of every input (``table``, ``tar``, ``zip``, or a
             registered one); by default each input's ending picks it.
+        transforms: The user's JAX functions over each shard's stored fields, in order
+            (``TransformSpec``, a ``{"function": "pkg.mod:fn", "version", "params"}`` table,
+            the name, or a module-level function); see ``datakiln.etl.transforms``.
+        filters: Rows to leave out: a JAX function returning a bool per row, or host-side
+            checks (``{"min_side": 32}``); see ``datakiln.etl.filters``.
+        dedup: ``"exact"`` (content hashes of the raw bytes) or ``"near"`` (image pHash,
+            text MinHash) rejects later copies of a row; ``dedup_distance`` is the number of
+            differing pHash bits (of 64) that still counts as a copy.
     """
 
     sources: tuple[str, ...]
@@ -426,11 +434,16 @@ class BakeSpec:
     max_rejected: int | None = None
     fields: Mapping[str, FieldSpec] = field(default_factory=dict)
     source_format: str | None = None
+    transforms: Sequence[Any] = ()
+    filters: Sequence[Any] = ()
+    dedup: str | None = None
+    dedup_distance: int = 4  # datakiln.etl.dedup.DEFAULT_DISTANCE
 
     def __post_init__(self) -> None:
         sources = (self.sources,) if isinstance(self.sources, str) else tuple(self.sources)
         object.__setattr__(self, "sources", sources)
         self._check_fields()
+        self._check_steps()
         for name, kind in (("image", ImageParams), ("text", TextParams), ("audio", AudioParams)):
             table = getattr(self, name)
             if isinstance(table, Mapping):  # a plain table, as in a TOML spec
@@ -490,6 +503,47 @@ class BakeSpec:
         if self.source_format is not None and not isinstance(self.source_format, str):
             raise SpecError(f"source_format must be a source name; got {self.source_format!r}")
 
+    def _check_steps(self) -> None:
+        from datakiln.etl.dedup import check_dedup
+        from datakiln.etl.filters import FilterSpec, check_filters
+        from datakiln.etl.transforms import TransformSpec
+
+        for name in ("transforms", "filters"):
+            value = getattr(self, name)
+            if isinstance(value, Mapping | str) or callable(value):
+                value = [value]
+            if not isinstance(value, Sequence):
+                raise SpecError(f"{name} must be a list of [[{name}]] tables")
+            kind = TransformSpec if name == "transforms" else FilterSpec
+            object.__setattr__(self, name, tuple(kind.from_value(v) for v in value))
+        modality = "records" if self.fields else self.modality
+        check_filters(self.filters, modality)
+        check_dedup(self.dedup, self.dedup_distance, modality)
+
+    def steps_key(self) -> dict[str, Any]:
+        """The user steps' part of the cache key: each function's name, code, version and
+        params; the filters' checks; the dedup mode. Empty when there are none, so that the
+        keys of bakes without steps stay what they were."""
+        out: dict[str, Any] = {}
+        if self.transforms:
+            out["transforms"] = [t.key_dict() for t in self.transforms]
+        if self.filters:
+            out["filters"] = [f.key_dict() for f in self.filters]
+        if self.dedup:
+            out["dedup"] = {"mode": self.dedup, "distance": self.dedup_distance}
+        return out
+
+    def _steps_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.transforms:
+            out["transforms"] = [t.to_dict() for t in self.transforms]
+        if self.filters:
+            out["filters"] = [f.to_dict() for f in self.filters]
+        if self.dedup:
+            out["dedup"] = self.dedup
+            out["dedup_distance"] = self.dedup_distance
+        return out
+
     @property
     def params(self) -> Any:
         """The parameter table of the spec's modality."""
@@ -503,6 +557,7 @@ class BakeSpec:
             "modality": self.modality,
             self.modality: self.params.to_dict(),
             "shard_size": self.shard_size,
+            **self.steps_key(),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -517,6 +572,7 @@ class BakeSpec:
                 "scheduler": self.scheduler,
                 "workers": self.workers,
                 "max_rejected": self.max_rejected,
+                **self._steps_dict(),
             }
         return {
             "sources": list(self.sources),
@@ -527,6 +583,7 @@ class BakeSpec:
             "scheduler": self.scheduler,
             "workers": self.workers,
             "max_rejected": self.max_rejected,
+            **self._steps_dict(),
         }
 
     @classmethod

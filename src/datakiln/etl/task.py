@@ -100,9 +100,13 @@ class ShardTask:
     fields: tuple[FieldLayout, ...]
     shard: ShardPlan
     jax_cache_dir: str | None = None
+    # The user's transforms, filters and dedup (``etl.steps.task_steps``); empty: none.
+    steps: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        steps = {"steps": dict(self.steps)} if self.steps else {}
         return {
+            **steps,
             "url": self.url,
             "storage_options": dict(self.storage_options),
             "source_options": dict(self.source_options),
@@ -128,6 +132,7 @@ class ShardTask:
             fields=tuple(FieldLayout.from_task(f) for f in data["fields"]),
             shard=ShardPlan.from_dict(data["shard"]),
             jax_cache_dir=data.get("jax_cache_dir"),
+            steps=data.get("steps") or {},
         )
 
 

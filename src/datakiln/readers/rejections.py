@@ -19,7 +19,11 @@ STAGE_FETCH = "fetch"  # the bytes could not be read from the store
 STAGE_DECODE = "decode"  # the bytes are not a valid encoding (text codec, audio/image container)
 STAGE_PARSE = "parse"  # decoded, but the record structure is wrong (JSON, CSV, missing field)
 STAGE_VALIDATE = "validate"  # parsed, but the content is unusable (empty, NaN samples, ...)
-STAGES = (STAGE_FETCH, STAGE_DECODE, STAGE_PARSE, STAGE_VALIDATE)
+# Rows a bake leaves out on purpose: a spec's filter (``error_type`` names it), or dedup
+# (``Duplicate`` / ``NearDuplicate``; the message names the row it copies).
+STAGE_FILTER = "filter"
+STAGE_DEDUP = "dedup"
+STAGES = (STAGE_FETCH, STAGE_DECODE, STAGE_PARSE, STAGE_VALIDATE, STAGE_FILTER, STAGE_DEDUP)
 
 # ``error_type`` of a sample skipped because it holds no content (text: only whitespace).
 EMPTY_SAMPLE = "EmptySample"

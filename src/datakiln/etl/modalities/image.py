@@ -154,13 +154,7 @@ class ImageModality:
             },
             schema=META_SCHEMA,
         )
-        channel_sum, channel_sumsq = _channel_moments(pixels[:n])
-        stats = {
-            "channel_sum": channel_sum,
-            "channel_sumsq": channel_sumsq,
-            "pixels_per_channel": n * image.height * image.width,
-            "label_counts": np.bincount(labels[:n]).tolist() if labels is not None and n else [],
-        }
+        stats = self.shard_stats(arrays, n)
         return ShardOutput(
             rows=n,
             arrays=arrays,
@@ -171,6 +165,21 @@ class ImageModality:
             # static kernel signatures used; each costs at most two compiles per process
             extra={"kernel_shapes": sorted(list(s) for s in resizer.kernel_shapes)},
         )
+
+    @staticmethod
+    def shard_stats(arrays: Mapping[str, np.ndarray], n: int) -> dict[str, Any]:
+        """A shard's pixel moments and label counts over its first ``n`` rows (again after
+        filters or dedup dropped rows)."""
+        pixels, labels = arrays["images"], arrays.get("labels")
+        if pixels.dtype != np.uint8:  # a transform replaced them: keep moments of uint8 only
+            pixels = np.zeros((0, 1, 1, pixels.shape[-1] if pixels.ndim == 4 else 1), np.uint8)
+        channel_sum, channel_sumsq = _channel_moments(pixels[:n])
+        return {
+            "channel_sum": channel_sum,
+            "channel_sumsq": channel_sumsq,
+            "pixels_per_channel": n * pixels.shape[1] * pixels.shape[2],
+            "label_counts": np.bincount(labels[:n]).tolist() if labels is not None and n else [],
+        }
 
     def merge_stats(self, spec: BakeSpec, markers: Sequence[ShardMarker]) -> dict[str, Any]:
         return merge_pixel_stats([m.stats for m in markers], spec.image.channels)
