@@ -7,9 +7,10 @@ of samples (a few integers per bake shard). Each request reads just the chunks i
 from __future__ import annotations
 
 import collections
+import contextlib
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -78,6 +79,7 @@ class CachedDataset(BaseDataset):
         self.local: LocalDir | None = None
         self.local_window = 0
         self._object_keys: dict[str, list[str | None]] = {}  # objects_of's lookup, per field
+        self._caller_pins = threading.local()  # see objects_pinned
         data_url, data_options = url, storage_options
         if local_dir is not None:
             if local_limit is None:
@@ -172,6 +174,16 @@ class CachedDataset(BaseDataset):
         assert self.local is not None
         return sum(self.local.size(key) for key in keys)
 
+    @contextlib.contextmanager
+    def objects_pinned(self) -> Iterator[None]:
+        """Reads in this thread skip pinning: the caller already holds the pins of every
+        object they read (a ``Loader``'s fetch-ahead pins each batch's objects until read)."""
+        self._caller_pins.held = True
+        try:
+            yield
+        finally:
+            self._caller_pins.held = False
+
     def pin_objects(self, keys: list[str]) -> None:
         """Fetch ``keys`` into the local directory and keep them until ``unpin_objects``."""
         assert self.local is not None
@@ -249,7 +261,7 @@ class CachedDataset(BaseDataset):
         self, indices: np.ndarray, fields: Sequence[str] | None = None
     ) -> dict[str, Any]:
         """The samples at ``indices``: every field, or only ``fields`` (read nothing else)."""
-        if self.local is None:
+        if self.local is None or getattr(self._caller_pins, "held", False):
             return self._read_batch(indices, fields)
         keys = self.objects_of(indices)
         self.local.pin_many(keys)

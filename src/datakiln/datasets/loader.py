@@ -42,6 +42,7 @@ than a full shuffle (samples of one block stay within about one window of each o
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import logging
@@ -541,9 +542,13 @@ class Loader:
                     progress["planned"] += 1
                 epoch, step, indices = item
                 try:
+                    pinned: Any = contextlib.nullcontext()
                     if fetch is not None:
                         fetch.wait(seq)
-                    outcome = (epoch, step, self._load(indices, epoch, step), None)
+                        held = getattr(self.dataset, "objects_pinned", None)
+                        pinned = held() if held is not None else pinned
+                    with pinned:
+                        outcome = (epoch, step, self._load(indices, epoch, step), None)
                 except BaseException as err:  # handed to the caller, in order
                     outcome = (epoch, step, None, err)
                 finally:
