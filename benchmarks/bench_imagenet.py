@@ -39,28 +39,18 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 import datakiln
 from datakiln.cache.inspect import describe_cache
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_bake_images import decode_loop
 from photo_corpus import write_photo_corpus
 
 CODECS = ("none", "zstd", "blosc-lz4", "png", "jpeg")
 # Warm "epoch" figures run this many shuffled epochs in one Loader, so that filling and
 # draining its prefetch queue (a few batches an epoch here) does not dominate; cold ones one.
 WARM_EPOCHS = 3
-
-
-def _decode_loop(files: list[Path], size: int | None) -> float:
-    started = time.perf_counter()
-    for path in files:
-        with Image.open(path) as im:
-            if size is not None:
-                im.draft("RGB", (size, size))
-            np.asarray(im.convert("RGB"))
-    return len(files) / (time.perf_counter() - started)
 
 
 def _bake(
@@ -317,8 +307,8 @@ def main() -> None:
             name = f"{size}-{fit}-{codec}"
             rates: dict[str, list[float]] = {"plain_decode": [], "draft_decode": [], "bake": []}
             for run in range(args.runs):
-                rates["plain_decode"].append(_decode_loop(files, None))
-                rates["draft_decode"].append(_decode_loop(files, size))
+                rates["plain_decode"].append(decode_loop(files, None))
+                rates["draft_decode"].append(decode_loop(files, size))
                 out = args.work / f"bake-{name}-{run}"
                 subprocess.run(["rm", "-rf", str(out)], check=True)
                 rates["bake"].append(_bake(args.corpus, out, size, fit, codec, args))
