@@ -1,9 +1,14 @@
 """Tar shards (WebDataset style) as record sources: members grouped by key.
 
-The planner walks the member headers once per archive (``tarfile`` seeks past the data, so on
-an object store it reads the headers' blocks, not the archive) and records each member's data
-offset and size. A truncated archive keeps the members that are whole; the record cut short is
-rejected.
+The planner walks the member headers once per archive (seeking past the data, so on an object
+store it reads the headers' blocks, not the archive) and records each member's data offset and
+size. A truncated archive keeps the members that are whole; the record cut short is rejected.
+
+Plain ustar headers, what WebDataset writers emit, are read by a short walk of our own: it
+costs a fifth of ``tarfile``'s per-member parsing, which was a tenth of a 2,000-record bake's
+wall time, spent serially before any shard starts. Anything else (pax or GNU long names,
+sparse files, a bad checksum) lists the archive with ``tarfile`` instead, so both give the
+same members.
 """
 
 from __future__ import annotations
@@ -26,34 +31,98 @@ def list_tar(
     uri: str, size: int, storage_options: Mapping[str, Any]
 ) -> tuple[list[MemberRef], str | None]:
     """Regular-file members with their data offsets, and why the listing stopped early."""
-    members: list[MemberRef] = []
-    truncated = None
     # Small blocks: a listing seeks from header to header, and on an object store each block
     # read is a ranged request; big members are skipped, not downloaded.
     fs, path = fsspec.core.url_to_fs(uri, **dict(storage_options))
     with fs.open(path, "rb", block_size=LIST_BLOCK_BYTES) as f:
-        try:
-            with tarfile.open(fileobj=f, mode="r:") as archive:
-                while True:
-                    info = archive.next()
-                    if info is None:
-                        break
-                    if not info.isfile():
-                        continue
-                    if info.offset_data + info.size > size:
-                        # listed, so that its record is rejected by name rather than lost
-                        members.append(MemberRef(uri, info.name, info.offset_data, info.size))
-                        truncated = (
-                            f"the archive ends inside member {info.name!r} "
-                            f"({size - info.offset_data} of {info.size} bytes)"
-                        )
-                        break
-                    members.append(MemberRef(uri, info.name, info.offset_data, info.size))
-            if truncated is None:
-                truncated = _trailing_damage(f, members, size)
-        except (tarfile.TarError, EOFError, OSError) as err:
-            truncated = f"the archive is truncated or damaged after {len(members)} members: {err}"
+        listed = _walk_ustar(f, uri, size)
+        if listed is None:
+            f.seek(0)
+            listed = _list_with_tarfile(f, uri, size)
+        members, truncated = listed
+        if truncated is None:
+            truncated = _trailing_damage(f, members, size)
     return members, truncated
+
+
+def _list_with_tarfile(f: Any, uri: str, size: int) -> tuple[list[MemberRef], str | None]:
+    """The listing by ``tarfile``: every header format it knows."""
+    members: list[MemberRef] = []
+    try:
+        with tarfile.open(fileobj=f, mode="r:") as archive:
+            while (info := archive.next()) is not None:
+                if not info.isfile():
+                    continue
+                # listed even when cut short, so that its record is rejected by name
+                members.append(MemberRef(uri, info.name, info.offset_data, info.size))
+                if info.offset_data + info.size > size:
+                    return members, _cut_short(info.name, size - info.offset_data, info.size)
+    except (tarfile.TarError, EOFError, OSError) as err:
+        return members, f"the archive is truncated or damaged after {len(members)} members: {err}"
+    return members, None
+
+
+def _cut_short(name: str, have: int, want: int) -> str:
+    return f"the archive ends inside member {name!r} ({have} of {want} bytes)"
+
+
+_BLOCK = 512
+# Type flags of members that carry data (regular, old-style regular, contiguous) and of members
+# that carry none and are skipped (links, devices, directories, FIFOs).
+_FILE_TYPES = frozenset(b"07\x00")
+_EMPTY_TYPES = frozenset(b"123456")
+_CHECKSUM = slice(148, 156)
+
+
+def _walk_ustar(f: Any, uri: str, size: int) -> tuple[list[MemberRef], str | None] | None:
+    """The archive's members from plain ustar headers, or None where ``tarfile`` must list it.
+
+    Stops at the end-of-archive zero block or at a header cut short (as ``tarfile`` does; the
+    caller then checks the tail). A member whose data runs past the end is listed and named.
+    """
+    members: list[MemberRef] = []
+    pos = 0
+    while True:
+        f.seek(pos)
+        header = f.read(_BLOCK)
+        if len(header) < _BLOCK or not header.strip(b"\x00"):
+            return members, None
+        if header[257:263] not in (b"ustar\x00", b"ustar ") or not _checksum_ok(header):
+            return None
+        kind = header[156]
+        raw_size = header[124:136]
+        if raw_size[0] & 0x80:  # base-256 sizes: rare, leave them to tarfile
+            return None
+        digits = raw_size.split(b"\x00", 1)[0].strip()
+        data_size = int(digits, 8) if digits else 0
+        name = header[:100].split(b"\x00", 1)[0]
+        prefix = header[345:500].split(b"\x00", 1)[0]  # as tarfile reads it, for both magics
+        if prefix:
+            name = prefix + b"/" + name
+        offset = pos + _BLOCK
+        if kind in _EMPTY_TYPES or (kind == 0 and name.endswith(b"/")):
+            if data_size:
+                return None
+            pos = offset
+            continue
+        if kind not in _FILE_TYPES:
+            return None
+        text = name.decode("utf-8", "surrogateescape")
+        members.append(MemberRef(uri, text, offset, data_size))
+        if offset + data_size > size:
+            return members, _cut_short(text, size - offset, data_size)
+        pos = offset + -(-data_size // _BLOCK) * _BLOCK
+
+
+def _checksum_ok(header: bytes) -> bool:
+    """The header's stored checksum against its bytes, the checksum field read as spaces."""
+    digits = header[_CHECKSUM].split(b"\x00", 1)[0].strip()
+    try:
+        stored = int(digits, 8)
+    except ValueError:
+        return False
+    unsigned = sum(header) - sum(header[_CHECKSUM]) + 8 * 32
+    return stored == unsigned
 
 
 # Bytes after the last member that are checked for the end-of-archive zero blocks.
