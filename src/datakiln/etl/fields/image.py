@@ -65,11 +65,15 @@ class ImageCodec:
         pixels = np.zeros((capacity, p.height, p.width, p.channels), np.uint8)
         present = [k for k, d in enumerate(decoded) if d is not None]
         resizer = ImageResizer(height=p.height, width=p.width)
-        if present:
+        if len(present) == len(decoded):  # every row has an image: resize in place
+            resizer.resize(list(decoded), out=pixels[: len(present)])
+            sums = _channel_moments(pixels[: len(present)])
+        else:  # an optional field: rows without one stay zero
             out = np.zeros((len(present), *pixels.shape[1:]), np.uint8)
-            resizer.resize([decoded[k] for k in present], out=out)
-            pixels[present] = out
-        sums = _channel_moments(pixels[present] if present else pixels[:0])
+            if present:
+                resizer.resize([decoded[k] for k in present], out=out)
+                pixels[present] = out
+            sums = _channel_moments(out)
         name = spec.name
         return Encoded(
             arrays={name: pixels},
