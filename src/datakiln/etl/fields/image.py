@@ -67,13 +67,13 @@ class ImageCodec:
         resizer = ImageResizer(height=p.height, width=p.width)
         if len(present) == len(decoded):  # every row has an image: resize in place
             resizer.resize(list(decoded), out=pixels[: len(present)])
-            sums = _channel_moments(pixels[: len(present)])
+            sums = channel_moments(pixels[: len(present)])
         else:  # an optional field: rows without one stay zero
             out = np.zeros((len(present), *pixels.shape[1:]), np.uint8)
             if present:
                 resizer.resize([decoded[k] for k in present], out=out)
                 pixels[present] = out
-            sums = _channel_moments(out)
+            sums = channel_moments(out)
         name = spec.name
         return Encoded(
             arrays={name: pixels},
@@ -91,17 +91,29 @@ class ImageCodec:
         )
 
     def merge_stats(self, spec: FieldSpec, stats: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        from datakiln.etl.modalities.image import merge_pixel_stats
-
         return merge_pixel_stats(stats, spec.params.channels)
 
 
-def _channel_moments(pixels: np.ndarray) -> tuple[list[float], list[float]]:
-    from datakiln.etl.modalities.image import _channel_moments as moments
+def merge_pixel_stats(stats: Sequence[Mapping[str, Any]], channels: int) -> dict[str, Any]:
+    """Per-channel mean and std of pixels in [0, 1] from every shard's moments."""
+    pixels = sum(s["pixels_per_channel"] for s in stats)
+    total = np.sum([s["channel_sum"] for s in stats], axis=0) if stats else np.zeros(channels)
+    sumsq = np.sum([s["channel_sumsq"] for s in stats], axis=0) if stats else np.zeros(channels)
+    mean = total / max(pixels, 1)
+    std = np.sqrt(np.maximum(sumsq / max(pixels, 1) - mean**2, 0.0))
+    return {"mean": mean.tolist(), "std": std.tolist(), "range": [0.0, 1.0]}
 
-    if not len(pixels):
-        return [0.0] * pixels.shape[-1], [0.0] * pixels.shape[-1]
-    return moments(pixels)
+
+def channel_moments(pixels: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per channel, the sum and the sum of squares of ``pixels / 255`` (uint8 ``(..., C)``).
+
+    From a 256-bin histogram per channel: exact, and ~10x faster than summing a float64 copy
+    (which cost ~15% of a 256-image shard task).
+    """
+    flat = pixels.reshape(-1, pixels.shape[-1])
+    counts = np.stack([np.bincount(flat[:, c], minlength=256) for c in range(flat.shape[1])])
+    levels = np.arange(256, dtype=np.float64) / 255.0
+    return (counts @ levels).tolist(), (counts @ np.square(levels)).tolist()
 
 
 CODEC = register_codec(ImageCodec())

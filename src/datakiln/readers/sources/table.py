@@ -323,7 +323,9 @@ def _parquet_rows(
             offset += n
         if not groups:
             return []
-        table: pa.Table = parquet.read_row_groups(groups)
+        # one thread: a bake worker is pinned to one CPU, where Arrow's pool only adds
+        # hand-offs with the decode threads
+        table: pa.Table = parquet.read_row_groups(groups, use_threads=False)
     return table.slice(start - (first or 0), end - start).to_pylist()
 
 
