@@ -7,7 +7,7 @@ anything that could escape it.
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import fsspec
@@ -90,6 +90,19 @@ def with_store_defaults(url: str, storage_options: Mapping[str, Any] | None) -> 
     options = dict(storage_options or {})
     if fsspec.core.split_protocol(url)[0] in ("s3", "s3a"):
         options["config_kwargs"] = {**S3_CONFIG, **dict(options.get("config_kwargs") or {})}
+    return options
+
+
+def with_source_defaults(
+    sources: Sequence[str], storage_options: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """``storage_options`` for reading ``sources``: the store defaults where any is on S3.
+
+    The sources of one bake share one set of options; the user's ``config_kwargs`` win.
+    """
+    options = dict(storage_options or {})
+    for source in sources:
+        options = with_store_defaults(source, options)
     return options
 
 

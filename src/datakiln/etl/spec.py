@@ -475,6 +475,14 @@ class BakeSpec:
                 f"address such as tcp://host:8786; got {self.scheduler!r}"
             )
 
+    @property
+    def source_options(self) -> dict[str, Any]:
+        """``storage_options`` as the sources are read: with datakiln's retry and timeout
+        defaults where a source is on S3 (a stalled read is retried, not waited on for ever)."""
+        from datakiln.cache.layout import with_source_defaults
+
+        return with_source_defaults(self.sources, self.storage_options)
+
     def _check_fields(self) -> None:
         if not isinstance(self.fields, Mapping):
             raise SpecError("fields must be a table of field tables, by field name")
