@@ -405,36 +405,70 @@ class _OutputPool:
 
 
 class _ChunkCache:
-    """Whole chunks of a small per-row field, decoded once and kept up to a byte bound."""
+    """Whole chunks of a small per-row field, decoded once and kept up to a byte bound.
+
+    Chunks live in slots of one array, found through a chunk -> slot table, so a batch is
+    one fancy index however many chunks it touches (a random batch of a million-row cache
+    touches one chunk per row); only chunks not yet resident cost a read. The least recently
+    used slots are reused first.
+    """
 
     def __init__(self, array: zarr.Array, max_cache_bytes: int) -> None:
         self._array = array
         self._chunk_rows = int(array.chunks[0])
-        self._max_bytes = max_cache_bytes
-        self._chunks: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
-        self._bytes = 0
+        chunks = -(-int(array.shape[0]) // self._chunk_rows)
+        chunk_bytes = self._chunk_rows * int(np.prod(array.shape[1:], dtype=np.int64))
+        chunk_bytes *= np.dtype(array.dtype).itemsize
+        self._slots = max(1, min(chunks, max_cache_bytes // max(chunk_bytes, 1)))
+        self._data: np.ndarray | None = None  # (slots, chunk_rows, *row shape), made on use
+        self._slot_of = np.full(chunks, -1, np.int64)
+        self._chunk_in = np.full(self._slots, -1, np.int64)
+        self._used = np.zeros(self._slots, np.int64)  # when each slot was last read from
+        self._clock = 0
         self._lock = threading.Lock()
 
-    def _chunk(self, k: int) -> np.ndarray:
-        with self._lock:
-            if k in self._chunks:
-                self._chunks.move_to_end(k)
-                return self._chunks[k]
-        data = self._array[k * self._chunk_rows : (k + 1) * self._chunk_rows]
-        with self._lock:
-            self._chunks[k] = data
-            self._bytes += data.nbytes
-            while self._bytes > self._max_bytes and len(self._chunks) > 1:
-                self._bytes -= self._chunks.popitem(last=False)[1].nbytes
-        return data
+    def resident_chunks(self) -> int:
+        return int(np.count_nonzero(self._chunk_in >= 0))
 
     def take(self, rows: np.ndarray) -> np.ndarray:
-        out = np.empty((len(rows), *self._array.shape[1:]), self._array.dtype)
+        rows = np.asarray(rows, np.int64)
         chunk_of = rows // self._chunk_rows
-        for k in np.unique(chunk_of).tolist():
-            where = chunk_of == k
-            out[where] = self._chunk(k)[rows[where] - k * self._chunk_rows]
+        needed = np.unique(chunk_of)
+        if len(needed) <= self._slots:
+            return self._take_resident(rows, chunk_of, needed)
+        # more chunks than slots: a group of chunks at a time
+        out = np.empty((len(rows), *self._array.shape[1:]), self._array.dtype)
+        for first in range(0, len(needed), self._slots):
+            group = needed[first : first + self._slots]
+            where = np.isin(chunk_of, group)
+            out[where] = self._take_resident(rows[where], chunk_of[where], group)
         return out
+
+    def _take_resident(self, rows: np.ndarray, chunk_of: np.ndarray, needed: np.ndarray) -> Any:
+        with self._lock:
+            self._clock += 1
+            missing = needed[self._slot_of[needed] < 0]
+            if len(missing):
+                self._load(missing, keep=needed)
+            self._used[self._slot_of[needed]] = self._clock
+            assert self._data is not None
+            return self._data[self._slot_of[chunk_of], rows - chunk_of * self._chunk_rows]
+
+    def _load(self, missing: np.ndarray, keep: np.ndarray) -> None:
+        """Read ``missing`` chunks into free or least recently used slots (not ``keep``'s)."""
+        if self._data is None:
+            shape = (self._slots, self._chunk_rows, *self._array.shape[1:])
+            self._data = np.zeros(shape, self._array.dtype)
+        order = np.argsort(self._used, kind="stable")  # free slots (0) and the oldest first
+        held = np.zeros(self._slots, bool)
+        held[self._slot_of[keep][self._slot_of[keep] >= 0]] = True
+        victims = order[~held[order]][: len(missing)]
+        for k, slot in zip(missing.tolist(), victims.tolist(), strict=True):
+            if self._chunk_in[slot] >= 0:
+                self._slot_of[self._chunk_in[slot]] = -1
+            data = self._array[k * self._chunk_rows : (k + 1) * self._chunk_rows]
+            self._data[slot, : len(data)] = data
+            self._chunk_in[slot], self._slot_of[k] = k, slot
 
 
 def _raw_fields(
