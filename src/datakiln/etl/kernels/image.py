@@ -104,53 +104,42 @@ def axis_coefficients(
     return fixed.astype(np.int32), xmin.astype(np.int32)
 
 
-def _resample_last_axis(x: jax.Array, coefficients: jax.Array, start: jax.Array) -> jax.Array:
-    """One exact pass of Pillow's 8-bit resampling along the last axis of (B, C, H, W).
+def _resample_first_axis(x: jax.Array, coefficients: jax.Array, start: jax.Array) -> jax.Array:
+    """One exact pass of Pillow's 8-bit resampling along axis 1 of (B, N, M, C).
 
-    Gathers each output's window of ``taps`` inputs and sums pixel * coefficient in int32,
-    as Pillow does: ``clip8((2**21 + sum) >> 22)``. The sum is below 255 * (2**22 + taps)
-    < 2**31, so it is exact whatever the window length. Returns int32 (B, C, H, O) in 0..255.
+    Gathers each output's window of ``taps`` whole (M, C) slabs and sums pixel * coefficient
+    in int32, as Pillow does: ``clip8((2**21 + sum) >> 22)``. The sum is below
+    255 * (2**22 + taps) < 2**31, so it is exact whatever the window length. The resampled
+    axis is the outer one so that each gathered element is a contiguous slab: gathering
+    along the innermost axis instead (one strided element at a time) ran 1.5-2.5x slower on
+    XLA's CPU backend. Returns int32 (B, O, M, C) in 0..255.
     """
     taps = coefficients.shape[-1]
     offsets = jnp.arange(taps, dtype=jnp.int32)[None, :]
 
     def one(image: jax.Array, coef: jax.Array, first: jax.Array) -> jax.Array:
-        index = jnp.clip(first[:, None] + offsets, 0, image.shape[-1] - 1)  # (O, taps)
-        picked = image[:, :, index].astype(jnp.int32)  # (C, H, O, taps)
-        total = jnp.sum(picked * coef[None, None], axis=-1)
-        return jnp.clip((total + (1 << (_PRECISION_BITS - 1))) >> _PRECISION_BITS, 0, 255)
-
-    return jax.vmap(one)(x, coefficients, start)
-
-
-def _resample_middle_axis(x: jax.Array, coefficients: jax.Array, start: jax.Array) -> jax.Array:
-    """The same along axis 2 of (B, C, H, W): gathers whole rows. Returns (B, C, O, W)."""
-    taps = coefficients.shape[-1]
-    offsets = jnp.arange(taps, dtype=jnp.int32)[None, :]
-
-    def one(image: jax.Array, coef: jax.Array, first: jax.Array) -> jax.Array:
-        index = jnp.clip(first[:, None] + offsets, 0, image.shape[1] - 1)  # (O, taps)
-        picked = image[:, index, :].astype(jnp.int32)  # (C, O, taps, W)
-        total = jnp.sum(picked * coef[None, :, :, None], axis=2)
+        index = jnp.clip(first[:, None] + offsets, 0, image.shape[0] - 1)  # (O, taps)
+        picked = image[index].astype(jnp.int32)  # (O, taps, M, C)
+        total = jnp.sum(picked * coef[:, :, None, None], axis=1)
         return jnp.clip((total + (1 << (_PRECISION_BITS - 1))) >> _PRECISION_BITS, 0, 255)
 
     return jax.vmap(one)(x, coefficients, start)
 
 
 def _premultiply(x: jax.Array) -> jax.Array:
-    """int32 (B, 4, H, W) RGBA -> Pillow's premultiplied RGBa, rounded as its MULDIV255."""
-    alpha = x[:, 3:4]
-    t = x[:, :3] * alpha + 128
-    return jnp.concatenate([((t >> 8) + t) >> 8, alpha], axis=1)
+    """int32 (..., 4) RGBA -> Pillow's premultiplied RGBa, rounded as its MULDIV255."""
+    alpha = x[..., 3:4]
+    t = x[..., :3] * alpha + 128
+    return jnp.concatenate([((t >> 8) + t) >> 8, alpha], axis=-1)
 
 
 def _unpremultiply(x: jax.Array) -> jax.Array:
-    """int32 (B, 4, H, W) RGBa -> RGBA as Pillow: 255 * v // alpha, clipped; alpha 0, 255 kept."""
-    alpha = x[:, 3:4]
+    """int32 (..., 4) RGBa -> RGBA as Pillow: 255 * v // alpha, clipped; alpha 0, 255 kept."""
+    alpha = x[..., 3:4]
     keep = (alpha == 0) | (alpha == 255)
-    rgb = x[:, :3]
+    rgb = x[..., :3]
     divided = jnp.minimum((255 * rgb) // jnp.where(keep, 1, alpha), 255)
-    return jnp.concatenate([jnp.where(keep, rgb, divided), alpha], axis=1)
+    return jnp.concatenate([jnp.where(keep, rgb, divided), alpha], axis=-1)
 
 
 # The kernel is two jit functions, not one. Compiled together, XLA (jaxlib 0.10, CPU) fuses
@@ -159,20 +148,20 @@ def _unpremultiply(x: jax.Array) -> jax.Array:
 # of 128x128: under 2k images/s fused, 7k+ apart).
 @jax.jit
 def _horizontal_pass(canvases: jax.Array, coefficients: jax.Array, start: jax.Array) -> jax.Array:
-    """uint8 (B, Hc, Wc, C) -> uint8 (B, C, Hc, width): Pillow's horizontal pass."""
-    x = jnp.transpose(canvases, (0, 3, 1, 2))
-    if x.shape[1] == 4:
+    """uint8 (B, Hc, Wc, C) -> uint8 (B, width, Hc, C): Pillow's horizontal pass."""
+    x = jnp.transpose(canvases, (0, 2, 1, 3))  # columns outermost
+    if x.shape[-1] == 4:
         x = _premultiply(x.astype(jnp.int32))
-    return _resample_last_axis(x, coefficients, start).astype(jnp.uint8)
+    return _resample_first_axis(x, coefficients, start).astype(jnp.uint8)
 
 
 @jax.jit
-def _vertical_pass(rows: jax.Array, coefficients: jax.Array, start: jax.Array) -> jax.Array:
-    """uint8 (B, C, Hc, width) -> uint8 (B, height, width, C): Pillow's vertical pass."""
-    out = _resample_middle_axis(rows, coefficients, start)
-    if out.shape[1] == 4:
+def _vertical_pass(columns: jax.Array, coefficients: jax.Array, start: jax.Array) -> jax.Array:
+    """uint8 (B, width, Hc, C) -> uint8 (B, height, width, C): Pillow's vertical pass."""
+    out = _resample_first_axis(jnp.transpose(columns, (0, 2, 1, 3)), coefficients, start)
+    if out.shape[-1] == 4:
         out = _unpremultiply(out)
-    return jnp.transpose(out, (0, 2, 3, 1)).astype(jnp.uint8)
+    return out.astype(jnp.uint8)
 
 
 def resize_canvases(
