@@ -65,15 +65,14 @@ class ImageCodec:
         pixels = np.zeros((capacity, p.height, p.width, p.channels), np.uint8)
         present = [k for k, d in enumerate(decoded) if d is not None]
         resizer = ImageResizer(height=p.height, width=p.width)
+        moments = np.zeros((len(present), p.channels, 2), np.int64)
         if len(present) == len(decoded):  # every row has an image: resize in place
-            resizer.resize(list(decoded), out=pixels[: len(present)])
-            sums = channel_moments(pixels[: len(present)])
-        else:  # an optional field: rows without one stay zero
+            resizer.resize(list(decoded), out=pixels[: len(present)], moments=moments)
+        elif present:  # an optional field: rows without one stay zero
             out = np.zeros((len(present), *pixels.shape[1:]), np.uint8)
-            if present:
-                resizer.resize([decoded[k] for k in present], out=out)
-                pixels[present] = out
-            sums = channel_moments(out)
+            resizer.resize([decoded[k] for k in present], out=out, moments=moments)
+            pixels[present] = out
+        sums = moments_of_images(moments)
         name = spec.name
         return Encoded(
             arrays={name: pixels},
@@ -102,6 +101,12 @@ def merge_pixel_stats(stats: Sequence[Mapping[str, Any]], channels: int) -> dict
     mean = total / max(pixels, 1)
     std = np.sqrt(np.maximum(sumsq / max(pixels, 1) - mean**2, 0.0))
     return {"mean": mean.tolist(), "std": std.tolist(), "range": [0.0, 1.0]}
+
+
+def moments_of_images(moments: np.ndarray) -> tuple[list[float], list[float]]:
+    """``channel_moments`` from the resize kernel's per-image int64 ``(N, C, 2)`` sums."""
+    total = moments.sum(axis=0)  # exact integers
+    return (total[:, 0] / 255.0).tolist(), (total[:, 1] / 255.0**2).tolist()
 
 
 def channel_moments(pixels: np.ndarray) -> tuple[list[float], list[float]]:

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from datakiln.cache.fingerprint import content_hash
-from datakiln.etl.fields.image import channel_moments, merge_pixel_stats
+from datakiln.etl.fields.image import channel_moments, merge_pixel_stats, moments_of_images
 from datakiln.etl.modalities.base import ShardOutput, Unit, fetch_all, rejection
 from datakiln.etl.spec import BakeSpec, ImageParams
 from datakiln.etl.task import ShardMarker, ShardPlan
@@ -133,8 +133,9 @@ class ImageModality:
         n = len(kept)
         pixels = np.zeros((shard.capacity, image.height, image.width, image.channels), np.uint8)
         resizer = ImageResizer(height=image.height, width=image.width)
+        moments = np.zeros((n, image.channels, 2), np.int64)
         if kept:
-            resizer.resize([d for _, _, d in kept], out=pixels[:n])
+            resizer.resize([d for _, _, d in kept], out=pixels[:n], moments=moments)
         timings["kernel"] = time.perf_counter() - t2
 
         arrays = {"images": pixels}
@@ -155,7 +156,7 @@ class ImageModality:
             },
             schema=META_SCHEMA,
         )
-        stats = self.shard_stats(arrays, n)
+        stats = self.shard_stats(arrays, n, moments)
         return ShardOutput(
             rows=n,
             arrays=arrays,
@@ -168,13 +169,20 @@ class ImageModality:
         )
 
     @staticmethod
-    def shard_stats(arrays: Mapping[str, np.ndarray], n: int) -> dict[str, Any]:
+    def shard_stats(
+        arrays: Mapping[str, np.ndarray], n: int, moments: np.ndarray | None = None
+    ) -> dict[str, Any]:
         """A shard's pixel moments and label counts over its first ``n`` rows (again after
-        filters or dedup dropped rows)."""
+        filters or dedup dropped rows). ``moments``: the resize kernel's per-image sums of the
+        first ``n`` rows, if they are the rows stored."""
         pixels, labels = arrays["images"], arrays.get("labels")
         if pixels.dtype != np.uint8:  # a transform replaced them: keep moments of uint8 only
             pixels = np.zeros((0, 1, 1, pixels.shape[-1] if pixels.ndim == 4 else 1), np.uint8)
-        channel_sum, channel_sumsq = channel_moments(pixels[:n])
+            moments = None
+        if moments is not None:
+            channel_sum, channel_sumsq = moments_of_images(moments[:n])
+        else:
+            channel_sum, channel_sumsq = channel_moments(pixels[:n])
         return {
             "channel_sum": channel_sum,
             "channel_sumsq": channel_sumsq,
