@@ -170,3 +170,4 @@ def test_chunk_cache_serves_any_batch_from_few_slots(tmp_path):
             np.testing.assert_array_equal(cache.take(rows), values[rows])
             assert cache.resident_chunks() <= 3
     np.testing.assert_array_equal(cache.take(np.array([1002, 1000, 5])), values[[1002, 1000, 5]])
+    assert cache.take(np.array([], np.int64)).shape == (0, 2)

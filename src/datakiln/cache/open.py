@@ -432,6 +432,8 @@ class _ChunkCache:
 
     def take(self, rows: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, np.int64)
+        if not len(rows):
+            return np.empty((0, *self._array.shape[1:]), self._array.dtype)
         chunk_of = rows // self._chunk_rows
         needed = np.unique(chunk_of)
         if len(needed) <= self._slots:
