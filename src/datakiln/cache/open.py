@@ -11,10 +11,11 @@ import contextlib
 import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import zarr
+from numpy.typing import DTypeLike, NDArray
 
 from datakiln.cache.layout import store_fs, zarr_store
 from datakiln.cache.local_dir import LocalDir, lazy_fields, mirror_cache
@@ -29,7 +30,7 @@ from datakiln.errors import CacheFormatError, SpecError
 STRING_DTYPE = "string"
 
 
-def _dtype_name(array: zarr.Array) -> str:
+def _dtype_name(array: zarr.Array[Any]) -> str:
     return STRING_DTYPE if array.dtype.kind in "TOU" else str(array.dtype)
 
 
@@ -90,7 +91,7 @@ class CachedDataset(BaseDataset):
             self.local_window = _check_window(self.local, manifest, local_limit, local_window)
             data_url, data_options = self.local.root, None
         store = zarr_store(data_url, data_options, read_only=True)
-        self._arrays: dict[str, zarr.Array] = {}
+        self._arrays: dict[str, zarr.Array[Any]] = {}
         for name, field in self._fields.items():
             array = zarr.open_array(store, path=field["path"], mode="r")
             # Arrays only grow (a later version may append rows), so more rows is fine.
@@ -162,8 +163,8 @@ class CachedDataset(BaseDataset):
             if table is None:  # per shard: its object's key, None for an all-fill shard
                 local = self.local
                 shards = -(-reader.rows // reader.shard_rows)
-                table = [reader.relative_key(s) for s in range(shards)]
-                table = self._object_keys[name] = [k if local.has(k) else None for k in table]
+                every = [reader.relative_key(s) for s in range(shards)]
+                table = self._object_keys[name] = [k if local.has(k) else None for k in every]
             for shard in np.unique(rows // reader.shard_rows).tolist():
                 key = table[shard]
                 if key is not None:
@@ -236,16 +237,22 @@ class CachedDataset(BaseDataset):
         if name in self._chunked:
             return self._chunked[name].take(rows)
         unique, inverse = np.unique(rows, return_inverse=True)
-        data = self._arrays[name].get_orthogonal_selection((unique,))[inverse]
-        return data.tolist() if self._fields[name]["dtype"] == STRING_DTYPE else data
+        # zarr's default buffer prototype returns numpy arrays
+        data = cast("NDArray[Any]", self._arrays[name].get_orthogonal_selection((unique,)))
+        data = data[inverse]
+        return (
+            cast("list[str]", data.tolist())
+            if self._fields[name]["dtype"] == STRING_DTYPE
+            else data
+        )
 
-    def _scratch_buffer(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    def _scratch_buffer(self, name: str, shape: tuple[int, ...], dtype: DTypeLike) -> np.ndarray:
         """A buffer for the stored bytes of ``name``: per thread and reused across batches
         when the field has a read-time transform (which converts them into the output right
         away), else an output array from the pool, as the caller keeps it."""
         if name in self._raw or self._fields[name].get("transform") is None:
             return self._outputs.take(name, shape, dtype)
-        buffers = self._scratch.__dict__.setdefault("buffers", {})
+        buffers: dict[str, np.ndarray] = self._scratch.__dict__.setdefault("buffers", {})
         size = int(np.prod(shape, dtype=np.int64))
         buffer = buffers.get(name)
         if buffer is None or buffer.size < size:
@@ -285,7 +292,10 @@ class CachedDataset(BaseDataset):
             data = self._read_field(name, rows)
             transform = None if name in self._raw else field.get("transform")
             if transform is not None and transform["kind"] == "affine":
-                data = _affine(data, transform, self._outputs.take(name, data.shape, np.float32))
+                stored = np.asarray(data)  # strings have no transform: this is the array itself
+                data = _affine(
+                    stored, transform, self._outputs.take(name, stored.shape, np.float32)
+                )
             elif transform is not None and transform["kind"] == "cast":
                 # a new array: the stored bytes may sit in a reused scratch buffer
                 data = np.array(data, dtype=transform["dtype"])
@@ -314,7 +324,7 @@ class CachedDataset(BaseDataset):
         """The original text of sample ``index`` (after decoding and CRLF normalisation)."""
         self._require("texts", "get_sample_text")
         rows = self.rows_of(self.check_indices([index]))
-        return self._read_field("texts", rows)[0]  # type: ignore[return-value]
+        return str(self._read_field("texts", rows)[0])  # a string field reads as a list of str
 
     def token_lengths(self) -> np.ndarray:
         """Token lengths (BOS and EOS included) of every sample, int32 ``(len(self),)``."""
@@ -385,7 +395,7 @@ class _OutputPool:
         )
         self._lock = threading.Lock()
 
-    def take(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    def take(self, name: str, shape: tuple[int, ...], dtype: DTypeLike) -> np.ndarray:
         key = (name, tuple(shape), np.dtype(dtype).str)
         with self._lock:
             arrays = self._arrays.get(key)
@@ -407,7 +417,7 @@ class _OutputPool:
 class _ChunkCache:
     """Whole chunks of a small per-row field, decoded once and kept up to a byte bound."""
 
-    def __init__(self, array: zarr.Array, max_cache_bytes: int) -> None:
+    def __init__(self, array: zarr.Array[Any], max_cache_bytes: int) -> None:
         self._array = array
         self._chunk_rows = int(array.chunks[0])
         self._max_bytes = max_cache_bytes
@@ -420,7 +430,8 @@ class _ChunkCache:
             if k in self._chunks:
                 self._chunks.move_to_end(k)
                 return self._chunks[k]
-        data = self._array[k * self._chunk_rows : (k + 1) * self._chunk_rows]
+        # zarr's default buffer prototype returns numpy arrays
+        data = cast("NDArray[Any]", self._array[k * self._chunk_rows : (k + 1) * self._chunk_rows])
         with self._lock:
             self._chunks[k] = data
             self._bytes += data.nbytes
