@@ -260,7 +260,9 @@ def _bake_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _command(sub: Any, name: str, **kwargs: Any) -> argparse.ArgumentParser:
     """A subcommand whose epilog (its example) keeps its line breaks, with -v/-q."""
-    parser = sub.add_parser(name, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs
+    )
     _common(parser)
     return parser
 
@@ -764,7 +766,7 @@ def _cmd_bake(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from datakiln.cache.open import open_cache
+    from datakiln.cache.open import CachedDataset
     from datakiln.errors import SpecError
     from datakiln.etl.bake import bake
     from datakiln.etl.spec import BakeSpec, ImageParams
@@ -793,7 +795,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         finally:
             progress.close()
     _print_report(report)
-    dataset = open_cache(args.out, rngs=0)
+    dataset = CachedDataset(args.out, rngs=0)  # what open_cache gives for the whole cache
     batch = dataset.get_batch(8)
     print(f"opened {dataset!r}; classes {dataset.class_names}")
     print(

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from datakiln.cache.open import CachedDataset, open_cache
+from datakiln.cache.open import CachedDataset
 
 BACKGROUND = (24, 24, 28)
 INK = (235, 235, 235)
@@ -21,7 +21,7 @@ ACCENT = (255, 170, 60)
 TILE = 96  # pixels per contact-sheet tile
 
 
-def _font() -> ImageFont.ImageFont:
+def _font() -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default()
 
 
@@ -84,7 +84,8 @@ def _colormap(values: np.ndarray) -> np.ndarray:
     pos = v * (len(stops) - 1)
     lo = np.floor(pos).astype(int).clip(0, len(stops) - 2)
     frac = pos - lo
-    return (stops[lo[..., 0]] * (1 - frac) + stops[lo[..., 0] + 1] * frac).astype(np.uint8)
+    mixed: np.ndarray = stops[lo[..., 0]] * (1 - frac) + stops[lo[..., 0] + 1] * frac
+    return mixed.astype(np.uint8)
 
 
 def _audio_sheet(
@@ -160,7 +161,7 @@ def render_preview(
     seed: int = 0,
 ) -> Image.Image:
     """A preview picture of the cache at ``url`` for its modality."""
-    dataset = open_cache(url, storage_options=storage_options)
+    dataset = CachedDataset(url, storage_options=storage_options)  # open_cache, whole cache
     modality = dataset.manifest["modality"]
     if modality == "records":
         return _records_sheet(dataset, count, seed)

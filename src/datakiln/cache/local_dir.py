@@ -399,7 +399,7 @@ class LocalDir:
         """``(version, size, mtime, rel or None)`` of every file; ``rel`` is set on the objects
         that may be evicted. Removes partial downloads whose process is gone (the caller
         holds the directory lock)."""
-        found = []
+        found: list[tuple[str, int, float, str | None]] = []
         for version in os.listdir(self.base):
             top = os.path.join(self.base, version)
             if version == LOCK_DIR or not os.path.isdir(top):

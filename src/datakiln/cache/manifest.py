@@ -143,7 +143,7 @@ def _read_manifest_at(url: str, relative: str, storage_options: Any) -> dict[str
             "`datakiln bake` commits it last)"
         ) from err
     try:
-        manifest = json.loads(raw)
+        manifest: dict[str, Any] = json.loads(raw)  # validate_manifest checks its shape
     except ValueError as err:
         raise CacheFormatError(f"{url}/{relative} is not valid JSON: {err}") from err
     validate_manifest(manifest, url)

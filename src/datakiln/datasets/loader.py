@@ -50,7 +50,7 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import jax
 import numpy as np
@@ -489,7 +489,9 @@ class Loader:
             else:
                 # this host's rows become its part of one global array (on one process,
                 # the whole array)
-                out[key] = jax.make_array_from_process_local_data(sharding, np.asarray(value))
+                # jax leaves this function unannotated; it returns one global jax.Array
+                make = cast("Callable[..., jax.Array]", jax.make_array_from_process_local_data)
+                out[key] = make(sharding, np.asarray(value))
         return out
 
     def _synchronous(self) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -541,6 +543,7 @@ class Loader:
                     seq = progress["planned"]
                     progress["planned"] += 1
                 epoch, step, indices = item
+                outcome: tuple[int, int, Any, BaseException | None]
                 try:
                     pinned: Any = contextlib.nullcontext()
                     if fetch is not None:

@@ -37,7 +37,11 @@ class Rngs:
     whether a stream exists. Safe to call from several threads.
     """
 
-    def __init__(self, seed: int | jax.Array = 0, **streams: int | jax.Array) -> None:
+    def __init__(
+        self,
+        seed: int | np.integer | jax.Array | np.ndarray = 0,
+        **streams: int | np.integer | jax.Array | np.ndarray,
+    ) -> None:
         base = _as_key(seed)
         self._keys: dict[str, jax.Array] = {
             "default": base,
@@ -102,7 +106,8 @@ class _Foreign:
         for name in (stream, "default", "sample"):
             draw = getattr(self._rngs, name, None)
             if callable(draw):
-                return draw()
+                key: jax.Array = draw()
+                return key
         raise TypeError(
             f"{type(self._rngs).__name__} has neither a {stream!r} nor a 'default' stream; "
             "pass nnx.Rngs(seed) or an int seed"
@@ -112,13 +117,14 @@ class _Foreign:
         return _randint(self.key("sample"), size, high)
 
 
-def _as_key(value: int | jax.Array) -> jax.Array:
+def _as_key(value: int | np.integer | jax.Array | np.ndarray) -> jax.Array:
     if isinstance(value, int | np.integer):
         return jax.random.key(int(value))
     arr = jax.numpy.asarray(value)
-    if jax.dtypes.issubdtype(arr.dtype, jax.dtypes.prng_key):
+    if jax.numpy.issubdtype(arr.dtype, jax.dtypes.prng_key):
         return arr
-    return jax.random.wrap_key_data(arr.astype(jax.numpy.uint32))
+    key: jax.Array = jax.random.wrap_key_data(arr.astype(jax.numpy.uint32))
+    return key
 
 
 def _randint(key: jax.Array, size: int, high: int) -> np.ndarray:

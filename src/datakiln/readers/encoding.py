@@ -104,18 +104,18 @@ def detect_encoding(pieces: Sequence[bytes]) -> str:
         if head.startswith(bom):
             return name
     if b"\x00" in head[:_NUL_SNIFF_BYTES]:
-        name = _best_match(head[:EVIDENCE_BYTES])
-        if name is not None and name.startswith(("utf-16", "utf-32")):
-            return name
+        wide = _best_match(head[:EVIDENCE_BYTES])
+        if wide is not None and wide.startswith(("utf-16", "utf-32")):
+            return wide
         return FALLBACK_ENCODING
     if all(_valid_utf8(piece) for piece in pieces):
         return FALLBACK_ENCODING
     evidence = _non_ascii_lines(pieces, EVIDENCE_BYTES)
-    name = _best_match(evidence)
-    if name is None:
+    best = _best_match(evidence)
+    if best is None:
         logger.debug("no codec decodes the sample (%d bytes); using utf-8", len(evidence))
         return FALLBACK_ENCODING
-    return name
+    return best
 
 
 def sample_file(fs: AbstractFileSystem, path: str, size: int) -> list[bytes]:

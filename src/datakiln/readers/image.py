@@ -203,7 +203,7 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
             if not accepted or isinstance(accepted, str):  # a str is Pillow's "maybe" warning
                 continue
             try:
-                return factory(io.BytesIO(data), None)
+                return factory(io.BytesIO(data), "")  # the filename Image.open gives a stream
             except (SyntaxError, IndexError, TypeError, struct.error):
                 continue
     raise UnidentifiedImageError("cannot identify image file")

@@ -70,7 +70,8 @@ class Rejection:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Rejection:
         """Inverse of ``to_dict`` (markers written before ``record`` and ``field`` lack them)."""
-        return cls(**{f.name: data.get(f.name) for f in dataclasses.fields(cls)})
+        values: dict[str, Any] = {f.name: data.get(f.name) for f in dataclasses.fields(cls)}
+        return cls(**values)
 
     @property
     def blank(self) -> bool:

@@ -257,7 +257,7 @@ def split_line_range(
                     safe = np.ones(newlines.size, dtype=bool)
                 while True:
                     k = taken + max(max_lines - lines, 1) - 1
-                    later = np.flatnonzero(safe[k:]) if k < newlines.size else ()
+                    later = np.flatnonzero(safe[k:]) if k < newlines.size else np.empty(0, int)
                     if not len(later):
                         break
                     j = k + int(later[0])
@@ -572,7 +572,7 @@ def _next_line_start(f: Any, pos: int, size: int) -> int:
         block = f.read(_SCAN_BYTES)
         if not block:
             break
-        i = block.find(b"\n")
+        i: int = block.find(b"\n")
         if i >= 0:
             return scanned + i + 1
         scanned += len(block)

@@ -14,7 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from datakiln.errors import BakeError, DatakilnError, SpecError
 
@@ -84,16 +84,16 @@ class Client:
         body: dict[str, Any] = {"spec": _spec_table(spec)}
         if watch_interval_s is not None:
             body["watch"] = {"interval_s": watch_interval_s}
-        return self._request("POST", "/jobs", body)
+        return cast("dict[str, Any]", self._request("POST", "/jobs", body))
 
     def status(self, job_id: str) -> dict[str, Any]:
-        return self._request("GET", f"/jobs/{job_id}")
+        return cast("dict[str, Any]", self._request("GET", f"/jobs/{job_id}"))
 
     def jobs(self) -> list[dict[str, Any]]:
-        return self._request("GET", "/jobs")
+        return cast("list[dict[str, Any]]", self._request("GET", "/jobs"))
 
     def cancel(self, job_id: str) -> dict[str, Any]:
-        return self._request("DELETE", f"/jobs/{job_id}")
+        return cast("dict[str, Any]", self._request("DELETE", f"/jobs/{job_id}"))
 
     def wait(
         self,
@@ -135,4 +135,4 @@ class Client:
         job = self.submit(spec)
         if job["state"] != "succeeded":
             job = self.wait(job["id"], timeout_s=timeout_s, progress=progress)
-        return job["cache"]
+        return str(job["cache"])

@@ -169,7 +169,7 @@ class JobDB:
     @property
     def schema_version(self) -> int:
         with self._lock:
-            return self._conn.execute("SELECT version FROM schema_version").fetchone()[0]
+            return int(self._conn.execute("SELECT version FROM schema_version").fetchone()[0])
 
     def put(self, record: JobRecord) -> None:
         """Insert or replace ``record`` (one atomic statement)."""

@@ -67,4 +67,5 @@ def ensure(
         LeaseHeldError: another bake still held the store after ``wait_s``.
         SpecError, SourceError, OutputError, BakeError: as ``bake``.
     """
-    return ensure_report(spec, root=root, wait_s=wait_s, jax_cache_dir=jax_cache_dir).url
+    url: str = ensure_report(spec, root=root, wait_s=wait_s, jax_cache_dir=jax_cache_dir).url
+    return url

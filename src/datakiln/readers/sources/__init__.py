@@ -159,7 +159,12 @@ class Source(Protocol):
     :func:`register_source`; ``extensions`` decides which inputs it claims."""
 
     name: str
-    extensions: tuple[str, ...]
+
+    @property
+    def extensions(self) -> tuple[str, ...]:
+        """Lower-case file name endings of the inputs this source claims (read-only, so a
+        class attribute such as ``(".tar",)`` satisfies it)."""
+        ...
 
     def columns(self, inp: InputFile, storage_options: Mapping[str, Any]) -> Sequence[str] | None:
         """The column names an input offers, to check the spec before baking (``None``:

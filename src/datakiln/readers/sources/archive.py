@@ -135,10 +135,10 @@ def fetch_members(
             )
             for k, raw in zip(zipped, got, strict=True):
                 headers[k] = raw if isinstance(raw, BaseException) else _zip_data_offset(raw)
-            starts = [
-                members[k].offset + headers[k] if isinstance(headers.get(k, 0), int) else 0
-                for k in index
-            ]
+            starts = []
+            for k in index:
+                header = headers.get(k, 0)
+                starts.append(members[k].offset + header if isinstance(header, int) else 0)
         ends = [s + members[k].size for s, k in zip(starts, index, strict=True)]
         datas = fs.cat_ranges([path] * len(index), starts, ends, on_error="return")
         for k, data in zip(index, datas, strict=True):
@@ -158,7 +158,7 @@ def _zip_data_offset(raw: bytes) -> int | BaseException:
     fields = _ZIP_LOCAL.unpack(raw)
     if fields[0] != _ZIP_LOCAL_SIGNATURE:
         return ValueError("no zip local header at the member's offset")
-    return _ZIP_LOCAL.size + fields[9] + fields[10]
+    return _ZIP_LOCAL.size + int(fields[9]) + int(fields[10])  # name and extra lengths
 
 
 def _member_bytes(member: MemberRef, data: bytes) -> bytes | BaseException:

@@ -69,9 +69,11 @@ def _utf8(data: bytes) -> tuple[bytes, str | None]:
         return data.decode(codec, errors="replace").encode("utf-8"), codec
 
 
+# A table's rows, rejections of unparsable rows and detected codec (_read_text_table's answer).
+_ParsedTable = tuple[list[dict[str, Any]], list[PlanRejection], str | None]
 # The last text tables parsed, by (uri, version): planning asks for a table's columns, its
 # label values and its rows, and a worker reads it for each of its units.
-_PARSED: collections.OrderedDict[tuple[str, str], Any] = collections.OrderedDict()
+_PARSED: collections.OrderedDict[tuple[str, str], _ParsedTable] = collections.OrderedDict()
 _PARSED_MAX = 4
 _PARSED_LOCK = threading.Lock()
 
@@ -198,7 +200,8 @@ class TableSource:
                 parquet = pq.ParquetFile(f)
                 if column not in parquet.schema_arrow.names:
                     return []
-                return parquet.read(columns=[column]).column(0).to_pylist()
+                values: list[Any] = parquet.read(columns=[column]).column(0).to_pylist()
+                return values
         rows, _, _ = _read_text_table(inp, fmt, storage_options)
         return [row.get(column) for row in rows]
 
@@ -324,7 +327,8 @@ def _parquet_rows(
         if not groups:
             return []
         table: pa.Table = parquet.read_row_groups(groups)
-    return table.slice(start - (first or 0), end - start).to_pylist()
+    rows: list[dict[str, Any]] = table.slice(start - (first or 0), end - start).to_pylist()
+    return rows
 
 
 SOURCE = register_source(TableSource())
