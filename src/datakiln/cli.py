@@ -584,8 +584,10 @@ def _parse_fields(text: str) -> dict[str, dict[str, Any]]:
 def _records_spec_from_args(
     args: argparse.Namespace, spec: Any, flags: Mapping[str, Mapping[str, Any]]
 ) -> Any:
-    """A records spec: ``--fields`` (or the TOML's), with each modality's flags applied to
-    every field of that modality."""
+    """A records spec: ``--fields`` (or the TOML's), with the modality flags applied.
+
+    Each modality's flags apply to every field of that modality.
+    """
     from datakiln.errors import SpecError
     from datakiln.etl.spec import BakeSpec
 
@@ -985,6 +987,7 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``datakiln`` command line with ``argv`` (default: ``sys.argv``); the exit code."""
     args = _parser().parse_args(argv)
     _setup_logging(args.verbosity)
     try:

@@ -173,8 +173,10 @@ def render_preview(
 
 
 def _records_sheet(dataset: CachedDataset, count: int, seed: int) -> Image.Image:
-    """Records: a contact sheet of the first image field with its caption and label, or the
-    spectrograms of the first audio field with their transcripts."""
+    """Records: the first image field's contact sheet, or the first audio field's.
+
+    Images come with their caption and label, spectrograms with their transcripts.
+    """
     from datakiln.etl.fields.audio import mel_name
     from datakiln.etl.spec import FieldSpec
 

@@ -138,9 +138,11 @@ class MappedRegion:
             return size
 
     def unmap(self, slot: int) -> None:
-        """Drop the file mapped over ``slot`` (no reader may be copying from it): the
-        address range goes back to reserved, inaccessible memory, so the file's disk space
-        is freed once it is deleted."""
+        """Drop the file mapped over ``slot`` (no reader may be copying from it).
+
+        The address range goes back to reserved, inaccessible memory, so the file's disk
+        space is freed once it is deleted.
+        """
         with self._lock:
             if not self._lengths[slot]:
                 return

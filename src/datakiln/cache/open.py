@@ -152,8 +152,10 @@ class CachedDataset(BaseDataset):
                 reader.forget(int(rest.split("/", 1)[0]))
 
     def objects_of(self, indices: np.ndarray) -> list[str]:
-        """Store paths of the shard objects that reading ``indices`` touches (local_dir
-        caches; empty otherwise)."""
+        """Store paths of the shard objects that reading ``indices`` touches.
+
+        Only caches opened with a ``local_dir`` have them; empty otherwise.
+        """
         if self.local is None:
             return []
         rows = self.rows_of(np.asarray(indices, dtype=np.int64))
@@ -177,8 +179,11 @@ class CachedDataset(BaseDataset):
 
     @contextlib.contextmanager
     def objects_pinned(self) -> Iterator[None]:
-        """Reads in this thread skip pinning: the caller already holds the pins of every
-        object they read (a ``Loader``'s fetch-ahead pins each batch's objects until read)."""
+        """Reads in this thread skip pinning while this context is open.
+
+        The caller already holds the pins of every object they read (a ``Loader``'s
+        fetch-ahead pins each batch's objects until read).
+        """
         self._caller_pins.held = True
         try:
             yield
@@ -212,7 +217,6 @@ class CachedDataset(BaseDataset):
         column that parts written by an older datakiln lack (text's ``encoding``) is null in
         their rows.
         """
-
         import pyarrow as pa
 
         parts = [  # from the store itself: a local directory holds what batches need only
@@ -247,9 +251,12 @@ class CachedDataset(BaseDataset):
         )
 
     def _scratch_buffer(self, name: str, shape: tuple[int, ...], dtype: DTypeLike) -> np.ndarray:
-        """A buffer for the stored bytes of ``name``: per thread and reused across batches
-        when the field has a read-time transform (which converts them into the output right
-        away), else an output array from the pool, as the caller keeps it."""
+        """A buffer for the stored bytes of ``name``.
+
+        Per thread and reused across batches when the field has a read-time transform
+        (which converts them into the output right away), else an output array from the
+        pool, as the caller keeps it.
+        """
         if name in self._raw or self._fields[name].get("transform") is None:
             return self._outputs.take(name, shape, dtype)
         buffers: dict[str, np.ndarray] = self._scratch.__dict__.setdefault("buffers", {})

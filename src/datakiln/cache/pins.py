@@ -24,6 +24,7 @@ DEFAULT_GRACE_S = 3600.0
 
 
 def pin_path(version: int) -> str:
+    """Store-relative path of the pin that keeps ``version`` from ``gc`` for a while."""
     return f"{PINS_DIR}/v{version:06d}.json"
 
 

@@ -27,6 +27,8 @@ from datakiln.errors import CacheFormatError
 
 @dataclass(frozen=True, kw_only=True)
 class VerifyReport:
+    """What ``verify`` checked: objects hashed, and one line per problem found (none: ok)."""
+
     url: str
     objects_checked: int
     problems: tuple[str, ...] = field(default_factory=tuple)

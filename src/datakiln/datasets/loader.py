@@ -473,8 +473,11 @@ class Loader:
         return batch
 
     def transform_key(self, epoch: int, step: int) -> jax.Array:
-        """The PRNG key ``transform`` gets for batch ``step`` of ``epoch``: a function of
-        ``(seed, epoch, step)`` only, so a resumed run draws the same augmentations."""
+        """The PRNG key ``transform`` gets for batch ``step`` of ``epoch``.
+
+        A function of ``(seed, epoch, step)`` only, so a resumed run draws the same
+        augmentations.
+        """
         key = jax.random.fold_in(jax.random.key(self.seed), epoch)
         return jax.random.fold_in(key, step)
 

@@ -157,7 +157,7 @@ def _decode_with_soundfile(
     uri: str | None,
     frames_needed: Callable[[int], int] | None,
 ) -> tuple[np.ndarray, int, AudioInfo]:
-    """libsndfile's decode of ``source`` (``total`` bytes, starting with ``head``)."""
+    """Libsndfile's decode of ``source`` (``total`` bytes, starting with ``head``)."""
     try:
         with soundfile.SoundFile(source) as f:
             announced = f.frames

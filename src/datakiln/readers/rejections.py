@@ -75,9 +75,11 @@ class Rejection:
 
     @property
     def blank(self) -> bool:
-        """Whether the input held nothing (a blank line, an empty file, a null value), as
-        opposed to broken input. A record with one empty field is not blank: its other fields
-        held something."""
+        """Whether the input held nothing (a blank line, an empty file, a null value).
+
+        As opposed to broken input. A record with one empty field is not blank: its other
+        fields held something.
+        """
         return self.error_type == EMPTY_SAMPLE and self.field is None
 
     @property

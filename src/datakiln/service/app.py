@@ -32,10 +32,14 @@ DEFAULT_MAX_BODY_BYTES = 1 << 20
 
 
 class WatchRequest(BaseModel):
+    """The ``watch`` part of a job request: re-list the sources every ``interval_s``."""
+
     interval_s: float = Field(description="seconds between two listings of the sources")
 
 
 class JobRequest(BaseModel):
+    """The body of ``POST /jobs``: a bake spec, and optionally a watch."""
+
     spec: dict[str, Any] = Field(description="the bake spec: the same table as a TOML spec")
     watch: WatchRequest | None = Field(
         default=None, description="keep watching the sources and bake what is new"

@@ -62,6 +62,7 @@ def ensure(
         spec: a ``BakeSpec``, or a table of its fields (``output`` optional with ``root``).
         root: where a spec without ``output`` goes: ``<root>/<cache key>``.
         wait_s: how long to wait while another process bakes the same store.
+        jax_cache_dir: a persistent JAX compilation cache for the bake's workers to share.
 
     Raises:
         LeaseHeldError: another bake still held the store after ``wait_s``.

@@ -34,8 +34,11 @@ _ZIP_LOCAL_SIGNATURE = b"PK\x03\x04"
 def group_members(
     members: Sequence[MemberRef], truncated: str | None
 ) -> tuple[list[tuple[str, tuple[MemberRef, ...]]], dict[str, PlanRejection]]:
-    """Members grouped by key in order of first appearance, and rejections of keys that hold a
-    duplicate member. ``truncated``: why the listing stopped early (its last key is rejected)."""
+    """Members grouped by key in order of first appearance, and rejections of duplicates.
+
+    A key that holds a duplicate member is rejected. ``truncated``: why the listing stopped
+    early (its last key is rejected).
+    """
     order: dict[str, dict[str, MemberRef]] = {}
     rejected: dict[str, PlanRejection] = {}
     for member in members:
@@ -68,6 +71,11 @@ def plan_archive(
     truncated: str | None,
     records_per_unit: int,
 ) -> list[RecordUnit]:
+    """Cut an archive's listed ``members`` into units of at most ``records_per_unit`` keys.
+
+    Rejected keys travel with their unit; an archive whose listing found nothing at all
+    (``truncated``) becomes one unit holding its rejection.
+    """
     grouped, rejected = group_members(members, truncated)
     if truncated and not grouped:  # nothing listed at all: the archive itself is one rejection
         rejected = {"": PlanRejection("(archive)", 0, "TruncatedArchive", truncated)}
@@ -98,8 +106,10 @@ def member_values(
 
 
 def read_archive_unit(unit: RecordUnit, storage_options: Mapping[str, Any]) -> ReadResult:
-    """The records of an archive unit, members left as references (fetched by the caller,
-    batched with the other byte ranges of the shard)."""
+    """The records of an archive unit, members left as references.
+
+    The caller fetches them, batched with the other byte ranges of the shard.
+    """
     bad = {r.key for r in unit.rejections}
     records = [
         Record(key=key, position=unit.start + k, values={split_key(m.name)[1]: m for m in members})

@@ -1,5 +1,7 @@
-"""Tables as record sources: CSV, TSV, JSON Lines and Parquet, one record per row; and plain
-text files as the ``lines`` source, one record per non-blank line (columns ``text``, ``line``).
+"""Tables as record sources: CSV, TSV, JSON Lines and Parquet, one record per row.
+
+Plain text files are the ``lines`` source, one record per non-blank line (columns ``text``,
+``line``).
 
 Units are row ranges. A column named by a media field holds a path (relative to the table's
 own URL), raw bytes, or a Hugging Face ``{"bytes", "path"}`` struct; the paths are listed at
@@ -43,6 +45,7 @@ FORMATS = {
 
 
 def table_format(uri: str) -> str:
+    """The table format of ``uri`` by its ending; ``SourceError`` if it is not a table."""
     lower = uri.lower()
     for ending, fmt in FORMATS.items():
         if lower.endswith(ending):
@@ -81,8 +84,11 @@ _PARSED_LOCK = threading.Lock()
 def _read_text_table(
     inp: InputFile, fmt: str, storage_options: Mapping[str, Any]
 ) -> tuple[list[dict[str, Any]], list[PlanRejection], str | None]:
-    """Every row of a CSV/TSV/JSONL table as a dict, rejections of unparsable rows, and the
-    codec the table was detected in (``None``: UTF-8). Parsed once per table version."""
+    """Every row of a CSV/TSV/JSONL table as a dict, rejections, and the detected codec.
+
+    Rejections are of unparsable rows; the codec is ``None`` for UTF-8. Parsed once per
+    table version.
+    """
     key = (inp.uri, inp.version)
     if not inp.version:  # a store that gives no version: a cached table could be stale
         return _parse_text_table(inp.uri, fmt, storage_options)
@@ -169,6 +175,8 @@ def _path_of(value: Any) -> str | None:
 
 
 class TableSource:
+    """CSV, TSV, JSON Lines and Parquet tables: one record per row."""
+
     name = "table"
     extensions = tuple(FORMATS)
 
@@ -335,9 +343,12 @@ SOURCE = register_source(TableSource())
 
 
 class LinesSource(TableSource):
-    """Plain text, one record per non-blank line: ``text`` (the line) and ``line`` (its
-    1-based number). Read only where named (``source_format = "lines"``): a stray
-    ``README.txt`` in a folder of images is not a table of records."""
+    """Plain text, one record per non-blank line.
+
+    Columns ``text`` (the line) and ``line`` (its 1-based number). Read only where named
+    (``source_format = "lines"``): a stray
+    ``README.txt`` in a folder of images is not a table of records.
+    """
 
     name = "lines"
     extensions = (".txt",)
