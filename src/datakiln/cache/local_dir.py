@@ -383,7 +383,7 @@ class LocalDir:
     # -- accounting and eviction ---------------------------------------------------------
 
     @contextlib.contextmanager
-    def _dir_locked(self):  # type: ignore[no-untyped-def]
+    def _dir_locked(self) -> Iterator[None]:
         fd = os.open(os.path.join(self.base, DIR_LOCK), os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)

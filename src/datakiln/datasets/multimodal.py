@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol, cast
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +24,16 @@ from datakiln.datasets.base import BaseDataset
 from datakiln.errors import SpecError
 
 MODALITIES: tuple[str, ...] = ("image", "text", "audio")
+
+
+class _ReadsFields(Protocol):
+    """A dataset that reads only the fields asked for, as a baked cache does."""
+
+    def read_batch(
+        self, indices: np.ndarray, fields: Sequence[str] | None = None
+    ) -> dict[str, Any]: ...
+
+
 # Side of the low-resolution colour grid an image is upsampled from.
 _IMAGE_GRID = 4
 # Sinusoidal partials of a clip, and their frequency range in Hz.
@@ -362,7 +372,7 @@ class MultiModalPairedDataset(BaseDataset):
             out["alignment_scores"] = self.alignments[indices]
             return out
         wanted = list(names) + ([self._alignment_field] if self._alignment_field else [])
-        batch = self._source.read_batch(indices, fields=wanted)  # type: ignore[call-arg]
+        batch = cast("_ReadsFields", self._source).read_batch(indices, fields=wanted)
         out = {name: batch[name] for name in names}
         scores = (
             np.asarray(batch[self._alignment_field], np.float32)

@@ -314,7 +314,7 @@ def _decode_opened(
         region = (0, 0, height, width)
     return DecodedImage(
         pixels=pixels,
-        box=tuple(float(v) for v in box),  # type: ignore[arg-type]
+        box=(float(box[0]), float(box[1]), float(box[2]), float(box[3])),
         region=region,
         original_size=(ow, oh),
         original_mode=original_mode,

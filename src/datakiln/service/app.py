@@ -23,7 +23,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from datakiln.errors import CacheNotFoundError, DatakilnError, SourceError, SpecError
-from datakiln.service.db import JobRecord
+from datakiln.service.db import JobRecord, JobView
 from datakiln.service.jobs import JobManager, eta_s
 from datakiln.service.specs import cache_url, check_cache_name
 
@@ -47,9 +47,8 @@ class JobRequest(BaseModel):
 
 
 def _job_view(record: JobRecord) -> dict[str, Any]:
-    view = record.to_dict()
-    view["eta_s"] = eta_s(record)
-    return view
+    view: JobView = {**record.to_dict(), "eta_s": eta_s(record)}
+    return dict(view)
 
 
 def _json(value: Any) -> Response:
