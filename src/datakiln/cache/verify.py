@@ -27,7 +27,13 @@ from datakiln.errors import CacheFormatError
 
 @dataclass(frozen=True, kw_only=True)
 class VerifyReport:
-    """What ``verify`` checked: objects hashed, and one line per problem found (none: ok)."""
+    """What ``verify_cache`` found (``datakiln verify``).
+
+    Attributes:
+        url: The cache checked.
+        objects_checked: Objects whose checksums were recomputed.
+        problems: One line per damaged or missing object; empty when the cache is whole.
+    """
 
     url: str
     objects_checked: int
@@ -35,6 +41,7 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
+        """True when no problem was found (``datakiln verify`` exits 0)."""
         return not self.problems
 
 
