@@ -225,7 +225,7 @@ class CachedDataset(BaseDataset):
         ]
         return pa.concat_tables(parts, promote_options="default")
 
-    def rows_of(self, indices: np.ndarray) -> np.ndarray:
+    def rows_of(self, indices: NDArray[np.int64]) -> NDArray[np.int64]:
         """Array rows holding the samples at dataset ``indices`` (checked, int64)."""
         shard = np.searchsorted(self._end_index, indices, side="right")
         return self._row_start[shard] + (indices - self._first_index[shard])
@@ -333,7 +333,7 @@ class CachedDataset(BaseDataset):
         rows = self.rows_of(self.check_indices([index]))
         return str(self._read_field("texts", rows)[0])  # a string field reads as a list of str
 
-    def token_lengths(self) -> np.ndarray:
+    def token_lengths(self) -> NDArray[np.int32]:
         """Token lengths (BOS and EOS included) of every sample, int32 ``(len(self),)``."""
         self._require("text_lengths", "token_lengths")
         return np.asarray(

@@ -20,6 +20,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from numpy.typing import NDArray
 
 # Streams every Rngs has: "default", and "sample" from which datasets draw random batches.
 _SAMPLE_STREAM_TAG = 1
@@ -74,7 +75,7 @@ class Rngs:
             self._counts[name] = count + 1
         return jax.random.fold_in(self._keys[name], count)
 
-    def randint(self, size: int, high: int) -> np.ndarray:
+    def randint(self, size: int, high: int) -> NDArray[np.int64]:
         """``size`` indices uniform in ``[0, high)`` (int64) from the ``sample`` stream."""
         return _randint(self.key("sample"), size, high)
 
@@ -113,7 +114,7 @@ class _Foreign:
             "pass nnx.Rngs(seed) or an int seed"
         )
 
-    def randint(self, size: int, high: int) -> np.ndarray:
+    def randint(self, size: int, high: int) -> NDArray[np.int64]:
         return _randint(self.key("sample"), size, high)
 
 
@@ -127,7 +128,7 @@ def _as_key(value: int | np.integer | jax.Array | np.ndarray) -> jax.Array:
     return key
 
 
-def _randint(key: jax.Array, size: int, high: int) -> np.ndarray:
+def _randint(key: jax.Array, size: int, high: int) -> NDArray[np.int64]:
     """``size`` int64 draws from ``[0, high)``, a pure function of ``key``.
 
     NumPy's PCG64 seeded with the key's bits: int64 ranges (JAX's ``randint`` is int32 without

@@ -158,7 +158,7 @@ def write_image_corpus(
     )
 
 
-def _pattern(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+def _pattern(rng: np.random.Generator, width: int, height: int) -> NDArray[np.uint8]:
     """A smooth RGB picture (gradients, a disc) plus mild noise, uint8 (height, width, 3).
 
     Drawn at most 128 px a side and enlarged with Pillow, so large images stay cheap.
