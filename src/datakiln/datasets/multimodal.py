@@ -24,6 +24,13 @@ from datakiln.datasets.base import BaseDataset
 from datakiln.errors import SpecError
 
 MODALITIES: tuple[str, ...] = ("image", "text", "audio")
+# Side of the low-resolution colour grid an image is upsampled from.
+_IMAGE_GRID = 4
+# Sinusoidal partials of a clip, and their frequency range in Hz.
+_PARTIALS = 4
+_MIN_HZ, _MAX_HZ = 200.0, 800.0
+# Token ids below this are reserved (pad, unk, bos, eos), as in the text datasets.
+_RESERVED_IDS = 4
 
 
 class _ReadsFields(Protocol):
@@ -32,15 +39,6 @@ class _ReadsFields(Protocol):
     def read_batch(
         self, indices: np.ndarray, fields: Sequence[str] | None = None
     ) -> dict[str, Any]: ...
-
-
-# Side of the low-resolution colour grid an image is upsampled from.
-_IMAGE_GRID = 4
-# Sinusoidal partials of a clip, and their frequency range in Hz.
-_PARTIALS = 4
-_MIN_HZ, _MAX_HZ = 200.0, 800.0
-# Token ids below this are reserved (pad, unk, bos, eos), as in the text datasets.
-_RESERVED_IDS = 4
 
 
 class MultiModalDataset(BaseDataset):
