@@ -1,0 +1,1 @@
+"""Committed caches: layout, manifest, fingerprints, verification, and reading them back."""

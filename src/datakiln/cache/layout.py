@@ -122,6 +122,7 @@ def is_local(fs: Any) -> bool:
 
 
 def join(root: str, relative: str) -> str:
+    """``root/relative``, refusing a ``relative`` that climbs out of ``root``."""
     return posixpath.join(root, check_relative(relative))
 
 

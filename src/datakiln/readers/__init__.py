@@ -1,0 +1,1 @@
+"""Reading raw inputs: listing sources, decoding images, text and audio, and rejections."""

@@ -157,7 +157,7 @@ def _decode_with_soundfile(
     uri: str | None,
     frames_needed: Callable[[int], int] | None,
 ) -> tuple[np.ndarray, int, AudioInfo]:
-    """libsndfile's decode of ``source`` (``total`` bytes, starting with ``head``)."""
+    """Libsndfile's decode of ``source`` (``total`` bytes, starting with ``head``)."""
     try:
         with soundfile.SoundFile(source) as f:
             announced = f.frames
@@ -207,8 +207,8 @@ def _decode_with_soundfile(
         raise AudioDecodeError(
             f"no audio frames in this {info.format} file", stage=STAGE_VALIDATE, uri=uri
         )
-    finite = True if native is not None else np.isfinite(samples)  # integers are finite
-    if not np.all(finite):
+    finite = np.isfinite(samples) if native is None else None  # integers are finite
+    if finite is not None and not np.all(finite):
         first = int(np.argmin(finite.all(axis=1)))
         raise AudioDecodeError(
             f"{int(finite.size - np.count_nonzero(finite))} NaN or infinite samples (first at "
@@ -223,7 +223,7 @@ def _last_frame_present(f: soundfile.SoundFile, announced: int) -> bool:
     """Whether the frame the header announces last can be decoded (else: truncated)."""
     try:
         f.seek(announced - 1)
-        return f.read(1, dtype="int16").shape[0] == 1
+        return bool(f.read(1, dtype="int16").shape[0] == 1)
     except (soundfile.SoundFileError, RuntimeError):
         return False
 
@@ -331,7 +331,7 @@ def _riff_missing_bytes(raw: bytes, total: int | None = None) -> int:
     pos = 12
     while pos + 8 <= len(raw):
         chunk_id = raw[pos : pos + 4]
-        (size,) = struct.unpack(fmt, raw[pos + 4 : pos + 8])
+        size = int(struct.unpack(fmt, raw[pos + 4 : pos + 8])[0])
         if chunk_id == b"data":
             if size == 0xFFFFFFFF:  # streamed WAV of unknown length
                 return 0
