@@ -71,7 +71,7 @@ def import_function(ref: str) -> Callable[..., Any]:
             f"cannot import {module_name!r} for {ref}: {type(err).__name__}: {err}; install it "
             "or put its folder on PYTHONPATH where the bake runs"
         ) from err
-    target: Any = module
+    target: object = module
     for part in name.split("."):
         target = getattr(target, part, None)
         if target is None:

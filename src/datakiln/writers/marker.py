@@ -25,6 +25,7 @@ def write_marker(
 def read_marker(fs: Any, root: str, generation: str, shard_id: int) -> dict[str, Any] | None:
     """The marker of ``shard_id``, or ``None`` when it is absent or unreadable."""
     try:
-        return json.loads(fs.cat_file(f"{root}/{shard_marker(generation, shard_id)}"))
+        data = json.loads(fs.cat_file(f"{root}/{shard_marker(generation, shard_id)}"))
     except (FileNotFoundError, ValueError):
         return None
+    return data if isinstance(data, dict) else None  # a marker is one JSON object

@@ -22,6 +22,7 @@ padded batches, and calls the kernel once per batch, so a bake compiles once per
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -153,6 +154,30 @@ def _unpremultiply(x: jax.Array) -> jax.Array:
     return jnp.concatenate([jnp.where(keep, rgb, divided), alpha], axis=1)
 
 
+class _TraceCounter:
+    """Counts traces of the kernel's jit functions, thread-safely.
+
+    JAX runs a jitted function's Python body only to trace it, once per new signature and
+    just before compiling (or loading) that signature, so the count is the compiles this
+    process holds, without reading JAX's private cache sizes.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = 0
+
+    def add(self) -> None:
+        with self._lock:
+            self._count += 1
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+
+_TRACES = _TraceCounter()
+
+
 # The kernel is two jit functions, not one. Compiled together, XLA (jaxlib 0.10, CPU) fuses
 # the first pass into the per-pixel gathers of the second and runs 5-20x slower; apart, the
 # small intermediate is materialised once and both passes vectorise (measured on 16 canvases
@@ -160,6 +185,7 @@ def _unpremultiply(x: jax.Array) -> jax.Array:
 @jax.jit
 def _horizontal_pass(canvases: jax.Array, coefficients: jax.Array, start: jax.Array) -> jax.Array:
     """uint8 (B, Hc, Wc, C) -> uint8 (B, C, Hc, width): Pillow's horizontal pass."""
+    _TRACES.add()  # runs when traced only, not on the compiled calls
     x = jnp.transpose(canvases, (0, 3, 1, 2))
     if x.shape[1] == 4:
         x = _premultiply(x.astype(jnp.int32))
@@ -169,6 +195,7 @@ def _horizontal_pass(canvases: jax.Array, coefficients: jax.Array, start: jax.Ar
 @jax.jit
 def _vertical_pass(rows: jax.Array, coefficients: jax.Array, start: jax.Array) -> jax.Array:
     """uint8 (B, C, Hc, width) -> uint8 (B, height, width, C): Pillow's vertical pass."""
+    _TRACES.add()  # runs when traced only, not on the compiled calls
     out = _resample_middle_axis(rows, coefficients, start)
     if out.shape[1] == 4:
         out = _unpremultiply(out)
@@ -233,7 +260,8 @@ def resize_canvases(
         out_size=height,
         taps=min(taps_y or hc, hc),
     )
-    return _vertical_pass(_horizontal_pass(canvases, cx, sx), cy, sy)
+    resized: jax.Array = _vertical_pass(_horizontal_pass(canvases, cx, sx), cy, sy)
+    return resized
 
 
 def _pillow_orders_passes() -> bool:
@@ -261,12 +289,12 @@ def vertical_first(image_height: int, image_width: int, out_height: int, out_wid
 
 
 def compile_count() -> int:
-    """How many kernel compilations this process holds (JAX's own jit caches).
+    """How many kernel compilations this process has made (traces of the two passes).
 
     Each new ``resize_canvases`` signature costs up to two (one per pass), fewer when
     signatures share a pass.
     """
-    return _horizontal_pass._cache_size() + _vertical_pass._cache_size()
+    return _TRACES.count
 
 
 class ImageResizer:

@@ -273,9 +273,11 @@ def _word_hash_kernel(
     prime = jnp.uint32(FNV_PRIME)
     padded = jnp.pad(byte_matrix, ((0, 0), (0, _HASH_CHUNK)))
     last = blocks * _BLOCK
-    window = jax.vmap(
-        jax.vmap(lambda row, at: jax.lax.dynamic_slice(row, (at,), (_HASH_CHUNK,)), (None, 0))
-    )
+
+    def chunk_at(row: jax.Array, at: jax.Array) -> jax.Array:
+        return jax.lax.dynamic_slice(row, (at,), (_HASH_CHUNK,))
+
+    window = jax.vmap(jax.vmap(chunk_at, (None, 0)))
 
     def more(state: tuple[jax.Array, jax.Array, jax.Array]) -> jax.Array:
         return jnp.any(state[2])

@@ -15,6 +15,7 @@ from datakiln.etl.modalities.base import ShardOutput, Unit, fetch_all, rejection
 from datakiln.etl.spec import BakeSpec, ImageParams
 from datakiln.etl.task import ShardMarker, ShardPlan
 from datakiln.readers.listing import IMAGE_EXTENSIONS, InputFile
+from datakiln.readers.rejections import Rejection
 from datakiln.writers.zarr_region import FieldLayout
 
 # Decode threads per shard task: Pillow releases the GIL while decoding.
@@ -90,7 +91,7 @@ class ImageModality:
         from datakiln.readers.image import ImageDecodeError, decode_image
 
         image = ImageParams(**spec_params)
-        rejections: list[dict[str, Any]] = []
+        rejections: list[Rejection] = []
         t0 = time.perf_counter()
         fetched = fetch_all(shard, source_options)
         t1 = time.perf_counter()
@@ -136,7 +137,7 @@ class ImageModality:
             resizer.resize([d for _, _, d in kept], out=pixels[:n])
         timings["kernel"] = time.perf_counter() - t2
 
-        arrays = {"images": pixels}
+        arrays: dict[str, np.ndarray] = {"images": pixels}
         labels = None
         if shard.labels is not None:
             labels = np.zeros(shard.capacity, dtype=np.int32)
