@@ -23,8 +23,9 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
-import dask
 import numpy as np
+from dask.base import compute
+from dask.delayed import delayed as dask_delayed
 
 from datakiln.cache.layout import (
     FORMAT_VERSION,
@@ -172,7 +173,9 @@ def _fields(plan: BakePlan) -> list[FieldLayout]:
     )
 
 
-def _user_steps(plan: BakePlan, fields: list[FieldLayout]) -> tuple[list[FieldLayout], dict]:
+def _user_steps(
+    plan: BakePlan, fields: list[FieldLayout]
+) -> tuple[list[FieldLayout], dict[str, Any]]:
     """The stored fields after the spec's transforms, and the steps every shard task runs.
 
     Traces the user's functions (``jax.eval_shape``): one that cannot run on the stored
@@ -319,7 +322,7 @@ def _run_distributed(
         for task in tasks
     ]
     results = []
-    for future in as_completed(futures):
+    for future in as_completed(futures):  # type: ignore[no-untyped-call]  # unannotated in distributed
         marker = ShardMarker.from_dict(future.result())
         results.append(marker)
         on_done(marker)
@@ -459,7 +462,7 @@ def _run_tasks(
         from distributed import Client
 
         try:
-            client = Client(spec.scheduler, timeout="20s")
+            client = Client(spec.scheduler, timeout="20s")  # type: ignore[no-untyped-call]  # unannotated in distributed
         except OSError as err:
             raise BakeError(
                 f"cannot reach the Dask scheduler at {spec.scheduler}: {err}; check the address "
@@ -471,14 +474,14 @@ def _run_tasks(
         from distributed import Client, LocalCluster
 
         with (
-            LocalCluster(
+            LocalCluster(  # type: ignore[no-untyped-call]  # unannotated in distributed
                 n_workers=spec.workers,
                 threads_per_worker=1,
                 processes=True,
                 dashboard_address=":0",
                 silence_logs=_worker_log_level(),
             ) as cluster,
-            Client(cluster) as client,
+            Client(cluster) as client,  # type: ignore[no-untyped-call]  # unannotated in distributed
         ):
             return _run_distributed(client, tasks, on_done)
 
@@ -490,7 +493,7 @@ def _run_tasks(
 
     # Tasks travel as JSON text: Dask walks dict and list arguments looking for collections,
     # which cost ~0.1 ms an input; a string it leaves alone.
-    delayed = [dask.delayed(_bake_shard_json, pure=False)(json.dumps(t.to_dict())) for t in tasks]
+    delayed = [dask_delayed(_bake_shard_json, pure=False)(json.dumps(t.to_dict())) for t in tasks]
     # ``auto`` runs on processes exactly when it started a pool for them.
     scheduler = "processes" if pool is not None else _local_scheduler(spec, 0)
     options: dict[str, Any] = {}
@@ -498,9 +501,11 @@ def _run_tasks(
         # One task at a time per worker: shards cost about the same, and Dask's default
         # batches of six leave one worker finishing alone at the end.
         options = {"pool": pool, "chunksize": 1}
-    with Callback(posttask=posttask):
+    with Callback(posttask=posttask):  # type: ignore[no-untyped-call]  # unannotated in dask
         try:
-            results = dask.compute(*delayed, scheduler=_LOCAL_GETS[scheduler](), **options)
+            results = compute(  # type: ignore[no-untyped-call]  # unannotated in dask
+                *delayed, scheduler=_LOCAL_GETS[scheduler](), **options
+            )
             return [ShardMarker.from_dict(m) for m in results]
         except BrokenProcessPool as err:
             raise BakeError(
@@ -807,6 +812,8 @@ def _dedup_again(
     from datakiln.etl.dedup import find_duplicates
 
     spec = plan.spec
+    if spec.dedup is None:  # called for dedup bakes only
+        return new
     ordered = [markers[s.shard_id] for s in plan.shards]
     fixed = {s.shard_id for s in plan.shards if s.shard_id not in plan.pending}
     drops = find_duplicates(ordered, spec.dedup, spec.dedup_distance, spec.modality, fixed)
@@ -829,7 +836,7 @@ def _dedup_again(
 
 
 def _task_params(plan: BakePlan) -> dict[str, Any]:
-    params = plan.spec.params.to_dict()
+    params: dict[str, Any] = plan.spec.params.to_dict()
     if plan.label_classes:  # records: the class names each label field maps to ids
         params["classes"] = {k: list(v) for k, v in plan.label_classes.items()}
     return params

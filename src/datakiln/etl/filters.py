@@ -137,16 +137,18 @@ def plan_filters(
 
 def _column(meta: Any, what: str) -> np.ndarray:
     if what == "min side":
-        return np.minimum(meta.column("width").to_numpy(), meta.column("height").to_numpy())
+        return np.asarray(
+            np.minimum(meta.column("width").to_numpy(), meta.column("height").to_numpy())
+        )
     if what == "aspect":
         w = meta.column("width").to_numpy().astype(np.float64)
         h = meta.column("height").to_numpy().astype(np.float64)
-        return np.maximum(w, h) / np.maximum(np.minimum(w, h), 1)
+        return np.asarray(np.maximum(w, h) / np.maximum(np.minimum(w, h), 1))
     if what == "chars":
         import pyarrow.compute as pc
 
-        return pc.utf8_length(meta.column("text")).to_numpy(zero_copy_only=False)
-    return meta.column(what).to_numpy(zero_copy_only=False)
+        return np.asarray(pc.utf8_length(meta.column("text")).to_numpy(zero_copy_only=False))
+    return np.asarray(meta.column(what).to_numpy(zero_copy_only=False))
 
 
 def host_keep(check: str, limit: float, meta: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -159,7 +161,7 @@ def host_keep(check: str, limit: float, meta: Any) -> tuple[np.ndarray, np.ndarr
 
 def jax_keep(
     step: Mapping[str, Any],
-    arrays: Mapping[str, np.ndarray],
+    arrays: Mapping[str, np.ndarray | list[str]],
     rows: int,
     shard_id: int,
     views: Mapping[str, Mapping[str, Any]],

@@ -85,7 +85,16 @@ def holder_is_dead(record: Mapping[str, Any]) -> bool:
     pid = record.get("pid")
     if not isinstance(pid, int) or record.get("pid_start") is None:
         return False
-    return process_start(pid) != record["pid_start"]
+    return bool(process_start(pid) != record["pid_start"])
+
+
+def _parse_record(raw: bytes) -> dict[str, Any] | None:
+    """A lease record from its JSON, or ``None`` when it is not a JSON object."""
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
 
 
 class StoreLease:
@@ -126,8 +135,8 @@ class StoreLease:
     def read(self) -> dict[str, Any] | None:
         """The current lease record, or ``None`` when there is none (or it is unreadable)."""
         try:
-            return json.loads(self._fs.cat_file(self._path))
-        except (FileNotFoundError, ValueError):
+            return _parse_record(self._fs.cat_file(self._path))
+        except FileNotFoundError:
             return None
 
     def _record(self) -> bytes:
@@ -157,10 +166,7 @@ class StoreLease:
     @staticmethod
     def _fd_record(fd: int) -> dict[str, Any] | None:
         raw = os.pread(fd, 1 << 16, 0)
-        try:
-            return json.loads(raw) if raw else None
-        except ValueError:
-            return None
+        return _parse_record(raw) if raw else None
 
     def _write_local(self) -> None:
         assert self._fd is not None
@@ -188,7 +194,12 @@ class StoreLease:
                     "(--wait), or if that bake is gone, take the lease over with --force-unlock"
                 )
             time.sleep(self.poll_s)
-        if current is not None and current.get("owner") != self.owner and why != "free":
+        if (
+            current is not None
+            and current.get("owner") != self.owner
+            and why is not None  # always set once taken
+            and why != "free"
+        ):
             log = logger.warning if why == "forced" else logger.info
             log(
                 "took over the lease of %s from %s (%s)",
@@ -207,7 +218,9 @@ class StoreLease:
             locked, current = self._try_lock_local_or_force()
             if not locked:
                 return False, current, None
-            why = "free" if current is None else self._why_free(current) or "holder gone"
+            why: str | None = (
+                "free" if current is None else self._why_free(current) or "holder gone"
+            )
             if current is not None and current.get("host") not in (None, socket.gethostname()):
                 # A lock on a shared disk says nothing for sure about another host's bake.
                 why = self._why_free(current)
@@ -217,10 +230,7 @@ class StoreLease:
             self._write_local()
             return True, current, why
         found = self._objects.read(self._path)
-        try:
-            current = json.loads(found.data) if found.data is not None else None
-        except ValueError:
-            current = None
+        current = _parse_record(found.data) if found.data is not None else None
         why = self._why_free(current)
         if why is None:
             return False, current, None

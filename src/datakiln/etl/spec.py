@@ -596,7 +596,7 @@ class BakeSpec:
                 table = values[name]
                 if not isinstance(table, Mapping | kind):
                     raise SpecError(f"[{name}] must be a table of {name} parameters")
-                values[name] = table if isinstance(table, kind) else kind.from_dict(table)
+                values[name] = kind.from_dict(table) if isinstance(table, Mapping) else table
         if "fields" in values and not isinstance(values["fields"], Mapping):
             raise SpecError("fields must be a table: [fields.NAME] with modality and column")
         for required in ("sources", "output"):

@@ -10,7 +10,7 @@ runs the code the bake was planned with.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -50,13 +50,15 @@ def task_steps(
 def _row_names(meta: pa.Table) -> list[str]:
     """What names a row in messages and the rejected table: its file, or record."""
     if "uri" in meta.column_names:
-        return meta.column("uri").to_pylist()
+        return cast(list[str], meta.column("uri").to_pylist())  # a string column
     sources = meta.column("source").to_pylist()
     records = meta.column("record").to_pylist()
     return [f"{s}#{r}" if r is not None else s for s, r in zip(sources, records, strict=True)]
 
 
-def _rejection(meta: pa.Table, k: int, stage: str, kind: str, message: str, shard: int) -> Any:
+def _rejection(
+    meta: pa.Table, k: int, stage: str, kind: str, message: str, shard: int
+) -> Rejection:
     names = meta.column_names
     uri = meta.column("uri" if "uri" in names else "source")[k].as_py()
     position = meta.column("position")[k].as_py() if "position" in names else None
@@ -104,14 +106,14 @@ def apply_steps(task: ShardTask, out: ShardOutput, modality: Any) -> None:
 
     keep = np.ones(out.rows, bool)
     for step in steps.get("filters") or ():
+        # (name, rows passed, the values checked and the limit: host checks only)
+        checks: list[tuple[str, np.ndarray, np.ndarray | None, Any]] = []
         if "function" in step:
-            passed = jax_keep(step, out.arrays, out.rows, shard_id, views)
-            checks = [(step["function"], passed, None, None)]
+            verdict = jax_keep(step, out.arrays, out.rows, shard_id, views)
+            checks.append((step["function"], verdict, None, None))
         else:
-            checks = []
             for check, limit in step.items():
-                passed, values = host_keep(check, limit, out.meta)
-                checks.append((check, passed, values, limit))
+                checks.append((check, *host_keep(check, limit, out.meta), limit))
         for name, passed, values, limit in checks:
             for k in np.flatnonzero(keep & ~passed):
                 message = (
@@ -134,10 +136,10 @@ def apply_steps(task: ShardTask, out: ShardOutput, modality: Any) -> None:
         out.extra["dedup"] = {"keys": keys, "uris": names, "dropped": dict(drops)}
         keep = np.ones(out.rows, bool)
         for position, why in drops.items():
-            k = int(position)
-            keep[k] = False
+            row = int(position)
+            keep[row] = False
             kind = DUPLICATE[dedup["mode"]]
-            out.rejections.append(_rejection(out.meta, k, STAGE_DEDUP, kind, why, shard_id))
+            out.rejections.append(_rejection(out.meta, row, STAGE_DEDUP, kind, why, shard_id))
         out.extra["duplicates"] = len(drops)
         _compact(out, keep)
 

@@ -118,7 +118,8 @@ def stored_structs(
     import jax
 
     return {
-        f.name: jax.ShapeDtypeStruct(
+        # jax leaves ShapeDtypeStruct.__init__ unannotated
+        f.name: jax.ShapeDtypeStruct(  # type: ignore[no-untyped-call]
             (batch, *f.sample_shape),
             np.dtype(views[f.name]["dtype"] if f.name in views else f.dtype),
         )
@@ -236,7 +237,9 @@ def jitted_step(kind: str, step: Mapping[str, Any], shard_id: int) -> Callable[.
     return _jitted(ref, params, here["source"], here["module"])
 
 
-def batches(arrays: Mapping[str, np.ndarray], rows: int) -> Iterable[tuple[int, int, dict]]:
+def batches(
+    arrays: Mapping[str, np.ndarray | list[str]], rows: int
+) -> Iterable[tuple[int, int, dict[str, np.ndarray]]]:
     """``(start, count, batch)`` over the first ``rows`` rows, ``TRANSFORM_BATCH`` at a time;
     the last batch is padded with zeros to the full size."""
     numeric = {
@@ -270,7 +273,7 @@ def call_step(
 
 def run_transforms(
     steps: Sequence[Mapping[str, Any]],
-    arrays: dict[str, np.ndarray],
+    arrays: dict[str, np.ndarray | list[str]],
     rows: int,
     layouts: Mapping[str, FieldLayout],
     shard_id: int,

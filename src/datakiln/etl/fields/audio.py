@@ -26,7 +26,7 @@ class AudioCodec:
     modality = "audio"
     media = True
     params_type = AudioParams
-    worker_modules = ("datakiln.etl.kernels.audio", "datakiln.readers.audio")
+    worker_modules: tuple[str, ...] = ("datakiln.etl.kernels.audio", "datakiln.readers.audio")
 
     def layouts(self, spec: FieldSpec, generation: str, shard_rows: int) -> list[FieldLayout]:
         a: AudioParams = spec.params

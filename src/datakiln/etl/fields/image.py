@@ -17,7 +17,7 @@ class ImageCodec:
     modality = "image"
     media = True
     params_type = ImageParams
-    worker_modules = ("datakiln.etl.kernels.image", "datakiln.readers.image")
+    worker_modules: tuple[str, ...] = ("datakiln.etl.kernels.image", "datakiln.readers.image")
 
     def layouts(self, spec: FieldSpec, generation: str, shard_rows: int) -> list[FieldLayout]:
         p: ImageParams = spec.params

@@ -46,7 +46,7 @@ class ScalarCodec:
         return {spec.name: None}
 
     def sample_bytes(self, spec: FieldSpec) -> int:
-        return np.dtype(spec.params.dtype).itemsize
+        return int(np.dtype(spec.params.dtype).itemsize)
 
     def identity(self, spec: FieldSpec) -> dict[str, Any]:
         return {}

@@ -28,7 +28,7 @@ class TextCodec:
     modality = "text"
     media = False
     params_type = TextParams
-    worker_modules = ("datakiln.etl.kernels.text",)
+    worker_modules: tuple[str, ...] = ("datakiln.etl.kernels.text",)
 
     def layouts(self, spec: FieldSpec, generation: str, shard_rows: int) -> list[FieldLayout]:
         from datakiln.etl.kernels.text import token_dtype
@@ -58,7 +58,7 @@ class TextCodec:
     def sample_bytes(self, spec: FieldSpec) -> int:
         from datakiln.etl.kernels.text import token_dtype
 
-        return spec.params.max_length * token_dtype(spec.params.vocab_size).itemsize
+        return int(spec.params.max_length * token_dtype(spec.params.vocab_size).itemsize)
 
     def identity(self, spec: FieldSpec) -> dict[str, Any]:
         from datakiln.etl.modalities.text import TOKENIZER_SCHEMES

@@ -128,7 +128,7 @@ def mel_filterbank(
     weights = np.maximum(0.0, np.minimum(lower, upper))
     if mel_norm == "slaney":
         weights *= (2.0 / (mel_freqs[2 : n_mels + 2] - mel_freqs[:n_mels]))[:, None]
-    return weights.astype(np.float32)
+    return np.asarray(weights, dtype=np.float32)
 
 
 def _kaiser_sinc(t: np.ndarray, cutoff: float, half_width: float) -> np.ndarray:
@@ -550,7 +550,7 @@ def audio_features(
         ``(audio, mel)``: float32 ``(N, round(duration * sample_rate))`` and float32
         ``(N, n_mels, 1 + n_samples // hop_length)``.
     """
-    raw = {
+    raw: dict[str, Any] = {
         "n_fft": n_fft,
         "hop_length": hop_length,
         "n_mels": n_mels,
@@ -702,7 +702,7 @@ def _samples(samples: np.ndarray) -> np.ndarray:
     return samples[:, None] if samples.ndim == 1 else samples
 
 
-def _kernel_statics(sample_rate: int, duration: float, params: Mapping[str, Any]) -> dict:
+def _kernel_statics(sample_rate: int, duration: float, params: Mapping[str, Any]) -> dict[str, Any]:
     """``_audio_kernel``'s static keyword arguments from ``audio_features``-style ones."""
     defaults = {
         "n_fft": 1024,

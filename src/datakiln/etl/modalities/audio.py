@@ -92,7 +92,7 @@ def _resampled_length(frames: int, orig_sr: int, sample_rate: int) -> int:
 class AudioModality:
     name = "audio"
     extensions = AUDIO_EXTENSIONS
-    worker_modules = ("datakiln.etl.kernels.audio", "datakiln.readers.audio")
+    worker_modules: tuple[str, ...] = ("datakiln.etl.kernels.audio", "datakiln.readers.audio")
     # Its shard tasks spend their time in the JAX kernel and libsndfile, outside the GIL, and a
     # bake is short: threads share one compiled kernel and start at once (``scheduler='auto'``).
     local_scheduler = "threads"

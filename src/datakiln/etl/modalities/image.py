@@ -37,7 +37,7 @@ META_SCHEMA = pa.schema(
 class ImageModality:
     name = "image"
     extensions = IMAGE_EXTENSIONS
-    worker_modules = ("datakiln.etl.kernels.image", "datakiln.readers.image")
+    worker_modules: tuple[str, ...] = ("datakiln.etl.kernels.image", "datakiln.readers.image")
     # Its shard tasks hold the GIL for much of each image (Pillow's Python side, batch packing):
     # on several CPUs, ``scheduler='auto'`` runs them in one worker process per CPU.
     local_scheduler = "processes"
@@ -137,7 +137,7 @@ class ImageModality:
             resizer.resize([d for _, _, d in kept], out=pixels[:n])
         timings["kernel"] = time.perf_counter() - t2
 
-        arrays: dict[str, np.ndarray] = {"images": pixels}
+        arrays: dict[str, np.ndarray | list[str]] = {"images": pixels}
         labels = None
         if shard.labels is not None:
             labels = np.zeros(shard.capacity, dtype=np.int32)
@@ -168,10 +168,10 @@ class ImageModality:
         )
 
     @staticmethod
-    def shard_stats(arrays: Mapping[str, np.ndarray], n: int) -> dict[str, Any]:
+    def shard_stats(arrays: Mapping[str, np.ndarray | list[str]], n: int) -> dict[str, Any]:
         """A shard's pixel moments and label counts over its first ``n`` rows (again after
         filters or dedup dropped rows)."""
-        pixels, labels = arrays["images"], arrays.get("labels")
+        pixels, labels = np.asarray(arrays["images"]), arrays.get("labels")
         if pixels.dtype != np.uint8:  # a transform replaced them: keep moments of uint8 only
             pixels = np.zeros((0, 1, 1, pixels.shape[-1] if pixels.ndim == 4 else 1), np.uint8)
         channel_sum, channel_sumsq = _channel_moments(pixels[:n])

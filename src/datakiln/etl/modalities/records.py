@@ -100,11 +100,11 @@ class RecordsModality:
     local_scheduler = "processes"
 
     @property
-    def extensions(self) -> tuple[str, ...]:  # type: ignore[override]
+    def extensions(self) -> tuple[str, ...]:
         return record_extensions()
 
     @property
-    def worker_modules(self) -> tuple[str, ...]:  # type: ignore[override]
+    def worker_modules(self) -> tuple[str, ...]:
         return (
             "datakiln.etl.fields.image",
             "datakiln.etl.fields.text",
@@ -347,9 +347,9 @@ class RecordsModality:
             fetched.update(zip(part, fetch_members(part, storage_options), strict=True))
         files = list({s.ref: None for s in pending if isinstance(s.ref, FileRef)})
         for first in range(0, len(files), FETCH_BATCH):
-            part = files[first : first + FETCH_BATCH]
+            some = files[first : first + FETCH_BATCH]
             fetched.update(
-                zip(part, _fetch_files([f.uri for f in part], storage_options), strict=True)
+                zip(some, _fetch_files([f.uri for f in some], storage_options), strict=True)
             )
         bytes_in = 0
         for slot in pending:

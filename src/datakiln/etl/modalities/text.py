@@ -44,9 +44,10 @@ from datakiln.etl.spec import TEXT_FORMATS, BakeSpec, TextParams
 from datakiln.etl.task import ShardMarker, ShardPlan
 from datakiln.readers.encoding import AUTO_ENCODING, detector_identity
 from datakiln.readers.listing import InputFile
-from datakiln.readers.rejections import redact_url
+from datakiln.readers.rejections import Rejection, redact_url
 from datakiln.readers.text import (
     TEXT_EXTENSIONS,
+    TextColumns,
     codec_name,
     detect_text_encoding,
     infer_text_format,
@@ -166,7 +167,7 @@ def token_chunk_cols(max_length: int) -> int:
 class TextModality:
     name = "text"
     extensions = tuple(TEXT_EXTENSIONS)
-    worker_modules = ("datakiln.etl.kernels.text",)
+    worker_modules: tuple[str, ...] = ("datakiln.etl.kernels.text",)
     # Its shard tasks spend their time in the JAX tokenizer kernel, outside the GIL, and a bake
     # is short: threads share one compiled kernel and start at once (``scheduler='auto'``).
     local_scheduler = "threads"
@@ -303,7 +304,9 @@ class TextModality:
 
         params = TextParams(**spec_params)
         ranges = shard.ranges or tuple((0, i.size) for i in shard.inputs)
-        encodings = shard.encodings or (params.encoding,) * len(shard.inputs)
+        # per input, the codec detected when planned (None or no list: the spec's)
+        planned = shard.encodings or (None,) * len(shard.inputs)
+        encodings = tuple(e if e is not None else params.encoding for e in planned)
         if AUTO_ENCODING in encodings:
             raise BakeError(
                 f"shard {shard.shard_id} was planned without the detected codecs that "
@@ -312,7 +315,7 @@ class TextModality:
         encodings = tuple(map(codec_name, encodings))  # as recorded: "utf8" -> "utf-8"
         t0 = time.perf_counter()
 
-        def read(k: int) -> tuple[list[Any], list[Any], int]:
+        def read(k: int) -> tuple[TextColumns, list[Rejection], int]:
             inp = shard.inputs[k]
             start, end = ranges[k] or (0, inp.size)
             fmt = params.format or infer_text_format(inp.uri)
