@@ -1,0 +1,1 @@
+"""Baking: plan a bake, run its shard tasks, commit the new cache version."""

@@ -225,8 +225,10 @@ def _read_committed(spec: BakeSpec) -> dict[str, Any] | None:
 
 
 def _previous_bake(spec: BakeSpec, manifest: dict[str, Any] | None) -> PreviousBake | None:
-    """What an incremental plan needs from the committed version (its shards' markers), when
-    it is of our generation."""
+    """What an incremental plan needs from the committed version (its shards' markers).
+
+    ``None`` when there is none, or it is not of our generation.
+    """
     if manifest is None or manifest.get("generation_key") != generation_key(spec):
         return None
     fs, root = store_fs(spec.output, spec.output_storage_options)
@@ -255,8 +257,10 @@ def _previous_bake(spec: BakeSpec, manifest: dict[str, Any] | None) -> PreviousB
 def _plan(
     spec: BakeSpec, previous: PreviousBake | None, inputs: tuple[InputFile, ...] | None = None
 ) -> BakePlan:
-    """The next version's plan: records bakes plan records, the others files (``inputs``:
-    already listed)."""
+    """The next version's plan: records bakes plan records, the others files.
+
+    ``inputs``: the files, already listed.
+    """
     if spec.modality == "records":
         return plan_records(spec, previous)
     return plan_files(spec, previous, inputs=inputs)
@@ -807,8 +811,11 @@ def _dedup_again(
     task_of: Callable[..., ShardTask],
     pool: Any,
 ) -> list[ShardMarker]:
-    """Bake again, without their copies, the shards of this version that hold copies of rows
-    before them (``etl.dedup``); return the new markers with those replaced."""
+    """Bake again, without their copies, the shards holding copies of earlier rows.
+
+    Copies are found by ``etl.dedup`` over this version's shards in order; returns the new
+    markers with those of the shards baked again replaced.
+    """
     from datakiln.etl.dedup import find_duplicates
 
     spec = plan.spec

@@ -116,9 +116,11 @@ def row_keys(
 
 
 class _NearIndex:
-    """Keys seen so far, found through LSH bands: 64-bit pHashes split into
-    ``distance + 1`` bands (two hashes within ``distance`` bits agree on at least one band),
-    MinHash signatures into bands of ``MINHASH_BAND`` values."""
+    """Keys seen so far, found through LSH bands.
+
+    64-bit pHashes are split into ``distance + 1`` bands (two hashes within ``distance`` bits
+    agree on at least one band), MinHash signatures into bands of ``MINHASH_BAND`` values.
+    """
 
     def __init__(self, text: bool, distance: int) -> None:
         self.text, self.distance = text, distance

@@ -50,8 +50,11 @@ HOST_CHECKS = {
 
 @dataclass(frozen=True, kw_only=True)
 class FilterSpec:
-    """One ``[[filters]]`` entry: a user function (with ``version`` and ``params``, as a
-    transform), or one or more host-side checks (``min_side = 32``, ``max_chars = 2000``)."""
+    """One ``[[filters]]`` entry: a user function, or host-side checks.
+
+    A function takes ``version`` and ``params`` as a transform does; checks are one or more of
+    ``min_side = 32``, ``max_chars = 2000`` and the like.
+    """
 
     function: UserFunction | None = None
     checks: Mapping[str, float] = field(default_factory=dict)

@@ -351,8 +351,10 @@ _LOCKED: weakref.WeakSet[StoreLease] = weakref.WeakSet()
 
 
 def _close_in_child() -> None:
-    """A forked worker closes its copy of the lock: else it kept the lease alive after a
-    killed bake, until it too had exited. (Closing, unlike unlocking, leaves the parent's lock.)
+    """A forked worker closes its copy of the lock.
+
+    Else it kept the lease alive after a killed bake, until it too had exited. (Closing,
+    unlike unlocking, leaves the parent's lock.)
     """
     for lease in list(_LOCKED):
         if lease._fd is not None:

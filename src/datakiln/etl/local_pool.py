@@ -122,7 +122,9 @@ def _init_worker(
 
 
 def _first_conversion() -> None:
-    """pyarrow imports pandas, when installed, at its first conversion of Python data (~0.3 s).
+    """Pay for pyarrow's first conversion of Python data, which imports pandas (~0.3 s).
+
+    pyarrow imports pandas, when installed, at that first conversion.
 
     Done in the bake process before forking, forked workers inherit it, and the bake process
     needs it anyway to commit (measured: it added 0.25 s to the commit of a 5 s bake, and

@@ -48,8 +48,10 @@ class PreviousBake:
 
 @dataclass(frozen=True, slots=True)
 class InputChanges:
-    """How the input listing differs from the committed one (``examples``: a few of the
-    changed, new or removed files, named)."""
+    """How the input listing differs from the committed one.
+
+    ``examples``: a few of the changed, new or removed files, named.
+    """
 
     new: int = 0
     changed: int = 0
@@ -264,7 +266,9 @@ def plan_files(
     *,
     inputs: tuple[InputFile, ...] | None = None,
 ) -> BakePlan:
-    """List the input files of a single-modality ``spec`` (raises ``SourceError``), unless
-    ``inputs`` gives them, and plan the next version (records bakes:
-    ``datakiln.etl.plan_records``)."""
+    """List the input files of a single-modality ``spec`` and plan the next version.
+
+    ``inputs``, when given, are the files (already listed); listing raises ``SourceError``.
+    Records bakes are planned by ``datakiln.etl.plan_records``.
+    """
     return plan_shards(spec, list_files(spec) if inputs is None else inputs, previous)

@@ -58,8 +58,11 @@ def check_columns(spec: BakeSpec, inp: InputFile, columns: Sequence[str] | None)
 def _label_classes(
     spec: BakeSpec, inputs: Sequence[InputFile], previous: PreviousBake | None
 ) -> dict[str, tuple[str, ...]]:
-    """Class names of each label field: its ``classes``, else the committed ones followed by
-    the new names the tables hold (sorted), so that stored ids never change."""
+    """Class names of each label field, so that stored ids never change.
+
+    A field's ``classes``, else the committed names followed by the new names the tables
+    hold (sorted).
+    """
     out: dict[str, tuple[str, ...]] = {}
     for field in spec.fields.values():
         if field.modality != "label":

@@ -280,8 +280,9 @@ _LINE_TEXT_ONLY = ("format", "field", "one_per_file", "target_bytes")
 
 @dataclass(frozen=True, kw_only=True)
 class FieldSpec:
-    """One field of a record: which column (or archive member extension) holds it, and how
-    its modality's codec preprocesses it.
+    """One field of a record: where it is, and how its modality's codec preprocesses it.
+
+    Where: which column (or archive member extension) holds it.
 
     ``column`` defaults to the field's name. Alternatives are separated by ``;`` (the first
     present wins: ``"jpg;png;webp"``), and ``"json.caption"`` reads the key ``caption`` of a
@@ -521,9 +522,12 @@ class BakeSpec:
         check_dedup(self.dedup, self.dedup_distance, modality)
 
     def steps_key(self) -> dict[str, Any]:
-        """The user steps' part of the cache key: each function's name, code, version and
-        params; the filters' checks; the dedup mode. Empty when there are none, so that the
-        keys of bakes without steps stay what they were."""
+        """The user steps' part of the cache key.
+
+        Each function's name, code, version and params; the filters' checks; the dedup
+        mode. Empty when there are none, so that the keys of bakes without steps stay what
+        they were.
+        """
         out: dict[str, Any] = {}
         if self.transforms:
             out["transforms"] = [t.key_dict() for t in self.transforms]

@@ -171,8 +171,10 @@ def _describe(kind: str, before: Mapping[str, Any], after: Mapping[str, Any]) ->
 
 
 def describe_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
-    """Name what changed in the user steps' key (``BakeSpec.steps_key``), for ``plan``:
-    ``transform mypkg.prep:embed: code changed``."""
+    """Name what changed in the user steps' key (``BakeSpec.steps_key``), for ``plan``.
+
+    For example ``transform mypkg.prep:embed: code changed``.
+    """
     reasons: list[str] = []
     for section, kind in (("transforms", "transform"), ("filters", "filter")):
         old, new = list(before.get(section) or ()), list(after.get(section) or ())

@@ -87,8 +87,10 @@ class ShardPlan:
 
 @dataclass(frozen=True, kw_only=True)
 class ShardTask:
-    """One shard to bake: where to write, what to read, and how (``params``: the modality's
-    parameter table; ``fields``: the stored arrays' layouts)."""
+    """One shard to bake: where to write, what to read, and how.
+
+    ``params``: the modality's parameter table; ``fields``: the stored arrays' layouts.
+    """
 
     url: str
     storage_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
@@ -138,8 +140,10 @@ class ShardTask:
 
 @dataclass(frozen=True, kw_only=True)
 class ShardMarker:
-    """A finished shard: which plan it baked (``fingerprint``), its rows and rejections, the
-    checksum of every object it wrote, its statistics and timings.
+    """A finished shard: which plan it baked, what it wrote and what it cost.
+
+    Its plan's ``fingerprint``, its rows and rejections, the checksum of every object it
+    wrote, its statistics and timings.
 
     ``extra`` holds what a modality adds (``kernel_shapes``, ``records``); it is written at
     the top level of the marker's JSON, as markers have always been.

@@ -1,0 +1,1 @@
+"""Writing a cache's objects: Zarr shard objects, Parquet parts, completion markers."""

@@ -17,6 +17,7 @@ from datakiln.cache.manifest import write_json_atomic
 def write_marker(
     fs: Any, root: str, generation: str, shard_id: int, marker: Mapping[str, Any]
 ) -> None:
+    """Write the marker of ``shard_id`` (atomically: a reader sees all of it or none)."""
     write_json_atomic(
         fs, f"{root}/{shard_marker(generation, shard_id)}", dict(marker), compact=True
     )

@@ -19,10 +19,13 @@ from datakiln.writers.zarr_region import FieldLayout
 
 
 def mel_name(spec: FieldSpec) -> str:
+    """The stored name of the field's mel spectrogram."""
     return "mel" if spec.name == "audio" else f"{spec.name}_mel"
 
 
 class AudioCodec:
+    """The codec of ``audio`` fields: the waveform and its log-mel spectrogram (see above)."""
+
     modality = "audio"
     media = True
     params_type = AudioParams

@@ -14,6 +14,8 @@ from datakiln.writers.zarr_region import FieldLayout
 
 
 class ImageCodec:
+    """The codec of ``image`` fields: pixels resized as an image bake's, stored uint8."""
+
     modality = "image"
     media = True
     params_type = ImageParams

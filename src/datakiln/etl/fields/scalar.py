@@ -22,6 +22,8 @@ SCALAR_DTYPES = ("float32", "float64", "int32", "int64")
 
 @dataclass(frozen=True, kw_only=True)
 class ScalarParams:
+    """``dtype``: the stored dtype of a ``scalar`` field, one of ``SCALAR_DTYPES``."""
+
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
@@ -33,6 +35,8 @@ class ScalarParams:
 
 
 class ScalarCodec:
+    """The codec of ``scalar`` fields: one finite number per record, in ``dtype``."""
+
     modality = "scalar"
     media = False
     params_type = ScalarParams

@@ -25,6 +25,8 @@ class _Text(NamedTuple):
 
 
 class TextCodec:
+    """The codec of ``text`` fields: tokens, lengths and raw strings (see above)."""
+
     modality = "text"
     media = False
     params_type = TextParams

@@ -211,7 +211,8 @@ def resample(
     Args:
         x: float32 ``(N, T)``.
         lengths: int32 ``(N,)`` true lengths.
-        orig_sr, target_sr: Rates in Hz (static).
+        orig_sr: Input rate in Hz (static).
+        target_sr: Output rate in Hz (static).
         n_out: Output samples to compute; ``None``: ``ceil(T * target_sr / orig_sr)``.
         method: ``"polyphase"`` (strided convolution, one output channel per phase),
             ``"direct"`` (one gather per tap; for rate pairs with very many phases), or
@@ -536,7 +537,8 @@ def audio_features(
         n_fft: FFT and window size (default 1024).
         hop_length: Samples between frames (default 512).
         n_mels: Mel bands (default 80).
-        fmin, fmax: Band edges in Hz (default 0 and Nyquist).
+        fmin: Lower band edge in Hz (default 0).
+        fmax: Upper band edge in Hz (default: Nyquist).
         mel_scale: ``"slaney"`` (default) or ``"htk"``.
         mel_norm: ``"slaney"`` (default, unit-area filters) or ``None``.
         normalize: Peak-normalise each clip (default off).
@@ -620,7 +622,8 @@ def featurize_audio(
         clips: ``(samples, rate)`` pairs, samples float32 ``(frames, channels)`` or
             ``(frames,)``, as ``decode_audio`` returns them (finite, at least one frame), or
             int16 PCM standing for ``value / 32768`` (``decode_audio_native``).
-        sample_rate, duration: As ``audio_features``.
+        sample_rate: As ``audio_features``.
+        duration: As ``audio_features``.
         batch_size: Rows per kernel call.
         wave_dtype: Encoding of the returned waveform, one of ``WAVE_DTYPES`` (done inside
             the kernel, so the host copies the compact form only).

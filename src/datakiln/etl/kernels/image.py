@@ -73,9 +73,11 @@ def axis_coefficients(
     a jitted float64 version cost ~0.4 s of compilation per batch shape.
 
     Args:
-        in0, in1: float32 (B,) box edges.
+        in0: float32 (B,) box start edges.
+        in1: float32 (B,) box end edges.
         in_size: int (B,) image extent along the axis; 0 marks an unused slot.
-        out_start, out_len: int (B,) the output region along the axis.
+        out_start: int (B,) where the output region starts along the axis.
+        out_len: int (B,) the output region's length along the axis.
         out_size: Output extent.
         taps: Window length kept; must be at least Pillow's ``ksize`` of every row.
 

@@ -35,8 +35,11 @@ def _dct_matrix(n: int) -> npt.NDArray[np.float64]:
 
 
 def _area_matrix(side: int, n: int) -> npt.NDArray[np.float64]:
-    """``(side, n)``: each output pixel the mean of the input pixels its span covers (an area
-    resize, the antialiased shrink), with fractional weights at the span's ends."""
+    """``(side, n)``: an area resize, the antialiased shrink.
+
+    Each output pixel is the mean of the input pixels its span covers, with fractional
+    weights at the span's ends.
+    """
     edges = np.arange(side + 1) * n / side
     lo, hi = edges[:-1, None], edges[1:, None]
     pixel = np.arange(n)[None, :]
@@ -46,8 +49,11 @@ def _area_matrix(side: int, n: int) -> npt.NDArray[np.float64]:
 
 
 def _low_frequencies(n: int) -> npt.NDArray[np.float32]:
-    """``(_KEEP, n)``: shrink an axis of ``n`` pixels to ``_SIDE`` by area, then its lowest
-    ``_KEEP`` DCT-II frequencies, folded into one matrix (two small matmuls per image)."""
+    """``(_KEEP, n)``: area shrink and lowest DCT-II frequencies of an axis, as one matrix.
+
+    Shrinks an axis of ``n`` pixels to ``_SIDE`` by area, then keeps its lowest ``_KEEP``
+    DCT-II frequencies, folded into one matrix (two small matmuls per image).
+    """
     return (_dct_matrix(_SIDE)[:_KEEP] @ _area_matrix(_SIDE, n)).astype(np.float32)
 
 

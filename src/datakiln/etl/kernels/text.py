@@ -151,9 +151,9 @@ def encode_texts(
 
 
 def _is_space(byte: jax.Array) -> jax.Array:
-    """Whether UTF-8 bytes are ASCII whitespace in the sense of ``str.isspace``.
+    r"""Whether UTF-8 bytes are ASCII whitespace in the sense of ``str.isspace``.
 
-    These are ``\\t \\n \\v \\f \\r``, ``\\x1c``-``\\x1f`` and the space; no byte of a
+    These are ``\t \n \v \f \r``, ``\x1c``-``\x1f`` and the space; no byte of a
     multi-byte UTF-8 sequence is below 0x80, so they never occur inside other characters.
     """
     return (byte == 0x20) | ((byte >= 0x09) & (byte <= 0x0D)) | ((byte >= 0x1C) & (byte <= 0x1F))
@@ -218,10 +218,13 @@ def _word_hash_kernel(
     max_words: int | None = None,
     out_dtype: str = "int32",
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """See ``tokenize_word_hash``. ``max_words``, when given, must bound every row's words
-    inside the matrix (``_word_bound``); the tokens then come back only
-    ``min(max_length, max_words + 2)`` columns wide (the rest would be padding), and the
-    per-slot work shrinks to that many slots. ``out_dtype`` is the tokens' dtype."""
+    """See ``tokenize_word_hash``; ``max_words`` narrows the result.
+
+    ``max_words``, when given, must bound every row's words inside the matrix
+    (``_word_bound``); the tokens then come back only ``min(max_length, max_words + 2)``
+    columns wide (the rest would be padding), and the per-slot work shrinks to that many
+    slots. ``out_dtype`` is the tokens' dtype.
+    """
     n, width = byte_matrix.shape
     keep = max_length - 2  # word ids between BOS and EOS; -1 when max_length == 1 ([eos])
     # Word slots to fill: words are separated by whitespace, so a row holds at most ceil(W / 2).
@@ -370,7 +373,13 @@ def tokenize_word_hash(
     Args:
         byte_matrix: uint8 ``(N, W)``.
         lengths: int32 ``(N,)`` full byte lengths (may exceed ``W``).
-        vocab_size, max_length, pad_id, unk_id, bos_id, eos_id: The seed's ``text_params``.
+        vocab_size: Ids in the vocabulary; words hash to ``4..vocab_size - 1``. This and the
+            ids below are the seed's ``text_params``.
+        max_length: Tokens per row, BOS and EOS included.
+        pad_id: Id filling each row after its EOS.
+        unk_id: Accepted, and checked, but never emitted: every word has a hash.
+        bos_id: Id starting every row.
+        eos_id: Id ending every row, truncated or not.
 
     Returns:
         ``(tokens, token_lengths, truncated)``: int32 ``(N, max_length)``, int32 ``(N,)``

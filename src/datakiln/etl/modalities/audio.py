@@ -90,6 +90,8 @@ def _resampled_length(frames: int, orig_sr: int, sample_rate: int) -> int:
 
 
 class AudioModality:
+    """Audio bakes: one unit per clip, a shard featurized in one jit kernel (see the module)."""
+
     name = "audio"
     extensions = AUDIO_EXTENSIONS
     worker_modules: tuple[str, ...] = ("datakiln.etl.kernels.audio", "datakiln.readers.audio")

@@ -47,8 +47,9 @@ class ShardOutput:
     """What a modality's shard function hands back to the shared writer.
 
     ``arrays`` maps field name to an array of ``shard.capacity`` rows whose first ``rows``
-    hold the samples (a list of ``str`` for a string field); ``meta`` is the Parquet part without its ``row`` column (added by the
-    writer); ``stats`` and ``extra`` go into the completion marker.
+    hold the samples (a list of ``str`` for a string field); ``meta`` is the Parquet part
+    without its ``row`` column (added by the writer); ``stats`` and ``extra`` go into the
+    completion marker.
     """
 
     rows: int

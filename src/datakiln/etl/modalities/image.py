@@ -35,6 +35,8 @@ META_SCHEMA = pa.schema(
 
 
 class ImageModality:
+    """Image bakes: one unit per file, a shard resized in one jit kernel, uint8 pixels."""
+
     name = "image"
     extensions = IMAGE_EXTENSIONS
     worker_modules: tuple[str, ...] = ("datakiln.etl.kernels.image", "datakiln.readers.image")
@@ -169,8 +171,10 @@ class ImageModality:
 
     @staticmethod
     def shard_stats(arrays: Mapping[str, np.ndarray | list[str]], n: int) -> dict[str, Any]:
-        """A shard's pixel moments and label counts over its first ``n`` rows (again after
-        filters or dedup dropped rows)."""
+        """A shard's pixel moments and label counts over its first ``n`` rows.
+
+        Computed again after filters or dedup dropped rows.
+        """
         pixels, labels = np.asarray(arrays["images"]), arrays.get("labels")
         if pixels.dtype != np.uint8:  # a transform replaced them: keep moments of uint8 only
             pixels = np.zeros((0, 1, 1, pixels.shape[-1] if pixels.ndim == 4 else 1), np.uint8)

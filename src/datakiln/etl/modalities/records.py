@@ -94,6 +94,8 @@ def _rejection(
 
 
 class RecordsModality:
+    """Records bakes: every field of a record in one row, each field baked by its codec."""
+
     name = "records"
     # Records carry several values each; the bake counts records, checked per shard here.
     one_sample_per_input = False

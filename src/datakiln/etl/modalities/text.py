@@ -112,8 +112,10 @@ def _format_of(params: TextParams, uri: str) -> str:
 
 
 def _pack_ids(ids: np.ndarray, vocab_size: int) -> str:
-    """The set ``ids`` as a bitmap of ``vocab_size`` bits (bit ``i`` is id ``i``, big-endian
-    within bytes as ``np.packbits``), zlib-compressed and base64-encoded for the marker's JSON.
+    """The set ``ids`` as a compressed bitmap, text for the marker's JSON.
+
+    ``vocab_size`` bits (bit ``i`` is id ``i``, big-endian within bytes as ``np.packbits``),
+    zlib-compressed and base64-encoded.
 
     A set rather than counts keeps markers small whatever the vocabulary (10k ids: at most
     1.3 KB) while the unique-token count stays exact across shards.
@@ -154,9 +156,11 @@ def tokenizer_arguments(params: TextParams) -> dict[str, Any]:
 
 
 def token_chunk_cols(max_length: int) -> int:
-    """Tokens per inner chunk of a ``max_length``-wide token row: a divisor of
-    ``max_length``, the smallest at least ``MIN_TOKEN_CHUNK`` and giving at most
-    ``MAX_TOKEN_CHUNKS_PER_ROW`` chunks a row (the whole row when none does)."""
+    """Tokens per inner chunk of a ``max_length``-wide token row.
+
+    A divisor of ``max_length``: the smallest at least ``MIN_TOKEN_CHUNK`` and giving at most
+    ``MAX_TOKEN_CHUNKS_PER_ROW`` chunks a row (the whole row when none does).
+    """
     least = max(MIN_TOKEN_CHUNK, -(-max_length // MAX_TOKEN_CHUNKS_PER_ROW))
     for cols in range(least, max_length + 1):
         if max_length % cols == 0:
@@ -165,6 +169,8 @@ def token_chunk_cols(max_length: int) -> int:
 
 
 class TextModality:
+    """Text bakes: units are line ranges or row groups, a shard tokenized in one jit kernel."""
+
     name = "text"
     extensions = tuple(TEXT_EXTENSIONS)
     worker_modules: tuple[str, ...] = ("datakiln.etl.kernels.text",)
@@ -269,10 +275,13 @@ class TextModality:
         }
 
     def manifest_entries(self, spec: BakeSpec) -> dict[str, Any]:
-        """The tokenizer's identity: its name, hash and parameters; the token layout
-        (tokens per inner chunk); and, under ``encoding = "auto"``, the encoding detector's
+        """The tokenizer's identity, the token layout and the encoding detector's identity.
+
+        The tokenizer's name, hash and parameters; the token layout (tokens per inner
+        chunk); and, under ``encoding = "auto"``, the encoding detector's
         identity. All go into the cache key, so a cache written with another layout is never
-        appended to in place, and another detector version bakes afresh."""
+        appended to in place, and another detector version bakes afresh.
+        """
         text = spec.text
         detector = (
             {"encoding_detector": detector_identity()} if text.encoding == AUTO_ENCODING else {}
