@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from datakiln.errors import SpecError, UserCodeError
 from datakiln.etl.transforms import (
@@ -154,7 +155,9 @@ def _column(meta: Any, what: str) -> np.ndarray:
     return np.asarray(meta.column(what).to_numpy(zero_copy_only=False))
 
 
-def host_keep(check: str, limit: float, meta: Any) -> tuple[np.ndarray, np.ndarray]:
+def host_keep(
+    check: str, limit: float, meta: Any
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[Any]]:
     """Which rows pass ``check`` (bool per row of ``meta``), and the values checked."""
     _, what, op = HOST_CHECKS[check]
     values = _column(meta, what)
@@ -168,7 +171,7 @@ def jax_keep(
     rows: int,
     shard_id: int,
     views: Mapping[str, Mapping[str, Any]],
-) -> np.ndarray:
+) -> npt.NDArray[np.bool_]:
     """The user filter's verdict on each of the first ``rows`` rows."""
     ref = step["function"]
     fn = jitted_step("filter", step, shard_id)

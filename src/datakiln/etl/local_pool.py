@@ -45,7 +45,14 @@ def local_cpus() -> int:
 
 
 def _jax_backend_started() -> bool:
-    """Whether this process has started a JAX backend (True when that cannot be told)."""
+    """Whether this process has started a JAX backend (True when that cannot be told).
+
+    JAX has no public way to ask this (jax-ml/jax#23320, open): ``jax.devices()`` and the
+    like start the backend they would report on, and counting the process's threads cannot
+    tell XLA's from those of numpy's BLAS or pyarrow's allocator, which are safe to fork.
+    So this reads ``xla_bridge.backends_are_initialized``, and answers True (no fork) where
+    a JAX release no longer has it.
+    """
     if "jax" not in sys.modules:
         return False
     try:

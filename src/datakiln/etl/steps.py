@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 
 from datakiln.etl.dedup import row_keys
@@ -74,7 +75,7 @@ def _rejection(
     )
 
 
-def _compact(out: ShardOutput, keep: np.ndarray) -> None:
+def _compact(out: ShardOutput, keep: npt.NDArray[np.bool_]) -> None:
     """Keep the rows ``keep`` marks, packed at the start; the freed tail becomes fill."""
     if keep.all():
         return
@@ -107,7 +108,7 @@ def apply_steps(task: ShardTask, out: ShardOutput, modality: Any) -> None:
     keep = np.ones(out.rows, bool)
     for step in steps.get("filters") or ():
         # (name, rows passed, the values checked and the limit: host checks only)
-        checks: list[tuple[str, np.ndarray, np.ndarray | None, Any]] = []
+        checks: list[tuple[str, npt.NDArray[np.bool_], npt.NDArray[Any] | None, Any]] = []
         if "function" in step:
             verdict = jax_keep(step, out.arrays, out.rows, shard_id, views)
             checks.append((step["function"], verdict, None, None))

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from datakiln.etl.fields import register_codec
 from datakiln.etl.fields.base import Context, Encoded, FieldError
@@ -94,7 +95,7 @@ class ImageCodec:
         return merge_pixel_stats(stats, spec.params.channels)
 
 
-def _channel_moments(pixels: np.ndarray) -> tuple[list[float], list[float]]:
+def _channel_moments(pixels: npt.NDArray[np.uint8]) -> tuple[list[float], list[float]]:
     from datakiln.etl.modalities.image import _channel_moments as moments
 
     if not len(pixels):

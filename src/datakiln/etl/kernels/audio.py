@@ -46,6 +46,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy.typing as npt
 
 from datakiln.errors import SpecError
 from datakiln.etl.spec import ALIGNS, MEL_DTYPES, MEL_NORMS, MEL_SCALES, WAVE_DTYPES
@@ -74,7 +75,7 @@ INT16_SCALE = 32767.0
 # -- filters (numpy, built at trace time from static parameters) ------------------------------
 
 
-def _hz_to_mel(hz: np.ndarray, scale: str) -> np.ndarray:
+def _hz_to_mel(hz: npt.ArrayLike, scale: str) -> npt.NDArray[np.float64]:
     hz = np.asarray(hz, dtype=np.float64)
     if scale == "htk":
         return 2595.0 * np.log10(1.0 + hz / 700.0)
@@ -87,7 +88,7 @@ def _hz_to_mel(hz: np.ndarray, scale: str) -> np.ndarray:
     return np.where(hz >= min_log_hz, min_log_mel + np.log(safe / min_log_hz) / logstep, hz / f_sp)
 
 
-def _mel_to_hz(mel: np.ndarray, scale: str) -> np.ndarray:
+def _mel_to_hz(mel: npt.ArrayLike, scale: str) -> npt.NDArray[np.float64]:
     mel = np.asarray(mel, dtype=np.float64)
     if scale == "htk":
         return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
@@ -109,7 +110,7 @@ def mel_filterbank(
     fmax: float | None = None,
     mel_scale: str = "slaney",
     mel_norm: str | None = "slaney",
-) -> np.ndarray:
+) -> npt.NDArray[np.float32]:
     """Triangular mel filters as float32 ``(n_mels, n_fft // 2 + 1)``, as ``librosa.filters.mel``.
 
     ``fmax=None`` means ``sample_rate / 2``. ``mel_norm="slaney"`` scales each triangle to

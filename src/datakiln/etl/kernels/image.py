@@ -24,11 +24,12 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy.typing as npt
 import PIL
 
 from datakiln.etl.kernels._buckets import MAX_BATCH_PIXELS, CanvasBucket, choose_bucket
@@ -51,15 +52,15 @@ _PRECISION_BITS = 22
 
 
 def axis_coefficients(
-    in0: np.ndarray,
-    in1: np.ndarray,
-    in_size: np.ndarray,
-    out_start: np.ndarray,
-    out_len: np.ndarray,
+    in0: npt.NDArray[np.float32],
+    in1: npt.NDArray[np.float32],
+    in_size: npt.NDArray[np.integer[Any]],
+    out_start: npt.NDArray[np.integer[Any]],
+    out_len: npt.NDArray[np.integer[Any]],
     *,
     out_size: int,
     taps: int,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]]:
     """Pillow's fixed-point resampling windows along one axis, for a batch (host, numpy).
 
     Output index ``o`` is position ``o - out_start`` of a resize of ``[in0, in1)`` to
@@ -347,8 +348,8 @@ class ImageResizer:
         return len(self.kernel_shapes)
 
     def resize(
-        self, images: Sequence[DecodedImage], *, out: np.ndarray | None = None
-    ) -> np.ndarray:
+        self, images: Sequence[DecodedImage], *, out: npt.NDArray[np.uint8] | None = None
+    ) -> npt.NDArray[np.uint8]:
         """Resize every image; returns uint8 (N, height, width, C) in input order.
 
         Args:

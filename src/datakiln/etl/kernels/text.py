@@ -45,6 +45,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy.typing as npt
 
 from datakiln.errors import SpecError
 
@@ -119,7 +120,7 @@ def encode_texts(
     case_sensitive: bool,
     max_bytes: int,
     normalize_whitespace: bool = True,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int32]]:
     """Pack strings into a zero-padded UTF-8 byte matrix for the tokenizer kernels.
 
     Case is folded with ``str.casefold()`` (full Unicode folding, e.g. ``"ß" -> "ss"``) unless
@@ -171,7 +172,9 @@ def _encode_words(texts: Sequence[str], case_sensitive: bool) -> list[bytes]:
     ]
 
 
-def _pack(encoded: Sequence[bytes], width: int) -> tuple[np.ndarray, np.ndarray]:
+def _pack(
+    encoded: Sequence[bytes], width: int
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int32]]:
     n = len(encoded)
     lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=n)
     # numpy's fixed-width bytes dtype cuts and NUL-pads each item in C: ~10x faster than
@@ -180,7 +183,7 @@ def _pack(encoded: Sequence[bytes], width: int) -> tuple[np.ndarray, np.ndarray]
     return matrix, np.minimum(lengths, np.iinfo(np.int32).max).astype(np.int32)
 
 
-def _word_bound(matrix: np.ndarray, lengths: np.ndarray) -> int:
+def _word_bound(matrix: npt.NDArray[np.uint8], lengths: npt.NDArray[np.int32]) -> int:
     """An upper bound on the words of any row inside ``matrix`` (for ``max_words``).
 
     Every word but a row's first follows an ASCII whitespace byte, and those are all <= 0x20;

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 
 from datakiln.cache.fingerprint import content_hash
@@ -200,7 +201,7 @@ def merge_pixel_stats(stats: Sequence[Mapping[str, Any]], channels: int) -> dict
     return {"mean": mean.tolist(), "std": std.tolist(), "range": [0.0, 1.0]}
 
 
-def _channel_moments(pixels: np.ndarray) -> tuple[list[float], list[float]]:
+def _channel_moments(pixels: npt.NDArray[np.uint8]) -> tuple[list[float], list[float]]:
     """Per channel, the sum and the sum of squares of ``pixels / 255`` (uint8 ``(..., C)``).
 
     From a 256-bin histogram per channel: exact, and ~10x faster than summing a float64 copy
