@@ -326,7 +326,8 @@ def _run_distributed(
         for task in tasks
     ]
     results = []
-    for future in as_completed(futures):  # type: ignore[no-untyped-call]  # unannotated in distributed
+    # distributed leaves as_completed, Client and LocalCluster unannotated
+    for future in as_completed(futures):  # type: ignore[no-untyped-call]
         marker = ShardMarker.from_dict(future.result())
         results.append(marker)
         on_done(marker)
@@ -466,7 +467,7 @@ def _run_tasks(
         from distributed import Client
 
         try:
-            client = Client(spec.scheduler, timeout="20s")  # type: ignore[no-untyped-call]  # unannotated in distributed
+            client = Client(spec.scheduler, timeout="20s")  # type: ignore[no-untyped-call]
         except OSError as err:
             raise BakeError(
                 f"cannot reach the Dask scheduler at {spec.scheduler}: {err}; check the address "
@@ -478,14 +479,14 @@ def _run_tasks(
         from distributed import Client, LocalCluster
 
         with (
-            LocalCluster(  # type: ignore[no-untyped-call]  # unannotated in distributed
+            LocalCluster(  # type: ignore[no-untyped-call]
                 n_workers=spec.workers,
                 threads_per_worker=1,
                 processes=True,
                 dashboard_address=":0",
                 silence_logs=_worker_log_level(),
             ) as cluster,
-            Client(cluster) as client,  # type: ignore[no-untyped-call]  # unannotated in distributed
+            Client(cluster) as client,  # type: ignore[no-untyped-call]
         ):
             return _run_distributed(client, tasks, on_done)
 
@@ -505,11 +506,10 @@ def _run_tasks(
         # One task at a time per worker: shards cost about the same, and Dask's default
         # batches of six leave one worker finishing alone at the end.
         options = {"pool": pool, "chunksize": 1}
-    with Callback(posttask=posttask):  # type: ignore[no-untyped-call]  # unannotated in dask
+    # dask leaves Callback and compute unannotated
+    with Callback(posttask=posttask):  # type: ignore[no-untyped-call]
         try:
-            results = compute(  # type: ignore[no-untyped-call]  # unannotated in dask
-                *delayed, scheduler=_LOCAL_GETS[scheduler](), **options
-            )
+            results = compute(*delayed, scheduler=_LOCAL_GETS[scheduler](), **options)  # type: ignore[no-untyped-call]
             return [ShardMarker.from_dict(m) for m in results]
         except BrokenProcessPool as err:
             raise BakeError(

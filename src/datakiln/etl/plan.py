@@ -208,8 +208,7 @@ def plan_shards(
         nonlocal row, next_id
         capacity = sum(u.capacity for u in group)
         labels = tuple(index[parent_label(u.input.uri)] for u in group) if class_names else None
-        spans = tuple(u.span for u in group)
-        ranges = spans if any(s is not None for s in spans) else None
+        ranges = tuple(u.span for u in group) if any(u.start is not None for u in group) else None
         encodings = tuple(u.encoding for u in group) if any(u.encoding for u in group) else None
         fresh.append(
             ShardPlan(

@@ -47,7 +47,8 @@ def _use_compilation_cache(path: str) -> None:
 def _set_jax_option(name: str, value: object) -> None:
     import jax
 
-    jax.config.update(name, value)  # type: ignore[no-untyped-call]  # unannotated in jax
+    # jax leaves Config.update unannotated
+    jax.config.update(name, value)  # type: ignore[no-untyped-call]
 
 
 def bake_shard(data: Mapping[str, Any]) -> dict[str, Any]:

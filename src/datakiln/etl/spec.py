@@ -13,7 +13,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from datakiln.errors import SpecError
 from datakiln.readers.text import TEXT_FORMATS as LINE_TEXT_FORMATS
@@ -142,12 +142,14 @@ class ImageParams:
 class _Params:
     """Shared plumbing of the per-modality parameter tables."""
 
+    SECTION: ClassVar[str]  # the table's name in a spec file
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Any:
-        section = f"[{cls.SECTION}]"  # type: ignore[attr-defined]
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        section = f"[{cls.SECTION}]"
         _reject_unknown(section, data, [f.name for f in dataclasses.fields(cls)])
         return cls(**dict(data))
 

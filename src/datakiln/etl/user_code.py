@@ -35,10 +35,12 @@ _LOADED: dict[str, str] = {}
 
 def _source_file_hash(module: Any) -> str | None:
     path = getattr(module, "__file__", None)
+    if not isinstance(path, str):  # a namespace package or a built-in module
+        return None
     try:
-        with open(path, "rb") as f:  # type: ignore[arg-type]
+        with open(path, "rb") as f:
             return _hash(f.read())
-    except (OSError, TypeError):
+    except OSError:
         return None
 
 

@@ -278,9 +278,9 @@ class TextModality:
         """The tokenizer's identity, the token layout and the encoding detector's identity.
 
         The tokenizer's name, hash and parameters; the token layout (tokens per inner
-        chunk); and, under ``encoding = "auto"``, the encoding detector's
-        identity. All go into the cache key, so a cache written with another layout is never
-        appended to in place, and another detector version bakes afresh.
+        chunk); and, under ``encoding = "auto"``, the encoding detector's identity. All go
+        into the cache key, so a cache written with another layout is never appended to in
+        place, and another detector version bakes afresh.
         """
         text = spec.text
         detector = (
