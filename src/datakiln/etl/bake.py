@@ -67,7 +67,7 @@ from datakiln.etl.plan import (
 from datakiln.etl.plan_records import plan_records
 from datakiln.etl.shard import bake_shard
 from datakiln.etl.spec import BakeSpec
-from datakiln.etl.task import ShardMarker, ShardPlan, ShardTask
+from datakiln.etl.task import DedupStep, ShardMarker, ShardPlan, ShardTask, TaskSteps
 from datakiln.readers.listing import InputFile, access_hint
 from datakiln.readers.rejections import STAGE_DEDUP, STAGE_FILTER
 from datakiln.writers.marker import read_marker
@@ -173,9 +173,7 @@ def _fields(plan: BakePlan) -> list[FieldLayout]:
     )
 
 
-def _user_steps(
-    plan: BakePlan, fields: list[FieldLayout]
-) -> tuple[list[FieldLayout], dict[str, Any]]:
+def _user_steps(plan: BakePlan, fields: list[FieldLayout]) -> tuple[list[FieldLayout], TaskSteps]:
     """The stored fields after the spec's transforms, and the steps every shard task runs.
 
     Traces the user's functions (``jax.eval_shape``): one that cannot run on the stored
@@ -183,7 +181,7 @@ def _user_steps(
     """
     spec = plan.spec
     if not (spec.transforms or spec.filters or spec.dedup):
-        return fields, {}
+        return fields, TaskSteps()
     from datakiln.etl.filters import plan_filters
     from datakiln.etl.steps import task_steps
     from datakiln.etl.transforms import input_views, plan_layouts
@@ -334,7 +332,7 @@ def _run_distributed(
     return results
 
 
-def _ship_user_code(client: Any, steps: Mapping[str, Any]) -> None:
+def _ship_user_code(client: Any, steps: TaskSteps) -> None:
     """Make the cluster's workers run the user's code the bake was planned with.
 
     Workers that cannot import a module get it shipped (``Client.upload_file``: the module's
@@ -739,14 +737,14 @@ def _bake_planned(
     pool: Any,
     retries_before: int = 0,
     *,
-    steps: Mapping[str, Any] | None = None,
+    steps: TaskSteps | None = None,
 ) -> BakeReport:
     """Prepare the store, bake the shards not done yet, commit."""
     spec = plan.spec
     done = _prepare_store(plan, fields)
     params = _task_params(plan)
 
-    def task_of(shard: ShardPlan, shard_steps: Mapping[str, Any] | None = None) -> ShardTask:
+    def task_of(shard: ShardPlan, shard_steps: TaskSteps | None = None) -> ShardTask:
         return ShardTask(
             url=spec.output,
             storage_options=spec.output_storage_options,
@@ -758,7 +756,7 @@ def _bake_planned(
             fields=tuple(fields),
             shard=shard,
             jax_cache_dir=jax_cache_dir,
-            steps=shard_steps if shard_steps is not None else (steps or {}),
+            steps=shard_steps if shard_steps is not None else (steps or TaskSteps()),
         )
 
     tasks = [task_of(shard) for shard in plan.shards if shard.shard_id not in done]
@@ -831,9 +829,9 @@ def _dedup_again(
         wanted = drops.get(shard.shard_id, {})
         applied = (markers[shard.shard_id].extra.get("dedup") or {}).get("dropped") or {}
         if set(wanted) != set(applied):
-            steps = dict(task_of(shard).steps)
-            steps["dedup"] = {**steps["dedup"], "drops": wanted}
-            again.append(task_of(shard, steps))
+            steps = task_of(shard).steps
+            dedup: DedupStep = {**steps["dedup"], "drops": wanted}
+            again.append(task_of(shard, {**steps, "dedup": dedup}))
     if not again:
         return new
     logger.info("dedup: baking %d shards again without their copies", len(again))

@@ -18,13 +18,13 @@ import pyarrow as pa
 
 from datakiln.etl.dedup import row_keys
 from datakiln.etl.filters import host_keep, jax_keep
+from datakiln.etl.task import ShardTask, TaskSteps
 from datakiln.etl.transforms import TRANSFORM_BATCH, run_transforms
 from datakiln.readers.rejections import STAGE_DEDUP, STAGE_FILTER, Rejection
 
 if TYPE_CHECKING:
     from datakiln.etl.modalities.base import ShardOutput
     from datakiln.etl.spec import BakeSpec
-    from datakiln.etl.task import ShardTask
 
 __all__ = ["apply_steps", "describe_changes", "task_steps"]
 
@@ -33,9 +33,9 @@ DUPLICATE = {"exact": "Duplicate", "near": "NearDuplicate"}
 
 def task_steps(
     spec: BakeSpec, outputs: Sequence[Sequence[str]], views: Mapping[str, Any]
-) -> dict[str, Any]:
+) -> TaskSteps:
     """What a shard task needs of the spec's user steps (``{}`` when there are none)."""
-    steps: dict[str, Any] = {"views": dict(views)} if views else {}
+    steps = TaskSteps(views={k: dict(v) for k, v in views.items()}) if views else TaskSteps()
     if spec.transforms:
         steps["transforms"] = [
             {**t.key_dict(), "outputs": list(names)}
