@@ -86,9 +86,11 @@ class ShardPlan:
 
 
 class DedupStep(TypedDict):
-    """A task's dedup: ``mode`` and ``distance`` as the spec's; ``drops`` (position in the
-    shard -> why) when the shard is baked again without the copies found after the first
-    pass."""
+    """A task's dedup: ``mode`` and ``distance`` as the spec's.
+
+    ``drops`` (position in the shard -> why) when the shard is baked again without the copies
+    found after the first pass.
+    """
 
     mode: str
     distance: int
