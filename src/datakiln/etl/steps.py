@@ -32,10 +32,10 @@ DUPLICATE = {"exact": "Duplicate", "near": "NearDuplicate"}
 
 
 def task_steps(
-    spec: BakeSpec, outputs: Sequence[Sequence[str]], views: Mapping[str, Any]
+    spec: BakeSpec, outputs: Sequence[Sequence[str]], views: Mapping[str, dict[str, Any]]
 ) -> TaskSteps:
     """What a shard task needs of the spec's user steps (``{}`` when there are none)."""
-    steps = TaskSteps(views={k: dict(v) for k, v in views.items()}) if views else TaskSteps()
+    steps = TaskSteps(views=dict(views)) if views else TaskSteps()
     if spec.transforms:
         steps["transforms"] = [
             {**t.key_dict(), "outputs": list(names)}

@@ -161,8 +161,8 @@ class _TraceCounter:
     """Counts traces of the kernel's jit functions, thread-safely.
 
     JAX runs a jitted function's Python body only to trace it, once per new signature and
-    just before compiling (or loading) that signature, so the count is the compiles this
-    process holds, without reading JAX's private cache sizes.
+    just before compiling (or loading from a persistent cache) that signature, so the count
+    is the compiles this process has made, without reading JAX's private cache sizes.
     """
 
     def __init__(self) -> None:
