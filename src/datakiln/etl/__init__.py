@@ -1,1 +1,0 @@
-"""Baking: plan a bake, run its shard tasks, commit the new cache version."""

@@ -1,1 +1,0 @@
-"""Writing a cache's objects: Zarr shard objects, Parquet parts, completion markers."""

@@ -22,8 +22,6 @@ SCALAR_DTYPES = ("float32", "float64", "int32", "int64")
 
 @dataclass(frozen=True, kw_only=True)
 class ScalarParams:
-    """``dtype``: the stored dtype of a ``scalar`` field, one of ``SCALAR_DTYPES``."""
-
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
