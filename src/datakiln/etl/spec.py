@@ -13,7 +13,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from datakiln.errors import SpecError
 from datakiln.readers.text import TEXT_FORMATS as LINE_TEXT_FORMATS
@@ -142,12 +142,14 @@ class ImageParams:
 class _Params:
     """Shared plumbing of the per-modality parameter tables."""
 
+    SECTION: ClassVar[str]  # the table's name in a spec file
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Any:
-        section = f"[{cls.SECTION}]"  # type: ignore[attr-defined]
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        section = f"[{cls.SECTION}]"
         _reject_unknown(section, data, [f.name for f in dataclasses.fields(cls)])
         return cls(**dict(data))
 
@@ -280,8 +282,9 @@ _LINE_TEXT_ONLY = ("format", "field", "one_per_file", "target_bytes")
 
 @dataclass(frozen=True, kw_only=True)
 class FieldSpec:
-    """One field of a record: which column (or archive member extension) holds it, and how
-    its modality's codec preprocesses it.
+    """One field of a record: where it is, and how its modality's codec preprocesses it.
+
+    Where: which column (or archive member extension) holds it.
 
     ``column`` defaults to the field's name. Alternatives are separated by ``;`` (the first
     present wins: ``"jpg;png;webp"``), and ``"json.caption"`` reads the key ``caption`` of a
@@ -477,8 +480,11 @@ class BakeSpec:
 
     @property
     def source_options(self) -> dict[str, Any]:
-        """``storage_options`` as the sources are read: with datakiln's retry and timeout
-        defaults where a source is on S3 (a stalled read is retried, not waited on for ever)."""
+        """``storage_options`` as the sources are read.
+
+        With datakiln's retry and timeout defaults where a source is on S3, so that a stalled
+        read is retried rather than waited on for ever.
+        """
         from datakiln.cache.layout import with_source_defaults
 
         return with_source_defaults(self.sources, self.storage_options)
@@ -529,9 +535,12 @@ class BakeSpec:
         check_dedup(self.dedup, self.dedup_distance, modality)
 
     def steps_key(self) -> dict[str, Any]:
-        """The user steps' part of the cache key: each function's name, code, version and
-        params; the filters' checks; the dedup mode. Empty when there are none, so that the
-        keys of bakes without steps stay what they were."""
+        """The user steps' part of the cache key.
+
+        Each function's name, code, version and params; the filters' checks; the dedup
+        mode. Empty when there are none, so that the keys of bakes without steps stay what
+        they were.
+        """
         out: dict[str, Any] = {}
         if self.transforms:
             out["transforms"] = [t.key_dict() for t in self.transforms]
@@ -604,7 +613,7 @@ class BakeSpec:
                 table = values[name]
                 if not isinstance(table, Mapping | kind):
                     raise SpecError(f"[{name}] must be a table of {name} parameters")
-                values[name] = table if isinstance(table, kind) else kind.from_dict(table)
+                values[name] = kind.from_dict(table) if isinstance(table, Mapping) else table
         if "fields" in values and not isinstance(values["fields"], Mapping):
             raise SpecError("fields must be a table: [fields.NAME] with modality and column")
         for required in ("sources", "output"):
