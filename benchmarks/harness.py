@@ -119,13 +119,14 @@ def _ram_gib() -> float | None:
 
 
 def _git_commit() -> str | None:
-    """HEAD of the checkout holding the benchmarks, ``+dirty`` when files differ from it."""
+    """HEAD of the checkout holding the benchmarks, ``+dirty`` when the library measured
+    (``src/``, ``pyproject.toml``) differs from it."""
     try:
         head = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "src", "pyproject.toml"],
             cwd=HERE,
             capture_output=True,
             text=True,
