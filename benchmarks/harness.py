@@ -35,6 +35,8 @@ T = TypeVar("T")
 
 HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"
+# Names another folder for the JSON results (device_check.sh keeps each platform's apart).
+RESULTS_ENV = "DATAKILN_BENCH_RESULTS"
 # The versions worth knowing when a figure moves (absent packages are left out).
 PACKAGES = ("datakiln", "jax", "jaxlib", "numpy", "zarr", "pillow", "dask", "imagecodecs")
 # Marks the line of a spawned child's stdout that carries its JSON answer.
@@ -243,9 +245,11 @@ class Recorder:
     def write(self, directory: Path | None = None, also: str | None = None) -> Path:
         """Write (overwrite) ``<directory>/<bench>.json`` and print where; returns the path.
 
+        ``directory`` defaults to ``$DATAKILN_BENCH_RESULTS``, else ``benchmarks/results``.
         ``also`` names a second file to write the same record to (a benchmark's ``--json``).
         """
-        directory = RESULTS_DIR if directory is None else directory
+        if directory is None:
+            directory = Path(os.environ.get(RESULTS_ENV, RESULTS_DIR))
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / f"{self.bench}.json"
         record = self.to_dict()

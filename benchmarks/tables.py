@@ -184,6 +184,15 @@ def _read(r: dict[str, Any]) -> Table:
         bold = key in ("random_datakiln", "epoch_datakiln_loader")
         rows.append((label, fmt(m[key]), _x(m[key] / floor, bold)))
     del ratio
+    memory = r["facts"]["loader_epoch_memory"]
+    rows.append(
+        (
+            "memory of a fresh process after one Loader epoch: peak RSS (anonymous / file-backed)",
+            f"{memory['peak_rss_mib']:,.0f} MiB "
+            f"({memory['rss_anon_mib']:,.0f} / {memory['rss_file_mib']:,.0f} MiB)",
+            "",
+        )
+    )
     n = _n(r, "random_datakiln")
     return ("what", f"samples/s (median of {n})", "vs floor"), rows
 
