@@ -192,15 +192,6 @@ def measure_child(what: str, source_names: list[str], out_name: str) -> dict[str
     raise SystemExit(f"unknown measurement {what!r}")
 
 
-def _unit(key: str) -> str:
-    """The unit of a child's figure, from its name's suffix."""
-    if key.endswith("_per_s"):
-        return "samples/s"
-    if key.endswith("_s"):
-        return "s"
-    return "MiB" if key.endswith("_mib") else "count"
-
-
 def _measure(
     what: str, sources: tuple[Path, ...], out: Path, runs: int, record: harness.Recorder, name: str
 ) -> dict[str, float]:
@@ -208,7 +199,7 @@ def _measure(
     for _ in range(runs):
         result = harness.spawn(measure_child, what, [str(s) for s in sources], str(out))
         for key, value in result.items():
-            record.add(f"{name}.{key}", value, _unit(key))
+            record.add(f"{name}.{key}", value, harness.unit_of(key))
     return {
         key[len(name) + 1 :]: round(harness.median(values), 4)
         for key, values in record.runs.items()

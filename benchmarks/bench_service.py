@@ -260,16 +260,9 @@ def main() -> None:
         result = one_run(args, raw, work)
         print(f"run {k + 1}: " + json.dumps({n: round(v, 2) for n, v in result.items()}))
         for name, value in result.items():
-            record.add(name, value, _unit(name))
+            record.add(name, value, harness.unit_of(name))
     record.ratio("p99_load_over_idle", "load_p99_ms", "idle_p99_ms")
     record.write(also=args.json)
-
-
-def _unit(name: str) -> str:
-    for suffix, unit in (("_ms", "ms"), ("_s", "s"), ("_mib", "MiB")):
-        if name.endswith(suffix):
-            return unit
-    return "count"
 
 
 if __name__ == "__main__":

@@ -93,6 +93,14 @@ def alternate(
     return figures
 
 
+def unit_of(name: str) -> str:
+    """The unit a figure's name ends in: ``_per_s`` per second, ``_ms``, ``_s``, ``_mib``."""
+    for suffix, unit in (("_per_s", "1/s"), ("_ms", "ms"), ("_s", "s"), ("_mib", "MiB")):
+        if name.endswith(suffix):
+            return unit
+    return "count"
+
+
 def load_average() -> list[float]:
     """The 1, 5 and 15 minute load averages, rounded."""
     return [round(x, 2) for x in os.getloadavg()]
