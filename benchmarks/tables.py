@@ -591,6 +591,17 @@ def _transforms(r: dict[str, Any]) -> Table:
                 targets[key],
             )
         )
+    facts = r["facts"]
+    rows.append(
+        (
+            "the encoder alone (jit, batches of 64, one thread)",
+            fmt(facts["encoder_images_per_s_one_thread"]),
+            "",
+            "",
+            f"{facts['encoder_thread_s_per_bake_s']} thread-s per s of bake",
+            "",
+        )
+    )
     header = (
         "variant",
         f"images/s (median of {_n(r, 'plain')})",
