@@ -225,30 +225,33 @@ class Recorder:
             for name, (a, b) in self.ratios.items()
             if a in medians and b in medians and medians[b]
         }
-        return {
-            "bench": self.bench,
-            "command": shlex.join(["python", *_display_argv()]),
-            "args": self.args,
-            "date": self.started.isoformat(timespec="seconds"),
-            "duration_s": round(
-                (datetime.datetime.now(datetime.UTC) - self.started).total_seconds(), 1
-            ),
-            "machine": machine() | {"load_before": self.load_before, "load_after": load_average()},
-            "units": self.units,
-            "runs": self.runs,
-            "medians": medians,
-            "ratios": ratios,
-            # the same quotients run by run (runs of two variants taken in turns pair up)
-            "paired_ratios": {
-                name: [x / y for x, y in zip(self.runs[a], self.runs[b], strict=True)]
-                for name, (a, b) in self.ratios.items()
-                if a in self.runs
-                and b in self.runs
-                and len(self.runs[a]) == len(self.runs[b])
-                and all(self.runs[b])
-            },
-            "facts": _plain(self.facts),
-        }
+        return _plain(
+            {
+                "bench": self.bench,
+                "command": shlex.join(["python", *_display_argv()]),
+                "args": self.args,
+                "date": self.started.isoformat(timespec="seconds"),
+                "duration_s": round(
+                    (datetime.datetime.now(datetime.UTC) - self.started).total_seconds(), 1
+                ),
+                "machine": machine()
+                | {"load_before": self.load_before, "load_after": load_average()},
+                "units": self.units,
+                "runs": self.runs,
+                "medians": medians,
+                "ratios": ratios,
+                # the same quotients run by run (runs of two variants taken in turns pair up)
+                "paired_ratios": {
+                    name: [x / y for x, y in zip(self.runs[a], self.runs[b], strict=True)]
+                    for name, (a, b) in self.ratios.items()
+                    if a in self.runs
+                    and b in self.runs
+                    and len(self.runs[a]) == len(self.runs[b])
+                    and all(self.runs[b])
+                },
+                "facts": self.facts,
+            }
+        )
 
     def write(self, directory: Path | None = None, also: str | None = None) -> Path:
         """Write (overwrite) ``<directory>/<bench>.json`` and print where; returns the path.
