@@ -481,13 +481,16 @@ def _imagenet_bake(r: dict[str, Any]) -> Table:
     return header, rows
 
 
+CODEC_NOTES = {"zstd": " (level 3)", "png": " (level 1)", "jpeg": " q90"}
+
+
 def _imagenet_disk(r: dict[str, Any]) -> Table:
     facts = r["facts"]
     rows: Rows = []
     for codec, disk in facts["disk_256"].items():
         per = disk["bytes_per_sample"]
         bold = codec == "jpeg"
-        label = f"`{codec}`"
+        label = f"`{codec}`" + CODEC_NOTES.get(codec, "")
         rows.append(
             (
                 f"**{label}**" if bold else label,
