@@ -631,6 +631,8 @@ def _scale(r: dict[str, Any]) -> Table:
         return out
 
     def s(value: float) -> str:
+        if value < 1e-4:
+            return "<0.1 ms"
         return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.1f} s"
 
     rows: Rows = [
