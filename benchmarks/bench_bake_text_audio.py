@@ -42,7 +42,7 @@ import soundfile  # noqa: E402
 
 import datakiln  # noqa: E402
 from datakiln.cache.manifest import read_manifest  # noqa: E402
-from datakiln.etl.spec import AudioParams, TextParams  # noqa: E402
+from datakiln.etl.spec import AudioParams, TextBakeParams  # noqa: E402
 
 MEL = {"n_fft": 1024, "hop_length": 512, "n_mels": 80}
 
@@ -63,7 +63,7 @@ def _text_spec(path: Path, out: str, args: argparse.Namespace) -> datakiln.BakeS
         sources=(str(path),),
         output=out,
         modality="text",
-        text=TextParams(vocab_size=args.vocab_size, max_length=args.max_length),
+        text=TextBakeParams(vocab_size=args.vocab_size, max_length=args.max_length),
         **kwargs,
     )
 

@@ -507,7 +507,7 @@ def _infer_modality(sources: Sequence[str], given: Mapping[str, bool]) -> str | 
 
 def _spec_from_args(args: argparse.Namespace) -> Any:
     from datakiln.errors import SpecError
-    from datakiln.etl.spec import AudioParams, BakeSpec, ImageParams, TextParams
+    from datakiln.etl.spec import AudioParams, BakeSpec, ImageParams, TextBakeParams
 
     toml = len(args.sources) == 1 and args.sources[0].endswith(".toml")
     if toml:
@@ -557,7 +557,7 @@ def _spec_from_args(args: argparse.Namespace) -> Any:
     if image:
         top["image"] = ImageParams.from_dict({**spec.image.to_dict(), **image})
     if text:
-        top["text"] = TextParams.from_dict({**spec.text.to_dict(), **text})
+        top["text"] = TextBakeParams.from_dict({**spec.text.to_dict(), **text})
     if audio:
         top["audio"] = AudioParams.from_dict({**spec.audio.to_dict(), **audio})
     return BakeSpec.from_dict({**_spec_fields(spec), **top})

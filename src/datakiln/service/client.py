@@ -16,18 +16,10 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from datakiln.errors import BakeError, DatakilnError, SpecError
+from datakiln.errors import JobFailedError, ServiceError, SpecError
 
 # Spec fields the service chooses itself (see service/specs.py).
 _SERVICE_FIELDS = ("scheduler", "workers")
-
-
-class ServiceError(DatakilnError, ConnectionError):
-    """The service could not be reached, refused the token, or answered an error."""
-
-
-class JobFailedError(BakeError):
-    """The job ended failed or cancelled; the message carries the service's error."""
 
 
 def _spec_table(spec: Any) -> dict[str, Any]:
