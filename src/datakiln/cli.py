@@ -7,6 +7,7 @@ bad input (malformed spec, missing source, unwritable output, missing cache).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -258,6 +259,15 @@ def _bake_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _json_flag(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--json``: print the Python function's result instead of the table (one code path)."""
+    parser.add_argument("--json", action="store_true", help=f"print {what} as JSON")
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=1, sort_keys=True))
+
+
 def _command(sub: Any, name: str, **kwargs: Any) -> argparse.ArgumentParser:
     """A subcommand whose epilog (its example) keeps its line breaks, with -v/-q."""
     parser = sub.add_parser(name, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
@@ -283,6 +293,7 @@ def _parser() -> argparse.ArgumentParser:
         "endings or the modality flags given, else it is image.",
     )
     _bake_arguments(bake)
+    _json_flag(bake, "the bake report (what report.json holds)")
     plan = _command(
         sub,
         "plan",
@@ -292,6 +303,7 @@ def _parser() -> argparse.ArgumentParser:
         "are new, changed or gone, and why the cache key differs from the committed one.",
     )
     _bake_arguments(plan)
+    _json_flag(plan, "the plan summary")
 
     demo = _command(
         sub,
@@ -313,7 +325,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="example:\n  datakiln inspect demo-cache",
     )
     inspect.add_argument("url")
-    inspect.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    _json_flag(inspect, "everything inspect shows")
 
     verify = _command(
         sub,
@@ -322,6 +334,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="example:\n  datakiln verify demo-cache",
     )
     verify.add_argument("url")
+    _json_flag(verify, "the objects checked and the problems found")
 
     preview = _command(
         sub,
@@ -341,6 +354,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="example:\n  datakiln ls s3://bucket/caches",
     )
     ls.add_argument("prefix")
+    _json_flag(ls, "the caches found")
 
     gc = _command(
         sub,
@@ -360,6 +374,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="keep what versions opened by readers in the last SECONDS use (default 1 hour)",
     )
+    _json_flag(gc, "the paths removed (or, with --dry-run, to remove)")
     _service_commands(sub)
     return parser
 
@@ -640,8 +655,6 @@ def _user_steps_from_args(args: argparse.Namespace, spec: Any, top: dict[str, An
 
 
 def _spec_fields(spec: Any) -> dict[str, Any]:
-    import dataclasses
-
     return {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
 
 
@@ -745,7 +758,11 @@ def _cmd_bake(args: argparse.Namespace) -> int:
     spec = _spec_from_args(args)
     try:
         if args.dry_run or args.command == "plan":
-            for line in plan_only(spec).lines():
+            summary = plan_only(spec)
+            if args.json:
+                _print_json(dataclasses.asdict(summary))
+                return EXIT_OK
+            for line in summary.lines():
                 print(line)
             return EXIT_OK
         report = bake(
@@ -759,7 +776,10 @@ def _cmd_bake(args: argparse.Namespace) -> int:
         if args.modality is None and spec.modality == "image" and "matched no files" in str(err):
             raise SourceError(f"{err}; for text or audio pass --modality text|audio") from err
         raise
-    _print_report(report)
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        _print_report(report)
     return EXIT_OK
 
 
@@ -825,7 +845,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
     info = describe_cache(args.url)
     if args.json:
-        print(json.dumps(info, indent=1, sort_keys=True))
+        _print_json(info)
         return EXIT_OK
     counts = info["counts"]
     print(
@@ -924,6 +944,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from datakiln.cache.verify import verify_cache
 
     report = verify_cache(args.url)
+    if args.json:
+        _print_json({**dataclasses.asdict(report), "ok": report.ok})
+        return EXIT_OK if report.ok else EXIT_FAILED
     for problem in report.problems:
         print(f"DAMAGED {problem}")
     state = "ok" if report.ok else f"{len(report.problems)} problems"
@@ -944,6 +967,9 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     from datakiln.cache.catalog import list_caches
 
     entries = list_caches(args.prefix)
+    if args.json:
+        _print_json([dataclasses.asdict(e) for e in entries])
+        return EXIT_OK
     if not entries:
         print(f"no caches under {args.prefix}")
         return EXIT_OK
@@ -961,6 +987,9 @@ def _cmd_gc(args: argparse.Namespace) -> int:
     from datakiln.cache.catalog import collect_garbage
 
     removed = collect_garbage(args.url, dry_run=args.dry_run, grace_s=args.grace)
+    if args.json:
+        _print_json(removed)
+        return EXIT_OK
     verb = "would remove" if args.dry_run else "removed"
     for path in removed:
         print(f"{verb} {path}")
