@@ -29,6 +29,17 @@ from datakiln.errors import CacheNotFoundError
 
 @dataclass(frozen=True, kw_only=True)
 class CacheEntry:
+    """One committed cache that ``list_caches`` found (a row of ``datakiln ls``).
+
+    Attributes:
+        url: Where the cache is (the folder holding its ``manifest.json``).
+        rows: Samples baked into the committed version.
+        modality: ``"image"``, ``"text"``, ``"audio"`` or ``"records"``.
+        created: When the committed version was made (ISO 8601, UTC).
+        size_bytes: Bytes of everything under ``url``, older versions included.
+        version: The committed version's number.
+    """
+
     url: str
     rows: int
     modality: str

@@ -27,12 +27,21 @@ from datakiln.errors import CacheFormatError
 
 @dataclass(frozen=True, kw_only=True)
 class VerifyReport:
+    """What ``verify_cache`` found (``datakiln verify``).
+
+    Attributes:
+        url: The cache checked.
+        objects_checked: Objects whose checksums were recomputed.
+        problems: One line per damaged or missing object; empty when the cache is whole.
+    """
+
     url: str
     objects_checked: int
     problems: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def ok(self) -> bool:
+        """True when no problem was found (``datakiln verify`` exits 0)."""
         return not self.problems
 
 

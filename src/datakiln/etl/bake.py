@@ -108,6 +108,7 @@ class BakeReport:
     duplicates: int = 0
 
     def summary_line(self) -> str:
+        """``inputs N = baked B + rejected R``, the line every bake ends with."""
         line = f"inputs {self.inputs} = baked {self.baked} + rejected {self.rejected}"
         if self.blank:
             line += f" ({self.blank} blank, {self.rejected - self.blank} broken)"
@@ -116,6 +117,7 @@ class BakeReport:
         return line
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types: what ``report.json`` holds and ``datakiln bake --json`` prints."""
         return {
             "url": self.url,
             "cache_key": self.cache_key,
@@ -511,7 +513,19 @@ def _run_tasks(
 
 @dataclass(frozen=True, kw_only=True)
 class PlanSummary:
-    """What ``bake`` would do now, without doing it (``datakiln plan`` / ``--dry-run``)."""
+    """What ``bake`` would do now, without doing it (``datakiln plan`` / ``--dry-run``).
+
+    Attributes:
+        url: The cache the spec writes.
+        up_to_date: The committed cache already holds what the spec asks for.
+        inputs: Inputs the sources list now.
+        shards: Shards of the plan.
+        shards_done: Shards whose completion marker matches, which a bake skips.
+        new_inputs: Inputs not in the committed version.
+        changed_inputs: Inputs of the committed version that changed since.
+        removed_inputs: Inputs of the committed version the sources no longer list.
+        key_changes: Why the cache key differs from the committed one, one reason each.
+    """
 
     url: str
     up_to_date: bool
@@ -524,6 +538,7 @@ class PlanSummary:
     key_changes: tuple[str, ...]
 
     def lines(self) -> list[str]:
+        """What ``datakiln plan`` prints."""
         if self.up_to_date:
             return [f"cache at {self.url} is up to date: {self.inputs} inputs, nothing to do"]
         out = [
