@@ -123,7 +123,15 @@ AUDIO_FLAGS = {
 
 
 def _bake_arguments(parser: argparse.ArgumentParser) -> None:
-    from datakiln.etl.spec import WAVE_DTYPES
+    from datakiln.etl.spec import (
+        ALIGNS,
+        FITS,
+        MEL_DTYPES,
+        REPRESENTATIONS,
+        TEXT_ERRORS,
+        TOKENIZERS,
+        WAVE_DTYPES,
+    )
     from datakiln.readers.text import TEXT_FORMATS as LINE_TEXT_FORMATS
 
     parser.add_argument("sources", nargs="+", metavar="SOURCE|SPEC.toml")
@@ -158,8 +166,8 @@ def _bake_arguments(parser: argparse.ArgumentParser) -> None:
     image.add_argument("--size", type=int, help="height and width of the stored images")
     image.add_argument("--height", type=int)
     image.add_argument("--width", type=int)
-    image.add_argument("--representation", choices=("rgb", "grayscale", "rgba"))
-    image.add_argument("--fit", choices=("stretch", "center-crop", "pad"))
+    image.add_argument("--representation", choices=REPRESENTATIONS)
+    image.add_argument("--fit", choices=FITS)
     image.add_argument("--labels", choices=("parent",), help="label by parent folder name")
     image.add_argument("--max-pixels", type=int, help="reject images declaring more pixels")
     image.add_argument(
@@ -185,10 +193,10 @@ def _bake_arguments(parser: argparse.ArgumentParser) -> None:
     )
     text.add_argument(
         "--errors",
-        choices=("reject", "replace"),
+        choices=TEXT_ERRORS,
         help="undecodable bytes: reject the sample (default) or replace them with U+FFFD",
     )
-    text.add_argument("--tokenizer", choices=("word_hash", "byte"), help="default word_hash")
+    text.add_argument("--tokenizer", choices=TOKENIZERS, help="default word_hash")
     text.add_argument("--vocab-size", type=int, help="token ids (default 10000)")
     text.add_argument("--max-length", type=int, help="tokens per sample (default 512)")
     text.add_argument("--case-sensitive", action="store_true", default=None)
@@ -203,15 +211,13 @@ def _bake_arguments(parser: argparse.ArgumentParser) -> None:
     audio.add_argument("--n-fft", type=int, help="FFT window (default 1024)")
     audio.add_argument("--fmin", type=float, help="lowest mel frequency in Hz (default 0)")
     audio.add_argument("--fmax", type=float, help="highest mel frequency (default Nyquist)")
-    audio.add_argument("--mel-dtype", choices=("float16", "float32"), help="default float16")
+    audio.add_argument("--mel-dtype", choices=MEL_DTYPES, help="default float16")
     audio.add_argument(
         "--wave-dtype",
         choices=WAVE_DTYPES,
         help="stored waveform: int16 PCM (default), float16 or float32",
     )
-    audio.add_argument(
-        "--align", choices=("start", "center"), help="what pad/trim keeps (default start)"
-    )
+    audio.add_argument("--align", choices=ALIGNS, help="what pad/trim keeps (default start)")
     parser.add_argument(
         "--scheduler",
         help="auto (default: a worker process per CPU) | threads | processes | synchronous | "

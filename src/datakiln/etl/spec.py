@@ -16,10 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from datakiln.errors import SpecError
+from datakiln.etl.kernels.text import TOKENIZERS
+from datakiln.readers.image import DEFAULT_MAX_PIXELS, FITS
+from datakiln.readers.image import REPRESENTATIONS as CHANNELS
+from datakiln.readers.text import ERROR_POLICIES as TEXT_ERRORS
 from datakiln.readers.text import TEXT_FORMATS as LINE_TEXT_FORMATS
 
-REPRESENTATIONS = ("rgb", "grayscale", "rgba")
-FITS = ("stretch", "center-crop", "pad")
+# Each constant below has its home here; those above are the readers' and kernels' own.
+REPRESENTATIONS = tuple(CHANNELS)
 LABEL_SOURCES = (None, "parent")
 MODALITIES = ("image", "text", "audio", "records")
 # Samples per bake shard when the spec names none: short text lines are cheap per sample, so
@@ -27,8 +31,6 @@ MODALITIES = ("image", "text", "audio", "records")
 DEFAULT_SHARD_SIZES = {"image": 1024, "text": 16384, "audio": 1024, "records": 1024}
 # None: inferred from each file's ending
 TEXT_FORMATS = (None, *LINE_TEXT_FORMATS)
-TOKENIZERS = ("word_hash", "byte")
-TEXT_ERRORS = ("reject", "replace")
 MEL_SCALES = ("slaney", "htk")
 MEL_NORMS = ("slaney", None)
 MEL_DTYPES = ("float16", "float32")
@@ -36,7 +38,6 @@ WAVE_DTYPES = ("int16", "float16", "float32")
 ALIGNS = ("start", "center")
 # Local Dask schedulers a spec may name; anything else must be a distributed address.
 LOCAL_SCHEDULERS = ("auto", "threads", "processes", "synchronous")
-CHANNELS = {"rgb": 3, "grayscale": 1, "rgba": 4}
 # How stored images are compressed (datakiln.cache.chunk_codecs.CODECS, without importing it);
 # "auto" picks by the stored image size, see ImageParams.stored_codec.
 IMAGE_CODECS = ("auto", "none", "zstd", "blosc-lz4", "png", "jpeg")
@@ -82,7 +83,7 @@ class ImageParams:
     normalize: bool = True
     fit: str = "stretch"
     labels: str | None = None
-    max_pixels: int = 100_000_000
+    max_pixels: int = DEFAULT_MAX_PIXELS
     codec: str = "auto"
     quality: int = 90
 
