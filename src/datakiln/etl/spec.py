@@ -597,7 +597,7 @@ class BakeSpec:
                 table = values[name]
                 if not isinstance(table, Mapping | kind):
                     raise SpecError(f"[{name}] must be a table of {name} parameters")
-                values[name] = table if isinstance(table, kind) else kind.from_dict(table)
+                values[name] = kind.from_dict(table) if isinstance(table, Mapping) else table
         if "fields" in values and not isinstance(values["fields"], Mapping):
             raise SpecError("fields must be a table: [fields.NAME] with modality and column")
         for required in ("sources", "output"):
@@ -650,7 +650,11 @@ class RecordParams:
 
 
 # The parameter table of each single-modality bake: BakeSpec's field of that name holds one.
-_MODALITY_PARAMS = {"image": ImageParams, "text": TextBakeParams, "audio": AudioParams}
+_MODALITY_PARAMS: dict[str, type[ImageParams | TextBakeParams | AudioParams]] = {
+    "image": ImageParams,
+    "text": TextBakeParams,
+    "audio": AudioParams,
+}
 
 
 def _class_name(kind: type, other: Any) -> str:
