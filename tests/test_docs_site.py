@@ -64,6 +64,8 @@ def test_every_command_has_a_page_with_its_help(site):
         for action in parser._actions:  # every option is on the page
             for flag in action.option_strings:
                 assert flag in page, f"{name}: {flag}"
+    bake = (site / "cli" / "bake" / "index.html").read_text()
+    assert 'href="../../reference/datakiln/#datakiln.bake"' in bake
 
 
 def test_the_api_reference_documents_every_public_name(site):

@@ -47,16 +47,29 @@ def _help(parser: argparse.ArgumentParser) -> str:
             os.environ["COLUMNS"] = before
 
 
+def _function_link(function: str) -> str:
+    return f"[`{function}`](../reference/datakiln.md#{function})"
+
+
 def command_page(name: str, parser: argparse.ArgumentParser) -> str:
     """The page of ``datakiln <name>`` (``name`` empty: the command itself)."""
+    from datakiln.cli import FUNCTIONS
+
     title = f"datakiln {name}".strip()
-    intro = (
-        "Every command, with its options and an example. `bake`, `plan`, `inspect`, `verify`, "
-        "`ls` and `gc` are also functions of the same name that return what the command "
-        "prints ([API reference](../reference/datakiln.md))."
-        if not name
-        else f"`{title} --help` prints this."
-    )
+    if not name:
+        intro = (
+            "Every command, with its options and an example. These are also functions that "
+            "return what the command prints: "
+            + ", ".join(_function_link(f) for f in FUNCTIONS.values())
+            + "."
+        )
+    elif name in FUNCTIONS:
+        intro = (
+            f"`{title} --help` prints this. In Python: {_function_link(FUNCTIONS[name])}; "
+            "`--json` prints what it returns."
+        )
+    else:
+        intro = f"`{title} --help` prints this."
     return f"# `{title}`\n\n{intro}\n\n```text\n{_help(parser).rstrip()}\n```\n"
 
 

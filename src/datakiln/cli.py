@@ -1015,6 +1015,16 @@ COMMANDS = {
     "serve": _cmd_serve,
     "watch": _cmd_watch,
 }
+# The public function each command calls and prints the result of (the docs' command pages
+# name it; tests/test_api_parity.py checks that both give the same result).
+FUNCTIONS = {
+    "bake": "datakiln.bake",
+    "plan": "datakiln.plan",
+    "inspect": "datakiln.inspect",
+    "verify": "datakiln.verify",
+    "ls": "datakiln.ls",
+    "gc": "datakiln.gc",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
