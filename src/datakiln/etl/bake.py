@@ -654,17 +654,29 @@ def bake(
 ) -> BakeReport:
     """Bake ``spec`` into its output cache and return what happened.
 
-    Raises:
-        SourceError: a source names nothing readable.
-        OutputError: the output cannot be written.
-        LeaseHeldError: another bake is writing the same store (after ``lease_wait_s``);
-            ``force_unlock`` takes its lease over instead, with a warning naming it.
+    A bake of unchanged inputs and spec does nothing (``up_to_date``); one that was killed
+    resumes, skipping the shards whose markers are complete.
 
-    ``jax_cache_dir`` names a persistent JAX compilation cache for every worker to share.
-        TooManyRejectedError: more inputs were rejected than ``spec.max_rejected``; the shards
+    Args:
+        spec: What to read, how to preprocess it and where to write it.
+        progress: Called as shards finish with a mapping of ``inputs_done``,
+            ``inputs_total``, ``shards_done``, ``shards_total`` and ``rejected``.
+        lease_wait_s: How long to wait for another bake of the same store to finish.
+        jax_cache_dir: A persistent JAX compilation cache for every worker to share.
+        force_unlock: Take the store's lease over even if another bake holds it (with a
+            warning naming the holder).
+
+    Returns:
+        The counts, bytes and stage times; also written to ``report.json`` beside the cache.
+
+    Raises:
+        SourceError: A source names nothing readable.
+        OutputError: The output cannot be written.
+        LeaseHeldError: Another bake is writing the same store (after ``lease_wait_s``).
+        TooManyRejectedError: More inputs were rejected than ``spec.max_rejected``; the shards
             stay on disk (a re-run with a higher limit commits at once) but no manifest is
             written.
-        BakeError: a shard task failed for a reason other than one bad input.
+        BakeError: A shard task failed for a reason other than one bad input.
     """
     started = time.perf_counter()
     count_retries()
