@@ -22,6 +22,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/mypy src/datakiln
 
 # The documentation site, into site/ (mkdocs.yml; fails on any warning).
 docs: $(STAMP)

@@ -88,6 +88,7 @@ def readme_page() -> str:
 
 
 def on_config(config: MkDocsConfig, **kwargs: Any) -> MkDocsConfig:
+    """Fill the nav's ``Commands`` section with a page per command."""
     commands = [name for name in _subcommands() if name]
     pages = [{"Overview": "cli/index.md"}, *({n: f"cli/{n}.md"} for n in commands)]
     for item in config.nav or []:
@@ -97,6 +98,7 @@ def on_config(config: MkDocsConfig, **kwargs: Any) -> MkDocsConfig:
 
 
 def on_files(files: Files, config: MkDocsConfig, **kwargs: Any) -> Files:
+    """Add the pages made from their sources: the README and the command pages."""
     files.append(File.generated(config, "index.md", content=readme_page()))
     for name, parser in _subcommands().items():
         path = f"cli/{name or 'index'}.md"

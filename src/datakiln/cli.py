@@ -276,7 +276,9 @@ def _print_json(value: Any) -> None:
 
 def _command(sub: Any, name: str, **kwargs: Any) -> argparse.ArgumentParser:
     """A subcommand whose epilog (its example) keeps its line breaks, with -v/-q."""
-    parser = sub.add_parser(name, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs
+    )
     _common(parser)
     return parser
 
@@ -603,8 +605,10 @@ def _parse_fields(text: str) -> dict[str, dict[str, Any]]:
 def _records_spec_from_args(
     args: argparse.Namespace, spec: Any, flags: Mapping[str, Mapping[str, Any]]
 ) -> Any:
-    """A records spec: ``--fields`` (or the TOML's), with each modality's flags applied to
-    every field of that modality."""
+    """A records spec: ``--fields`` (or the TOML's), with the modality flags applied.
+
+    Each modality's flags apply to every field of that modality.
+    """
     from datakiln.errors import SpecError
     from datakiln.etl.spec import BakeSpec
 
@@ -790,7 +794,7 @@ def _cmd_bake(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from datakiln.cache.open import open_cache
+    from datakiln.cache.open import CachedDataset
     from datakiln.errors import SpecError
     from datakiln.etl.bake import bake
     from datakiln.etl.spec import BakeSpec, ImageParams
@@ -819,7 +823,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         finally:
             progress.close()
     _print_report(report)
-    dataset = open_cache(args.out, rngs=0)
+    dataset = CachedDataset(args.out, rngs=0)  # what open_cache gives for the whole cache
     batch = dataset.get_batch(8)
     print(f"opened {dataset!r}; classes {dataset.class_names}")
     print(
@@ -1028,6 +1032,7 @@ FUNCTIONS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``datakiln`` command line with ``argv`` (default: ``sys.argv``); the exit code."""
     args = _parser().parse_args(argv)
     _setup_logging(args.verbosity)
     try:

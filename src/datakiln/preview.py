@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from datakiln.cache.open import CachedDataset, open_cache
+from datakiln.cache.open import CachedDataset
 
 BACKGROUND = (24, 24, 28)
 INK = (235, 235, 235)
@@ -21,7 +21,7 @@ ACCENT = (255, 170, 60)
 TILE = 96  # pixels per contact-sheet tile
 
 
-def _font() -> ImageFont.ImageFont:
+def _font() -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default()
 
 
@@ -84,7 +84,8 @@ def _colormap(values: np.ndarray) -> np.ndarray:
     pos = v * (len(stops) - 1)
     lo = np.floor(pos).astype(int).clip(0, len(stops) - 2)
     frac = pos - lo
-    return (stops[lo[..., 0]] * (1 - frac) + stops[lo[..., 0] + 1] * frac).astype(np.uint8)
+    mixed: np.ndarray = stops[lo[..., 0]] * (1 - frac) + stops[lo[..., 0] + 1] * frac
+    return mixed.astype(np.uint8)
 
 
 def _audio_sheet(
@@ -160,7 +161,7 @@ def render_preview(
     seed: int = 0,
 ) -> Image.Image:
     """A preview picture of the cache at ``url`` for its modality."""
-    dataset = open_cache(url, storage_options=storage_options)
+    dataset = CachedDataset(url, storage_options=storage_options)  # open_cache, whole cache
     modality = dataset.manifest["modality"]
     if modality == "records":
         return _records_sheet(dataset, count, seed)
@@ -172,8 +173,10 @@ def render_preview(
 
 
 def _records_sheet(dataset: CachedDataset, count: int, seed: int) -> Image.Image:
-    """Records: a contact sheet of the first image field with its caption and label, or the
-    spectrograms of the first audio field with their transcripts."""
+    """Records: the first image field's contact sheet, or the first audio field's.
+
+    Images come with their caption and label, spectrograms with their transcripts.
+    """
     from datakiln.etl.fields.audio import mel_name
     from datakiln.etl.spec import FieldSpec
 

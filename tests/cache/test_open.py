@@ -100,7 +100,7 @@ def test_indices_are_checked(cache):
 def test_read_caches_are_bounded_in_bytes(cache):
     dataset = CachedDataset(cache, max_cache_bytes=1)
     dataset.get_batch(indices=np.arange(70))
-    assert len(dataset._chunked["labels"]._chunks) == 1
+    assert dataset._chunked["labels"].resident_chunks() == 1
     assert len(dataset._sharded["images"]._slot_shard) == 1
 
 
@@ -151,3 +151,23 @@ def test_raw_dtype_returns_the_stored_bytes(cache):
     np.testing.assert_array_equal(batch["labels"], converted.read_batch(indices)["labels"])
     with pytest.raises(SpecError, match="lacks"):
         open_cache(cache, dtype={"pixels": "raw"})
+
+
+def test_chunk_cache_serves_any_batch_from_few_slots(tmp_path):
+    """Random batches, some touching more chunks than there are slots, against the array."""
+    import zarr
+
+    from datakiln.cache.open import _ChunkCache
+
+    values = np.arange(1003 * 2, dtype=np.int32).reshape(1003, 2)  # a partial last chunk
+    array = zarr.create_array(tmp_path / "a.zarr", shape=values.shape, chunks=(10, 2), dtype="i4")
+    array[:] = values
+    cache = _ChunkCache(array, max_cache_bytes=3 * 10 * 2 * 4)  # three chunks
+    rng = np.random.default_rng(0)
+    for size in (1, 5, 40, 300):
+        for _ in range(5):
+            rows = rng.integers(0, len(values), size)
+            np.testing.assert_array_equal(cache.take(rows), values[rows])
+            assert cache.resident_chunks() <= 3
+    np.testing.assert_array_equal(cache.take(np.array([1002, 1000, 5])), values[[1002, 1000, 5]])
+    assert cache.take(np.array([], np.int64)).shape == (0, 2)

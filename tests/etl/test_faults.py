@@ -146,3 +146,38 @@ def test_a_conditional_write_whose_answer_was_lost_is_not_taken_for_a_lost_race(
     assert verify_cache(url, options).ok
     got = open_cache(url, storage_options=options).get_batch(indices=np.arange(16))["images"]
     np.testing.assert_array_equal(got, expected)
+
+
+def test_source_reads_get_the_store_defaults_and_the_users_settings_win():
+    from datakiln.cache.layout import S3_CONFIG
+
+    spec = BakeSpec(sources=("s3://bucket/raw",), output="out", storage_options={"anon": True})
+    assert spec.source_options == {"anon": True, "config_kwargs": S3_CONFIG}
+    mine = {"config_kwargs": {"read_timeout": 5}}
+    spec = BakeSpec(sources=("s3://bucket/raw",), output="out", storage_options=mine)
+    assert spec.source_options["config_kwargs"] == {**S3_CONFIG, "read_timeout": 5}
+    assert BakeSpec(sources=("raw",), output="out").source_options == {}
+
+
+@pytest.mark.parametrize("fault", ["503", "reset", "truncate"])
+def test_bake_rides_out_a_fault_reading_its_sources(
+    fault, raw, s3_options, proxy, expected, tmp_path
+):
+    url, options = s3_options
+    store_fs(url, options)[0].put(str(raw), f"{url[5:]}/raw", recursive=True)
+    through_proxy = {**options, "endpoint_url": proxy.url}  # no config_kwargs: the defaults
+    proxy.rules = [Rule(fault, method="GET", path=r"/raw/.*\.png", times=2)]
+    spec = BakeSpec(
+        sources=(f"{url}/raw",),
+        output=str(tmp_path / "cache"),
+        storage_options=through_proxy,
+        shard_size=4,
+        scheduler="threads",
+        image=ImageParams(height=8, width=8, labels="parent"),
+    )
+    report = bake(spec)
+    assert proxy.injected() == 2
+    assert report.baked == 16
+    assert report.rejected == 0
+    got = open_cache(str(tmp_path / "cache")).get_batch(indices=np.arange(16))["images"]
+    np.testing.assert_array_equal(got, expected)

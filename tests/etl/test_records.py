@@ -508,3 +508,12 @@ def test_lines_source_bakes_one_record_per_non_blank_line(tmp_path):
     # without the source named, the same folder holds no record inputs
     with pytest.raises(SourceError, match="matched no files"):
         _bake([folder], tmp_path / "none", spec_fields)
+
+
+def test_embedded_bytes_count_as_bytes_in_like_the_files_they_replace(corpus, tmp_path):
+    reports = {}
+    for name, source in (("csv", corpus.csv), ("parquet", corpus.parquet)):
+        spec = BakeSpec(sources=(str(source),), output=str(tmp_path / name), fields=fields())
+        reports[name] = bake(spec)
+    assert reports["csv"].bytes_in > 0
+    assert reports["parquet"].bytes_in == reports["csv"].bytes_in

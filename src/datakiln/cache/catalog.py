@@ -107,8 +107,11 @@ def collect_garbage(
     dry_run: bool = False,
     grace_s: float = DEFAULT_GRACE_S,
 ) -> list[str]:
-    """Delete (or with ``dry_run`` only list) what the committed manifest does not reference,
-    nor any version a reader opened in the last ``grace_s`` seconds."""
+    """Delete (or with ``dry_run`` only list) what no kept version needs.
+
+    Kept: what the committed manifest references, and any version a reader opened in the
+    last ``grace_s`` seconds.
+    """
     manifest = read_manifest(url, storage_options)
     fs, root = store_fs(url, storage_options)
     pins = live_pins(fs, root, grace_s, drop_stale=not dry_run)

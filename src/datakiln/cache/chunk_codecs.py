@@ -20,13 +20,14 @@ caller's buffer, so a thread pool decodes a batch in parallel.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import imagecodecs
 import numpy as np
 import zarr
+from numpy.typing import NDArray
 from zarr.abc.codec import ArrayBytesCodec
 
 if TYPE_CHECKING:
@@ -39,6 +40,18 @@ IMAGE_CODECS = ("png", "jpeg")
 ZSTD_LEVEL = 3
 BLOSC_LEVEL = 5
 PNG_LEVEL = 1  # zlib level: higher levels cost much more time for a few percent of disk
+
+
+# imagecodecs' stubs are narrower than its C code: that takes any contiguous buffer (numpy
+# arrays included) as input and as ``out``, an encoder given no ``out`` returns ``bytes`` (the
+# stubs say ``bytes | bytearray``), and a decoder returns the ``out`` array it filled. These
+# two Protocols state the calls made here; each imagecodecs function is cast to one at its call.
+class _Encoder(Protocol):
+    def __call__(self, data: NDArray[Any], /, *, level: int | None, **options: Any) -> bytes: ...
+
+
+class _DecoderInto(Protocol):
+    def __call__(self, data: Any, /, *, out: NDArray[Any]) -> NDArray[Any]: ...
 
 
 @dataclass(frozen=True)
@@ -94,7 +107,7 @@ class ImagecodecsJpeg(_ImageChunkCodec):
     _NAME = "imagecodecs_jpeg"
 
     def _encode_array(self, image: np.ndarray) -> bytes:
-        return imagecodecs.jpeg8_encode(image, level=self.level)
+        return cast("_Encoder", imagecodecs.jpeg8_encode)(image, level=self.level)
 
     def _decode_array(self, data: Any, out: np.ndarray | None) -> np.ndarray:
         return imagecodecs.jpeg8_decode(data, out=out)
@@ -107,7 +120,7 @@ class ImagecodecsPng(_ImageChunkCodec):
     _NAME = "imagecodecs_png"
 
     def _encode_array(self, image: np.ndarray) -> bytes:
-        return imagecodecs.png_encode(image, level=self.level)
+        return cast("_Encoder", imagecodecs.png_encode)(image, level=self.level)
 
     def _decode_array(self, data: Any, out: np.ndarray | None) -> np.ndarray:
         return imagecodecs.png_decode(data, out=out)
@@ -192,9 +205,10 @@ class ChunkCodec:
     def encode(self, sample: np.ndarray) -> bytes:
         """One sample's inner chunk, byte for byte what zarr-python writes for it."""
         if self.name == "zstd":
-            return imagecodecs.zstd_encode(np.ascontiguousarray(sample), level=ZSTD_LEVEL)
+            zstd = cast("_Encoder", imagecodecs.zstd_encode)
+            return zstd(np.ascontiguousarray(sample), level=ZSTD_LEVEL)
         if self.name == "blosc-lz4":
-            return imagecodecs.blosc_encode(
+            return cast("_Encoder", imagecodecs.blosc_encode)(
                 np.ascontiguousarray(sample),
                 level=BLOSC_LEVEL,
                 compressor="lz4",
@@ -216,14 +230,20 @@ class ChunkCodec:
         try:
             if self.name in ("zstd", "blosc-lz4"):
                 flat = out.reshape(-1).view(np.uint8)
-                decode = imagecodecs.zstd_decode if self.name == "zstd" else _blosc_decode
-                got = decode(data, out=flat)
+                decode_bytes = (
+                    cast("_DecoderInto", imagecodecs.zstd_decode)
+                    if self.name == "zstd"
+                    else _blosc_decode
+                )
+                got = decode_bytes(data, out=flat)
                 if got.nbytes != flat.nbytes:
                     raise ValueError(f"{got.nbytes} bytes, not {flat.nbytes}")
             elif self.name in IMAGE_CODECS:
                 target = out.reshape(out.shape[:-1]) if out.shape[-1] == 1 else out
-                decode = imagecodecs.jpeg8_decode if self.name == "jpeg" else imagecodecs.png_decode
-                got = decode(data, out=target)
+                decode_image = (
+                    imagecodecs.jpeg8_decode if self.name == "jpeg" else imagecodecs.png_decode
+                )
+                got = decode_image(data, out=target)
                 if got.shape != target.shape:
                     raise ValueError(f"an image of {got.shape}, not {target.shape}")
             else:
@@ -232,5 +252,6 @@ class ChunkCodec:
             raise ValueError(f"{self.name} chunk does not decode: {err}") from err
 
 
-def _blosc_decode(data: Any, out: np.ndarray) -> np.ndarray:
-    return imagecodecs.blosc_decode(data, numthreads=1, out=out)
+def _blosc_decode(data: Any, /, *, out: NDArray[Any]) -> NDArray[Any]:
+    decode = cast("Callable[..., NDArray[Any]]", imagecodecs.blosc_decode)  # see _Encoder
+    return decode(data, numthreads=1, out=out)

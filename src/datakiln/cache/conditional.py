@@ -114,7 +114,8 @@ class ConditionalObjects:
             raise OSError(f"{path}: the body stayed shorter than its Content-Length")
 
         try:
-            return sync(self.fs.loop, get)
+            versioned: Versioned = sync(self.fs.loop, get)
+            return versioned
         except FileNotFoundError:
             return Versioned(None, None)
 
@@ -136,7 +137,8 @@ class ConditionalObjects:
             # own precondition: if the object holds exactly our bytes, the first put won.
             now = self.read(path)
             return now.tag if now.data == data and now.tag is not None else None
-        return (response or {}).get("ETag", "")
+        tag: str = (response or {}).get("ETag", "")  # s3fs answers with S3's response dict
+        return tag
 
     def delete(self, path: str, *, expect: Versioned) -> bool:
         """Delete the object if it is still ``expect``; whether it was deleted."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import IO, Any
+from typing import Any, Protocol
 
 
 def canonical_json(value: Any) -> bytes:
@@ -39,6 +39,14 @@ def content_hash(data: bytes, algorithm: str = CHECKSUM_ALGORITHM) -> str:
     raise ValueError(f"unknown checksum algorithm {algorithm!r}; known: {CHECKSUM_ALGORITHMS}")
 
 
-def content_hash_file(f: IO[bytes]) -> str:
+class BinaryReader(Protocol):
+    """What ``hashlib.file_digest`` reads from: a binary file open for reading."""
+
+    def readable(self) -> bool: ...
+
+    def readinto(self, buffer: bytearray, /) -> int: ...
+
+
+def content_hash_file(f: BinaryReader) -> str:
     """``content_hash`` of a binary file's remaining bytes, read in blocks, never whole."""
     return hashlib.file_digest(f, CHECKSUM_ALGORITHM).hexdigest()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 
@@ -11,11 +11,104 @@ from datakiln.cache.layout import check_relative, store_fs
 from datakiln.cache.manifest import read_manifest, read_parquet
 
 
+class FieldSummary(TypedDict):
+    """One stored field: its layout, codec and sizes on disk and in memory."""
+
+    shape: list[int]
+    dtype: str
+    read_dtype: str
+    chunk_rows: int | None
+    shard_rows: int | None
+    codec: str | None
+    on_disk_bytes: int
+    in_memory_bytes: int
+    # in memory / on disk; None for an empty field
+    compression_ratio: float | None
+    # stored bytes per raw byte: what the field's codec saves on disk
+    disk_ratio: float | None
+
+
+class RejectionSummary(TypedDict):
+    """The inputs rejected for one reason: how many, and the first three (URI [record])."""
+
+    count: int
+    examples: list[str]
+
+
+class LengthPercentiles(TypedDict):
+    """Token-length percentiles of a text cache (``None`` when it holds no samples)."""
+
+    p50: int | None
+    p90: int | None
+    p99: int | None
+    max: int | None
+
+
+class VocabularySummary(TypedDict):
+    """What a text bake counted of its tokens (``None``: a cache too old to have it)."""
+
+    tokenizer: Any
+    vocab_size: int | None
+    unique_tokens: int | None
+    vocab_coverage: float | None
+    coverage: float | None
+    total_sequences: int | None
+    n_tokens: int | None
+    mean_length: float | None
+    max_length: int | None
+    n_truncated: int | None
+    length_percentiles: LengthPercentiles
+
+
+class CacheDescription(TypedDict):
+    """``describe_cache``'s answer, as ``datakiln inspect --json`` prints it.
+
+    The keys below the shared ones belong to one modality each: text (``tokenizer``,
+    ``vocabulary``, ``encodings``, ``encoding_detector``), records (``record_fields``) and
+    audio (``featurizer``, ``durations``). Manifest parts (``spec``, ``counts``,
+    ``statistics``) are as the manifest holds them (docs/format.md).
+    """
+
+    url: str
+    format_version: int
+    version: int
+    cache_key: str
+    created: str | None
+    modality: str
+    spec: dict[str, Any]
+    counts: dict[str, int]
+    shards: int
+    fields: dict[str, FieldSummary]
+    classes: dict[str, int | None] | None
+    statistics: dict[str, Any] | None
+    splits: str
+    rejected: dict[str, RejectionSummary]
+    tokenizer: NotRequired[Any]
+    vocabulary: NotRequired[VocabularySummary]
+    encodings: NotRequired[Any]
+    encoding_detector: NotRequired[Any]
+    record_fields: NotRequired[dict[str, dict[str, Any]]]
+    featurizer: NotRequired[Any]
+    durations: NotRequired[dict[str, Any]]
+
+
+class _ModalityDetails(TypedDict, total=False):
+    """The modality's own keys of a ``CacheDescription``."""
+
+    tokenizer: Any
+    vocabulary: VocabularySummary
+    encodings: Any
+    encoding_detector: Any
+    record_fields: dict[str, dict[str, Any]]
+    featurizer: Any
+    durations: dict[str, Any]
+
+
 def _stored_bytes(fs: Any, root: str, path: str) -> int:
     return int(sum(i.get("size") or 0 for i in fs.find(f"{root}/{path}", detail=True).values()))
 
 
-def describe_cache(url: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def describe_cache(url: str, storage_options: Mapping[str, Any] | None = None) -> CacheDescription:
     """Format, key, spec, fields with sizes, counts, classes, statistics and rejections.
 
     Text caches add ``vocabulary`` (tokenizer, unique tokens, coverage, token-length
@@ -27,7 +120,7 @@ def describe_cache(url: str, storage_options: Mapping[str, Any] | None = None) -
     """
     manifest = read_manifest(url, storage_options)
     fs, root = store_fs(url, storage_options)
-    fields = {}
+    fields: dict[str, FieldSummary] = {}
     for name, field in manifest["fields"].items():
         on_disk = _stored_bytes(fs, root, check_relative(field["path"]))
         if field["dtype"] == "string":  # variable length: stored as UTF-8 plus 8 bytes a row
@@ -47,7 +140,6 @@ def describe_cache(url: str, storage_options: Mapping[str, Any] | None = None) -
             "on_disk_bytes": on_disk,
             "in_memory_bytes": in_memory,
             "compression_ratio": round(in_memory / on_disk, 3) if on_disk else None,
-            # stored bytes per raw byte: what the field's codec saves on disk
             "disk_ratio": round(on_disk / in_memory, 4) if in_memory else None,
         }
     rejected = read_parquet(url, manifest["rejected"], storage_options)
@@ -62,7 +154,7 @@ def describe_cache(url: str, storage_options: Mapping[str, Any] | None = None) -
     if manifest.get("class_names"):
         counts = manifest.get("class_counts") or [None] * len(manifest["class_names"])
         classes = dict(zip(manifest["class_names"], counts, strict=True))
-    extra: dict[str, Any] = {}
+    extra: _ModalityDetails = {}
     stats = manifest.get("stats") or {}
     if manifest["modality"] == "text":
         extra["tokenizer"] = manifest.get("tokenizer")
@@ -126,7 +218,7 @@ def describe_cache(url: str, storage_options: Mapping[str, Any] | None = None) -
     }
 
 
-def _vocabulary(stats: Mapping[str, Any]) -> dict[str, Any]:
+def _vocabulary(stats: Mapping[str, Any]) -> VocabularySummary:
     """Vocabulary summary of a text cache's stats, with token-length percentiles."""
     histogram = np.asarray(stats.get("length_histogram") or [0], dtype=np.int64)
     total = int(histogram.sum())
@@ -136,21 +228,16 @@ def _vocabulary(stats: Mapping[str, Any]) -> dict[str, Any]:
         return int(np.searchsorted(cumulative, q * total)) if total else None
 
     return {
-        **{
-            k: stats.get(k)
-            for k in (
-                "tokenizer",
-                "vocab_size",
-                "unique_tokens",
-                "vocab_coverage",
-                "coverage",
-                "total_sequences",
-                "n_tokens",
-                "mean_length",
-                "max_length",
-                "n_truncated",
-            )
-        },
+        "tokenizer": stats.get("tokenizer"),
+        "vocab_size": stats.get("vocab_size"),
+        "unique_tokens": stats.get("unique_tokens"),
+        "vocab_coverage": stats.get("vocab_coverage"),
+        "coverage": stats.get("coverage"),
+        "total_sequences": stats.get("total_sequences"),
+        "n_tokens": stats.get("n_tokens"),
+        "mean_length": stats.get("mean_length"),
+        "max_length": stats.get("max_length"),
+        "n_truncated": stats.get("n_truncated"),
         "length_percentiles": {
             "p50": percentile(0.5),
             "p90": percentile(0.9),

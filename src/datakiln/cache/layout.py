@@ -7,7 +7,7 @@ anything that could escape it.
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import fsspec
@@ -93,6 +93,19 @@ def with_store_defaults(url: str, storage_options: Mapping[str, Any] | None) -> 
     return options
 
 
+def with_source_defaults(
+    sources: Sequence[str], storage_options: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """``storage_options`` for reading ``sources``: the store defaults where any is on S3.
+
+    The sources of one bake share one set of options; the user's ``config_kwargs`` win.
+    """
+    options = dict(storage_options or {})
+    for source in sources:
+        options = with_store_defaults(source, options)
+    return options
+
+
 def store_fs(url: str, storage_options: Mapping[str, Any] | None = None) -> tuple[Any, str]:
     """The fsspec filesystem and root path (no trailing slash) of a store URL."""
     options = with_store_defaults(url, storage_options)
@@ -109,6 +122,7 @@ def is_local(fs: Any) -> bool:
 
 
 def join(root: str, relative: str) -> str:
+    """``root/relative``, refusing a ``relative`` that climbs out of ``root``."""
     return posixpath.join(root, check_relative(relative))
 
 

@@ -37,7 +37,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from datakiln.errors import ChecksumMismatchError, LocalLimitError, SpecError
+from datakiln.errors import ChecksumMismatchError, SpecError
+from datakiln.errors import LocalLimitError as LocalLimitError  # its old home re-exports it
 
 logger = logging.getLogger(__name__)
 
@@ -140,8 +141,10 @@ class LocalDir:
         return self._objects[rel].size
 
     def on_evict(self, listener: Callable[[str], None]) -> None:
-        """Call ``listener(rel)`` when this process evicts an object of this version (to drop
-        its memory maps, which would otherwise keep the disk space in use)."""
+        """Call ``listener(rel)`` when this process evicts an object of this version.
+
+        The listener drops its memory maps, which would otherwise keep the disk space in use.
+        """
         self._listeners.append(listener)
 
     def pin(self, rel: str) -> None:
@@ -200,8 +203,10 @@ class LocalDir:
                 self._idle_timer.start()
 
     def _release_idle(self, older_than: float = 0.0) -> None:
-        """Release the locks of objects unused for ``older_than`` seconds (0: all of them);
-        least recently used then counts from now."""
+        """Release the locks of objects unused for ``older_than`` seconds (0: all of them).
+
+        Least recently used then counts from now.
+        """
         cutoff = time.monotonic() - older_than
         with self._lock:
             released = []
@@ -359,8 +364,11 @@ class LocalDir:
             raise
 
     def _pieces(self, rel: str, size: int) -> Iterator[bytes]:
-        """The bytes of remote object ``rel``: one GET up to ``_ONE_GET_BYTES`` (an object
-        store's ``open`` first asks for the object's size, a request more), else streamed."""
+        """The bytes of remote object ``rel``: one GET up to ``_ONE_GET_BYTES``, else streamed.
+
+        One GET, because an object store's ``open`` first asks for the object's size, a
+        request more.
+        """
         path = f"{self._root}/{rel}"
         if size <= _ONE_GET_BYTES:
             yield self._fs.cat_file(path)
@@ -372,7 +380,7 @@ class LocalDir:
     # -- accounting and eviction ---------------------------------------------------------
 
     @contextlib.contextmanager
-    def _dir_locked(self):  # type: ignore[no-untyped-def]
+    def _dir_locked(self) -> Iterator[None]:
         fd = os.open(os.path.join(self.base, DIR_LOCK), os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -392,10 +400,12 @@ class LocalDir:
         return known
 
     def _scan(self) -> list[tuple[str, int, float, str | None]]:
-        """``(version, size, mtime, rel or None)`` of every file; ``rel`` is set on the objects
-        that may be evicted. Removes partial downloads whose process is gone (the caller
-        holds the directory lock)."""
-        found = []
+        """``(version, size, mtime, rel or None)`` of every file.
+
+        ``rel`` is set on the objects that may be evicted. Removes partial downloads whose
+        process is gone (the caller holds the directory lock).
+        """
+        found: list[tuple[str, int, float, str | None]] = []
         for version in os.listdir(self.base):
             top = os.path.join(self.base, version)
             if version == LOCK_DIR or not os.path.isdir(top):
@@ -493,8 +503,10 @@ def _write_atomic(path: str, data: bytes) -> None:
 
 
 def lazy_fields(manifest: Mapping[str, Any]) -> dict[str, str]:
-    """Field name -> array path of the fields read shard object by shard object (fetched on
-    demand); the others are small and fetched whole at open."""
+    """Field name -> array path of the fields read shard object by shard object.
+
+    Those are fetched on demand; the other fields are small and fetched whole at open.
+    """
     return {
         name: field["path"]
         for name, field in manifest["fields"].items()
@@ -503,8 +515,10 @@ def lazy_fields(manifest: Mapping[str, Any]) -> dict[str, str]:
 
 
 def version_dir_name(manifest: Mapping[str, Any]) -> str:
-    """The folder of a cache version: its key and version, so a new version never reads
-    objects of an old one."""
+    """The folder of a cache version, named by its key and version.
+
+    So a new version never reads objects of an old one.
+    """
     return f"{str(manifest['cache_key'])[:16]}-v{int(manifest['version'])}"
 
 

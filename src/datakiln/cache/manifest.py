@@ -111,8 +111,11 @@ def _conflict(url: str, found: int, follows: int) -> CommitConflictError:
 def read_manifest(
     url: str, storage_options: Any = None, *, version: int | None = None
 ) -> dict[str, Any]:
-    """Read and validate the manifest of the cache at ``url``: the committed one, or the kept
-    copy of ``version`` (raises ``CacheNotFoundError`` when that version is not kept)."""
+    """Read and validate the manifest of the cache at ``url``.
+
+    That is the committed one, or the kept copy of ``version`` (raises
+    ``CacheNotFoundError`` when that version is not kept).
+    """
     if version is None:
         return _read_manifest_at(url, MANIFEST, storage_options)
     try:
@@ -143,7 +146,7 @@ def _read_manifest_at(url: str, relative: str, storage_options: Any) -> dict[str
             "`datakiln bake` commits it last)"
         ) from err
     try:
-        manifest = json.loads(raw)
+        manifest: dict[str, Any] = json.loads(raw)  # validate_manifest checks its shape
     except ValueError as err:
         raise CacheFormatError(f"{url}/{relative} is not valid JSON: {err}") from err
     validate_manifest(manifest, url)

@@ -24,6 +24,7 @@ import threading
 import weakref
 
 import numpy as np
+from numpy.typing import NDArray
 
 _PROT_NONE, _PROT_READ = 0, 1
 _MAP_SHARED, _MAP_PRIVATE, _MAP_FIXED, _MAP_ANONYMOUS, _MAP_NORESERVE = 1, 2, 0x10, 0x20, 0x4000
@@ -94,12 +95,12 @@ class MappedRegion:
         # Not at interpreter exit: a daemon thread (a loader's reader) may still be copying
         # from the range then, and the process's end unmaps it anyway.
         self._finalizer.atexit = False
-        self._lengths = np.zeros(slots, dtype=np.uint64)
+        self._lengths: NDArray[np.uint64] = np.zeros(slots, dtype=np.uint64)
         self._mapped, self._max_files = 0, max_files
         self._lock = threading.Lock()
         self.units_per_slot = slot_bytes // unit_bytes
         buffer = (ctypes.c_uint8 * total).from_address(self._base)
-        self.units = np.frombuffer(buffer, np.uint8).reshape(-1, unit_bytes)
+        self.units = np.frombuffer(memoryview(buffer), np.uint8).reshape(-1, unit_bytes)
 
     def map(self, slot: int, path: str) -> int:
         """Map the file at ``path`` over ``slot`` (once); its length, 0 if it is missing.
@@ -137,9 +138,11 @@ class MappedRegion:
             return size
 
     def unmap(self, slot: int) -> None:
-        """Drop the file mapped over ``slot`` (no reader may be copying from it): the
-        address range goes back to reserved, inaccessible memory, so the file's disk space
-        is freed once it is deleted."""
+        """Drop the file mapped over ``slot`` (no reader may be copying from it).
+
+        The address range goes back to reserved, inaccessible memory, so the file's disk
+        space is freed once it is deleted.
+        """
         with self._lock:
             if not self._lengths[slot]:
                 return
@@ -157,9 +160,10 @@ class MappedRegion:
             self._lengths[slot] = 0
             self._mapped -= 1
 
-    def lengths(self, slots: np.ndarray) -> np.ndarray:
+    def lengths(self, slots: np.ndarray) -> NDArray[np.uint64]:
         """Mapped bytes of each of ``slots`` (0: not mapped)."""
-        return self._lengths[slots]
+        lengths: NDArray[np.uint64] = self._lengths[slots]
+        return lengths
 
     def close(self) -> None:
         """Unmap everything; ``units`` must not be read afterwards."""

@@ -11,10 +11,11 @@ import contextlib
 import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import zarr
+from numpy.typing import DTypeLike, NDArray
 
 from datakiln.cache.layout import store_fs, zarr_store
 from datakiln.cache.local_dir import LocalDir, lazy_fields, mirror_cache
@@ -29,7 +30,7 @@ from datakiln.errors import CacheFormatError, SpecError
 STRING_DTYPE = "string"
 
 
-def _dtype_name(array: zarr.Array) -> str:
+def _dtype_name(array: zarr.Array[Any]) -> str:
     return STRING_DTYPE if array.dtype.kind in "TOU" else str(array.dtype)
 
 
@@ -90,7 +91,7 @@ class CachedDataset(BaseDataset):
             self.local_window = _check_window(self.local, manifest, local_limit, local_window)
             data_url, data_options = self.local.root, None
         store = zarr_store(data_url, data_options, read_only=True)
-        self._arrays: dict[str, zarr.Array] = {}
+        self._arrays: dict[str, zarr.Array[Any]] = {}
         for name, field in self._fields.items():
             array = zarr.open_array(store, path=field["path"], mode="r")
             # Arrays only grow (a later version may append rows), so more rows is fine.
@@ -151,8 +152,10 @@ class CachedDataset(BaseDataset):
                 reader.forget(int(rest.split("/", 1)[0]))
 
     def objects_of(self, indices: np.ndarray) -> list[str]:
-        """Store paths of the shard objects that reading ``indices`` touches (local_dir
-        caches; empty otherwise)."""
+        """Store paths of the shard objects that reading ``indices`` touches.
+
+        Only caches opened with a ``local_dir`` have them; empty otherwise.
+        """
         if self.local is None:
             return []
         rows = self.rows_of(np.asarray(indices, dtype=np.int64))
@@ -162,8 +165,8 @@ class CachedDataset(BaseDataset):
             if table is None:  # per shard: its object's key, None for an all-fill shard
                 local = self.local
                 shards = -(-reader.rows // reader.shard_rows)
-                table = [reader.relative_key(s) for s in range(shards)]
-                table = self._object_keys[name] = [k if local.has(k) else None for k in table]
+                every = [reader.relative_key(s) for s in range(shards)]
+                table = self._object_keys[name] = [k if local.has(k) else None for k in every]
             for shard in np.unique(rows // reader.shard_rows).tolist():
                 key = table[shard]
                 if key is not None:
@@ -176,8 +179,11 @@ class CachedDataset(BaseDataset):
 
     @contextlib.contextmanager
     def objects_pinned(self) -> Iterator[None]:
-        """Reads in this thread skip pinning: the caller already holds the pins of every
-        object they read (a ``Loader``'s fetch-ahead pins each batch's objects until read)."""
+        """Reads in this thread skip pinning while this context is open.
+
+        The caller already holds the pins of every object they read (a ``Loader``'s
+        fetch-ahead pins each batch's objects until read).
+        """
         self._caller_pins.held = True
         try:
             yield
@@ -211,7 +217,6 @@ class CachedDataset(BaseDataset):
         column that parts written by an older datakiln lack (text's ``encoding``) is null in
         their rows.
         """
-
         import pyarrow as pa
 
         parts = [  # from the store itself: a local directory holds what batches need only
@@ -220,7 +225,7 @@ class CachedDataset(BaseDataset):
         ]
         return pa.concat_tables(parts, promote_options="default")
 
-    def rows_of(self, indices: np.ndarray) -> np.ndarray:
+    def rows_of(self, indices: NDArray[np.int64]) -> NDArray[np.int64]:
         """Array rows holding the samples at dataset ``indices`` (checked, int64)."""
         shard = np.searchsorted(self._end_index, indices, side="right")
         return self._row_start[shard] + (indices - self._first_index[shard])
@@ -236,16 +241,25 @@ class CachedDataset(BaseDataset):
         if name in self._chunked:
             return self._chunked[name].take(rows)
         unique, inverse = np.unique(rows, return_inverse=True)
-        data = self._arrays[name].get_orthogonal_selection((unique,))[inverse]
-        return data.tolist() if self._fields[name]["dtype"] == STRING_DTYPE else data
+        # zarr's default buffer prototype returns numpy arrays
+        data = cast("NDArray[Any]", self._arrays[name].get_orthogonal_selection((unique,)))
+        data = data[inverse]
+        return (
+            cast("list[str]", data.tolist())
+            if self._fields[name]["dtype"] == STRING_DTYPE
+            else data
+        )
 
-    def _scratch_buffer(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        """A buffer for the stored bytes of ``name``: per thread and reused across batches
-        when the field has a read-time transform (which converts them into the output right
-        away), else an output array from the pool, as the caller keeps it."""
+    def _scratch_buffer(self, name: str, shape: tuple[int, ...], dtype: DTypeLike) -> np.ndarray:
+        """A buffer for the stored bytes of ``name``.
+
+        Per thread and reused across batches when the field has a read-time transform
+        (which converts them into the output right away), else an output array from the
+        pool, as the caller keeps it.
+        """
         if name in self._raw or self._fields[name].get("transform") is None:
             return self._outputs.take(name, shape, dtype)
-        buffers = self._scratch.__dict__.setdefault("buffers", {})
+        buffers: dict[str, np.ndarray] = self._scratch.__dict__.setdefault("buffers", {})
         size = int(np.prod(shape, dtype=np.int64))
         buffer = buffers.get(name)
         if buffer is None or buffer.size < size:
@@ -285,7 +299,10 @@ class CachedDataset(BaseDataset):
             data = self._read_field(name, rows)
             transform = None if name in self._raw else field.get("transform")
             if transform is not None and transform["kind"] == "affine":
-                data = _affine(data, transform, self._outputs.take(name, data.shape, np.float32))
+                stored = np.asarray(data)  # strings have no transform: this is the array itself
+                data = _affine(
+                    stored, transform, self._outputs.take(name, stored.shape, np.float32)
+                )
             elif transform is not None and transform["kind"] == "cast":
                 # a new array: the stored bytes may sit in a reused scratch buffer
                 data = np.array(data, dtype=transform["dtype"])
@@ -314,9 +331,9 @@ class CachedDataset(BaseDataset):
         """The original text of sample ``index`` (after decoding and CRLF normalisation)."""
         self._require("texts", "get_sample_text")
         rows = self.rows_of(self.check_indices([index]))
-        return self._read_field("texts", rows)[0]  # type: ignore[return-value]
+        return str(self._read_field("texts", rows)[0])  # a string field reads as a list of str
 
-    def token_lengths(self) -> np.ndarray:
+    def token_lengths(self) -> NDArray[np.int32]:
         """Token lengths (BOS and EOS included) of every sample, int32 ``(len(self),)``."""
         self._require("text_lengths", "token_lengths")
         return np.asarray(
@@ -385,7 +402,7 @@ class _OutputPool:
         )
         self._lock = threading.Lock()
 
-    def take(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    def take(self, name: str, shape: tuple[int, ...], dtype: DTypeLike) -> np.ndarray:
         key = (name, tuple(shape), np.dtype(dtype).str)
         with self._lock:
             arrays = self._arrays.get(key)
@@ -405,36 +422,81 @@ class _OutputPool:
 
 
 class _ChunkCache:
-    """Whole chunks of a small per-row field, decoded once and kept up to a byte bound."""
+    """Whole chunks of a small per-row field, decoded once and kept up to a byte bound.
 
-    def __init__(self, array: zarr.Array, max_cache_bytes: int) -> None:
+    Chunks live in slots of one array, found through a chunk -> slot table, so a batch is
+    one fancy index however many chunks it touches (a random batch of a million-row cache
+    touches one chunk per row); only chunks not yet resident cost a read. The least recently
+    used slots are reused first.
+    """
+
+    def __init__(self, array: zarr.Array[Any], max_cache_bytes: int) -> None:
         self._array = array
         self._chunk_rows = int(array.chunks[0])
-        self._max_bytes = max_cache_bytes
-        self._chunks: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
-        self._bytes = 0
+        chunks = -(-int(array.shape[0]) // self._chunk_rows)
+        chunk_bytes = self._chunk_rows * int(np.prod(array.shape[1:], dtype=np.int64))
+        chunk_bytes *= np.dtype(array.dtype).itemsize
+        self._slots = max(1, min(chunks, max_cache_bytes // max(chunk_bytes, 1)))
+        self._data: NDArray[Any] | None = None  # (slots, chunk_rows, *row shape), made on use
+        self._slot_of = np.full(chunks, -1, np.int64)
+        self._chunk_in = np.full(self._slots, -1, np.int64)
+        self._used = np.zeros(self._slots, np.int64)  # when each slot was last read from
+        self._clock = 0
         self._lock = threading.Lock()
 
-    def _chunk(self, k: int) -> np.ndarray:
-        with self._lock:
-            if k in self._chunks:
-                self._chunks.move_to_end(k)
-                return self._chunks[k]
-        data = self._array[k * self._chunk_rows : (k + 1) * self._chunk_rows]
-        with self._lock:
-            self._chunks[k] = data
-            self._bytes += data.nbytes
-            while self._bytes > self._max_bytes and len(self._chunks) > 1:
-                self._bytes -= self._chunks.popitem(last=False)[1].nbytes
-        return data
+    def resident_chunks(self) -> int:
+        """Chunks held now (at most the slots the byte bound allows)."""
+        return int(np.count_nonzero(self._chunk_in >= 0))
 
-    def take(self, rows: np.ndarray) -> np.ndarray:
-        out = np.empty((len(rows), *self._array.shape[1:]), self._array.dtype)
+    def take(self, rows: NDArray[np.int64]) -> NDArray[Any]:
+        rows = np.asarray(rows, np.int64)
+        if not len(rows):
+            return np.empty((0, *self._array.shape[1:]), self._array.dtype)
         chunk_of = rows // self._chunk_rows
-        for k in np.unique(chunk_of).tolist():
-            where = chunk_of == k
-            out[where] = self._chunk(k)[rows[where] - k * self._chunk_rows]
+        needed = np.unique(chunk_of)
+        if len(needed) <= self._slots:
+            return self._take_resident(rows, chunk_of, needed)
+        # more chunks than slots: a group of chunks at a time
+        out = np.empty((len(rows), *self._array.shape[1:]), self._array.dtype)
+        for first in range(0, len(needed), self._slots):
+            group = needed[first : first + self._slots]
+            where = np.isin(chunk_of, group)
+            out[where] = self._take_resident(rows[where], chunk_of[where], group)
         return out
+
+    def _take_resident(
+        self, rows: NDArray[np.int64], chunk_of: NDArray[np.int64], needed: NDArray[np.int64]
+    ) -> NDArray[Any]:
+        with self._lock:
+            self._clock += 1
+            missing = needed[self._slot_of[needed] < 0]
+            if len(missing):
+                self._load(missing, keep=needed)
+            self._used[self._slot_of[needed]] = self._clock
+            assert self._data is not None
+            taken: NDArray[Any] = self._data[
+                self._slot_of[chunk_of], rows - chunk_of * self._chunk_rows
+            ]
+            return taken
+
+    def _load(self, missing: NDArray[np.int64], keep: NDArray[np.int64]) -> None:
+        """Read ``missing`` chunks into free or least recently used slots (not ``keep``'s)."""
+        if self._data is None:
+            shape = (self._slots, self._chunk_rows, *self._array.shape[1:])
+            self._data = np.zeros(shape, self._array.dtype)
+        order = np.argsort(self._used, kind="stable")  # free slots (0) and the oldest first
+        held = np.zeros(self._slots, bool)
+        held[self._slot_of[keep][self._slot_of[keep] >= 0]] = True
+        victims = order[~held[order]][: len(missing)]
+        for k, slot in zip(missing.tolist(), victims.tolist(), strict=True):
+            if self._chunk_in[slot] >= 0:
+                self._slot_of[self._chunk_in[slot]] = -1
+            # zarr's default buffer prototype returns numpy arrays
+            data = cast(
+                "NDArray[Any]", self._array[k * self._chunk_rows : (k + 1) * self._chunk_rows]
+            )
+            self._data[slot, : len(data)] = data
+            self._chunk_in[slot], self._slot_of[k] = k, slot
 
 
 def _raw_fields(

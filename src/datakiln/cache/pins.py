@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypedDict
 
 from datakiln.cache.layout import store_fs
 
@@ -23,7 +23,18 @@ PINS_DIR = "_readers"
 DEFAULT_GRACE_S = 3600.0
 
 
+class PinRecord(TypedDict):
+    """A reader's pin, as JSON in the store: when it opened the version, and what that uses."""
+
+    touched: float  # time.time() of the open
+    version: int
+    generation: str
+    rejected: str
+    markers: list[str]
+
+
 def pin_path(version: int) -> str:
+    """Store-relative path of the pin that keeps ``version`` from ``gc`` for a while."""
     return f"{PINS_DIR}/v{version:06d}.json"
 
 
@@ -31,7 +42,7 @@ def pin_version(
     url: str, storage_options: Mapping[str, Any] | None, manifest: Mapping[str, Any]
 ) -> None:
     """Mark ``manifest``'s version as read now; never fails the reader."""
-    record = {
+    record: PinRecord = {
         "touched": time.time(),
         "version": manifest["version"],
         "generation": manifest["generation"],
@@ -50,9 +61,9 @@ def pin_version(
         )
 
 
-def live_pins(fs: Any, root: str, grace_s: float, *, drop_stale: bool) -> list[dict[str, Any]]:
+def live_pins(fs: Any, root: str, grace_s: float, *, drop_stale: bool) -> list[PinRecord]:
     """Pins touched within ``grace_s``; with ``drop_stale``, older ones are deleted."""
-    live = []
+    live: list[PinRecord] = []  # as pin_version writes them; only ``touched`` is checked
     for path in fs.glob(f"{root}/{PINS_DIR}/v*.json"):
         try:
             record = json.loads(fs.cat_file(path))

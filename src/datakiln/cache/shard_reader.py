@@ -78,8 +78,10 @@ def supports_fast_path(array_meta: Mapping[str, Any], *, inner_codec: str = "byt
 
 
 def _row_split(shape: list[int], chunk_shape: list[int]) -> int:
-    """Inner chunks per row of a 2-D array chunked ``(1, C)`` along its rows, with ``C``
-    dividing the row length; 0 for any other chunking."""
+    """Inner chunks per row of a 2-D array chunked ``(1, C)``, ``C`` dividing the row length.
+
+    0 for any other chunking.
+    """
     if len(shape) != 2 or len(chunk_shape) != 2 or chunk_shape[0] != 1:
         return 0
     cols = int(chunk_shape[1])
@@ -147,8 +149,11 @@ class ShardedFieldReader:
         self._unit_map: np.ndarray | None = None
 
     def forget(self, shard: int) -> None:
-        """Drop what is kept of ``shard`` (index, memory maps): its object was deleted from a
-        local directory and may come back with a new inode. No read of it may be running."""
+        """Drop what is kept of ``shard`` (index, memory maps).
+
+        Its object was deleted from a local directory and may come back with a new inode.
+        No read of it may be running.
+        """
         with self._lock:
             self._cache.pop(shard, None)
             slot_of = getattr(self, "_slot_of", None)
@@ -257,8 +262,10 @@ class ShardedFieldReader:
         return f"{self._path}/c/{shard}{self._tail}"
 
     def _load(self, shard: int) -> tuple[np.ndarray, Any]:
-        """The (offset, nbytes) index of a shard and, locally, its bytes as a mapped
-        (n, sample_bytes) array."""
+        """The (offset, nbytes) index of a shard, and its bytes as a mapped array.
+
+        The bytes (local stores only) are ``(n, sample_bytes)``.
+        """
         nrows = self._shard_units  # edge shards keep a full-size index
         index_bytes = 16 * nrows + _CRC_BYTES
         key = self._key(shard)
@@ -278,8 +285,10 @@ class ShardedFieldReader:
         return index, view
 
     def _view(self, mapped: mmap.mmap) -> np.ndarray:
-        """A mapped shard object as ``(n, unit_bytes)`` rows of inner chunks (compressed
-        fields: its bytes, as chunks have no fixed size)."""
+        """A mapped shard object as ``(n, unit_bytes)`` rows of inner chunks.
+
+        Compressed fields get its bytes, as their chunks have no fixed size.
+        """
         if self._compressed:
             return np.frombuffer(mapped, np.uint8)
         usable = (len(mapped) // self._unit_bytes) * self._unit_bytes

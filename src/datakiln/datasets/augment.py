@@ -89,7 +89,8 @@ def augment_batch(batch: Mapping[str, Any], key: jax.Array) -> dict[str, Any]:
 
 def augment_batch_jit(images: jax.Array, key: jax.Array) -> jax.Array:
     """The seed's name for the jitted batch augmentation of an image array."""
-    return augment_images(images, key)
+    augmented: jax.Array = augment_images(images, key)  # jax.jit's wrapper returns Any
+    return augmented
 
 
 # --- text -------------------------------------------------------------------------------------

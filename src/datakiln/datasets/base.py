@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from datakiln.datasets.batching import collate, unbatch
 from datakiln.datasets.rngs import Rngs, _Foreign, as_rngs
@@ -78,7 +79,7 @@ class BaseDataset:
             or cls.__getitem__ is not BaseDataset.__getitem__
         )
 
-    def check_indices(self, indices: Any) -> np.ndarray:
+    def check_indices(self, indices: Any) -> NDArray[np.int64]:
         """Turn ``indices`` into an in-range int64 array, wrapping negatives like a list.
 
         Raises:
@@ -137,7 +138,7 @@ class BaseDataset:
         return f"{type(self).__name__}(len={size}, split={self.split!r})"
 
 
-def check_indices(indices: Any, length: int, name: str = "dataset") -> np.ndarray:
+def check_indices(indices: Any, length: int, name: str = "dataset") -> NDArray[np.int64]:
     """``indices`` as an int64 array in ``[0, length)``, negatives counted from the end.
 
     Raises:

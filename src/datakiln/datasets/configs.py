@@ -18,7 +18,7 @@ import enum
 import math
 import types
 from collections.abc import Mapping
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from datakiln.errors import SpecError
 
@@ -31,13 +31,12 @@ class BaseModalityConfig:
     """
 
     __slots__ = ()
+    if TYPE_CHECKING:  # every subclass is a dataclass: what dataclasses.fields() looks for
+        __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain JSON types (enums by value, mappings as dicts)."""
-        return {
-            f.name: _thaw(getattr(self, f.name))
-            for f in dataclasses.fields(self)  # type: ignore[arg-type]
-        }
+        return {f.name: _thaw(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
@@ -46,7 +45,7 @@ class BaseModalityConfig:
         Raises:
             SpecError: ``data`` has a key that is not a field of the config.
         """
-        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
             raise SpecError(f"{cls.__name__} has no field(s) {unknown}; fields are {sorted(names)}")

@@ -43,6 +43,7 @@ class SupportsFetchAhead(Protocol):
 
 
 def supports_fetch_ahead(dataset: Any) -> bool:
+    """Whether a ``Loader`` should fetch ahead for ``dataset`` (it has a window to fill)."""
     return isinstance(dataset, SupportsFetchAhead) and dataset.local_window > 0
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from datakiln.datasets import _font, _lazy
 from datakiln.datasets.base import BaseDataset
-from datakiln.datasets.configs import ImageModalityConfig
+from datakiln.datasets.configs import ImageModalityConfig, ImageRepresentation
 from datakiln.datasets.rngs import as_rngs
 from datakiln.errors import SpecError
 
@@ -78,7 +78,7 @@ class ImageModality:
             scale = 1.0 / float(np.iinfo(dtype).max)
         else:
             scale = 1.0
-        out = _process(
+        out: jax.Array = _process(
             jnp.asarray(arr),
             height=self.config.height,
             width=self.config.width,
@@ -208,7 +208,8 @@ def _grid(height: int, width: int) -> tuple[jax.Array, jax.Array]:
     """Pixel-centre coordinates ``(y, x)``, each ``(height, width)``, in pixels."""
     ys = jnp.arange(height, dtype=jnp.float32) + 0.5
     xs = jnp.arange(width, dtype=jnp.float32) + 0.5
-    return jnp.meshgrid(ys, xs, indexing="ij")
+    y, x = jnp.meshgrid(ys, xs, indexing="ij")
+    return y, x
 
 
 # Each pattern draws all its scalar parameters with one uniform call (and a large array with
@@ -294,7 +295,9 @@ class MNISTLikeDataset(BaseDataset):
         rngs: Any = None,
     ) -> None:
         if config is None:
-            config = ImageModalityConfig(representation="grayscale", height=28, width=28)
+            config = ImageModalityConfig(
+                representation=ImageRepresentation.GRAYSCALE, height=28, width=28
+            )
         super().__init__(_image_config(config), split, rngs=rngs)
         max_classes = len(_font.GLYPH_NAMES)
         if not isinstance(num_classes, int) or not 1 <= num_classes <= max_classes:
@@ -389,7 +392,10 @@ def _draw_glyph(
     v = (y - (cy - box_h / 2)) / box_h * gh - 0.5
     u = (x - (cx - box_w / 2)) / box_w * gw - 0.5 + slant * (v - (gh - 1) / 2)
     padded = jnp.pad(glyph, 1)
-    return jax.scipy.ndimage.map_coordinates(padded, [v + 1, u + 1], order=1, mode="constant")
+    image: jax.Array = jax.scipy.ndimage.map_coordinates(
+        padded, [v + 1, u + 1], order=1, mode="constant"
+    )
+    return image
 
 
 def create_image_dataset(
@@ -415,7 +421,8 @@ def create_image_dataset(
     }
     if dataset_type not in kinds:
         raise SpecError(f"dataset_type={dataset_type!r} is not one of {sorted(kinds)}")
-    return kinds[dataset_type](config=config, **kwargs)
+    dataset: BaseDataset = kinds[dataset_type](config=config, **kwargs)
+    return dataset
 
 
 def _image_config(config: Any) -> ImageModalityConfig:

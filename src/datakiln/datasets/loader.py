@@ -49,8 +49,8 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Generator, Iterator
+from typing import Any, cast
 
 import jax
 import numpy as np
@@ -68,6 +68,8 @@ STATE_VERSION = 1
 _STREAM_SHUFFLE, _STREAM_BLOCKS, _STREAM_WINDOWS = 0, 1, 2
 # Default window of BlockShuffle, in blocks.
 _DEFAULT_WINDOW_BLOCKS = 16
+# What iter_with_epoch returns: a generator, so that close() can stop it and its threads.
+_Batches = Generator[tuple[int, dict[str, Any]], None, None]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
@@ -288,7 +290,7 @@ class Loader:
         self._epoch = 0
         self._step = 0
         self._order_cache: tuple[int, np.ndarray] | None = None
-        self._active: weakref.ref[Iterator[Any]] | None = None
+        self._active: weakref.ref[_Batches] | None = None
 
     # -- order -------------------------------------------------------------------------------
 
@@ -432,7 +434,7 @@ class Loader:
         gen = self._active() if self._active is not None else None
         self._active = None
         if gen is not None:
-            gen.close()  # type: ignore[attr-defined]
+            gen.close()
 
     def __enter__(self) -> Loader:
         return self
@@ -473,8 +475,11 @@ class Loader:
         return batch
 
     def transform_key(self, epoch: int, step: int) -> jax.Array:
-        """The PRNG key ``transform`` gets for batch ``step`` of ``epoch``: a function of
-        ``(seed, epoch, step)`` only, so a resumed run draws the same augmentations."""
+        """The PRNG key ``transform`` gets for batch ``step`` of ``epoch``.
+
+        A function of ``(seed, epoch, step)`` only, so a resumed run draws the same
+        augmentations.
+        """
         key = jax.random.fold_in(jax.random.key(self.seed), epoch)
         return jax.random.fold_in(key, step)
 
@@ -489,17 +494,19 @@ class Loader:
             else:
                 # this host's rows become its part of one global array (on one process,
                 # the whole array)
-                out[key] = jax.make_array_from_process_local_data(sharding, np.asarray(value))
+                # jax leaves this function unannotated; it returns one global jax.Array
+                make = cast("Callable[..., jax.Array]", jax.make_array_from_process_local_data)
+                out[key] = make(sharding, np.asarray(value))
         return out
 
-    def _synchronous(self) -> Iterator[tuple[int, dict[str, Any]]]:
+    def _synchronous(self) -> _Batches:
         for epoch, step, indices in self._plan():
             batch = self._load(indices, epoch, step)
             self._advance(epoch, step)
             yield epoch, batch
         self._finish()
 
-    def _prefetched(self) -> Iterator[tuple[int, dict[str, Any]]]:
+    def _prefetched(self) -> _Batches:
         """Batches read ahead by ``num_threads`` reader threads, handed out in plan order.
 
         Each reader takes the next batch of the plan as soon as fewer than ``prefetch`` are
@@ -541,6 +548,7 @@ class Loader:
                     seq = progress["planned"]
                     progress["planned"] += 1
                 epoch, step, indices = item
+                outcome: tuple[int, int, Any, BaseException | None]
                 try:
                     pinned: Any = contextlib.nullcontext()
                     if fetch is not None:
@@ -593,7 +601,7 @@ class Loader:
                 fetch.close()
             logger.debug("loader threads shut down at epoch %s step %s", self._epoch, self._step)
 
-    def _sequential(self) -> Iterator[tuple[int, dict[str, Any]]]:
+    def _sequential(self) -> _Batches:
         """In-order batches of a dataset that can only be iterated."""
         while self.num_epochs is None or self._epoch < self.num_epochs:
             epoch, step = self._epoch, self._step

@@ -125,8 +125,10 @@ class Mixture(BaseDataset):
         )
 
     def stream_order(self, epoch: int) -> np.ndarray:
-        """Positions of ``epoch``: the next ``len(self)`` of the stream (the mixture is
-        already shuffled; a ``Loader`` reads them in this order)."""
+        """Positions of ``epoch``: the next ``len(self)`` of the stream.
+
+        The mixture is already shuffled; a ``Loader`` reads them in this order.
+        """
         return np.arange(epoch * self._length, (epoch + 1) * self._length, dtype=np.int64)
 
     def check_indices(self, indices: Any) -> np.ndarray:

@@ -12,11 +12,12 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol, cast
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from numpy.typing import NDArray
 
 from datakiln.datasets import _lazy
 from datakiln.datasets.base import BaseDataset
@@ -30,6 +31,14 @@ _PARTIALS = 4
 _MIN_HZ, _MAX_HZ = 200.0, 800.0
 # Token ids below this are reserved (pad, unk, bos, eos), as in the text datasets.
 _RESERVED_IDS = 4
+
+
+class _ReadsFields(Protocol):
+    """A dataset that reads only the fields asked for, as a baked cache does."""
+
+    def read_batch(
+        self, indices: np.ndarray, fields: Sequence[str] | None = None
+    ) -> dict[str, Any]: ...
 
 
 class MultiModalDataset(BaseDataset):
@@ -192,7 +201,7 @@ def _multi_modal(
         for n, m in enumerate(MODALITIES)
         if m in modalities
     }
-    out = _decode(
+    out: dict[str, jax.Array] = _decode(
         decoders,
         mixed,
         modalities=modalities,
@@ -308,16 +317,18 @@ class MultiModalPairedDataset(BaseDataset):
     ) -> None:
         super().__init__(config, split, rngs=rngs)
         self._source: BaseDataset | None = None
+        # per-row scores of in-memory data; None over a cache (read from its field instead)
+        self.alignments: NDArray[np.float32] | None
         if isinstance(data, BaseDataset):
             self._init_from_dataset(pairs, data, alignments)
             return
         self.data = {name: np.asarray(value) for name, value in data.items()}
-        rows = {name: (a.shape[0] if a.ndim else None) for name, a in self.data.items()}
+        rows = {name: (int(a.shape[0]) if a.ndim else None) for name, a in self.data.items()}
         if not rows or None in rows.values() or len(set(rows.values())) != 1:
             raise SpecError(
                 f"data must map modality names to arrays of one row count, got rows {rows}"
             )
-        self._len = next(iter(rows.values()))
+        self._len = next(n for n in rows.values() if n is not None)
         self.pairs = tuple((str(a), str(b)) for a, b in pairs)
         missing = sorted({m for pair in self.pairs for m in pair} - set(self.data))
         if not self.pairs or missing:
@@ -355,10 +366,11 @@ class MultiModalPairedDataset(BaseDataset):
         """The fields ``names`` at ``indices`` (from the cache, or the arrays)."""
         if self._source is None:
             out = {name: self.data[name][indices] for name in names}
+            assert self.alignments is not None  # set by __init__ for in-memory data
             out["alignment_scores"] = self.alignments[indices]
             return out
         wanted = list(names) + ([self._alignment_field] if self._alignment_field else [])
-        batch = self._source.read_batch(indices, fields=wanted)  # type: ignore[call-arg]
+        batch = cast("_ReadsFields", self._source).read_batch(indices, fields=wanted)
         out = {name: batch[name] for name in names}
         scores = (
             np.asarray(batch[self._alignment_field], np.float32)
@@ -377,7 +389,8 @@ class MultiModalPairedDataset(BaseDataset):
             out = self._read(indices, names)
             out["indices"] = np.asarray(indices, dtype=np.int64)
             return out
-        out: dict[str, Any] = {name: a[indices] for name, a in self.data.items()}
+        out = {name: a[indices] for name, a in self.data.items()}
+        assert self.alignments is not None  # set by __init__ for in-memory data
         out["alignment_scores"] = self.alignments[indices]
         out["indices"] = np.asarray(indices, dtype=np.int64)
         return out

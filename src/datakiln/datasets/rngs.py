@@ -20,6 +20,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from numpy.typing import NDArray
 
 # Streams every Rngs has: "default", and "sample" from which datasets draw random batches.
 _SAMPLE_STREAM_TAG = 1
@@ -37,7 +38,11 @@ class Rngs:
     whether a stream exists. Safe to call from several threads.
     """
 
-    def __init__(self, seed: int | jax.Array = 0, **streams: int | jax.Array) -> None:
+    def __init__(
+        self,
+        seed: int | np.integer | jax.Array | np.ndarray = 0,
+        **streams: int | np.integer | jax.Array | np.ndarray,
+    ) -> None:
         base = _as_key(seed)
         self._keys: dict[str, jax.Array] = {
             "default": base,
@@ -70,7 +75,7 @@ class Rngs:
             self._counts[name] = count + 1
         return jax.random.fold_in(self._keys[name], count)
 
-    def randint(self, size: int, high: int) -> np.ndarray:
+    def randint(self, size: int, high: int) -> NDArray[np.int64]:
         """``size`` indices uniform in ``[0, high)`` (int64) from the ``sample`` stream."""
         return _randint(self.key("sample"), size, high)
 
@@ -102,26 +107,28 @@ class _Foreign:
         for name in (stream, "default", "sample"):
             draw = getattr(self._rngs, name, None)
             if callable(draw):
-                return draw()
+                key: jax.Array = draw()
+                return key
         raise TypeError(
             f"{type(self._rngs).__name__} has neither a {stream!r} nor a 'default' stream; "
             "pass nnx.Rngs(seed) or an int seed"
         )
 
-    def randint(self, size: int, high: int) -> np.ndarray:
+    def randint(self, size: int, high: int) -> NDArray[np.int64]:
         return _randint(self.key("sample"), size, high)
 
 
-def _as_key(value: int | jax.Array) -> jax.Array:
+def _as_key(value: int | np.integer | jax.Array | np.ndarray) -> jax.Array:
     if isinstance(value, int | np.integer):
         return jax.random.key(int(value))
     arr = jax.numpy.asarray(value)
-    if jax.dtypes.issubdtype(arr.dtype, jax.dtypes.prng_key):
+    if jax.numpy.issubdtype(arr.dtype, jax.dtypes.prng_key):
         return arr
-    return jax.random.wrap_key_data(arr.astype(jax.numpy.uint32))
+    key: jax.Array = jax.random.wrap_key_data(arr.astype(jax.numpy.uint32))
+    return key
 
 
-def _randint(key: jax.Array, size: int, high: int) -> np.ndarray:
+def _randint(key: jax.Array, size: int, high: int) -> NDArray[np.int64]:
     """``size`` int64 draws from ``[0, high)``, a pure function of ``key``.
 
     NumPy's PCG64 seeded with the key's bits: int64 ranges (JAX's ``randint`` is int32 without

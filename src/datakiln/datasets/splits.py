@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, overload
 
 import numpy as np
+from numpy.typing import NDArray
 
 from datakiln.datasets.base import BaseDataset, check_indices, has_random_access, read_indices
 from datakiln.datasets.loader import epoch_order
@@ -137,7 +138,7 @@ def _split_of(dataset: Any) -> str:
     return split.split("[")[0].strip() if isinstance(split, str) else "train"
 
 
-def parse_split(spec: str, num_samples: int, split: str = "train") -> np.ndarray:
+def parse_split(spec: str, num_samples: int, split: str = "train") -> NDArray[np.int64]:
     """Indices selected by a TFDS-style split string (see the module doc).
 
     Args:

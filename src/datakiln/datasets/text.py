@@ -105,14 +105,14 @@ _MAX_NUMBER = 1024
 _MAX_WORDS = 32
 
 
-class _TextDatasetMixin:
+class _TextDatasetMixin(BaseDataset):
     """``get_sample_text`` and ``get_vocab_stats`` for datasets whose batches hold text."""
 
     params: TextParams
 
     def get_sample_text(self, index: int) -> str:
         """The original string of sample ``index``."""
-        return self[index]["text"]  # type: ignore[index]
+        return str(self[index]["text"])
 
     def get_vocab_stats(self) -> dict[str, Any]:
         """Token statistics over the whole dataset (reads every sample once, in chunks).
@@ -123,10 +123,10 @@ class _TextDatasetMixin:
             ``max_length`` (the padded length) and ``mean_length`` (real tokens per sequence).
         """
         seen = np.zeros(self.params.vocab_size, dtype=bool)
-        n = len(self)  # type: ignore[arg-type]
+        n = len(self)
         total = 0
         for start in range(0, n, 1024):
-            batch = self.read_batch(np.arange(start, min(start + 1024, n), dtype=np.int64))  # type: ignore[attr-defined]
+            batch = self.read_batch(np.arange(start, min(start + 1024, n), dtype=np.int64))
             tokens = np.asarray(batch["text_tokens"])
             lengths = np.asarray(batch["text_lengths"])
             real = np.arange(tokens.shape[1])[None, :] < lengths[:, None]
@@ -353,4 +353,5 @@ def create_text_dataset(
     kinds = {"synthetic": SyntheticTextDataset, "simple": SimpleTextDataset}
     if dataset_type not in kinds:
         raise SpecError(f"dataset_type={dataset_type!r} is not one of {sorted(kinds)}")
-    return kinds[dataset_type](config=config, **kwargs)
+    dataset: BaseDataset = kinds[dataset_type](config=config, **kwargs)
+    return dataset

@@ -768,7 +768,7 @@ def _bake_planned(
         return ShardTask(
             url=spec.output,
             storage_options=spec.output_storage_options,
-            source_options=spec.storage_options,
+            source_options=spec.source_options,
             generation_key=plan.generation_key,
             generation=plan.generation,
             modality=spec.modality,

@@ -29,6 +29,8 @@ from collections.abc import Collection, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
+import numpy as np
+
 __all__ = ["local_cpus", "start_method", "worker_pool"]
 
 logger = logging.getLogger(__name__)
@@ -119,6 +121,7 @@ def _init_worker(
     for name in modules:
         importlib.import_module(name)
     _warm_up()
+    _freeze_heap()
 
 
 def _first_conversion() -> None:
@@ -139,6 +142,24 @@ def _warm_up() -> None:
 
     _first_conversion()
     jax.devices()  # starts XLA's CPU client, after pinning: it sizes its threads by the CPUs
+    # A process's first jit call sets up tracing, lowering and compiling (~0.2 s here); paid
+    # now, it overlaps the bake process's planning instead of delaying the first shard.
+    jax.block_until_ready(jax.jit(lambda x: x + 1)(np.zeros(1, np.int32)))
+
+
+def _freeze_heap() -> None:
+    """Move what the worker has imported out of the cyclic collector's reach.
+
+    JAX and its dependencies leave about half a million objects, and every full collection
+    walks all of them (~50 ms a time here); a shard of records allocates enough small objects
+    (records, member references, slots) to trigger one or two per shard. Frozen objects are
+    never collected, which is right for modules that live as long as the worker (measured:
+    a 2,000-record tar bake spent 0.13-0.21 s in the collector, 0.01-0.03 s frozen).
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
 
 
 def _ready() -> int:

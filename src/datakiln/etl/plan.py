@@ -250,7 +250,7 @@ def plan_shards(
 def list_files(spec: BakeSpec) -> tuple[InputFile, ...]:
     """The input files of a single-modality ``spec`` as listed now (raises ``SourceError``)."""
     extensions = get_modality(spec.modality).extensions
-    return tuple(list_inputs(spec.sources, spec.storage_options, extensions=extensions))
+    return tuple(list_inputs(spec.sources, spec.source_options, extensions=extensions))
 
 
 def plan_files(

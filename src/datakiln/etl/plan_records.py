@@ -75,7 +75,7 @@ def _label_classes(
             if values is None:
                 continue
             for column in field.columns:
-                for value in values(inp, base_column(column), spec.storage_options):
+                for value in values(inp, base_column(column), spec.source_options):
                     if "." in column:
                         value = _json_key(value, column.split(".", 1)[1])
                     label = label_text(value)
@@ -111,10 +111,10 @@ def _units_of(spec: BakeSpec, inputs: Sequence[InputFile]) -> list[RecordUnit]:
     def plan(inp: InputFile) -> list[RecordUnit]:
         source = source_for(inp.uri, spec.source_format)
         try:
-            check_columns(spec, inp, source.columns(inp, spec.storage_options))
+            check_columns(spec, inp, source.columns(inp, spec.source_options))
             return source.plan(
                 inp,
-                spec.storage_options,
+                spec.source_options,
                 records_per_unit=spec.shard_size,
                 path_columns=path_columns,
             )
@@ -160,7 +160,7 @@ def _files(units: Sequence[RecordUnit]) -> dict[str, InputFile]:
 def plan_records(spec: BakeSpec, previous: PreviousBake | None) -> BakePlan:
     """List the record containers of ``spec`` and plan the next version."""
     extensions = record_extensions(spec.source_format)
-    inputs = tuple(list_inputs(spec.sources, spec.storage_options, extensions=extensions))
+    inputs = tuple(list_inputs(spec.sources, spec.source_options, extensions=extensions))
     units = _units_of(spec, inputs)
     label_classes = _label_classes(spec, inputs, previous)
 

@@ -16,14 +16,18 @@ from pathlib import Path
 from typing import Any
 
 from datakiln.errors import SpecError
-from datakiln.etl.kernels.text import TOKENIZERS
-from datakiln.readers.image import DEFAULT_MAX_PIXELS, FITS
+
+# Re-exported (``as``): the CLI's choices come from here.
+from datakiln.etl.kernels.text import TOKENIZERS as TOKENIZERS
+from datakiln.readers.image import DEFAULT_MAX_PIXELS
+from datakiln.readers.image import FITS as FITS
 from datakiln.readers.image import REPRESENTATIONS as CHANNELS
-from datakiln.readers.text import ERROR_POLICIES as TEXT_ERRORS
+from datakiln.readers.text import ERROR_POLICIES
 from datakiln.readers.text import TEXT_FORMATS as LINE_TEXT_FORMATS
 
 # Each constant below has its home here; those above are the readers' and kernels' own.
 REPRESENTATIONS = tuple(CHANNELS)
+TEXT_ERRORS = ERROR_POLICIES
 LABEL_SOURCES = (None, "parent")
 MODALITIES = ("image", "text", "audio", "records")
 # Samples per bake shard when the spec names none: short text lines are cheap per sample, so
@@ -281,9 +285,10 @@ _LINE_TEXT_ONLY = ("format", "field", "one_per_file", "target_bytes")
 
 @dataclass(frozen=True, kw_only=True)
 class FieldSpec:
-    """One field of a record: which column (or archive member extension) holds it, and how
-    its modality's codec preprocesses it.
+    """One field of a record: where it is read from, and how its modality preprocesses it.
 
+    The column (or archive member extension) holds the value; the modality's codec
+    preprocesses it.
     ``column`` defaults to the field's name. Alternatives are separated by ``;`` (the first
     present wins: ``"jpg;png;webp"``), and ``"json.caption"`` reads the key ``caption`` of a
     JSON member or struct column. A record whose required field is missing, empty or
@@ -476,6 +481,17 @@ class BakeSpec:
                 f"address such as tcp://host:8786; got {self.scheduler!r}"
             )
 
+    @property
+    def source_options(self) -> dict[str, Any]:
+        """``storage_options`` as the sources are read.
+
+        With datakiln's retry and timeout defaults where a source is on S3 (a stalled read is
+        retried, not waited on for ever).
+        """
+        from datakiln.cache.layout import with_source_defaults
+
+        return with_source_defaults(self.sources, self.storage_options)
+
     def _check_fields(self) -> None:
         if not isinstance(self.fields, Mapping):
             raise SpecError("fields must be a table of field tables, by field name")
@@ -522,9 +538,11 @@ class BakeSpec:
         check_dedup(self.dedup, self.dedup_distance, modality)
 
     def steps_key(self) -> dict[str, Any]:
-        """The user steps' part of the cache key: each function's name, code, version and
-        params; the filters' checks; the dedup mode. Empty when there are none, so that the
-        keys of bakes without steps stay what they were."""
+        """The user steps' part of the cache key.
+
+        Each function's name, code, version and params; the filters' checks; the dedup mode.
+        Empty when there are none, so that the keys of bakes without steps stay what they were.
+        """
         out: dict[str, Any] = {}
         if self.transforms:
             out["transforms"] = [t.key_dict() for t in self.transforms]
@@ -658,9 +676,12 @@ _MODALITY_PARAMS: dict[str, type[ImageParams | TextBakeParams | AudioParams]] = 
 
 
 def _class_name(kind: type, other: Any) -> str:
-    """``kind``'s name, with its module when ``other`` (a class or a value) is another class
-    of the same name, or when ``kind`` is not a builtin: a ``datakiln.TextParams`` (the
-    dataset config) passed where ``TextBakeParams`` is wanted must say where each comes from."""
+    """``kind``'s name, with its module where the name alone could mislead.
+
+    The module is named when ``other`` (a class or a value) is another class of the same
+    name, or when ``kind`` is neither a builtin nor defined here: a ``datakiln.TextParams``
+    (the dataset config) passed where ``TextBakeParams`` is wanted says where each comes from.
+    """
     other_type = other if isinstance(other, type) else type(other)
     same_name = other_type is not kind and other_type.__name__ == kind.__name__
     if same_name or (kind.__module__ != "builtins" and not kind.__module__.startswith(__name__)):

@@ -26,7 +26,7 @@ from typing import IO, Any
 import numpy as np
 import soundfile
 
-from datakiln.errors import AudioDecodeError
+from datakiln.errors import AudioDecodeError as AudioDecodeError  # its old home re-exports it
 from datakiln.readers.rejections import (
     STAGE_DECODE,
     STAGE_VALIDATE,
@@ -139,7 +139,7 @@ def _decode_with_soundfile(
     uri: str | None,
     frames_needed: Callable[[int], int] | None,
 ) -> tuple[np.ndarray, int, AudioInfo]:
-    """libsndfile's decode of ``source`` (``total`` bytes, starting with ``head``)."""
+    """Libsndfile's decode of ``source`` (``total`` bytes, starting with ``head``)."""
     try:
         with soundfile.SoundFile(source) as f:
             announced = f.frames
@@ -189,8 +189,8 @@ def _decode_with_soundfile(
         raise AudioDecodeError(
             f"no audio frames in this {info.format} file", stage=STAGE_VALIDATE, uri=uri
         )
-    finite = True if native is not None else np.isfinite(samples)  # integers are finite
-    if not np.all(finite):
+    finite = np.isfinite(samples) if native is None else None  # integers are finite
+    if finite is not None and not np.all(finite):
         first = int(np.argmin(finite.all(axis=1)))
         raise AudioDecodeError(
             f"{int(finite.size - np.count_nonzero(finite))} NaN or infinite samples (first at "
@@ -205,7 +205,7 @@ def _last_frame_present(f: soundfile.SoundFile, announced: int) -> bool:
     """Whether the frame the header announces last can be decoded (else: truncated)."""
     try:
         f.seek(announced - 1)
-        return f.read(1, dtype="int16").shape[0] == 1
+        return bool(f.read(1, dtype="int16").shape[0] == 1)
     except (soundfile.SoundFileError, RuntimeError):
         return False
 
@@ -290,7 +290,7 @@ def _riff_missing_bytes(raw: bytes, total: int | None = None) -> int:
     pos = 12
     while pos + 8 <= len(raw):
         chunk_id = raw[pos : pos + 4]
-        (size,) = struct.unpack(fmt, raw[pos + 4 : pos + 8])
+        size = int(struct.unpack(fmt, raw[pos + 4 : pos + 8])[0])
         if chunk_id == b"data":
             if size == 0xFFFFFFFF:  # streamed WAV of unknown length
                 return 0

@@ -104,18 +104,18 @@ def detect_encoding(pieces: Sequence[bytes]) -> str:
         if head.startswith(bom):
             return name
     if b"\x00" in head[:_NUL_SNIFF_BYTES]:
-        name = _best_match(head[:EVIDENCE_BYTES])
-        if name is not None and name.startswith(("utf-16", "utf-32")):
-            return name
+        wide = _best_match(head[:EVIDENCE_BYTES])
+        if wide is not None and wide.startswith(("utf-16", "utf-32")):
+            return wide
         return FALLBACK_ENCODING
     if all(_valid_utf8(piece) for piece in pieces):
         return FALLBACK_ENCODING
     evidence = _non_ascii_lines(pieces, EVIDENCE_BYTES)
-    name = _best_match(evidence)
-    if name is None:
+    best = _best_match(evidence)
+    if best is None:
         logger.debug("no codec decodes the sample (%d bytes); using utf-8", len(evidence))
         return FALLBACK_ENCODING
-    return name
+    return best
 
 
 def sample_file(fs: AbstractFileSystem, path: str, size: int) -> list[bytes]:
@@ -179,8 +179,10 @@ def detect_values_encoding(values: Sequence[bytes]) -> str:
 
 
 def _whole_lines(piece: bytes, *, head: bool) -> bytes:
-    """``piece`` cut to whole lines: after its first newline (unless ``head``), up to and
-    including its last one."""
+    """``piece`` cut to whole lines.
+
+    It starts after its first newline (unless ``head``) and ends with its last one.
+    """
     start = 0 if head else piece.find(b"\n") + 1
     if not head and start == 0:
         return b""  # no line starts in this piece
@@ -198,8 +200,10 @@ def _valid_utf8(piece: bytes) -> bool:
 
 
 def _non_ascii_lines(pieces: Sequence[bytes], limit: int) -> bytes:
-    """The lines of ``pieces`` holding a byte above 0x7F, newline-joined, whole lines up to
-    ``limit`` bytes (a first line longer than that is cut)."""
+    """The lines of ``pieces`` holding a byte above 0x7F, newline-joined.
+
+    Whole lines up to ``limit`` bytes (a first line longer than that is cut).
+    """
     taken: list[bytes] = []
     total = 0
     for piece in pieces:

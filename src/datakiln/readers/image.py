@@ -180,7 +180,7 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
             if not accepted or isinstance(accepted, str):  # a str is Pillow's "maybe" warning
                 continue
             try:
-                return factory(io.BytesIO(data), None)
+                return factory(io.BytesIO(data), "")  # the filename Image.open gives a stream
             except (SyntaxError, IndexError, TypeError, struct.error):
                 continue
     raise UnidentifiedImageError("cannot identify image file")
@@ -291,7 +291,7 @@ def _decode_opened(
         region = (0, 0, height, width)
     return DecodedImage(
         pixels=pixels,
-        box=tuple(float(v) for v in box),  # type: ignore[arg-type]
+        box=(float(box[0]), float(box[1]), float(box[2]), float(box[3])),
         region=region,
         original_size=(ow, oh),
         original_mode=original_mode,

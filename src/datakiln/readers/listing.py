@@ -85,7 +85,8 @@ def _version(info: Mapping[str, Any]) -> str:
 
 def _open_fs(source: str, storage_options: Mapping[str, Any]) -> tuple[Any, str]:
     try:
-        return fsspec.core.url_to_fs(source, **dict(storage_options))
+        fs_and_path: tuple[Any, str] = fsspec.core.url_to_fs(source, **dict(storage_options))
+        return fs_and_path
     except (ValueError, ImportError) as err:
         protocol = source.split("://", 1)[0] if "://" in source else "file"
         raise SourceError(

@@ -70,13 +70,16 @@ class Rejection:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Rejection:
         """Inverse of ``to_dict`` (markers written before ``record`` and ``field`` lack them)."""
-        return cls(**{f.name: data.get(f.name) for f in dataclasses.fields(cls)})
+        values: dict[str, Any] = {f.name: data.get(f.name) for f in dataclasses.fields(cls)}
+        return cls(**values)
 
     @property
     def blank(self) -> bool:
-        """Whether the input held nothing (a blank line, an empty file, a null value), as
-        opposed to broken input. A record with one empty field is not blank: its other fields
-        held something."""
+        """Whether the input held nothing (a blank line, an empty file, a null value).
+
+        As opposed to broken input. A record with one empty field is not blank: its other
+        fields held something.
+        """
         return self.error_type == EMPTY_SAMPLE and self.field is None
 
     @property

@@ -1,4 +1,4 @@
-"""Text sources: read samples from ``.txt``, ``.jsonl``, ``.csv``/``.tsv`` and ``.parquet`` files.
+r"""Text sources: read samples from ``.txt``, ``.jsonl``, ``.csv``/``.tsv`` and ``.parquet`` files.
 
 Every source is read through fsspec, so any URL fsspec understands works. A large
 line-oriented file is never read whole by one task: ``plan_text_ranges`` cuts it into byte
@@ -11,10 +11,10 @@ Decoding rules, the same for every format:
   takes any Python codec, or ``"auto"``: each file's codec is detected once, when the bake is
   planned, from a bounded sample (``detect_text_encoding``); the range readers take the
   detected codec, so every range of a file is read alike. Codecs in
-  which ``"\\n"`` is the byte ``0x0A`` (UTF-8, Latin-1, cp1252, Shift-JIS, GB18030, ...) are
+  which ``"\n"`` is the byte ``0x0A`` (UTF-8, Latin-1, cp1252, Shift-JIS, GB18030, ...) are
   split by byte range; the others (UTF-16, UTF-32, given or detected from a byte-order mark)
   are read whole, one range per file.
-* Line endings: ``"\\r\\n"`` becomes ``"\\n"``, in line splitting and inside every text returned.
+* Line endings: ``"\r\n"`` becomes ``"\n"``, in line splitting and inside every text returned.
 * Invalid bytes follow ``errors``: ``"reject"`` turns the sample (the line, or the whole file in
   one-per-file mode) into a ``Rejection`` at stage ``decode``; ``"replace"`` decodes them as
   U+FFFD.
@@ -105,10 +105,10 @@ _STATEFUL_CODECS = ("iso2022", "utf-7", "hz")
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class TextRecord:
-    """One text sample and where it came from.
+    r"""One text sample and where it came from.
 
     Attributes:
-        text: The decoded sample, ``"\\r\\n"`` normalised to ``"\\n"``; never only whitespace.
+        text: The decoded sample, ``"\r\n"`` normalised to ``"\n"``; never only whitespace.
         uri: The source file.
         position: Byte offset of the sample in the file (line formats), row index (Parquet) or
             0 (one sample per file); see the module docstring.
@@ -217,7 +217,8 @@ def split_line_range(
 
     Args:
         url: The file (any fsspec URL).
-        start, end: A range from ``plan_text_ranges`` (``start`` at a line start).
+        start: The range's first byte, from ``plan_text_ranges`` (at a line start).
+        end: The byte after the range's last.
         max_lines: Lines per sub-range; ``None`` never cuts.
         fmt: One of ``"txt"``, ``"jsonl"``, ``"csv"``, ``"tsv"``; ``None`` infers it.
         encoding: The file's codec.
@@ -257,7 +258,7 @@ def split_line_range(
                     safe = np.ones(newlines.size, dtype=bool)
                 while True:
                     k = taken + max(max_lines - lines, 1) - 1
-                    later = np.flatnonzero(safe[k:]) if k < newlines.size else ()
+                    later = np.flatnonzero(safe[k:]) if k < newlines.size else np.empty(0, int)
                     if not len(later):
                         break
                     j = k + int(later[0])
@@ -474,8 +475,10 @@ def _check_format(url: str, fmt: str | None) -> str:
 
 
 def codec_name(encoding: str) -> str:
-    """The canonical name of the codec ``encoding`` is read with (``"utf8"`` -> ``"utf-8"``,
-    ``"latin-1"`` -> ``"iso8859-1"``), as recorded in a cache's metadata.
+    """The canonical name of the codec ``encoding`` is read with.
+
+    As recorded in a cache's metadata: ``"utf8"`` -> ``"utf-8"``, ``"latin-1"`` ->
+    ``"iso8859-1"``.
 
     Raises:
         SpecError: Not a Python codec, or ``"auto"`` (detect first).
@@ -484,7 +487,7 @@ def codec_name(encoding: str) -> str:
 
 
 def _check_codec(encoding: str) -> tuple[str, bool]:
-    """The codec's canonical name, and whether ``"\\n"`` is the single byte 0x0A in it."""
+    r"""The codec's canonical name, and whether ``"\n"`` is the single byte 0x0A in it."""
     if encoding == AUTO_ENCODING:
         raise SpecError(
             "encoding='auto' is resolved once per file, not per range: detect the file's codec "
@@ -511,7 +514,7 @@ def _next_line_start(f: Any, pos: int, size: int) -> int:
         block = f.read(_SCAN_BYTES)
         if not block:
             break
-        i = block.find(b"\n")
+        i: int = block.find(b"\n")
         if i >= 0:
             return scanned + i + 1
         scanned += len(block)
@@ -572,8 +575,11 @@ def parquet_row_counts(url: str, storage_options: Mapping[str, Any] | None = Non
 
 
 def _parse(parse: Any) -> Any:
-    """Run a pyarrow parse of bytes already in memory: its ``OSError`` (such as "Couldn't
-    deserialize thrift") means damaged bytes, not I/O, so it becomes ``ArrowInvalid``."""
+    """Run a pyarrow parse of bytes already in memory.
+
+    Its ``OSError`` (such as "Couldn't deserialize thrift") means damaged bytes, not I/O,
+    so it becomes ``ArrowInvalid``.
+    """
     import pyarrow as pa
 
     try:
@@ -788,8 +794,9 @@ class _RangeReader:
             self.add(text, position)  # blank lines become EmptySample rejections
 
     def _decode_lines_at_once(self, data: bytes, offset: int) -> tuple[list[int], list[str]] | None:
-        """``(positions, lines)`` of a range with one decode call, or ``None`` to go line by
-        line (CRLF already normalised).
+        """``(positions, lines)`` of a range with one decode call, or ``None``.
+
+        ``None`` means: go line by line. CRLF is already normalised.
 
         Taken only when the whole range decodes without NUL bytes, so every line decodes and
         no per-line rejection can occur, and only for codecs without state across bytes (UTF-8,

@@ -23,7 +23,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from datakiln.errors import CacheNotFoundError, DatakilnError, SourceError, SpecError
-from datakiln.service.db import JobRecord
+from datakiln.service.db import JobRecord, JobView
 from datakiln.service.jobs import JobManager, eta_s
 from datakiln.service.specs import cache_url, check_cache_name
 
@@ -32,10 +32,14 @@ DEFAULT_MAX_BODY_BYTES = 1 << 20
 
 
 class WatchRequest(BaseModel):
+    """The ``watch`` part of a job request: re-list the sources every ``interval_s``."""
+
     interval_s: float = Field(description="seconds between two listings of the sources")
 
 
 class JobRequest(BaseModel):
+    """The body of ``POST /jobs``: a bake spec, and optionally a watch."""
+
     spec: dict[str, Any] = Field(description="the bake spec: the same table as a TOML spec")
     watch: WatchRequest | None = Field(
         default=None, description="keep watching the sources and bake what is new"
@@ -43,9 +47,8 @@ class JobRequest(BaseModel):
 
 
 def _job_view(record: JobRecord) -> dict[str, Any]:
-    view = record.to_dict()
-    view["eta_s"] = eta_s(record)
-    return view
+    view: JobView = {**record.to_dict(), "eta_s": eta_s(record)}
+    return dict(view)
 
 
 def _json(value: Any) -> Response:

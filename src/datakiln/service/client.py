@@ -14,9 +14,12 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
-from datakiln.errors import JobFailedError, ServiceError, SpecError
+from datakiln.errors import JobFailedError as JobFailedError  # its old home re-exports it
+from datakiln.errors import ServiceError as ServiceError
+from datakiln.errors import SpecError
+from datakiln.service.db import JobView
 
 # Spec fields the service chooses itself (see service/specs.py).
 _SERVICE_FIELDS = ("scheduler", "workers")
@@ -71,21 +74,21 @@ class Client:
         except OSError as err:
             raise ServiceError(f"cannot reach the datakiln service at {self.url}: {err}") from err
 
-    def submit(self, spec: Any, *, watch_interval_s: float | None = None) -> dict[str, Any]:
+    def submit(self, spec: Any, *, watch_interval_s: float | None = None) -> JobView:
         """Submit a bake; returns the job (``id``, ``state``, ``cache``, ...)."""
         body: dict[str, Any] = {"spec": _spec_table(spec)}
         if watch_interval_s is not None:
             body["watch"] = {"interval_s": watch_interval_s}
-        return self._request("POST", "/jobs", body)
+        return cast("JobView", self._request("POST", "/jobs", body))
 
-    def status(self, job_id: str) -> dict[str, Any]:
-        return self._request("GET", f"/jobs/{job_id}")
+    def status(self, job_id: str) -> JobView:
+        return cast("JobView", self._request("GET", f"/jobs/{job_id}"))
 
-    def jobs(self) -> list[dict[str, Any]]:
-        return self._request("GET", "/jobs")
+    def jobs(self) -> list[JobView]:
+        return cast("list[JobView]", self._request("GET", "/jobs"))
 
-    def cancel(self, job_id: str) -> dict[str, Any]:
-        return self._request("DELETE", f"/jobs/{job_id}")
+    def cancel(self, job_id: str) -> JobView:
+        return cast("JobView", self._request("DELETE", f"/jobs/{job_id}"))
 
     def wait(
         self,
@@ -94,7 +97,7 @@ class Client:
         timeout_s: float | None = None,
         poll_s: float = 0.5,
         progress: Callable[[Mapping[str, Any]], None] | None = None,
-    ) -> dict[str, Any]:
+    ) -> JobView:
         """Poll until the job succeeds; return it.
 
         Raises:
@@ -127,4 +130,4 @@ class Client:
         job = self.submit(spec)
         if job["state"] != "succeeded":
             job = self.wait(job["id"], timeout_s=timeout_s, progress=progress)
-        return job["cache"]
+        return str(job["cache"])

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 DB_FILE = "jobs.sqlite3"
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -49,6 +49,32 @@ MIGRATIONS: tuple[str, ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+class JobWatch(TypedDict):
+    """A watched job's schedule: seconds between listings, and when the next one is due."""
+
+    interval_s: float
+    next_check: float | None
+
+
+class JobView(TypedDict):
+    """A job as the service's API shows it (``GET /jobs/{id}``, ``Client.status``)."""
+
+    id: str
+    state: str
+    spec: dict[str, Any]
+    cache: str  # the cache's URL
+    cache_key: str
+    created: float
+    started: float | None
+    finished: float | None
+    attempts: int
+    progress: dict[str, Any]
+    report: dict[str, Any] | None
+    error: str | None
+    watch: JobWatch | None
+    eta_s: NotRequired[float | None]  # added by the API: seconds left at the rate so far
+
+
 @dataclass(frozen=True, kw_only=True)
 class JobRecord:
     """One job as stored: what to bake, where, and how far it got."""
@@ -75,7 +101,7 @@ class JobRecord:
     def evolve(self, **changes: Any) -> JobRecord:
         return replace(self, **changes)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JobView:
         return {
             "id": self.id,
             "state": self.state,
@@ -169,7 +195,7 @@ class JobDB:
     @property
     def schema_version(self) -> int:
         with self._lock:
-            return self._conn.execute("SELECT version FROM schema_version").fetchone()[0]
+            return int(self._conn.execute("SELECT version FROM schema_version").fetchone()[0])
 
     def put(self, record: JobRecord) -> None:
         """Insert or replace ``record`` (one atomic statement)."""

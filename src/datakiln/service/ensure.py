@@ -62,9 +62,11 @@ def ensure(
         spec: a ``BakeSpec``, or a table of its fields (``output`` optional with ``root``).
         root: where a spec without ``output`` goes: ``<root>/<cache key>``.
         wait_s: how long to wait while another process bakes the same store.
+        jax_cache_dir: a persistent JAX compilation cache for the bake's workers to share.
 
     Raises:
         LeaseHeldError: another bake still held the store after ``wait_s``.
         SpecError, SourceError, OutputError, BakeError: as ``bake``.
     """
-    return ensure_report(spec, root=root, wait_s=wait_s, jax_cache_dir=jax_cache_dir).url
+    url: str = ensure_report(spec, root=root, wait_s=wait_s, jax_cache_dir=jax_cache_dir).url
+    return url

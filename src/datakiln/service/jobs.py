@@ -102,7 +102,7 @@ def eta_s(record: JobRecord, now: float | None = None) -> float | None:
     if record.state != "running" or not done or not total or record.started is None:
         return None
     elapsed = (now or time.time()) - record.started
-    return max(0.0, elapsed / done * (total - done))
+    return max(0.0, float(elapsed / done * (total - done)))
 
 
 class JobManager:

@@ -47,6 +47,7 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def main() -> int:
+    """Run the job read from stdin, writing its events to stdout; the exit code."""
     _die_with_parent()
     signal.signal(signal.SIGTERM, _interrupt)
     from datakiln.errors import DatakilnError

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import NDArray
 from PIL import Image
 
 __all__ = ["CorpusInfo", "write_image_corpus"]
@@ -157,7 +158,7 @@ def write_image_corpus(
     )
 
 
-def _pattern(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+def _pattern(rng: np.random.Generator, width: int, height: int) -> NDArray[np.uint8]:
     """A smooth RGB picture (gradients, a disc) plus mild noise, uint8 (height, width, 3).
 
     Drawn at most 128 px a side and enlarged with Pillow, so large images stay cheap.
@@ -175,7 +176,8 @@ def _pattern(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
     img = Image.fromarray(small, "RGB")
     if (sw, sh) != (width, height):
         img = img.resize((width, height), Image.Resampling.BILINEAR)
-    noisy = np.asarray(img, dtype=np.int16) + rng.integers(-6, 7, (height, width, 3), np.int16)
+    noise = rng.integers(-6, 7, (height, width, 3), np.int16)
+    noisy: NDArray[np.int16] = np.asarray(img, dtype=np.int16) + noise
     return np.clip(noisy, 0, 255).astype(np.uint8)
 
 

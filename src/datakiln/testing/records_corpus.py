@@ -1,6 +1,7 @@
-"""The same image + caption + label records written in every container a records bake reads:
-a CSV naming files, a Hugging Face style Parquet with embedded bytes, WebDataset tar shards and
-a zip archive. Tests, benchmarks and the README bake them and compare the rows.
+"""The same image + caption + label records written in every container a records bake reads.
+
+A CSV naming files, a Hugging Face style Parquet with embedded bytes, WebDataset tar shards
+and a zip archive. Tests, benchmarks and the README bake them and compare the rows.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ CLASSES = ("cat", "dog", "owl")
 
 @dataclass(frozen=True)
 class RecordsCorpus:
-    """Where each form of the corpus is, and the records themselves (key, file, caption,
-    label), in record order."""
+    """Where each form of the corpus is, and the records themselves in record order.
+
+    A record is (key, file, caption, label).
+    """
 
     root: Path
     csv: Path

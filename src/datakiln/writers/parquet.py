@@ -29,7 +29,11 @@ REJECTED_SCHEMA = pa.schema(
 def table_bytes(table: pa.Table) -> bytes:
     """Serialise ``table`` to Parquet bytes (written with one put, hashed before writing)."""
     sink = io.BytesIO()
-    pq.write_table(table, sink, compression="zstd")
+    # No dictionary pages: metadata columns are either unique per row (URIs, hashes, texts),
+    # where building a dictionary only to drop it cost a fifth of the write, or so repetitive
+    # that zstd shrinks them as well (measured on a 16,384-line text part: 50 -> 40 ms, and
+    # 1.29 -> 1.22 MB).
+    pq.write_table(table, sink, compression="zstd", use_dictionary=False)
     return sink.getvalue()
 
 

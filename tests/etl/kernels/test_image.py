@@ -176,6 +176,22 @@ def test_rgba_is_resized_premultiplied_like_pillow(resizer64: ImageResizer) -> N
         _assert_close(out[k], _reference(image, 64, 64), f"case {k}")
 
 
+@pytest.mark.parametrize(("channels", "height", "width"), [(3, 64, 64), (4, 64, 64), (1, 40, 72)])
+def test_the_kernels_pixel_moments_equal_the_stored_pixels(channels, height, width) -> None:
+    """Per image and channel, the sum and sum of squares the kernel returns are those of the
+    pixels it stored, for both pass orders (transposed images), RGBA and grayscale."""
+    rng = np.random.default_rng(5)
+    images = [
+        _random_image(rng, *(int(v) for v in rng.integers(8, 190, 2)), channels, height, width)
+        for _ in range(40)
+    ]
+    moments = np.full((40, channels, 2), -1, np.int64)
+    out = ImageResizer(height=height, width=width).resize(images, moments=moments)
+    wide = out.reshape(40, -1, channels).astype(np.int64)
+    np.testing.assert_array_equal(moments[..., 0], wide.sum(axis=1))
+    np.testing.assert_array_equal(moments[..., 1], np.square(wide).sum(axis=1))
+
+
 def test_elongated_and_large_images_get_a_bucket() -> None:
     rng = np.random.default_rng(3)
     resizer = ImageResizer(height=32, width=32)

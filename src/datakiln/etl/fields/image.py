@@ -65,11 +65,14 @@ class ImageCodec:
         pixels = np.zeros((capacity, p.height, p.width, p.channels), np.uint8)
         present = [k for k, d in enumerate(decoded) if d is not None]
         resizer = ImageResizer(height=p.height, width=p.width)
-        if present:
+        moments = np.zeros((len(present), p.channels, 2), np.int64)
+        if len(present) == len(decoded):  # every row has an image: resize in place
+            resizer.resize(list(decoded), out=pixels[: len(present)], moments=moments)
+        elif present:  # an optional field: rows without one stay zero
             out = np.zeros((len(present), *pixels.shape[1:]), np.uint8)
-            resizer.resize([decoded[k] for k in present], out=out)
+            resizer.resize([decoded[k] for k in present], out=out, moments=moments)
             pixels[present] = out
-        sums = _channel_moments(pixels[present] if present else pixels[:0])
+        sums = moments_of_images(moments)
         name = spec.name
         return Encoded(
             arrays={name: pixels},
@@ -87,17 +90,35 @@ class ImageCodec:
         )
 
     def merge_stats(self, spec: FieldSpec, stats: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        from datakiln.etl.modalities.image import merge_pixel_stats
-
         return merge_pixel_stats(stats, spec.params.channels)
 
 
-def _channel_moments(pixels: np.ndarray) -> tuple[list[float], list[float]]:
-    from datakiln.etl.modalities.image import _channel_moments as moments
+def merge_pixel_stats(stats: Sequence[Mapping[str, Any]], channels: int) -> dict[str, Any]:
+    """Per-channel mean and std of pixels in [0, 1] from every shard's moments."""
+    pixels = sum(s["pixels_per_channel"] for s in stats)
+    total = np.sum([s["channel_sum"] for s in stats], axis=0) if stats else np.zeros(channels)
+    sumsq = np.sum([s["channel_sumsq"] for s in stats], axis=0) if stats else np.zeros(channels)
+    mean = total / max(pixels, 1)
+    std = np.sqrt(np.maximum(sumsq / max(pixels, 1) - mean**2, 0.0))
+    return {"mean": mean.tolist(), "std": std.tolist(), "range": [0.0, 1.0]}
 
-    if not len(pixels):
-        return [0.0] * pixels.shape[-1], [0.0] * pixels.shape[-1]
-    return moments(pixels)
+
+def moments_of_images(moments: np.ndarray) -> tuple[list[float], list[float]]:
+    """``channel_moments`` from the resize kernel's per-image int64 ``(N, C, 2)`` sums."""
+    total = moments.sum(axis=0)  # exact integers
+    return (total[:, 0] / 255.0).tolist(), (total[:, 1] / 255.0**2).tolist()
+
+
+def channel_moments(pixels: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per channel, the sum and the sum of squares of ``pixels / 255`` (uint8 ``(..., C)``).
+
+    From a 256-bin histogram per channel: exact, and ~10x faster than summing a float64 copy
+    (which cost ~15% of a 256-image shard task).
+    """
+    flat = pixels.reshape(-1, pixels.shape[-1])
+    counts = np.stack([np.bincount(flat[:, c], minlength=256) for c in range(flat.shape[1])])
+    levels = np.arange(256, dtype=np.float64) / 255.0
+    return (counts @ levels).tolist(), (counts @ np.square(levels)).tolist()
 
 
 CODEC = register_codec(ImageCodec())

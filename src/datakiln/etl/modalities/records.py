@@ -187,7 +187,12 @@ class RecordsModality:
             {f.name: self._slot(rec, container, f, codecs[f.name].media) for f in fields}
             for rec, container in records
         ]
-        bytes_in = self._fetch(slots, source_options)
+        bytes_in = self._fetch(slots, source_options) + sum(
+            len(slot.value)  # media bytes embedded in the record (a Parquet struct, a column)
+            for row in slots
+            for slot in row.values()
+            if slot.hashed and slot.ref is None and slot.value is not None
+        )
         t1 = time.perf_counter()
         timings["fetch"] = t1 - t0
 

@@ -203,7 +203,7 @@ class TextModality:
                 fmt=fmt,
                 field=None if fmt == "txt" else params.field,
                 size=inp.size,
-                storage_options=spec.storage_options,
+                storage_options=spec.source_options,
             )
         encoding = detected or params.encoding
         ranges = plan_text_ranges(
@@ -213,10 +213,10 @@ class TextModality:
             fmt=fmt,
             one_per_file=params.one_per_file,
             encoding=encoding,
-            storage_options=spec.storage_options,
+            storage_options=spec.source_options,
         )
         if fmt == "parquet":
-            counts = parquet_row_counts(inp.uri, spec.storage_options)
+            counts = parquet_row_counts(inp.uri, spec.source_options)
             return [Unit(inp, a, b, max(1, sum(counts[a:b])), detected) for a, b in ranges]
         if params.one_per_file:
             return [Unit(inp, a, b, 1, detected) for a, b in ranges]
@@ -229,7 +229,7 @@ class TextModality:
                 spec.shard_size,
                 fmt=fmt,
                 encoding=encoding,
-                storage_options=spec.storage_options,
+                storage_options=spec.source_options,
             )
             units += [Unit(inp, s, e, max(1, lines), detected) for s, e, lines in cuts]
         return units

@@ -66,8 +66,11 @@ Value = str | int | float | bool | bytes | None | MemberRef | FileRef | Mapping[
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """One record: ``key`` names it for people (``row 12``, a tar key), ``position`` orders it
-    within its input, ``values`` maps column names (or member extensions) to values."""
+    """One record of a container.
+
+    ``key`` names it for people (``row 12``, a tar key), ``position`` orders it within its
+    input, ``values`` maps column names (or member extensions) to values.
+    """
 
     key: str
     position: int
@@ -155,15 +158,27 @@ class ReadResult:
 
 
 class Source(Protocol):
-    """A container format. Implementations are registered by name with
-    :func:`register_source`; ``extensions`` decides which inputs it claims."""
+    """A container format.
+
+    Implementations are registered by name with :func:`register_source`; ``extensions``
+    decides which inputs it claims.
+    """
 
     name: str
-    extensions: tuple[str, ...]
+
+    @property
+    def extensions(self) -> tuple[str, ...]:
+        """Lower-case file name endings of the inputs this source claims.
+
+        Read-only, so a class attribute such as ``(".tar",)`` satisfies it.
+        """
+        ...
 
     def columns(self, inp: InputFile, storage_options: Mapping[str, Any]) -> Sequence[str] | None:
-        """The column names an input offers, to check the spec before baking (``None``:
-        unknown until read, as in archives whose members vary)."""
+        """The column names an input offers, to check the spec before baking.
+
+        ``None``: unknown until read, as in archives whose members vary.
+        """
         ...
 
     def plan(
@@ -174,8 +189,11 @@ class Source(Protocol):
         records_per_unit: int,
         path_columns: Sequence[str],
     ) -> list[RecordUnit]:
-        """Cut ``inp`` into units of at most ``records_per_unit`` records. ``path_columns``
-        name columns whose strings are file paths: their files become the units' ``refs``."""
+        """Cut ``inp`` into units of at most ``records_per_unit`` records.
+
+        ``path_columns`` name columns whose strings are file paths: their files become the
+        units' ``refs``.
+        """
         ...
 
     def read(self, unit: RecordUnit, storage_options: Mapping[str, Any]) -> ReadResult:
@@ -230,14 +248,18 @@ def source_for(uri: str, name: str | None = None) -> Source:
 
 
 def _claiming() -> list[Source]:
-    """The sources that claim inputs by their ending when no source is named (a source with
-    ``by_ending = False`` reads only inputs it is named for)."""
+    """The sources that claim inputs by their ending when no source is named.
+
+    A source with ``by_ending = False`` reads only inputs it is named for.
+    """
     return [s for s in _SOURCES.values() if getattr(s, "by_ending", True)]
 
 
 def record_extensions(source_format: str | None = None) -> tuple[str, ...]:
-    """The endings folders given as sources are searched for: those of the named source, or
-    every ending some source claims."""
+    """The endings that folders given as sources are searched for.
+
+    Those of the named source, or every ending some source claims.
+    """
     if source_format is not None:
         return tuple(get_source(source_format).extensions)
     _load_builtins()
@@ -245,8 +267,11 @@ def record_extensions(source_format: str | None = None) -> tuple[str, ...]:
 
 
 def resolve_path(value: str, base_uri: str) -> str:
-    """A path a record names, as a URL: absolute URLs and paths stay; relative ones are
-    relative to the folder of ``base_uri`` (the table's own URL)."""
+    """A path a record names, as a URL.
+
+    Absolute URLs and paths stay; relative ones are relative to the folder of ``base_uri``
+    (the table's own URL).
+    """
     if "://" in value:
         return value
     protocol, _, path = base_uri.rpartition("://")

@@ -34,8 +34,11 @@ _ZIP_LOCAL_SIGNATURE = b"PK\x03\x04"
 def group_members(
     members: Sequence[MemberRef], truncated: str | None
 ) -> tuple[list[tuple[str, tuple[MemberRef, ...]]], dict[str, PlanRejection]]:
-    """Members grouped by key in order of first appearance, and rejections of keys that hold a
-    duplicate member. ``truncated``: why the listing stopped early (its last key is rejected)."""
+    """Members grouped by key in order of first appearance, and rejections of duplicates.
+
+    A key that holds a duplicate member is rejected. ``truncated``: why the listing stopped
+    early (its last key is rejected).
+    """
     order: dict[str, dict[str, MemberRef]] = {}
     rejected: dict[str, PlanRejection] = {}
     for member in members:
@@ -68,6 +71,11 @@ def plan_archive(
     truncated: str | None,
     records_per_unit: int,
 ) -> list[RecordUnit]:
+    """Cut an archive's listed ``members`` into units of at most ``records_per_unit`` keys.
+
+    Rejected keys travel with their unit; an archive whose listing found nothing at all
+    (``truncated``) becomes one unit holding its rejection.
+    """
     grouped, rejected = group_members(members, truncated)
     if truncated and not grouped:  # nothing listed at all: the archive itself is one rejection
         rejected = {"": PlanRejection("(archive)", 0, "TruncatedArchive", truncated)}
@@ -98,8 +106,10 @@ def member_values(
 
 
 def read_archive_unit(unit: RecordUnit, storage_options: Mapping[str, Any]) -> ReadResult:
-    """The records of an archive unit, members left as references (fetched by the caller,
-    batched with the other byte ranges of the shard)."""
+    """The records of an archive unit, members left as references.
+
+    The caller fetches them, batched with the other byte ranges of the shard.
+    """
     bad = {r.key for r in unit.rejections}
     records = [
         Record(key=key, position=unit.start + k, values={split_key(m.name)[1]: m for m in members})
@@ -135,10 +145,10 @@ def fetch_members(
             )
             for k, raw in zip(zipped, got, strict=True):
                 headers[k] = raw if isinstance(raw, BaseException) else _zip_data_offset(raw)
-            starts = [
-                members[k].offset + headers[k] if isinstance(headers.get(k, 0), int) else 0
-                for k in index
-            ]
+            starts = []
+            for k in index:
+                header = headers.get(k, 0)
+                starts.append(members[k].offset + header if isinstance(header, int) else 0)
         ends = [s + members[k].size for s, k in zip(starts, index, strict=True)]
         datas = fs.cat_ranges([path] * len(index), starts, ends, on_error="return")
         for k, data in zip(index, datas, strict=True):
@@ -158,7 +168,7 @@ def _zip_data_offset(raw: bytes) -> int | BaseException:
     fields = _ZIP_LOCAL.unpack(raw)
     if fields[0] != _ZIP_LOCAL_SIGNATURE:
         return ValueError("no zip local header at the member's offset")
-    return _ZIP_LOCAL.size + fields[9] + fields[10]
+    return _ZIP_LOCAL.size + int(fields[9]) + int(fields[10])  # name and extra lengths
 
 
 def _member_bytes(member: MemberRef, data: bytes) -> bytes | BaseException:

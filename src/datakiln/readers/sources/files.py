@@ -19,6 +19,8 @@ COLUMNS = ("file", "name", "stem", "parent")
 
 
 class FileSource:
+    """Plain media files as records, one per file (the source of image and audio bakes)."""
+
     name = "file"
     extensions = IMAGE_EXTENSIONS + AUDIO_EXTENSIONS
 

@@ -1,5 +1,7 @@
-"""Tables as record sources: CSV, TSV, JSON Lines and Parquet, one record per row; and plain
-text files as the ``lines`` source, one record per non-blank line (columns ``text``, ``line``).
+"""Tables as record sources: CSV, TSV, JSON Lines and Parquet, one record per row.
+
+Plain text files are the ``lines`` source, one record per non-blank line (columns ``text``,
+``line``).
 
 Units are row ranges. A column named by a media field holds a path (relative to the table's
 own URL), raw bytes, or a Hugging Face ``{"bytes", "path"}`` struct; the paths are listed at
@@ -39,6 +41,7 @@ FORMATS = {ending: fmt for ending, fmt in TEXT_EXTENSIONS.items() if fmt != "txt
 
 
 def table_format(uri: str) -> str:
+    """The table format of ``uri`` by its ending; ``SourceError`` if it is not a table."""
     lower = uri.lower()
     for ending, fmt in FORMATS.items():
         if lower.endswith(ending):
@@ -65,9 +68,11 @@ def _utf8(data: bytes) -> tuple[bytes, str | None]:
         return data.decode(codec, errors="replace").encode("utf-8"), codec
 
 
+# A table's rows, rejections of unparsable rows and detected codec (_read_text_table's answer).
+_ParsedTable = tuple[list[dict[str, Any]], list[PlanRejection], str | None]
 # The last text tables parsed, by (uri, version): planning asks for a table's columns, its
 # label values and its rows, and a worker reads it for each of its units.
-_PARSED: collections.OrderedDict[tuple[str, str], Any] = collections.OrderedDict()
+_PARSED: collections.OrderedDict[tuple[str, str], _ParsedTable] = collections.OrderedDict()
 _PARSED_MAX = 4
 _PARSED_LOCK = threading.Lock()
 
@@ -75,8 +80,11 @@ _PARSED_LOCK = threading.Lock()
 def _read_text_table(
     inp: InputFile, fmt: str, storage_options: Mapping[str, Any]
 ) -> tuple[list[dict[str, Any]], list[PlanRejection], str | None]:
-    """Every row of a CSV/TSV/JSONL table as a dict, rejections of unparsable rows, and the
-    codec the table was detected in (``None``: UTF-8). Parsed once per table version."""
+    """Every row of a CSV/TSV/JSONL table as a dict, rejections, and the detected codec.
+
+    Rejections are of unparsable rows; the codec is ``None`` for UTF-8. Parsed once per
+    table version.
+    """
     key = (inp.uri, inp.version)
     if not inp.version:  # a store that gives no version: a cached table could be stale
         return _parse_text_table(inp.uri, fmt, storage_options)
@@ -163,6 +171,8 @@ def _path_of(value: Any) -> str | None:
 
 
 class TableSource:
+    """CSV, TSV, JSON Lines and Parquet tables: one record per row."""
+
     name = "table"
     extensions = tuple(FORMATS)
 
@@ -194,7 +204,8 @@ class TableSource:
                 parquet = pq.ParquetFile(f)
                 if column not in parquet.schema_arrow.names:
                     return []
-                return parquet.read(columns=[column]).column(0).to_pylist()
+                values: list[Any] = parquet.read(columns=[column]).column(0).to_pylist()
+                return values
         rows, _, _ = _read_text_table(inp, fmt, storage_options)
         return [row.get(column) for row in rows]
 
@@ -319,17 +330,23 @@ def _parquet_rows(
             offset += n
         if not groups:
             return []
-        table: pa.Table = parquet.read_row_groups(groups)
-    return table.slice(start - (first or 0), end - start).to_pylist()
+        # one thread: a bake worker is pinned to one CPU, where Arrow's pool only adds
+        # hand-offs with the decode threads
+        table: pa.Table = parquet.read_row_groups(groups, use_threads=False)
+    rows: list[dict[str, Any]] = table.slice(start - (first or 0), end - start).to_pylist()
+    return rows
 
 
 SOURCE = register_source(TableSource())
 
 
 class LinesSource(TableSource):
-    """Plain text, one record per non-blank line: ``text`` (the line) and ``line`` (its
-    1-based number). Read only where named (``source_format = "lines"``): a stray
-    ``README.txt`` in a folder of images is not a table of records."""
+    """Plain text, one record per non-blank line.
+
+    Columns ``text`` (the line) and ``line`` (its 1-based number). Read only where named
+    (``source_format = "lines"``): a stray
+    ``README.txt`` in a folder of images is not a table of records.
+    """
 
     name = "lines"
     extensions = (".txt",)

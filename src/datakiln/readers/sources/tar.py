@@ -147,6 +147,8 @@ def _trailing_damage(f: Any, members: list[MemberRef], size: int) -> str | None:
 
 
 class TarSource(ArchiveSource):
+    """Tar archives (WebDataset shards): records are keys, columns are member extensions."""
+
     name = "tar"
     extensions = (".tar",)
 

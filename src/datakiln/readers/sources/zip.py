@@ -21,6 +21,7 @@ _METHODS = {zipfile.ZIP_STORED: "raw", zipfile.ZIP_DEFLATED: "deflate", zipfile.
 
 
 def list_zip(uri: str, storage_options: Mapping[str, Any]) -> tuple[list[MemberRef], str | None]:
+    """The file members of a zip archive, and why the listing stopped early (``None``: whole)."""
     members: list[MemberRef] = []
     try:
         with (
@@ -50,6 +51,8 @@ def list_zip(uri: str, storage_options: Mapping[str, Any]) -> tuple[list[MemberR
 
 
 class ZipSource(ArchiveSource):
+    """Zip archives: records are keys, columns are member extensions."""
+
     name = "zip"
     extensions = (".zip",)
 
