@@ -12,13 +12,11 @@ untimed warm-up bake that fills the persistent JAX compilation cache.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
+import harness
 import numpy as np
 from PIL import Image
 
@@ -46,9 +44,7 @@ def _bake(
         workers=workers,
         image=datakiln.ImageParams(height=size, width=size),
     )
-    started = time.perf_counter()
-    report = datakiln.bake(spec, jax_cache_dir=cache)
-    elapsed = time.perf_counter() - started
+    elapsed, report = harness.timed(lambda: datakiln.bake(spec, jax_cache_dir=cache))
     assert report.rejected == 0, report.rejected_by_reason
     return report.inputs / elapsed
 
@@ -62,31 +58,33 @@ def main() -> None:
     parser.add_argument("--shard-size", type=int, default=256)
     parser.add_argument("--workers", type=int, default=None)
     args = parser.parse_args()
+    record = harness.Recorder("bench_bake_images", args)
     root = Path(args.corpus) / args.subdir
     files = sorted(p for p in root.iterdir() if p.is_file())
-    results: dict[str, list[float]] = {"pillow_decode": [], "pillow_draft": [], "bake": []}
+    record.facts.update(files=len(files), size=args.size, shard_size=args.shard_size)
     with tempfile.TemporaryDirectory() as tmp:
         cache = f"{tmp}/jax-cache"
         _bake(str(root), f"{tmp}/warm", args.size, args.shard_size, args.workers, cache)
-        for run in range(args.runs):
-            results["pillow_decode"].append(decode_loop(files, None))
-            results["pillow_draft"].append(decode_loop(files, args.size))
-            results["bake"].append(
-                _bake(str(root), f"{tmp}/out{run}", args.size, args.shard_size, args.workers, cache)
-            )
-    medians = {k: statistics.median(v) for k, v in results.items()}
-    summary = {
-        "files": len(files),
-        "size": args.size,
-        "shard_size": args.shard_size,
-        "runs": args.runs,
-        "machine": f"{platform.machine()}, {platform.system()}, python {platform.python_version()}",
-        "images_per_s_median": {k: round(v, 1) for k, v in medians.items()},
-        "all_runs": {k: [round(x, 1) for x in v] for k, v in results.items()},
-        "bake_vs_draft": round(medians["bake"] / medians["pillow_draft"], 3),
-        "bake_vs_decode": round(medians["bake"] / medians["pillow_decode"], 3),
-    }
-    print(json.dumps(summary, indent=1))
+        outs = iter(range(args.runs))
+        figures = harness.alternate(
+            {
+                "pillow_decode": lambda: decode_loop(files, None),
+                "pillow_draft": lambda: decode_loop(files, args.size),
+                "bake": lambda: _bake(
+                    str(root),
+                    f"{tmp}/out{next(outs)}",
+                    args.size,
+                    args.shard_size,
+                    args.workers,
+                    cache,
+                ),
+            },
+            args.runs,
+        )
+    record.extend(figures, "images/s")
+    record.ratio("bake_vs_draft", "bake", "pillow_draft")
+    record.ratio("bake_vs_decode", "bake", "pillow_decode")
+    record.write()
 
 
 if __name__ == "__main__":

@@ -24,33 +24,26 @@ the medians and ratios are reported. The baselines use one BLAS thread (as
 
 from __future__ import annotations
 
+import argparse
 import os
+import tempfile
+from pathlib import Path
+from typing import Any
 
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+import harness
+import soundfile
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+import datakiln
+from datakiln.cache.manifest import read_manifest
+from datakiln.etl.spec import AudioParams, TextBakeParams
 
-import soundfile  # noqa: E402
-
-import datakiln  # noqa: E402
-from datakiln.cache.manifest import read_manifest  # noqa: E402
-from datakiln.etl.spec import AudioParams, TextBakeParams  # noqa: E402
-
+# Read by numpy's BLAS when first imported, so ``main`` re-executes with them when unset.
+BLAS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 MEL = {"n_fft": 1024, "hop_length": 512, "n_mels": 80}
 
 
 def _bake(spec: datakiln.BakeSpec, cache: str) -> tuple[float, dict[str, Any]]:
-    started = time.perf_counter()
-    report = datakiln.bake(spec, jax_cache_dir=cache)
-    elapsed = time.perf_counter() - started
+    elapsed, report = harness.timed(lambda: datakiln.bake(spec, jax_cache_dir=cache))
     assert report.rejected == 0, report.rejected_by_reason
     return elapsed, report.to_dict()
 
@@ -68,7 +61,7 @@ def _text_spec(path: Path, out: str, args: argparse.Namespace) -> datakiln.BakeS
     )
 
 
-def bench_text(args: argparse.Namespace, tmp: str, cache: str) -> dict[str, Any]:
+def bench_text(args: argparse.Namespace, tmp: str, cache: str, record: harness.Recorder) -> None:
     from tokenizers import ByteLevelBPETokenizer
 
     path = Path(args.corpus) / "text" / "lines.txt"
@@ -76,41 +69,36 @@ def bench_text(args: argparse.Namespace, tmp: str, cache: str) -> dict[str, Any]
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(lines, vocab_size=args.vocab_size, show_progress=False)
     bpe.encode_batch(lines[:1000])  # warm-up
-
-    def bpe_run() -> tuple[float, int]:
-        started = time.perf_counter()
-        encoded = bpe.encode_batch(lines)
-        elapsed = time.perf_counter() - started
-        return elapsed, sum(len(e.ids) for e in encoded)
-
     _bake(_text_spec(path, f"{tmp}/text-warm", args), cache)
-    runs: dict[str, list[float]] = {k: [] for k in ("bpe", "bake", "bpe_lines", "bake_lines")}
-    reports = []
-    bpe_tokens = bake_tokens = 0
-    for run in range(args.runs):
-        seconds, bpe_tokens = bpe_run()
-        runs["bpe"].append(bpe_tokens / seconds)
-        runs["bpe_lines"].append(len(lines) / seconds)
-        out = f"{tmp}/text{run}"
+    counts: dict[str, int] = {}
+    bake_runs: list[dict[str, Any]] = []
+
+    def bpe_run() -> float:
+        seconds, encoded = harness.timed(lambda: bpe.encode_batch(lines))
+        counts["bpe"] = sum(len(e.ids) for e in encoded)
+        record.add("text.bpe_lines", len(lines) / seconds, "lines/s")
+        return counts["bpe"] / seconds
+
+    def bake_run() -> float:
+        out = f"{tmp}/text{len(bake_runs)}"
         seconds, report = _bake(_text_spec(path, out, args), cache)
-        bake_tokens = read_manifest(out)["stats"]["n_tokens"]
-        runs["bake"].append(bake_tokens / seconds)
-        runs["bake_lines"].append(report["baked"] / seconds)
-        reports.append(
+        counts["bake"] = read_manifest(out)["stats"]["n_tokens"]
+        record.add("text.bake_lines", report["baked"] / seconds, "lines/s")
+        bake_runs.append(
             {"wall_s": round(seconds, 3), "shards": report["shards"]}
             | {f"{k}_s": round(v, 3) for k, v in report["stage_s"].items()}
         )
-    med = {k: statistics.median(v) for k, v in runs.items()}
-    return {
+        return counts["bake"] / seconds
+
+    figures = harness.alternate({"bpe": bpe_run, "bake": bake_run}, args.runs)
+    record.extend(figures, "tokens/s", prefix="text.")
+    record.ratio("text.bake_vs_bpe_tokens", "text.bake", "text.bpe")
+    record.ratio("text.bake_vs_bpe_lines", "text.bake_lines", "text.bpe_lines")
+    record.facts["text"] = {
         "lines": len(lines),
         "shard_size": args.text_shard_size or "spec default",
-        "tokens": {"bake": bake_tokens, "bpe": bpe_tokens},
-        "tokens_per_s_median": {"bake": round(med["bake"]), "bpe": round(med["bpe"])},
-        "lines_per_s_median": {"bake": round(med["bake_lines"]), "bpe": round(med["bpe_lines"])},
-        "all_runs_tokens_per_s": {k: [round(x) for x in runs[k]] for k in ("bake", "bpe")},
-        "bake_runs": reports,
-        "bake_vs_bpe_tokens": round(med["bake"] / med["bpe"], 3),
-        "bake_vs_bpe_lines": round(med["bake_lines"] / med["bpe_lines"], 3),
+        "tokens": counts,
+        "bake_runs": bake_runs,
     }
 
 
@@ -130,39 +118,41 @@ def _audio_spec(root: Path, out: str, args: argparse.Namespace) -> datakiln.Bake
 def _librosa_loop(files: list[Path]) -> float:
     import librosa
 
-    started = time.perf_counter()
-    for path in files:
-        y, rate = soundfile.read(path, dtype="float32")
-        if rate != 16000:
-            y = librosa.resample(y, orig_sr=rate, target_sr=16000)
-        y = librosa.util.normalize(librosa.util.fix_length(y, size=16000))
-        librosa.power_to_db(librosa.feature.melspectrogram(y=y, sr=16000, **MEL), ref=1.0)
-    return len(files) / (time.perf_counter() - started)
+    def loop() -> None:
+        for path in files:
+            y, rate = soundfile.read(path, dtype="float32")
+            if rate != 16000:
+                y = librosa.resample(y, orig_sr=rate, target_sr=16000)
+            y = librosa.util.normalize(librosa.util.fix_length(y, size=16000))
+            librosa.power_to_db(librosa.feature.melspectrogram(y=y, sr=16000, **MEL), ref=1.0)
+
+    return harness.per_second(len(files), loop)
 
 
-def bench_audio(args: argparse.Namespace, tmp: str, cache: str) -> dict[str, Any]:
+def bench_audio(args: argparse.Namespace, tmp: str, cache: str, record: harness.Recorder) -> None:
     root = Path(args.corpus) / "audio"
     files = sorted(p for p in root.iterdir() if p.suffix == ".wav")
     _librosa_loop(files[:8])  # imports, filter caches
     _bake(_audio_spec(root, f"{tmp}/audio-warm", args), cache)
-    runs: dict[str, list[float]] = {"librosa": [], "bake": []}
-    reports = []
-    for run in range(args.runs):
-        runs["librosa"].append(_librosa_loop(files))
-        seconds, report = _bake(_audio_spec(root, f"{tmp}/audio{run}", args), cache)
-        runs["bake"].append(report["baked"] / seconds)
-        reports.append(
+    bake_runs: list[dict[str, Any]] = []
+
+    def bake_run() -> float:
+        seconds, report = _bake(_audio_spec(root, f"{tmp}/audio{len(bake_runs)}", args), cache)
+        bake_runs.append(
             {"wall_s": round(seconds, 3), "shards": report["shards"]}
             | {f"{k}_s": round(v, 3) for k, v in report["stage_s"].items()}
         )
-    med = {k: statistics.median(v) for k, v in runs.items()}
-    return {
+        return report["baked"] / seconds
+
+    figures = harness.alternate(
+        {"librosa": lambda: _librosa_loop(files), "bake": bake_run}, args.runs
+    )
+    record.extend(figures, "clips/s", prefix="audio.")
+    record.ratio("audio.bake_vs_librosa", "audio.bake", "audio.librosa")
+    record.facts["audio"] = {
         "clips": len(files),
         "shard_size": args.audio_shard_size or "spec default",
-        "clips_per_s_median": {k: round(v, 1) for k, v in med.items()},
-        "all_runs": {k: [round(x, 1) for x in v] for k, v in runs.items()},
-        "bake_runs": reports,
-        "bake_vs_librosa": round(med["bake"] / med["librosa"], 3),
+        "bake_runs": bake_runs,
     }
 
 
@@ -180,24 +170,18 @@ def main() -> None:
         help="lines per text shard (0: the spec's default for text, 16384)",
     )
     parser.add_argument("--audio-shard-size", type=int, default=None, help="default: the spec's")
-    parser.add_argument("--json", help="also write the summary to this file")
+    parser.add_argument("--json", help="also copy the results file here")
     args = parser.parse_args()
-    summary: dict[str, Any] = {
-        "machine": f"{platform.machine()}, {platform.system()}, {os.cpu_count()} cpus, "
-        f"python {platform.python_version()}",
-        "load_avg_1m_at_start": os.getloadavg()[0],
-        "runs": args.runs,
-    }
+    harness.require_env({var: os.environ.get(var, "1") for var in BLAS_ENV})
+    record = harness.Recorder("bench_bake_text_audio", args)
+    record.facts["blas_threads"] = os.environ["OPENBLAS_NUM_THREADS"]
     with tempfile.TemporaryDirectory() as tmp:
         cache = f"{tmp}/jax-cache"
         if args.only in (None, "text"):
-            summary["text"] = bench_text(args, tmp, cache)
+            bench_text(args, tmp, cache, record)
         if args.only in (None, "audio"):
-            summary["audio"] = bench_audio(args, tmp, cache)
-    summary["load_avg_1m_at_end"] = os.getloadavg()[0]
-    print(json.dumps(summary, indent=1))
-    if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=1) + "\n")
+            bench_audio(args, tmp, cache, record)
+    record.write(also=args.json)
 
 
 if __name__ == "__main__":

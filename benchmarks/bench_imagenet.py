@@ -31,21 +31,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import statistics
-import subprocess
-import sys
-import time
+import shutil
 from pathlib import Path
 
+import harness
 import numpy as np
+from bench_bake_images import decode_loop
+from photo_corpus import write_photo_corpus
 
 import datakiln
 from datakiln.cache.inspect import describe_cache
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_bake_images import decode_loop
-from photo_corpus import write_photo_corpus
 
 CODECS = ("none", "zstd", "blosc-lz4", "png", "jpeg")
 # Warm "epoch" figures run this many shuffled epochs in one Loader, so that filling and
@@ -62,9 +57,9 @@ def _bake(
         shard_size=args.shard_size,
         image=datakiln.ImageParams(height=size, width=size, fit=fit, codec=codec, labels="parent"),
     )
-    started = time.perf_counter()
-    report = datakiln.bake(spec, jax_cache_dir=str(args.work / "jax-cache"))
-    elapsed = time.perf_counter() - started
+    elapsed, report = harness.timed(
+        lambda: datakiln.bake(spec, jax_cache_dir=str(args.work / "jax-cache"))
+    )
     assert report.rejected == 0, report.rejected_by_reason
     return report.inputs / elapsed
 
@@ -122,85 +117,83 @@ class _Floor:
 def _random_rate(read, n: int, batch: int, batches: int, seed: int) -> float:
     rng = np.random.default_rng(seed)
     picks = [rng.integers(0, n, batch) for _ in range(batches)]
-    started = time.perf_counter()
-    for idx in picks:
-        read(idx)
-    return batch * batches / (time.perf_counter() - started)
+    return harness.per_second(batch * batches, lambda: [read(idx) for idx in picks])
 
 
 def _epoch_rate(dataset, batch: int, seed: int, epochs: int = WARM_EPOCHS) -> float:
     loader = datakiln.Loader(dataset, batch, shuffle=True, seed=seed, num_epochs=epochs, prefetch=2)
-    started = time.perf_counter()
-    count = sum(len(b["indices"]) for b in loader)
-    return count / (time.perf_counter() - started)
+    elapsed, count = harness.timed(lambda: sum(len(b["indices"]) for b in loader))
+    return count / elapsed
 
 
 def _floor_epoch_rate(read: _Floor, batch: int, seed: int, epochs: int = WARM_EPOCHS) -> float:
     floor = read.floor
     rng = np.random.default_rng(seed)
-    started = time.perf_counter()
-    for _ in range(epochs):
-        order = rng.permutation(len(floor))
-        for start in range(0, len(order) - batch + 1, batch):
-            read(order[start : start + batch])
-    return epochs * (len(floor) // batch) * batch / (time.perf_counter() - started)
+
+    def epochs_of_reads() -> None:
+        for _ in range(epochs):
+            order = rng.permutation(len(floor))
+            for start in range(0, len(order) - batch + 1, batch):
+                read(order[start : start + batch])
+
+    return harness.per_second(epochs * (len(floor) // batch) * batch, epochs_of_reads)
 
 
-def _warm_reads(caches: dict[str, Path], floor: np.memmap, args: argparse.Namespace) -> dict:
+def _warm_reads(
+    caches: dict[str, Path], floor: np.memmap, args: argparse.Namespace, record: harness.Recorder
+) -> None:
     n = len(floor)
     datasets = {codec: datakiln.open_cache(str(path)) for codec, path in caches.items()}
     for dataset in datasets.values():  # warm the page cache and the decoders
         _random_rate(lambda i, d=dataset: d.get_batch(indices=i), n, args.batch, 2, 99)
     read_floor = _Floor(floor, args.batch)  # its buffers are reused, as the reader's are
     _random_rate(read_floor, n, args.batch, 2, 99)
-    warm: dict[str, dict[str, list[float]]] = {
-        name: {"random_batch": [], "epoch": []} for name in ("floor", *caches)
-    }
     for run in range(args.runs):
-        warm["floor"]["random_batch"].append(
-            _random_rate(read_floor, n, args.batch, args.batches, run)
+        record.add(
+            "warm.floor.random_batch",
+            _random_rate(read_floor, n, args.batch, args.batches, run),
+            "samples/s",
         )
-        warm["floor"]["epoch"].append(_floor_epoch_rate(read_floor, args.batch, run))
+        record.add("warm.floor.epoch", _floor_epoch_rate(read_floor, args.batch, run), "samples/s")
         for codec, dataset in datasets.items():
             read = dataset.get_batch
-            warm[codec]["random_batch"].append(
-                _random_rate(lambda i, r=read: r(indices=i), n, args.batch, args.batches, run)
+            record.add(
+                f"warm.{codec}.random_batch",
+                _random_rate(lambda i, r=read: r(indices=i), n, args.batch, args.batches, run),
+                "samples/s",
             )
-            warm[codec]["epoch"].append(_epoch_rate(dataset, args.batch, run))
-    return {
-        name: {k: _median(v) for k, v in rates.items()}
-        | {
-            f"{k}_vs_floor": round(statistics.median(v) / statistics.median(warm["floor"][k]), 3)
-            for k, v in rates.items()
-        }
-        for name, rates in warm.items()
-    }
+            record.add(f"warm.{codec}.epoch", _epoch_rate(dataset, args.batch, run), "samples/s")
+    for codec in caches:
+        for kind in ("random_batch", "epoch"):
+            record.ratio(
+                f"warm.{codec}.{kind}_vs_floor", f"warm.{codec}.{kind}", f"warm.floor.{kind}"
+            )
 
 
 def _cold_reads(
-    caches: dict[str, Path], floor_path: Path, args: argparse.Namespace
-) -> tuple[dict, str]:
-    cold: dict[str, list[float]] = {name: [] for name in ("floor", *caches)}
+    caches: dict[str, Path], floor_path: Path, args: argparse.Namespace, record: harness.Recorder
+) -> str:
     method = ""
     for run in range(args.runs):
         method = _evict([floor_path])
         read_floor = _Floor(np.load(floor_path, mmap_mode="r"), args.batch)
         read_floor.out.fill(0)  # touch the buffers before the clock starts
         read_floor.raw.fill(0)
-        cold["floor"].append(_floor_epoch_rate(read_floor, args.batch, run, epochs=1))
+        record.add(
+            "cold.floor", _floor_epoch_rate(read_floor, args.batch, run, epochs=1), "samples/s"
+        )
         for codec, path in caches.items():
             method = _evict([path])
             dataset = datakiln.open_cache(str(path))
-            cold[codec].append(_epoch_rate(dataset, args.batch, run, epochs=1))
-    floor_cold = statistics.median(cold["floor"])
-    rates = {
-        name: {"rate": _median(v), "vs_floor": round(statistics.median(v) / floor_cold, 3)}
-        for name, v in cold.items()
-    }
-    return rates, method
+            record.add(
+                f"cold.{codec}", _epoch_rate(dataset, args.batch, run, epochs=1), "samples/s"
+            )
+    for codec in caches:
+        record.ratio(f"cold.{codec}_vs_floor", f"cold.{codec}", "cold.floor")
+    return method
 
 
-def _sweep(args: argparse.Namespace, n: int, files: int) -> dict:
+def _sweep(args: argparse.Namespace, n: int, files: int, record: harness.Recorder) -> dict:
     """none against jpeg at each size, alternating within each run."""
     sweep: dict[str, dict] = {}
     for size in [int(v) for v in args.sweep.split(",") if v]:
@@ -210,38 +203,39 @@ def _sweep(args: argparse.Namespace, n: int, files: int) -> dict:
             if not (caches[codec] / "manifest.json").exists():
                 _bake(args.corpus, caches[codec], size, "stretch", codec, args)
         datasets = {codec: datakiln.open_cache(str(path)) for codec, path in caches.items()}
-        rates = {c: {"random_batch": [], "epoch": [], "cold_epoch": []} for c in caches}
         for dataset in datasets.values():
             _random_rate(lambda i, d=dataset: d.get_batch(indices=i), n, args.batch, 2, 99)
         for run in range(args.runs):
             for codec, dataset in datasets.items():
+                name = f"sweep.{size}-{codec}"
                 read = dataset.get_batch
-                rates[codec]["random_batch"].append(
-                    _random_rate(lambda i, r=read: r(indices=i), n, args.batch, args.batches, run)
+                record.add(
+                    f"{name}.random_batch",
+                    _random_rate(lambda i, r=read: r(indices=i), n, args.batch, args.batches, run),
+                    "samples/s",
                 )
-                rates[codec]["epoch"].append(_epoch_rate(dataset, args.batch, run))
+                record.add(f"{name}.epoch", _epoch_rate(dataset, args.batch, run), "samples/s")
                 _evict([caches[codec]])
                 cold = datakiln.open_cache(str(caches[codec]))
-                rates[codec]["cold_epoch"].append(_epoch_rate(cold, args.batch, run, epochs=1))
+                record.add(
+                    f"{name}.cold_epoch", _epoch_rate(cold, args.batch, run, epochs=1), "samples/s"
+                )
         for codec, path in caches.items():
             field = describe_cache(str(path))["fields"]["images"]
             sweep[f"{size}-{codec}"] = {
                 "raw_bytes_per_sample": size * size * 3,
                 "bytes_per_sample": round(field["on_disk_bytes"] / files),
-                **{k: _median(v) for k, v in rates[codec].items()},
             }
-            print(size, codec, json.dumps(sweep[f"{size}-{codec}"]), flush=True)
     return sweep
 
 
-def _codec_costs(cache: Path, runs: int) -> dict:
+def _codec_costs(cache: Path, runs: int, record: harness.Recorder) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     from datakiln.cache.chunk_codecs import ChunkCodec
 
     images = datakiln.open_cache(str(cache), dtype="raw").read_batch(np.arange(200))["images"]
     out = np.empty_like(images)
-    costs = {}
     for name in CODECS[1:]:
         codec = ChunkCodec(name)
         chunks = [codec.encode(image) for image in images]
@@ -250,28 +244,24 @@ def _codec_costs(cache: Path, runs: int) -> dict:
             for k in part:
                 codec.decode_into(chunks[k], out[k])
 
-        timings: dict[str, list[float]] = {"encode": [], "decode": [], "decode_2_threads": []}
-        for _ in range(runs):
-            started = time.perf_counter()
+        def decode_2_threads(decode=decode) -> None:
+            with ThreadPoolExecutor(2) as pool:
+                list(pool.map(decode, [range(0, 100), range(100, 200)]))
+
+        def encode(codec=codec) -> None:
             for image in images:
                 codec.encode(image)
-            timings["encode"].append(time.perf_counter() - started)
-            started = time.perf_counter()
-            decode(range(len(images)))
-            timings["decode"].append(time.perf_counter() - started)
-            with ThreadPoolExecutor(2) as pool:
-                started = time.perf_counter()
-                list(pool.map(decode, [range(0, 100), range(100, 200)]))
-                timings["decode_2_threads"].append(time.perf_counter() - started)
-        np.testing.assert_array_equal(out[0] if name != "jpeg" else images[0], images[0])
-        costs[name] = {
-            k: round(statistics.median(v) * 1000 / len(images), 3) for k, v in timings.items()
+
+        steps = {
+            "encode": encode,
+            "decode": lambda decode=decode: decode(range(len(images))),
+            "decode_2_threads": decode_2_threads,
         }
-    return costs
-
-
-def _median(values: list[float]) -> float:
-    return round(statistics.median(values), 1)
+        for _ in range(runs):
+            for step, fn in steps.items():
+                ms = harness.seconds(fn) * 1000 / len(images)
+                record.add(f"codec.{name}.{step}", ms, "ms/image")
+        np.testing.assert_array_equal(out[0] if name != "jpeg" else images[0], images[0])
 
 
 def main() -> None:
@@ -287,40 +277,39 @@ def main() -> None:
     parser.add_argument("--sweep", default="64,128,192", help="sizes of part 5 (256: parts 2-4)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
+    record = harness.Recorder("bench_imagenet", args)
     files = write_photo_corpus(args.corpus, args.n)
-    result: dict = {
-        "files": len(files),
-        "source_jpeg_bytes_per_sample": round(sum(p.stat().st_size for p in files) / len(files)),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, python "
-        f"{platform.python_version()}, load {os.getloadavg()[0]:.2f} at start",
-        "runs": args.runs,
-    }
-
+    record.facts.update(
+        files=len(files),
+        source_jpeg_bytes_per_sample=round(sum(p.stat().st_size for p in files) / len(files)),
+    )
     parts = {int(p) for p in args.parts.split(",") if p}
 
     # 1. bake throughput against Pillow in the same run
     if 1 in parts:
         _bake(args.corpus, args.work / "warm", 64, "stretch", "none", args)
-    bakes: dict[str, dict] = {}
     for size, fit in ((224, "center-crop"), (256, "stretch")) if 1 in parts else ():
         for codec in ("none", "jpeg"):
-            name = f"{size}-{fit}-{codec}"
-            rates: dict[str, list[float]] = {"plain_decode": [], "draft_decode": [], "bake": []}
-            for run in range(args.runs):
-                rates["plain_decode"].append(decode_loop(files, None))
-                rates["draft_decode"].append(decode_loop(files, size))
-                out = args.work / f"bake-{name}-{run}"
-                subprocess.run(["rm", "-rf", str(out)], check=True)
-                rates["bake"].append(_bake(args.corpus, out, size, fit, codec, args))
-            med = {k: _median(v) for k, v in rates.items()}
-            bakes[name] = {
-                "images_per_s": med,
-                "bake_vs_draft": round(med["bake"] / med["draft_decode"], 3),
-                "bake_vs_plain": round(med["bake"] / med["plain_decode"], 3),
-                "all_runs": {k: [round(x, 1) for x in v] for k, v in rates.items()},
-            }
-            print(name, json.dumps(bakes[name]["images_per_s"]), flush=True)
-    result["bake"] = bakes
+            name = f"bake.{size}-{fit}-{codec}"
+            outs = iter(range(args.runs))
+
+            def bake(size=size, fit=fit, codec=codec, name=name, outs=outs) -> float:
+                out = args.work / f"{name}-{next(outs)}"
+                shutil.rmtree(out, ignore_errors=True)
+                return _bake(args.corpus, out, size, fit, codec, args)
+
+            figures = harness.alternate(
+                {
+                    "plain_decode": lambda: decode_loop(files, None),
+                    "draft_decode": lambda size=size: decode_loop(files, size),
+                    "bake": bake,
+                },
+                args.runs,
+            )
+            record.extend(figures, "images/s", prefix=f"{name}.")
+            record.ratio(f"{name}.bake_vs_draft", f"{name}.bake", f"{name}.draft_decode")
+            record.ratio(f"{name}.bake_vs_plain", f"{name}.bake", f"{name}.plain_decode")
+            print(name, json.dumps(record.medians()), flush=True)
 
     # 2. disk per sample, every codec, 256 stretch
     caches: dict[str, Path] = {}
@@ -335,8 +324,7 @@ def main() -> None:
             "bytes_per_sample": round(field["on_disk_bytes"] / len(files)),
             "disk_ratio": field["disk_ratio"],
         }
-    result["disk_256"] = disk
-    print("disk", json.dumps(disk), flush=True)
+    record.facts["disk_256"] = disk
 
     # 3. warm reads against the uint8 memmap floor
     floor = _floor(caches["none"], args.work)
@@ -344,27 +332,21 @@ def main() -> None:
     if n < args.batch:
         raise SystemExit(f"--batch {args.batch} is more than the {n} samples: use a larger --n")
     if 3 in parts:
-        result["warm_reads_samples_per_s"] = _warm_reads(caches, floor, args)
-        print("warm", json.dumps(result["warm_reads_samples_per_s"]), flush=True)
+        _warm_reads(caches, floor, args, record)
 
     # 4. cold epochs: every file evicted from the page cache first
     if 4 in parts:
         floor_path = args.work / f"floor-{caches['none'].name}.npy"
-        result["cold_epoch_samples_per_s"], result["cold_eviction"] = _cold_reads(
-            caches, floor_path, args
-        )
-        print("cold", json.dumps(result["cold_epoch_samples_per_s"]), flush=True)
+        record.facts["cold_eviction"] = _cold_reads(caches, floor_path, args, record)
 
     # 5. where jpeg starts to pay: none against jpeg by stored size
     if 5 in parts:
-        result["sweep"] = _sweep(args, n, len(files))
+        record.facts["sweep_disk"] = _sweep(args, n, len(files), record)
 
     # 6. per-image encode and decode costs of each codec
     if 6 in parts:
-        result["codec_ms_per_image"] = _codec_costs(caches["none"], args.runs)
-        print("codecs", json.dumps(result["codec_ms_per_image"]), flush=True)
-    result["load_at_end"] = round(os.getloadavg()[0], 2)
-    print(json.dumps(result, indent=1))
+        _codec_costs(caches["none"], args.runs, record)
+    record.write()
 
 
 if __name__ == "__main__":

@@ -23,54 +23,55 @@ The corpus comes from ``../shared/bench/make_corpus.py`` (text/lines.txt, audio/
 
 from __future__ import annotations
 
+import argparse
+import functools
 import os
-import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-# Before numpy loads: the per-clip librosa baseline multiplies tiny matrices, which gain
-# nothing from BLAS threads, and multi-threaded OpenBLAS on a busy 2-core machine was seen
-# taking 3-18 ms instead of ~1 ms per melspectrogram. One BLAS thread keeps the baseline fair.
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
-if "--single-thread" in sys.argv:  # XLA on one core too: a per-core comparison
-    os.environ["XLA_FLAGS"] = (
-        os.environ.get("XLA_FLAGS", "")
-        + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-    )
+import harness
+import jax
+import jax.numpy as jnp
+import numpy as np
+import soundfile
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+from datakiln.etl.kernels import audio as ka
+from datakiln.etl.kernels import text as kt
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import soundfile  # noqa: E402
-
-from datakiln.etl.kernels import audio as ka  # noqa: E402
-from datakiln.etl.kernels import text as kt  # noqa: E402
-
+# The per-clip librosa baseline multiplies tiny matrices, which gain nothing from BLAS
+# threads, and multi-threaded OpenBLAS on a busy 2-core machine was seen taking 3-18 ms
+# instead of ~1 ms per melspectrogram. One BLAS thread keeps the baseline fair. numpy reads
+# these when first imported, so ``main`` re-executes with them when unset.
+BLAS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+# XLA on one core too (``--single-thread``): a per-core comparison. Read when jax starts.
+SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 SPECIAL = {"pad_id": 0, "unk_id": 1, "bos_id": 2, "eos_id": 3}
 
 
-def _race(fns: dict[str, Callable[[], Any]], runs: int) -> dict[str, tuple[float, Any]]:
-    """Median seconds (and last result) of each function, timed round-robin.
+def _race(
+    fns: dict[str, Callable[[], Any]], runs: int
+) -> tuple[dict[str, list[float]], dict[str, Any]]:
+    """Seconds of each run of each function, and each one's last result.
 
     Each function runs once untimed (compiles, fills caches); then the timed runs alternate
     between the contenders, so that a noisy neighbour on a shared machine slows them alike.
     """
-    results = {name: fn() for name, fn in fns.items()}
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(runs):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            results[name] = fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: (statistics.median(times[name]), results[name]) for name in fns}
+    last: dict[str, Any] = {}
+
+    def run(name: str, fn: Callable[[], Any]) -> float:
+        elapsed, last[name] = harness.timed(fn)
+        return elapsed
+
+    times = harness.alternate(
+        {name: functools.partial(run, name, fn) for name, fn in fns.items()}, runs, warmup=True
+    )
+    return times, last
+
+
+def _rates(record: harness.Recorder, name: str, count: float, times: list[float], unit: str):
+    for elapsed in times:
+        record.add(name, count / elapsed, unit)
 
 
 # -- text baselines ------------------------------------------------------------------------
@@ -119,7 +120,7 @@ def numpy_bytes(texts: list[str], max_length: int) -> tuple[np.ndarray, np.ndarr
     return tokens, lengths
 
 
-def bench_text(args: argparse.Namespace) -> dict[str, Any]:
+def bench_text(args: argparse.Namespace, record: harness.Recorder) -> None:
     path = Path(args.corpus) / "text" / "lines.txt"
     lines = path.read_text(encoding="utf-8").splitlines()[: args.lines]
     shards = [lines[i : i + args.shard] for i in range(0, len(lines), args.shard)]
@@ -137,7 +138,7 @@ def bench_text(args: argparse.Namespace) -> dict[str, Any]:
         packed.append((jnp.asarray(matrix), jnp.asarray(lengths)))
     kernel_params = {k: v for k, v in params.items() if k != "unk_id"}
 
-    race = _race(
+    times, last = _race(
         {
             "jax": lambda: [kt.tokenize_texts(s, **params) for s in shards],
             "jax_kernel_only": lambda: [
@@ -151,30 +152,36 @@ def bench_text(args: argparse.Namespace) -> dict[str, Any]:
         },
         args.runs,
     )
-    n_tokens = int(sum(int(r[1].sum()) for r in race["jax"][1]))
-    n_base = int(race["python_fnv"][1][1].sum())
+    n_tokens = int(sum(int(r[1].sum()) for r in last["jax"]))
+    n_base = int(last["python_fnv"][1].sum())
     out["word_hash_tokens"] = n_tokens
     for name in ("jax", "jax_kernel_only"):
-        out[f"word_hash_{name}_tok_s"] = n_tokens / race[name][0]
+        _rates(record, f"text.word_hash_{name}", n_tokens, times[name], "tokens/s")
     for name in ("python_fnv", "python_fnv_cached"):
-        out[f"word_hash_{name}_tok_s"] = n_base / race[name][0]
+        _rates(record, f"text.word_hash_{name}", n_base, times[name], "tokens/s")
     # Same ids on both sides: a guard that the comparison is like for like.
-    assert np.array_equal(race["python_fnv"][1][0], kt.tokenize_texts(base, **params)[0])
+    assert np.array_equal(last["python_fnv"][0], kt.tokenize_texts(base, **params)[0])
 
     byte_params = {**params, "max_length": args.byte_max_length, "vocab_size": 260}
-    race = _race(
+    times, last = _race(
         {
             "jax": lambda: [kt.tokenize_texts(s, tokenizer="byte", **byte_params) for s in shards],
             "numpy": lambda: numpy_bytes(lines, args.byte_max_length),
         },
         args.runs,
     )
-    n_bytes = int(sum(int(r[1].sum()) for r in race["jax"][1]))
-    assert n_bytes == int(race["numpy"][1][1].sum())
+    n_bytes = int(sum(int(r[1].sum()) for r in last["jax"]))
+    assert n_bytes == int(last["numpy"][1].sum())
     out["byte_max_length"] = args.byte_max_length
-    out["byte_jax_tok_s"] = n_bytes / race["jax"][0]
-    out["byte_numpy_tok_s"] = n_bytes / race["numpy"][0]
-    return out
+    for name in ("jax", "numpy"):
+        _rates(record, f"text.byte_{name}", n_bytes, times[name], "tokens/s")
+    record.ratio(
+        "text.word_hash_jax_vs_python_cached",
+        "text.word_hash_jax",
+        "text.word_hash_python_fnv_cached",
+    )
+    record.ratio("text.byte_jax_vs_numpy", "text.byte_jax", "text.byte_numpy")
+    record.facts["text"] = out
 
 
 # -- audio -----------------------------------------------------------------------------------
@@ -194,7 +201,7 @@ def _clips(corpus: Path, rate: int, count: int) -> list[np.ndarray]:
     raise SystemExit(f"need {count} clips at {rate} Hz in {corpus}/audio, found {len(clips)}")
 
 
-def bench_audio(args: argparse.Namespace) -> dict[str, Any]:
+def bench_audio(args: argparse.Namespace, record: harness.Recorder) -> None:
     import librosa
 
     corpus = Path(args.corpus)
@@ -245,10 +252,18 @@ def bench_audio(args: argparse.Namespace) -> dict[str, Any]:
             fns["mel_jax"] = lambda mel=mel, batch=batch: jax.block_until_ready(mel(batch))
             fns["mel_librosa"] = librosa_mel
             fns["mel_librosa_stft_matmul"] = stft_mel
-        for name, (seconds, _) in _race(fns, args.runs).items():
+        times, _ = _race(fns, args.runs)
+        for name, runs in times.items():
             key = name if name.startswith("mel") else f"{name}_from_{rate}"
-            out[f"{key}_clips_s"] = args.batch / seconds
-    return out
+            _rates(record, f"audio.{key}", args.batch, runs, "clips/s")
+        record.ratio(
+            f"audio.features_jax_vs_librosa_from_{rate}",
+            f"audio.features_jax_from_{rate}",
+            f"audio.features_librosa_from_{rate}",
+        )
+    record.ratio("audio.mel_jax_vs_librosa", "audio.mel_jax", "audio.mel_librosa")
+    record.ratio("audio.mel_jax_vs_stft_matmul", "audio.mel_jax", "audio.mel_librosa_stft_matmul")
+    record.facts["audio"] = out
 
 
 def main() -> None:
@@ -266,25 +281,23 @@ def main() -> None:
     parser.add_argument(
         "--single-thread", action="store_true", help="run XLA on one thread (read at import)"
     )
-    parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--json", help="also copy the results file here")
     args = parser.parse_args()
-    results: dict[str, Any] = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus",
-        "load_avg_1m_at_start": os.getloadavg()[0],
-        "jax": jax.__version__,
-        "runs": args.runs,
-        "xla_threads": 1 if args.single_thread else os.cpu_count(),
-        "blas_threads": os.environ["OPENBLAS_NUM_THREADS"],
-    }
+    env = {var: os.environ.get(var, "1") for var in BLAS_ENV}
+    xla_flags = os.environ.get("XLA_FLAGS", "")
+    if args.single_thread and SINGLE_THREAD_XLA not in xla_flags:
+        env["XLA_FLAGS"] = f"{xla_flags} {SINGLE_THREAD_XLA}".strip()
+    harness.require_env(env)
+    record = harness.Recorder("bench_kernels_text_audio", args)
+    record.facts.update(
+        xla_threads=1 if args.single_thread else os.cpu_count(),
+        blas_threads=os.environ["OPENBLAS_NUM_THREADS"],
+    )
     if args.only != "audio":
-        results["text"] = bench_text(args)
+        bench_text(args, record)
     if args.only != "text":
-        results["audio"] = bench_audio(args)
-    results["load_avg_1m_at_end"] = os.getloadavg()[0]
-    text = json.dumps(results, indent=2, default=float)
-    print(text)  # benchmarks are scripts: stdout is their report
-    if args.json:
-        Path(args.json).write_text(text)
+        bench_audio(args, record)
+    record.write(also=args.json)
 
 
 if __name__ == "__main__":

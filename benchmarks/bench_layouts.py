@@ -14,12 +14,10 @@ layout would add to datakiln's read path.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
-import statistics
-import time
 from pathlib import Path
 
+import harness
 import numcodecs
 import numpy as np
 import zarr
@@ -90,45 +88,51 @@ def main() -> None:
         "chunks_16_raw": {"chunks": (16, *shape), "shards": None, "compressors": None},
     }
     rng = np.random.default_rng(0)
-    results = {}
+    record = harness.Recorder("bench_layouts", args)
+    record.facts.update(samples=n, sample_shape=list(shape), batch=args.batch, layouts={})
     for name, layout in candidates.items():
-        store = work / name.split()[0]
+        key = name.split()[0]
+        store = work / key
         array = zarr.open_group(store, mode="w").create_array(
             "images", shape=data.shape, dtype="uint8", fill_value=0, **layout
         )
         array[:] = data
-        entry = {"bytes_on_disk": _size(store), "raw_bytes": data.nbytes}
-        zarr_rates, direct_rates = [], []
-        for _ in range(args.runs):
-            batches = [rng.integers(0, n, args.batch) for _ in range(args.batches)]
-            started = time.perf_counter()
-            for idx in batches[:5]:
-                array.get_orthogonal_selection((np.unique(idx),))
-            zarr_rates.append(5 * args.batch / (time.perf_counter() - started))
-            if layout["shards"] is not None and layout["compressors"] is None:
-                fs, root = store_fs(str(store))
-                reader = ShardedFieldReader(fs, root, "images")
-                out = np.empty((args.batch, *shape), np.uint8)
-                started = time.perf_counter()
+        record.facts["layouts"][key] = {
+            "label": name,
+            "bytes_on_disk": _size(store),
+            "raw_bytes": data.nbytes,
+            "disk_vs_raw": _size(store) / data.nbytes,
+        }
+        direct = None
+        if layout["shards"] is not None and layout["compressors"] is None:
+            fs, root = store_fs(str(store))
+            reader = ShardedFieldReader(fs, root, "images")
+            out = np.empty((args.batch, *shape), np.uint8)
+
+            def direct(batches, reader=reader, out=out):
                 for idx in batches:
                     reader.read_into(idx, out)
-                direct_rates.append(args.batches * args.batch / (time.perf_counter() - started))
-            elif layout["shards"] is not None and name.startswith("sharded_1x_zstd"):
-                started = time.perf_counter()
+                return len(batches) * args.batch
+
+        elif layout["shards"] is not None and name.startswith("sharded_1x_zstd"):
+
+            def direct(batches, store=store):
                 for idx in batches[:10]:
                     _direct_zstd(store / "images", idx, 1024, shape)
-                direct_rates.append(10 * args.batch / (time.perf_counter() - started))
-        entry["zarr_python_samples_per_s"] = round(statistics.median(zarr_rates))
-        if direct_rates:
-            entry["direct_samples_per_s"] = round(statistics.median(direct_rates))
-        entry["disk_vs_raw"] = round(entry["bytes_on_disk"] / entry["raw_bytes"], 3)
-        results[name] = entry
-    print(
-        json.dumps(
-            {"samples": n, "sample_shape": list(shape), "batch": args.batch, "layouts": results},
-            indent=1,
-        )
-    )
+                return 10 * args.batch
+
+        def zarr_python(batches, array=array):
+            for idx in batches[:5]:
+                array.get_orthogonal_selection((np.unique(idx),))
+            return 5 * args.batch
+
+        for _ in range(args.runs):
+            batches = [rng.integers(0, n, args.batch) for _ in range(args.batches)]
+            for method, read in (("zarr_python", zarr_python), ("direct", direct)):
+                if read is not None:
+                    elapsed, count = harness.timed(lambda read=read, b=batches: read(b))
+                    record.add(f"{key}.{method}", count / elapsed, "samples/s")
+    record.write()
 
 
 if __name__ == "__main__":

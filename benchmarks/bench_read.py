@@ -23,13 +23,10 @@ pages are file-backed page cache, reclaimable, and shared between processes).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import statistics
-import time
 from pathlib import Path
 
+import harness
 import numpy as np
 
 import datakiln
@@ -84,32 +81,32 @@ def _hf_copy(url: str, work: Path) -> object | None:
     return datasets.load_from_disk(str(path)).with_format("numpy")
 
 
-def _loader_memory(url: str, batch: int) -> dict[str, float]:
-    """Peak and final resident memory (MiB) of a process iterating one Loader epoch."""
-    import subprocess
-    import sys
+def loader_memory_child(url: str, batch: int) -> dict[str, float]:
+    """In a fresh process (``harness.spawn``): one Loader epoch, then this process's peak and
+    final resident memory (MiB)."""
+    dataset = datakiln.open_cache(url)
+    loader = datakiln.Loader(dataset, batch, shuffle=True, seed=2, num_epochs=1, prefetch=2)
+    for _ in loader:
+        pass
+    with open("/proc/self/status") as status:
+        fields = dict(line.split(":", 1) for line in status)
 
-    code = f"""
-import json, datakiln
-dataset = datakiln.open_cache({url!r})
-loader = datakiln.Loader(dataset, {batch}, shuffle=True, seed=2, num_epochs=1, prefetch=2)
-for batch in loader:
-    pass
-status = dict(line.split(":", 1) for line in open("/proc/self/status"))
-mib = lambda key: int(status[key].split()[0]) / 1024
-print(json.dumps({{"peak_rss_mib": mib("VmHWM"), "rss_anon_mib": mib("RssAnon"),
-                  "rss_file_mib": mib("RssFile")}}))
-"""
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return {k: round(v) for k, v in json.loads(out.stdout.strip().splitlines()[-1]).items()}
+    def mib(key: str) -> float:
+        return round(int(fields[key].split()[0]) / 1024)
+
+    return {
+        "peak_rss_mib": mib("VmHWM"),
+        "rss_anon_mib": mib("RssAnon"),
+        "rss_file_mib": mib("RssFile"),
+    }
 
 
 def _rate(fn, batches: list[np.ndarray]) -> float:
-    started = time.perf_counter()
-    n = 0
-    for idx in batches:
-        n += len(fn(idx))
-    return n / (time.perf_counter() - started)
+    def read() -> int:
+        return sum(len(fn(idx)) for idx in batches)
+
+    elapsed, n = harness.timed(read)
+    return n / elapsed
 
 
 def main() -> None:
@@ -150,50 +147,44 @@ def main() -> None:
     def hf_batch(idx: np.ndarray) -> np.ndarray:
         return np.asarray(hf[np.sort(idx)]["images"], dtype=np.float32) / np.float32(255)
 
-    results: dict[str, list[float]] = {}
+    record = harness.Recorder("bench_read", args)
     for run in range(args.runs):
         batches = [rng.integers(0, n, args.batch) for _ in range(args.batches)]
-        results.setdefault("random_floor_memmap", []).append(_rate(floor_batch, batches))
-        results.setdefault("random_datakiln", []).append(_rate(fast_batch, batches))
-        results.setdefault("random_zarr_python", []).append(_rate(reference_batch, batches[:5]))
+        record.add("random_floor_memmap", _rate(floor_batch, batches), "samples/s")
+        record.add("random_datakiln", _rate(fast_batch, batches), "samples/s")
+        record.add("random_zarr_python", _rate(reference_batch, batches[:5]), "samples/s")
         if hf is not None:
-            results.setdefault("random_hf_datasets", []).append(_rate(hf_batch, batches[:50]))
-        if hasattr(datakiln, "Loader"):
-            order = np.random.default_rng(1).permutation(n)
-            epoch = [order[k : k + args.batch] for k in range(0, n - args.batch + 1, args.batch)]
-            results.setdefault("epoch_floor_memmap", []).append(_rate(floor_batch, epoch))
-            if hf is not None:
-                results.setdefault("epoch_hf_datasets", []).append(_rate(hf_batch, epoch))
-            # alternate which setting runs first, so neither always follows the HF epoch
-            for prefetch in (2, 0) if run % 2 == 0 else (0, 2):
-                loader = datakiln.Loader(
-                    fast, args.batch, shuffle=True, seed=1, num_epochs=1, prefetch=prefetch
-                )
-                started = time.perf_counter()
-                count = sum(len(b["images"]) for b in loader)
-                key = "epoch_datakiln_loader" + ("" if prefetch else "_prefetch0")
-                results.setdefault(key, []).append(count / (time.perf_counter() - started))
-    medians = {k: statistics.median(v) for k, v in results.items()}
-    summary = {
-        "samples": n,
-        "batch": args.batch,
-        "batches_per_run": args.batches,
-        "runs": args.runs,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cpus, python "
-        f"{platform.python_version()}",
-        "samples_per_s_median": {k: round(v) for k, v in medians.items()},
-        "random_vs_floor": round(medians["random_datakiln"] / medians["random_floor_memmap"], 3),
-        "cache_bytes_on_disk": sum(p.stat().st_size for p in Path(url).rglob("*") if p.is_file()),
-        "loader_epoch_memory": _loader_memory(url, args.batch),
-    }
-    if "epoch_datakiln_loader" in medians:
-        summary["epoch_vs_floor"] = round(
-            medians["epoch_datakiln_loader"] / medians["epoch_floor_memmap"], 3
-        )
-        summary["epoch_prefetch0_vs_floor"] = round(
-            medians["epoch_datakiln_loader_prefetch0"] / medians["epoch_floor_memmap"], 3
-        )
-    print(json.dumps(summary, indent=1))
+            record.add("random_hf_datasets", _rate(hf_batch, batches[:50]), "samples/s")
+        order = np.random.default_rng(1).permutation(n)
+        epoch = [order[k : k + args.batch] for k in range(0, n - args.batch + 1, args.batch)]
+        record.add("epoch_floor_memmap", _rate(floor_batch, epoch), "samples/s")
+        if hf is not None:
+            record.add("epoch_hf_datasets", _rate(hf_batch, epoch), "samples/s")
+        # alternate which setting runs first, so neither always follows the HF epoch
+        for prefetch in (2, 0) if run % 2 == 0 else (0, 2):
+            loader = datakiln.Loader(
+                fast, args.batch, shuffle=True, seed=1, num_epochs=1, prefetch=prefetch
+            )
+            elapsed, count = harness.timed(
+                lambda loader=loader: sum(len(b["images"]) for b in loader)
+            )
+            key = "epoch_datakiln_loader" + ("" if prefetch else "_prefetch0")
+            record.add(key, count / elapsed, "samples/s")
+    record.ratio("random_vs_floor", "random_datakiln", "random_floor_memmap")
+    record.ratio("random_hf_vs_floor", "random_hf_datasets", "random_floor_memmap")
+    record.ratio("epoch_vs_floor", "epoch_datakiln_loader", "epoch_floor_memmap")
+    record.ratio(
+        "epoch_prefetch0_vs_floor", "epoch_datakiln_loader_prefetch0", "epoch_floor_memmap"
+    )
+    record.ratio("epoch_hf_vs_floor", "epoch_hf_datasets", "epoch_floor_memmap")
+    record.facts.update(
+        samples=n,
+        batch=args.batch,
+        batches_per_run=args.batches,
+        cache_bytes_on_disk=sum(p.stat().st_size for p in Path(url).rglob("*") if p.is_file()),
+        loader_epoch_memory=harness.spawn(loader_memory_child, url, args.batch),
+    )
+    record.write()
 
 
 if __name__ == "__main__":

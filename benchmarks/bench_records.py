@@ -22,14 +22,15 @@ import csv
 import io
 import json
 import os
-import platform
+import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import tarfile
 import tempfile
 from pathlib import Path
+
+import harness
 
 SIZE = 64
 SHARD = 256
@@ -85,23 +86,26 @@ def bake(args: list[str], out: Path, env: dict[str, str]) -> float:
     return report["inputs"] / report["wall_s"]
 
 
+def peak_rss_child(tar_glob: str, out: str) -> list[float]:
+    """In a fresh process (``harness.spawn``): bake ``tar_glob`` with the synchronous
+    scheduler; returns the rows baked and this process's peak RSS (MiB)."""
+    import datakiln
+
+    spec = datakiln.BakeSpec(
+        sources=(tar_glob,),
+        output=out,
+        shard_size=SHARD,
+        scheduler="synchronous",
+        fields={"images": {"modality": "image", "column": "jpg", "height": SIZE, "width": SIZE}},
+    )
+    report = datakiln.bake(spec)
+    return [report.baked, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]
+
+
 def peak_rss(tar_glob: str, out: Path, env: dict[str, str]) -> float:
     """Peak RSS (MiB) of one process baking ``tar_glob`` with the synchronous scheduler."""
-    code = f"""
-import json, resource
-import datakiln
-spec = datakiln.BakeSpec(sources=({tar_glob!r},), output={str(out)!r}, shard_size={SHARD},
-    scheduler="synchronous",
-    fields={{"images": {{"modality": "image", "column": "jpg",
-                         "height": {SIZE}, "width": {SIZE}}}}})
-report = datakiln.bake(spec)
-print(json.dumps([report.baked, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]))
-"""
     shutil.rmtree(out, ignore_errors=True)
-    result = subprocess.run(
-        [sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env
-    )
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return harness.spawn(peak_rss_child, tar_glob, str(out), env=env)
 
 
 def padded_tar(files: list[Path], path: Path, target_bytes: int) -> int:
@@ -123,17 +127,25 @@ def main() -> None:
     parser.add_argument("--rss", action="store_true", help="also the archive-size RSS check")
     parser.add_argument("--rss-bytes", type=int, default=2 * 2**30)
     args = parser.parse_args()
+    record = harness.Recorder("bench_records", args)
     files = sorted((Path(args.corpus) / "images" / "jpeg").glob("*.jpg"))
+    record.facts["images"] = len(files)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         env = {**os.environ, "DATAKILN_JAX_CACHE": str(root / "jax")}
         forms = {"folder": [str(Path(args.corpus) / "images" / "jpeg")], **write_forms(files, root)}
         bake(forms["folder"], root / "warm", env)  # fills the compilation cache
-        runs: dict[str, list[float]] = {name: [] for name in forms}
-        for _ in range(args.runs):
-            for name, form in forms.items():
-                runs[name].append(bake(form, root / name, env))
-        rss = {}
+        figures = harness.alternate(
+            {
+                name: lambda name=name, form=form: bake(form, root / name, env)
+                for name, form in forms.items()
+            },
+            args.runs,
+        )
+        record.extend(figures, "inputs/s")
+        for name in forms:
+            if name != "folder":
+                record.ratio(f"{name}_vs_folder", name, "folder")
         if args.rss:
             small = root / "small"
             small.mkdir()
@@ -141,34 +153,13 @@ def main() -> None:
             big = root / "big"
             big.mkdir()
             size = padded_tar(files, big / "a.tar", args.rss_bytes)
-            rss = {
+            record.facts["rss_mib"] = {
                 "small_tar_bytes": (small / "a.tar").stat().st_size,
                 "small_tar": peak_rss(str(small / "a.tar"), root / "rs", env),
                 "big_tar_bytes": size,
                 "big_tar": peak_rss(str(big / "a.tar"), root / "rb", env),
             }
-    medians = {k: round(statistics.median(v), 1) for k, v in runs.items()}
-    print(
-        json.dumps(
-            {
-                "machine": f"{platform.machine()}, {os.cpu_count()} cpus, python "
-                f"{platform.python_version()}",
-                "images": len(files),
-                "inputs_per_s": runs,
-                "medians": medians,
-                "ratio_to_folder": {
-                    k: round(medians[k] / medians["folder"], 3) for k in medians if k != "folder"
-                },
-                "paired_ratios": {
-                    k: [round(a / b, 3) for a, b in zip(v, runs["folder"], strict=True)]
-                    for k, v in runs.items()
-                    if k != "folder"
-                },
-                "rss_mib": rss,
-            },
-            indent=1,
-        )
-    )
+    record.write()
 
 
 if __name__ == "__main__":

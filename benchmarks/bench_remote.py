@@ -22,16 +22,14 @@ invocation, medians over ``--runs`` (runs alternate between the compared sides):
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import harness
 import numpy as np
 
 import datakiln
@@ -105,24 +103,35 @@ def _epoch_s(loader: datakiln.Loader, epoch: int) -> float:
     return time.perf_counter() - start
 
 
-_RSS_CHILD = r"""
-import json, sys
-import datakiln
-def hwm_mib():  # VmHWM: this image's peak RSS (ru_maxrss would carry the parent's over exec)
-    line = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0]
+def _hwm_mib() -> float:
+    """VmHWM: this process image's peak RSS (ru_maxrss would carry the parent's over exec)."""
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmHWM"))
     return int(line.split()[1]) / 1024
-url, options, folder, limit, batch, block = sys.argv[1:7]
-dataset = datakiln.open_cache(url, storage_options=json.loads(options), local_dir=folder,
-                              local_limit=int(limit), local_window=int(limit) * 4 // 5)
-opened = hwm_mib()
-shuffle = datakiln.BlockShuffle(block_size=int(block), window_size=int(block))
-loader = datakiln.Loader(dataset, int(batch), shuffle=shuffle, seed=0, num_epochs=1,
-                         shard_index=0, shard_count=1)
-rows = sum(len(b["indices"]) for b in loader)
-peak = hwm_mib()
-print(json.dumps({"rows": rows, "opened_mib": opened, "peak_mib": peak,
-                  "usage": dataset.local.usage()}))
-"""
+
+
+def rss_child(url: str, options: dict, folder: str, limit: int, batch: int, block: int) -> dict:
+    """In a fresh process (``harness.spawn``): one epoch over S3 through ``local_dir`` with
+    ``local_limit``; its RSS after opening and at its peak (MiB)."""
+    dataset = datakiln.open_cache(
+        url,
+        storage_options=options,
+        local_dir=folder,
+        local_limit=limit,
+        local_window=limit * 4 // 5,
+    )
+    opened = _hwm_mib()
+    shuffle = datakiln.BlockShuffle(block_size=block, window_size=block)
+    loader = datakiln.Loader(
+        dataset, batch, shuffle=shuffle, seed=0, num_epochs=1, shard_index=0, shard_count=1
+    )
+    rows = sum(len(b["indices"]) for b in loader)
+    return {
+        "rows": rows,
+        "opened_mib": opened,
+        "peak_mib": _hwm_mib(),
+        "usage": dataset.local.usage(),
+    }
 
 
 def main() -> None:
@@ -137,6 +146,7 @@ def main() -> None:
     args = parser.parse_args()
     import jax
 
+    record = harness.Recorder("bench_remote", args)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     local = _build(Path(args.corpus), work, args.samples, args.shard_size)
@@ -145,20 +155,15 @@ def main() -> None:
     try:
         options = {**OPTIONS, "endpoint_url": endpoint}
         url = _upload(local, options)
-        results = _measure(args, jax, local, url, options, cache_bytes, work)
+        _measure(args, jax, local, url, options, cache_bytes, work, record)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-    results.update(
-        machine=f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
-        samples=args.samples,
-        cache_mib=round(cache_bytes / 2**20, 1),
-        runs=args.runs,
-    )
-    print(json.dumps(results, indent=1))
+    record.facts.update(samples=args.samples, cache_mib=round(cache_bytes / 2**20, 1))
+    record.write()
 
 
-def _measure(args, jax, local, url, options, cache_bytes, work) -> dict:
+def _measure(args, jax, local, url, options, cache_bytes, work, record) -> None:
     import s3fs
 
     settings = {"seed": 0, "shard_index": 0, "shard_count": 1, "prefetch": 2}
@@ -239,44 +244,30 @@ def _measure(args, jax, local, url, options, cache_bytes, work) -> dict:
     placed.close()
 
     shutil.rmtree(folder, ignore_errors=True)
-    child = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            _RSS_CHILD,
-            url,
-            json.dumps(options),
-            str(folder),
-            str(cache_bytes // 4),
-            str(args.batch),
-            str(args.shard_size),
-        ],
-        capture_output=True,
-        text=True,
+    rss = harness.spawn(
+        rss_child, url, options, str(folder), cache_bytes // 4, args.batch, args.shard_size
     )
-    if child.returncode:
-        raise RuntimeError(f"the RSS process failed:\n{child.stderr}")
-    rss = json.loads(child.stdout)
-
-    med = statistics.median
-    return {
-        "second_epoch_local_dir_s": med(second),
-        "local_cache_epoch_s": med(local_epoch),
-        "second_epoch_vs_local": med(local_epoch) / med(second),
-        "first_epoch_s3_s": med(first),
-        "cat_ranges_floor_s": med(floor),
-        "first_epoch_vs_floor": med(floor) / med(first),
-        "raw_batch_samples_per_s": med(raw_rate),
-        "uint8_memmap_samples_per_s": med(memmap_rate),
-        "raw_vs_memmap": med(raw_rate) / med(memmap_rate),
-        "loader_device_put_epoch_s": med(placed_s),
-        "memmap_device_put_loop_s": med(plain_s),
-        "device_put_loader_vs_loop": med(plain_s) / med(placed_s),
-        "rss_local_limit_mib": round(cache_bytes / 4 / 2**20, 1),
-        "rss_after_open_mib": round(rss["opened_mib"], 1),
-        "rss_peak_mib": round(rss["peak_mib"], 1),
-        "rss_rows": rss["rows"],
-        "rss_dir_usage_mib": round(rss["usage"] / 2**20, 1),
+    for name, values in (
+        ("second_epoch_local_dir", second),
+        ("local_cache_epoch", local_epoch),
+        ("first_epoch_s3", first),
+        ("cat_ranges_floor", floor),
+        ("loader_device_put_epoch", placed_s),
+        ("memmap_device_put_loop", plain_s),
+    ):
+        record.extend({name: values}, "s")
+    record.extend({"raw_batch": raw_rate, "uint8_memmap": memmap_rate}, "samples/s")
+    # each ratio is "how close to the floor": the floor's time over ours, or our rate over its
+    record.ratio("second_epoch_vs_local", "local_cache_epoch", "second_epoch_local_dir")
+    record.ratio("first_epoch_vs_floor", "cat_ranges_floor", "first_epoch_s3")
+    record.ratio("raw_vs_memmap", "raw_batch", "uint8_memmap")
+    record.ratio("device_put_loader_vs_loop", "memmap_device_put_loop", "loader_device_put_epoch")
+    record.facts["rss"] = {
+        "local_limit_mib": round(cache_bytes / 4 / 2**20, 1),
+        "after_open_mib": round(rss["opened_mib"], 1),
+        "peak_mib": round(rss["peak_mib"], 1),
+        "rows": rss["rows"],
+        "dir_usage_mib": round(rss["usage"] / 2**20, 1),
     }
 
 

@@ -6,7 +6,7 @@ The corpus of each size is a folder tree of hard links to a pool of a few thousa
 8×8 PNGs (100 class folders), so a million inputs cost a million directory entries, not a
 million files' worth of disk; each is baked for real (``datakiln bake --size 8 --labels
 parent``, default shards of 1,024). Every figure comes from the library's own code paths,
-each measured in a fresh interpreter (``--child``) so its memory is its own; the reported
+each measured in a fresh interpreter (``harness.spawn``) so its memory is its own; the reported
 time is the median of ``--runs`` such processes:
 
 - plan: listing the inputs, reading the committed version (manifest and shard markers) and
@@ -30,15 +30,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import harness
 
 CLASSES = 100
 POOL = 2000
@@ -94,8 +94,8 @@ def _spec(sources: tuple[Path, ...], out: Path) -> Any:
     )
 
 
-def _child(what: str, sources: tuple[Path, ...], out: Path) -> dict[str, float]:
-    """One measurement in this (fresh) process."""
+def measure_child(what: str, source_names: list[str], out_name: str) -> dict[str, float]:
+    """One measurement in this process, a fresh one (``harness.spawn``)."""
     import numpy as np
 
     import datakiln
@@ -104,6 +104,7 @@ def _child(what: str, sources: tuple[Path, ...], out: Path) -> dict[str, float]:
     from datakiln.datasets.loader import Loader, epoch_order
     from datakiln.etl.bake import _plan, _read_previous
 
+    sources, out = tuple(map(Path, source_names)), Path(out_name)
     base_anon, base_peak = _anon_kib(), _peak_kib()
     t0 = time.perf_counter()
     if what == "plan":
@@ -191,18 +192,19 @@ def _child(what: str, sources: tuple[Path, ...], out: Path) -> dict[str, float]:
     raise SystemExit(f"unknown measurement {what!r}")
 
 
-def _measure(what: str, sources: tuple[Path, ...], out: Path, runs: int) -> dict[str, float]:
-    results = []
-    src = [a for s in sources for a in ("--src", str(s))]
+def _measure(
+    what: str, sources: tuple[Path, ...], out: Path, runs: int, record: harness.Recorder, name: str
+) -> dict[str, float]:
+    """``runs`` fresh processes measuring ``what``; records each run, returns the medians."""
     for _ in range(runs):
-        proc = subprocess.run(
-            [sys.executable, __file__, "--child", what, *src, "--out", str(out)],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    return {k: round(statistics.median(r[k] for r in results), 4) for k in results[0]}
+        result = harness.spawn(measure_child, what, [str(s) for s in sources], str(out))
+        for key, value in result.items():
+            record.add(f"{name}.{key}", value, harness.unit_of(key))
+    return {
+        key[len(name) + 1 :]: round(harness.median(values), 4)
+        for key, values in record.runs.items()
+        if key.startswith(name + ".")
+    }
 
 
 def _bake(sources: tuple[Path, ...], out: Path) -> float:
@@ -213,7 +215,9 @@ def _bake(sources: tuple[Path, ...], out: Path) -> float:
     return json.loads((out / "report.json").read_text())["wall_s"]
 
 
-def _one_size(root: Path, pool: list[Path], n: int, runs: int) -> dict[str, object]:
+def _one_size(
+    root: Path, pool: list[Path], n: int, runs: int, record: harness.Recorder
+) -> dict[str, object]:
     src, out = root / f"in{n}", root / f"out{n}"
     t0 = time.perf_counter()
     _link_tree(pool, src, n)
@@ -221,15 +225,16 @@ def _one_size(root: Path, pool: list[Path], n: int, runs: int) -> dict[str, obje
     if not (out / "manifest.json").exists():
         row["bake_s"] = round(_bake((src,), out), 1)
     for what in ("plan", "recheck", "manifest", "open", "order", "get_batch", "verify"):
-        row[what] = _measure(what, (src,), out, runs)
+        row[what] = _measure(what, (src,), out, runs, record, f"{n}.{what}")
         print(f"{n}: {what} {row[what]}", file=sys.stderr, flush=True)
     # 1% more inputs, baked into a copy of the cache (which stays as it is for a rerun)
     added, copy = root / f"added{n}", root / f"append{n}"
     _link_tree(pool, added, n // 100, prefix="a")
     shutil.rmtree(copy, ignore_errors=True)
     shutil.copytree(out, copy)
-    row["append_plan"] = _measure("plan", (src, added), copy, 1)
+    row["append_plan"] = _measure("plan", (src, added), copy, 1, record, f"{n}.append_plan")
     row["append_bake_s"] = round(_bake((src, added), copy), 2)
+    record.add(f"{n}.append_bake_s", row["append_bake_s"], "s")
     shutil.rmtree(copy)
     print(f"{n}: append {row['append_plan']} {row['append_bake_s']}", file=sys.stderr)
     return row
@@ -240,27 +245,14 @@ def main() -> None:
     parser.add_argument("--root", default="/tmp/dk-scale")
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--src", action="append", help=argparse.SUPPRESS)
-    parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
-        print(json.dumps(_child(args.child, tuple(map(Path, args.src)), Path(args.out))))
-        return
+    record = harness.Recorder("bench_scale", args)
     root = Path(args.root)
     pool = _pool(root)
-    rows = [_one_size(root, pool, int(n), args.runs) for n in args.sizes.split(",")]
-    print(
-        json.dumps(
-            {
-                "machine": f"{platform.machine()}, {os.cpu_count()} cpus, python "
-                f"{platform.python_version()}",
-                "load_at_end": os.getloadavg(),
-                "rows": rows,
-            },
-            indent=1,
-        )
-    )
+    record.facts["rows"] = [
+        _one_size(root, pool, int(n), args.runs, record) for n in args.sizes.split(",")
+    ]
+    record.write()
 
 
 if __name__ == "__main__":

@@ -22,13 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
+import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+import harness
 
 
 def _links(corpus: Path, root: Path, n: int) -> Path:
@@ -67,26 +68,35 @@ def _bake(
     return report["inputs"] / report["wall_s"]
 
 
+def worker_memory_child(source: str, out: str, jax_cache: str) -> list[float]:
+    """In a fresh process (``harness.spawn``): bake ``source`` on a 2-process LocalCluster;
+    returns each worker's peak RSS (MiB), sorted."""
+    from distributed import Client, LocalCluster
+
+    import datakiln
+
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True) as cluster,
+        Client(cluster) as client,
+    ):
+        spec = datakiln.BakeSpec(
+            sources=(source,),
+            output=out,
+            shard_size=256,
+            image=datakiln.ImageParams(height=64, width=64),
+            scheduler=cluster.scheduler_address,
+        )
+        datakiln.bake(spec, jax_cache_dir=jax_cache)
+        rss = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return sorted(rss.values())
+
+
 def _worker_memory(source: Path, out: Path, env: dict[str, str]) -> list[float]:
     """Peak RSS (MiB) of each worker of a 2-process LocalCluster after baking ``source``."""
-    code = f"""
-import json, resource
-from distributed import Client, LocalCluster
-import datakiln
-with LocalCluster(n_workers=2, threads_per_worker=1, processes=True) as cluster, \\
-        Client(cluster) as client:
-    spec = datakiln.BakeSpec(sources=({str(source)!r},), output={str(out)!r}, shard_size=256,
-                             image=datakiln.ImageParams(height=64, width=64),
-                             scheduler=cluster.scheduler_address)
-    datakiln.bake(spec, jax_cache_dir={env["DATAKILN_JAX_CACHE"]!r})
-    rss = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    print(json.dumps(sorted(rss.values())))
-"""
     shutil.rmtree(out, ignore_errors=True)
-    result = subprocess.run(
-        [sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env
+    return harness.spawn(
+        worker_memory_child, str(source), str(out), env["DATAKILN_JAX_CACHE"], env=env
     )
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -101,57 +111,35 @@ def main() -> None:
         help="only the one-core and whole-machine bakes, alternating (a quicker recheck)",
     )
     args = parser.parse_args()
+    record = harness.Recorder("bench_scaling", args)
     corpus = Path(args.corpus)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         env = {**os.environ, "DATAKILN_JAX_CACHE": str(root / "jax")}
         source = _links(corpus, root, args.scaling_inputs)
         _bake(corpus / "images" / "jpeg", root / "warm", env=env)
-        runs: dict[str, list[float]] = {}
-        for _ in range(args.runs):
-            runs.setdefault("one_core", []).append(
-                _bake(source, root / "a", prefix=("taskset", "-c", "0"), env=env)
-            )
-            runs.setdefault("whole_machine", []).append(_bake(source, root / "b", env=env))
-            if args.cores_only:
-                continue
-            runs.setdefault("whole_machine_threads", []).append(
-                _bake(source, root / "t", "--scheduler", "threads", env=env)
-            )
-            runs.setdefault("cluster_1_worker", []).append(
-                _bake(source, root / "c", "--workers", "1", env=env)
-            )
-            runs.setdefault("cluster_2_workers", []).append(
-                _bake(source, root / "d", "--workers", "2", env=env)
-            )
-        memory = (
-            [] if args.cores_only else _cluster_and_size_runs(args, corpus, root, source, env, runs)
-        )
-    medians = {k: round(statistics.median(v), 1) for k, v in runs.items()}
-
-    def ratio(a: str, b: str) -> float | None:
-        return round(medians[a] / medians[b], 3) if a in medians and b in medians else None
-
-    print(
-        json.dumps(
-            {
-                "machine": f"{platform.machine()}, {os.cpu_count()} cpus, python "
-                f"{platform.python_version()}",
-                "inputs_per_s_median": medians,
-                "all_runs": {k: [round(x, 1) for x in v] for k, v in runs.items()},
-                "whole_machine_vs_one_core": ratio("whole_machine", "one_core"),
-                "paired_whole_machine_vs_one_core": [
-                    round(w / o, 3)
-                    for w, o in zip(runs["whole_machine"], runs["one_core"], strict=True)
-                ],
-                "threads_vs_one_core": ratio("whole_machine_threads", "one_core"),
-                "two_workers_vs_one": ratio("cluster_2_workers", "cluster_1_worker"),
-                "running_cluster_two_vs_one": ratio("running_cluster_2", "running_cluster_1"),
-                "worker_peak_rss_mib_after_largest": [round(m) for m in memory],
-            },
-            indent=1,
-        )
-    )
+        variants = {
+            "one_core": lambda: _bake(source, root / "a", prefix=("taskset", "-c", "0"), env=env),
+            "whole_machine": lambda: _bake(source, root / "b", env=env),
+        }
+        if not args.cores_only:
+            variants |= {
+                "whole_machine_threads": lambda: _bake(
+                    source, root / "t", "--scheduler", "threads", env=env
+                ),
+                "cluster_1_worker": lambda: _bake(source, root / "c", "--workers", "1", env=env),
+                "cluster_2_workers": lambda: _bake(source, root / "d", "--workers", "2", env=env),
+            }
+        record.extend(harness.alternate(variants, args.runs), "inputs/s")
+        if not args.cores_only:
+            memory = _cluster_and_size_runs(args, corpus, root, source, env, record)
+            record.facts["worker_peak_rss_mib_after_largest"] = [round(m) for m in memory]
+    record.facts["scaling_inputs"] = args.scaling_inputs
+    record.ratio("whole_machine_vs_one_core", "whole_machine", "one_core")
+    record.ratio("threads_vs_one_core", "whole_machine_threads", "one_core")
+    record.ratio("two_workers_vs_one", "cluster_2_workers", "cluster_1_worker")
+    record.ratio("running_cluster_two_vs_one", "running_cluster_2", "running_cluster_1")
+    record.write()
 
 
 def _cluster_and_size_runs(
@@ -160,7 +148,7 @@ def _cluster_and_size_runs(
     root: Path,
     source: Path,
     env: dict[str, str],
-    runs: dict[str, list[float]],
+    record: harness.Recorder,
 ) -> list[float]:
     """Running clusters of 1 and 2 workers, then corpus sizes; returns worker peak RSS."""
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -174,14 +162,13 @@ def _cluster_and_size_runs(
         ) as cluster:
             address = ("--scheduler", cluster.scheduler_address)
             _bake(corpus / "images" / "jpeg", root / "warm-c", *address, env=env)
-            runs[f"running_cluster_{workers}"] = [
-                _bake(source, root / f"r{workers}", *address, env=env) for _ in range(args.runs)
-            ]
+            for _ in range(args.runs):
+                rate = _bake(source, root / f"r{workers}", *address, env=env)
+                record.add(f"running_cluster_{workers}", rate, "inputs/s")
     for n in sizes:
         links = _links(corpus, root, n)
-        runs[f"inputs_{n}"] = [
-            _bake(links, root / f"s{n}", env=env) for _ in range(args.runs if n <= 5000 else 1)
-        ]
+        for _ in range(args.runs if n <= 5000 else 1):
+            record.add(f"inputs_{n}", _bake(links, root / f"s{n}", env=env), "inputs/s")
     return _worker_memory(_links(corpus, root, sizes[-1]), root / "mem", env)
 
 

@@ -14,7 +14,7 @@ Per run, against a fresh service process (its own root and state folder, bakes n
 Latency is measured by the clients (one asyncio loop, aiohttp, one connection per client)
 from send to full body. The service's RSS (the API process alone; bakes run in children) is
 sampled every 0.1 s. Prints medians over runs and the ratio of p99 under load to the idle
-baseline, and writes them as JSON (``--json``).
+baseline, and writes them to ``results/bench_service.json`` (and a copy to ``--json``).
 """
 
 from __future__ import annotations
@@ -23,9 +23,7 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,6 +31,8 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+
+import harness
 
 TOKEN = "bench-token-not-a-secret"
 
@@ -249,34 +249,20 @@ def main() -> None:
     parser.add_argument("--baseline-s", type=float, default=10.0)
     parser.add_argument("--max-concurrent", type=int, default=2)
     parser.add_argument("--work", help="folder for the corpus and caches (default: a temp dir)")
-    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--json", help="also copy the results file here")
     args = parser.parse_args()
 
+    record = harness.Recorder("bench_service", args)
     work = Path(args.work or tempfile.mkdtemp(prefix="datakiln-bench-service-"))
     work.mkdir(parents=True, exist_ok=True)
     raw = _corpus(work, args.images)
-    runs = []
     for k in range(args.runs):
         result = one_run(args, raw, work)
-        runs.append(result)
         print(f"run {k + 1}: " + json.dumps({n: round(v, 2) for n, v in result.items()}))
-    median = {n: statistics.median(r[n] for r in runs) for n in runs[0]}
-    median["p99_load_over_idle"] = median["load_p99_ms"] / median["idle_p99_ms"]
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
-    )
-    print(
-        f"medians of {args.runs} runs: {args.submissions} submissions of {args.specs} specs -> "
-        f"{median['distinct_jobs']:.0f} jobs, {median['bakes']:.0f} bakes "
-        f"(submit {median['submit_s']:.2f} s, all baked in {median['bake_s']:.1f} s); "
-        f"{args.clients} pollers every {args.poll_s} s: idle p50 {median['idle_p50_ms']:.1f} "
-        f"ms / p99 {median['idle_p99_ms']:.1f} ms, during bakes p50 "
-        f"{median['load_p50_ms']:.1f} ms / p99 {median['load_p99_ms']:.1f} ms "
-        f"({median['p99_load_over_idle']:.2f}x idle); service RSS max "
-        f"{median['rss_max_mib']:.0f} MiB"
-    )
-    if args.json:
-        Path(args.json).write_text(json.dumps({"runs": runs, "median": median}, indent=1))
+        for name, value in result.items():
+            record.add(name, value, harness.unit_of(name))
+    record.ratio("p99_load_over_idle", "load_p99_ms", "idle_p99_ms")
+    record.write(also=args.json)
 
 
 if __name__ == "__main__":

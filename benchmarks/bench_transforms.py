@@ -18,15 +18,11 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
-import os
-import platform
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+import harness
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -86,9 +82,7 @@ def _bake(root: str, out: str, args: argparse.Namespace, cache: str, **steps) ->
         image=datakiln.ImageParams(height=args.size, width=args.size),
         **steps,
     )
-    started = time.perf_counter()
-    report = datakiln.bake(spec, jax_cache_dir=cache)
-    elapsed = time.perf_counter() - started
+    elapsed, report = harness.timed(lambda: datakiln.bake(spec, jax_cache_dir=cache))
     return report.inputs / elapsed, elapsed, report
 
 
@@ -100,11 +94,12 @@ def _encoder_throughput(size: int, seconds: float = 3.0) -> float:
         )
     }
     fn(batch)["embeddings"].block_until_ready()
-    n, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        fn(batch)["embeddings"].block_until_ready()
-        n += 64
-    return n / (time.perf_counter() - started)
+    calls = max(
+        1, round(seconds / harness.seconds(lambda: fn(batch)["embeddings"].block_until_ready()))
+    )
+    return harness.per_second(
+        64 * calls, lambda: [fn(batch)["embeddings"].block_until_ready() for _ in range(calls)]
+    )
 
 
 def main() -> None:
@@ -118,60 +113,49 @@ def main() -> None:
     sys.path.insert(0, str(HERE))
     __import__(MODULE)
     root = str(Path(args.corpus) / args.subdir)
+    record = harness.Recorder("bench_transforms", args)
     names = list(VARIANTS)
-    rates: dict[str, list[float]] = {k: [] for k in names}
-    ratios: dict[str, list[float]] = {k: [] for k in names}
-    seconds: dict[str, list[float]] = {k: [] for k in names}
     reports: dict[str, dict] = {}
-    # per variant and run: the steps' share of the shard tasks' summed stage time
-    shares: dict[str, list[float]] = {k: [] for k in names}
-    load = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory() as tmp:
         cache = f"{tmp}/jax-cache"
         for name in names:
             _bake(root, f"{tmp}/warm-{name}", args, cache, **VARIANTS[name])
-        for run in range(args.runs):
-            order = names[run % len(names) :] + names[: run % len(names)]
-            got = {}
-            for name in order:
-                rate, elapsed, report = _bake(
-                    root, f"{tmp}/{run}-{name}", args, cache, **VARIANTS[name]
-                )
-                got[name] = rate
-                seconds[name].append(elapsed)
-                reports[name] = report.to_dict()
-                stages = report.stage_s
-                shares[name].append(stages.get("steps", 0.0) / sum(stages.values()))
-            for name in names:
-                rates[name].append(got[name])
-                ratios[name].append(got[name] / got["plain"])
-            load.append(os.getloadavg()[0])
+
+        def run(name: str) -> float:
+            k = len(record.runs.get(f"{name}_s", []))
+            rate, elapsed, report = _bake(root, f"{tmp}/{k}-{name}", args, cache, **VARIANTS[name])
+            record.add(f"{name}_s", elapsed, "s")
+            stages = report.stage_s
+            # the steps' share of the shard tasks' summed stage time: less noisy than
+            # wall-clock ratios on a shared machine
+            record.add(
+                f"{name}_steps_share", stages.get("steps", 0.0) / sum(stages.values()), "fraction"
+            )
+            reports[name] = report.to_dict()
+            return rate
+
+        # the order rotates each run, so a change of load does not favour one variant
+        figures = harness.alternate(
+            {name: functools.partial(run, name) for name in names}, args.runs, rotate=True
+        )
+    record.extend(figures, "images/s")
+    for name in names[1:]:
+        record.ratio(f"{name}_vs_plain", name, "plain")
     encoder = _encoder_throughput(args.size)
-    embed_s = statistics.median(seconds["embed"])
     files = reports["plain"]["inputs"]
-    summary = {
-        "files": files,
-        "size": args.size,
-        "shard_size": args.shard_size,
-        "runs": args.runs,
-        "images_per_s": {k: round(statistics.median(v), 1) for k, v in rates.items()},
-        "cost_vs_plain_pct": {
-            k: round(100 * (1 - statistics.median(v)), 1) for k, v in ratios.items() if k != "plain"
-        },
-        "ratios_per_run": {k: [round(r, 3) for r in v] for k, v in ratios.items()},
-        "steps_share_of_task_time_pct": {
-            k: round(100 * statistics.median(v), 1) for k, v in shares.items() if k != "plain"
-        },
-        "duplicates": {k: reports[k]["duplicates"] for k in ("exact", "near")},
-        "kernel_shapes": {k: r["kernel_shapes"] for k, r in reports.items()},
-        "encoder_images_per_s_one_thread": round(encoder, 1),
+    record.facts.update(
+        files=files,
+        size=args.size,
+        shard_size=args.shard_size,
+        duplicates={k: reports[k]["duplicates"] for k in ("exact", "near")},
+        kernel_shapes={k: r["kernel_shapes"] for k, r in reports.items()},
+        encoder_images_per_s_one_thread=round(encoder, 1),
         # one thread's seconds of encoder work per second of the embedding bake
-        "encoder_thread_s_per_bake_s": round(files / encoder / embed_s, 2),
-        "load_average_1min": [round(x, 2) for x in load],
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()}",
-    }
-    print(json.dumps(summary, indent=1))
+        encoder_thread_s_per_bake_s=round(
+            files / encoder / harness.median(record.runs["embed_s"]), 2
+        ),
+    )
+    record.write()
 
 
 if __name__ == "__main__":

@@ -92,13 +92,14 @@ for platform in "$dev" cpu; do
   tag=$([[ $platform == cuda ]] && echo gpu || echo cpu)
   for size in 64 256; do
     step "image bake at $size px on $platform"
-    JAX_PLATFORMS=$platform "$PY" benchmarks/bench_bake_images.py --corpus "$corpus" \
-      --runs $runs --size $size > "$out/images$size-$tag.json" \
+    DATAKILN_BENCH_RESULTS="$out/images$size-$tag" JAX_PLATFORMS=$platform \
+      "$PY" benchmarks/bench_bake_images.py --corpus "$corpus" --runs $runs --size $size \
+      && cp "$out/images$size-$tag/bench_bake_images.json" "$out/images$size-$tag.json" \
       || note_failure "image bake $size on $platform"
-    cat "$out/images$size-$tag.json"
   done
   step "text and audio bakes on $platform"
-  JAX_PLATFORMS=$platform "$PY" benchmarks/bench_bake_text_audio.py --corpus "$corpus" \
+  DATAKILN_BENCH_RESULTS="$out/text-audio-$tag" JAX_PLATFORMS=$platform \
+    "$PY" benchmarks/bench_bake_text_audio.py --corpus "$corpus" \
     --runs $runs --json "$out/text-audio-$tag.json" > "$out/text-audio-$tag.log" 2>&1 \
     || note_failure "text/audio bakes on $platform"
   tail -30 "$out/text-audio-$tag.log"
@@ -118,13 +119,13 @@ def load(name):
 for size in (64, 256):
     g, c = load(f"images{size}-gpu.json"), load(f"images{size}-cpu.json")
     if g and c:
-        gb, cb = g["images_per_s_median"]["bake"], c["images_per_s_median"]["bake"]
-        print(f"image bake {size}px: device {gb:.0f}/s, cpu {cb:.0f}/s, "
-              f"device/cpu {gb / cb:.2f}x, device vs 1-thread draft {g['bake_vs_draft']:.2f}x")
+        gb, cb = g["medians"]["bake"], c["medians"]["bake"]
+        print(f"image bake {size}px: device {gb:.0f}/s, cpu {cb:.0f}/s, device/cpu "
+              f"{gb / cb:.2f}x, device vs 1-thread draft {g['ratios']['bake_vs_draft']:.2f}x")
 g, c = load("text-audio-gpu.json"), load("text-audio-cpu.json")
 if g and c:
-    print("text/audio, device:", json.dumps(g))
-    print("text/audio, cpu:   ", json.dumps(c))
+    print("text/audio, device:", json.dumps({"medians": g["medians"], "ratios": g["ratios"]}))
+    print("text/audio, cpu:   ", json.dumps({"medians": c["medians"], "ratios": c["ratios"]}))
 EOF
 rm -rf "$corpus" "$site"
 echo; echo "device_check: $([[ $failed == 0 ]] && echo ok || echo 'some steps FAILED') (figures in $out)"

@@ -23,8 +23,9 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
-import dask
 import numpy as np
+from dask.base import compute
+from dask.delayed import delayed as dask_delayed
 
 from datakiln.cache.layout import (
     FORMAT_VERSION,
@@ -66,7 +67,7 @@ from datakiln.etl.plan import (
 from datakiln.etl.plan_records import plan_records
 from datakiln.etl.shard import bake_shard
 from datakiln.etl.spec import BakeSpec
-from datakiln.etl.task import ShardMarker, ShardPlan, ShardTask
+from datakiln.etl.task import DedupStep, ShardMarker, ShardPlan, ShardTask, TaskSteps
 from datakiln.readers.listing import InputFile, access_hint
 from datakiln.readers.rejections import STAGE_DEDUP, STAGE_FILTER
 from datakiln.writers.marker import read_marker
@@ -174,7 +175,7 @@ def _fields(plan: BakePlan) -> list[FieldLayout]:
     )
 
 
-def _user_steps(plan: BakePlan, fields: list[FieldLayout]) -> tuple[list[FieldLayout], dict]:
+def _user_steps(plan: BakePlan, fields: list[FieldLayout]) -> tuple[list[FieldLayout], TaskSteps]:
     """The stored fields after the spec's transforms, and the steps every shard task runs.
 
     Traces the user's functions (``jax.eval_shape``): one that cannot run on the stored
@@ -182,7 +183,7 @@ def _user_steps(plan: BakePlan, fields: list[FieldLayout]) -> tuple[list[FieldLa
     """
     spec = plan.spec
     if not (spec.transforms or spec.filters or spec.dedup):
-        return fields, {}
+        return fields, TaskSteps()
     from datakiln.etl.filters import plan_filters
     from datakiln.etl.steps import task_steps
     from datakiln.etl.transforms import input_views, plan_layouts
@@ -224,8 +225,10 @@ def _read_committed(spec: BakeSpec) -> dict[str, Any] | None:
 
 
 def _previous_bake(spec: BakeSpec, manifest: dict[str, Any] | None) -> PreviousBake | None:
-    """What an incremental plan needs from the committed version (its shards' markers), when
-    it is of our generation."""
+    """What an incremental plan needs from the committed version (its shards' markers).
+
+    ``None`` when there is none, or it is not of our generation.
+    """
     if manifest is None or manifest.get("generation_key") != generation_key(spec):
         return None
     fs, root = store_fs(spec.output, spec.output_storage_options)
@@ -254,8 +257,10 @@ def _previous_bake(spec: BakeSpec, manifest: dict[str, Any] | None) -> PreviousB
 def _plan(
     spec: BakeSpec, previous: PreviousBake | None, inputs: tuple[InputFile, ...] | None = None
 ) -> BakePlan:
-    """The next version's plan: records bakes plan records, the others files (``inputs``:
-    already listed)."""
+    """The next version's plan: records bakes plan records, the others files.
+
+    ``inputs``: the files, already listed.
+    """
     if spec.modality == "records":
         return plan_records(spec, previous)
     return plan_files(spec, previous, inputs=inputs)
@@ -321,14 +326,15 @@ def _run_distributed(
         for task in tasks
     ]
     results = []
-    for future in as_completed(futures):
+    # distributed leaves as_completed, Client and LocalCluster unannotated
+    for future in as_completed(futures):  # type: ignore[no-untyped-call]
         marker = ShardMarker.from_dict(future.result())
         results.append(marker)
         on_done(marker)
     return results
 
 
-def _ship_user_code(client: Any, steps: Mapping[str, Any]) -> None:
+def _ship_user_code(client: Any, steps: TaskSteps) -> None:
     """Make the cluster's workers run the user's code the bake was planned with.
 
     Workers that cannot import a module get it shipped (``Client.upload_file``: the module's
@@ -461,7 +467,7 @@ def _run_tasks(
         from distributed import Client
 
         try:
-            client = Client(spec.scheduler, timeout="20s")
+            client = Client(spec.scheduler, timeout="20s")  # type: ignore[no-untyped-call]
         except OSError as err:
             raise BakeError(
                 f"cannot reach the Dask scheduler at {spec.scheduler}: {err}; check the address "
@@ -473,14 +479,14 @@ def _run_tasks(
         from distributed import Client, LocalCluster
 
         with (
-            LocalCluster(
+            LocalCluster(  # type: ignore[no-untyped-call]
                 n_workers=spec.workers,
                 threads_per_worker=1,
                 processes=True,
                 dashboard_address=":0",
                 silence_logs=_worker_log_level(),
             ) as cluster,
-            Client(cluster) as client,
+            Client(cluster) as client,  # type: ignore[no-untyped-call]
         ):
             return _run_distributed(client, tasks, on_done)
 
@@ -492,7 +498,7 @@ def _run_tasks(
 
     # Tasks travel as JSON text: Dask walks dict and list arguments looking for collections,
     # which cost ~0.1 ms an input; a string it leaves alone.
-    delayed = [dask.delayed(_bake_shard_json, pure=False)(json.dumps(t.to_dict())) for t in tasks]
+    delayed = [dask_delayed(_bake_shard_json, pure=False)(json.dumps(t.to_dict())) for t in tasks]
     # ``auto`` runs on processes exactly when it started a pool for them.
     scheduler = "processes" if pool is not None else _local_scheduler(spec, 0)
     options: dict[str, Any] = {}
@@ -500,9 +506,10 @@ def _run_tasks(
         # One task at a time per worker: shards cost about the same, and Dask's default
         # batches of six leave one worker finishing alone at the end.
         options = {"pool": pool, "chunksize": 1}
-    with Callback(posttask=posttask):
+    # dask leaves Callback and compute unannotated
+    with Callback(posttask=posttask):  # type: ignore[no-untyped-call]
         try:
-            results = dask.compute(*delayed, scheduler=_LOCAL_GETS[scheduler](), **options)
+            results = compute(*delayed, scheduler=_LOCAL_GETS[scheduler](), **options)  # type: ignore[no-untyped-call]
             return [ShardMarker.from_dict(m) for m in results]
         except BrokenProcessPool as err:
             raise BakeError(
@@ -757,14 +764,14 @@ def _bake_planned(
     pool: Any,
     retries_before: int = 0,
     *,
-    steps: Mapping[str, Any] | None = None,
+    steps: TaskSteps | None = None,
 ) -> BakeReport:
     """Prepare the store, bake the shards not done yet, commit."""
     spec = plan.spec
     done = _prepare_store(plan, fields)
     params = _task_params(plan)
 
-    def task_of(shard: ShardPlan, shard_steps: Mapping[str, Any] | None = None) -> ShardTask:
+    def task_of(shard: ShardPlan, shard_steps: TaskSteps | None = None) -> ShardTask:
         return ShardTask(
             url=spec.output,
             storage_options=spec.output_storage_options,
@@ -776,7 +783,7 @@ def _bake_planned(
             fields=tuple(fields),
             shard=shard,
             jax_cache_dir=jax_cache_dir,
-            steps=shard_steps if shard_steps is not None else (steps or {}),
+            steps=shard_steps if shard_steps is not None else (steps or TaskSteps()),
         )
 
     tasks = [task_of(shard) for shard in plan.shards if shard.shard_id not in done]
@@ -829,11 +836,16 @@ def _dedup_again(
     task_of: Callable[..., ShardTask],
     pool: Any,
 ) -> list[ShardMarker]:
-    """Bake again, without their copies, the shards of this version that hold copies of rows
-    before them (``etl.dedup``); return the new markers with those replaced."""
+    """Bake again, without their copies, the shards holding copies of earlier rows.
+
+    Copies are found by ``etl.dedup`` over this version's shards in order; returns the new
+    markers with those of the shards baked again replaced.
+    """
     from datakiln.etl.dedup import find_duplicates
 
     spec = plan.spec
+    if spec.dedup is None:  # called for dedup bakes only
+        return new
     ordered = [markers[s.shard_id] for s in plan.shards]
     fixed = {s.shard_id for s in plan.shards if s.shard_id not in plan.pending}
     drops = find_duplicates(ordered, spec.dedup, spec.dedup_distance, spec.modality, fixed)
@@ -844,9 +856,9 @@ def _dedup_again(
         wanted = drops.get(shard.shard_id, {})
         applied = (markers[shard.shard_id].extra.get("dedup") or {}).get("dropped") or {}
         if set(wanted) != set(applied):
-            steps = dict(task_of(shard).steps)
-            steps["dedup"] = {**steps["dedup"], "drops": wanted}
-            again.append(task_of(shard, steps))
+            steps = task_of(shard).steps
+            dedup: DedupStep = {**steps["dedup"], "drops": wanted}
+            again.append(task_of(shard, {**steps, "dedup": dedup}))
     if not again:
         return new
     logger.info("dedup: baking %d shards again without their copies", len(again))
@@ -856,7 +868,7 @@ def _dedup_again(
 
 
 def _task_params(plan: BakePlan) -> dict[str, Any]:
-    params = plan.spec.params.to_dict()
+    params: dict[str, Any] = plan.spec.params.to_dict()
     if plan.label_classes:  # records: the class names each label field maps to ids
         params["classes"] = {k: list(v) for k, v in plan.label_classes.items()}
     return params

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -59,7 +59,7 @@ def exact_keys(modality: str, meta: Any) -> list[str]:
     """The content key of each row of a shard's metadata table."""
     names = meta.column_names
     if "content_hash" in names:
-        return meta.column("content_hash").to_pylist()
+        return cast(list[str], meta.column("content_hash").to_pylist())  # a string column
     if modality == "text":
         return [_sha(t) for t in meta.column("text").to_pylist()]
     # records: every field's content (hashes of referenced media, texts, values)
@@ -92,7 +92,9 @@ def minhash(text: str) -> str:
     return "".join(f"{v:08x}" for v in values.min(axis=1).tolist())
 
 
-def near_keys(modality: str, arrays: Mapping[str, np.ndarray], meta: Any, rows: int) -> list[str]:
+def near_keys(
+    modality: str, arrays: Mapping[str, np.ndarray | list[str]], meta: Any, rows: int
+) -> list[str]:
     if modality == "text":
         return [minhash(t) for t in meta.column("text").to_pylist()]
     from datakiln.etl.kernels.phash import pack_hashes, phash_bits
@@ -105,7 +107,7 @@ def near_keys(modality: str, arrays: Mapping[str, np.ndarray], meta: Any, rows: 
 
 
 def row_keys(
-    mode: str, modality: str, arrays: Mapping[str, np.ndarray], meta: Any, rows: int
+    mode: str, modality: str, arrays: Mapping[str, np.ndarray | list[str]], meta: Any, rows: int
 ) -> list[str]:
     """The dedup key of each of a shard's ``rows`` baked rows."""
     if mode == "exact":
@@ -114,9 +116,11 @@ def row_keys(
 
 
 class _NearIndex:
-    """Keys seen so far, found through LSH bands: 64-bit pHashes split into
-    ``distance + 1`` bands (two hashes within ``distance`` bits agree on at least one band),
-    MinHash signatures into bands of ``MINHASH_BAND`` values."""
+    """Keys seen so far, found through LSH bands.
+
+    64-bit pHashes are split into ``distance + 1`` bands (two hashes within ``distance`` bits
+    agree on at least one band), MinHash signatures into bands of ``MINHASH_BAND`` values.
+    """
 
     def __init__(self, text: bool, distance: int) -> None:
         self.text, self.distance = text, distance

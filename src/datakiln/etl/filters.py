@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from datakiln.errors import SpecError, UserCodeError
 from datakiln.etl.transforms import (
@@ -50,8 +51,11 @@ HOST_CHECKS = {
 
 @dataclass(frozen=True, kw_only=True)
 class FilterSpec:
-    """One ``[[filters]]`` entry: a user function (with ``version`` and ``params``, as a
-    transform), or one or more host-side checks (``min_side = 32``, ``max_chars = 2000``)."""
+    """One ``[[filters]]`` entry: a user function, or host-side checks.
+
+    A function takes ``version`` and ``params`` as a transform does; checks are one or more of
+    ``min_side = 32``, ``max_chars = 2000`` and the like.
+    """
 
     function: UserFunction | None = None
     checks: Mapping[str, float] = field(default_factory=dict)
@@ -137,19 +141,23 @@ def plan_filters(
 
 def _column(meta: Any, what: str) -> np.ndarray:
     if what == "min side":
-        return np.minimum(meta.column("width").to_numpy(), meta.column("height").to_numpy())
+        return np.asarray(
+            np.minimum(meta.column("width").to_numpy(), meta.column("height").to_numpy())
+        )
     if what == "aspect":
         w = meta.column("width").to_numpy().astype(np.float64)
         h = meta.column("height").to_numpy().astype(np.float64)
-        return np.maximum(w, h) / np.maximum(np.minimum(w, h), 1)
+        return np.asarray(np.maximum(w, h) / np.maximum(np.minimum(w, h), 1))
     if what == "chars":
         import pyarrow.compute as pc
 
-        return pc.utf8_length(meta.column("text")).to_numpy(zero_copy_only=False)
-    return meta.column(what).to_numpy(zero_copy_only=False)
+        return np.asarray(pc.utf8_length(meta.column("text")).to_numpy(zero_copy_only=False))
+    return np.asarray(meta.column(what).to_numpy(zero_copy_only=False))
 
 
-def host_keep(check: str, limit: float, meta: Any) -> tuple[np.ndarray, np.ndarray]:
+def host_keep(
+    check: str, limit: float, meta: Any
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[Any]]:
     """Which rows pass ``check`` (bool per row of ``meta``), and the values checked."""
     _, what, op = HOST_CHECKS[check]
     values = _column(meta, what)
@@ -159,11 +167,11 @@ def host_keep(check: str, limit: float, meta: Any) -> tuple[np.ndarray, np.ndarr
 
 def jax_keep(
     step: Mapping[str, Any],
-    arrays: Mapping[str, np.ndarray],
+    arrays: Mapping[str, np.ndarray | list[str]],
     rows: int,
     shard_id: int,
     views: Mapping[str, Mapping[str, Any]],
-) -> np.ndarray:
+) -> npt.NDArray[np.bool_]:
     """The user filter's verdict on each of the first ``rows`` rows."""
     ref = step["function"]
     fn = jitted_step("filter", step, shard_id)

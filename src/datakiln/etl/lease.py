@@ -28,7 +28,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from datakiln.cache.conditional import ConditionalObjects, Versioned
 from datakiln.cache.layout import LEASE, is_local, store_fs
@@ -66,7 +66,36 @@ def _namespace() -> str:
     return ""
 
 
-def this_process() -> dict[str, Any]:
+class Holder(TypedDict):
+    """Who holds a lease: enough to tell, on the same host, whether the holder still runs."""
+
+    host: str
+    boot: str  # the kernel's boot id: a pid means nothing after a reboot
+    pid_ns: str
+    pid: int
+    pid_start: int | None
+
+
+class LeaseRecord(TypedDict, total=False):
+    """The lease object's JSON: its owner, start, expiry, and the ``Holder`` keys.
+
+    Read from a store, any key may be absent (a record written by another version); readers
+    use ``.get``. ``_forced`` is never written: it marks, in memory, a record taken over
+    with ``--force-unlock``.
+    """
+
+    owner: str
+    started: float
+    expires: float
+    host: str
+    boot: str
+    pid_ns: str
+    pid: int
+    pid_start: int | None
+    _forced: bool
+
+
+def this_process() -> Holder:
     """Who holds a lease: enough to tell, on the same host, whether the holder still runs."""
     return {
         "host": socket.gethostname(),
@@ -77,15 +106,26 @@ def this_process() -> dict[str, Any]:
     }
 
 
-def holder_is_dead(record: Mapping[str, Any]) -> bool:
+def holder_is_dead(record: LeaseRecord) -> bool:
     """Whether the lease's holder provably no longer runs (only knowable on its own host)."""
     me = this_process()
-    if not me["boot"] or any(record.get(k) != me[k] for k in ("host", "boot", "pid_ns")):
+    where = (record.get("host"), record.get("boot"), record.get("pid_ns"))
+    if not me["boot"] or where != (me["host"], me["boot"], me["pid_ns"]):
         return False
     pid = record.get("pid")
     if not isinstance(pid, int) or record.get("pid_start") is None:
         return False
-    return process_start(pid) != record["pid_start"]
+    return bool(process_start(pid) != record["pid_start"])
+
+
+def _parse_record(raw: bytes) -> LeaseRecord | None:
+    """A lease record from its JSON, or ``None`` when it is not a JSON object."""
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return None
+    # its keys are checked where read (``.get``, ``isinstance``)
+    return cast(LeaseRecord, record) if isinstance(record, dict) else None
 
 
 class StoreLease:
@@ -123,11 +163,11 @@ class StoreLease:
         self._fd: int | None = None  # the locked lease file (local disks)
         self.lost = False
 
-    def read(self) -> dict[str, Any] | None:
+    def read(self) -> LeaseRecord | None:
         """The current lease record, or ``None`` when there is none (or it is unreadable)."""
         try:
-            return json.loads(self._fs.cat_file(self._path))
-        except (FileNotFoundError, ValueError):
+            return _parse_record(self._fs.cat_file(self._path))
+        except FileNotFoundError:
             return None
 
     def _record(self) -> bytes:
@@ -140,7 +180,7 @@ class StoreLease:
             }
         ).encode()
 
-    def _why_free(self, record: dict[str, Any] | None) -> str | None:
+    def _why_free(self, record: LeaseRecord | None) -> str | None:
         """Why a lease in ``record`` may be taken: ``None`` when it is validly held."""
         if record is None or record.get("owner") == self.owner:
             return "free"
@@ -155,12 +195,9 @@ class StoreLease:
     # -- local disks: a kernel lock ---------------------------------------------------------
 
     @staticmethod
-    def _fd_record(fd: int) -> dict[str, Any] | None:
+    def _fd_record(fd: int) -> LeaseRecord | None:
         raw = os.pread(fd, 1 << 16, 0)
-        try:
-            return json.loads(raw) if raw else None
-        except ValueError:
-            return None
+        return _parse_record(raw) if raw else None
 
     def _write_local(self) -> None:
         assert self._fd is not None
@@ -180,7 +217,7 @@ class StoreLease:
             if taken:
                 break
             if time.monotonic() >= deadline:
-                holder = current or self.read() or {}
+                holder = current or self.read() or LeaseRecord()
                 raise LeaseHeldError(
                     f"another bake is writing {self.url}: lease held by "
                     f"{holder.get('owner', '?')} since {_when(holder.get('started', 0))}, "
@@ -188,7 +225,12 @@ class StoreLease:
                     "(--wait), or if that bake is gone, take the lease over with --force-unlock"
                 )
             time.sleep(self.poll_s)
-        if current is not None and current.get("owner") != self.owner and why != "free":
+        if (
+            current is not None
+            and current.get("owner") != self.owner
+            and why is not None  # always set once taken
+            and why != "free"
+        ):
             log = logger.warning if why == "forced" else logger.info
             log(
                 "took over the lease of %s from %s (%s)",
@@ -201,13 +243,15 @@ class StoreLease:
         self._thread = threading.Thread(target=self._renew, name="datakiln-lease", daemon=True)
         self._thread.start()
 
-    def _attempt(self) -> tuple[bool, dict[str, Any] | None, str | None]:
+    def _attempt(self) -> tuple[bool, LeaseRecord | None, str | None]:
         """One try at the lease: (taken, the record found, why it could be taken)."""
         if self._local:
             locked, current = self._try_lock_local_or_force()
             if not locked:
                 return False, current, None
-            why = "free" if current is None else self._why_free(current) or "holder gone"
+            why: str | None = (
+                "free" if current is None else self._why_free(current) or "holder gone"
+            )
             if current is not None and current.get("host") not in (None, socket.gethostname()):
                 # A lock on a shared disk says nothing for sure about another host's bake.
                 why = self._why_free(current)
@@ -217,10 +261,7 @@ class StoreLease:
             self._write_local()
             return True, current, why
         found = self._objects.read(self._path)
-        try:
-            current = json.loads(found.data) if found.data is not None else None
-        except ValueError:
-            current = None
+        current = _parse_record(found.data) if found.data is not None else None
         why = self._why_free(current)
         if why is None:
             return False, current, None
@@ -236,16 +277,17 @@ class StoreLease:
         self._held = Versioned(data, tag)
         return True, current, why
 
-    def _try_lock_local_or_force(self) -> tuple[bool, dict[str, Any] | None]:
+    def _try_lock_local_or_force(self) -> tuple[bool, LeaseRecord | None]:
         locked, current = self._try_lock_local_fd()
         if locked or not self.force:
             return locked, current
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._path)  # its holder keeps a lock on a file no one else opens
         locked, _ = self._try_lock_local_fd()
-        return locked, {**(current or {}), "_forced": True}
+        forced: LeaseRecord = {**(current or LeaseRecord()), "_forced": True}
+        return locked, forced
 
-    def _try_lock_local_fd(self) -> tuple[bool, dict[str, Any] | None]:
+    def _try_lock_local_fd(self) -> tuple[bool, LeaseRecord | None]:
         fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -341,8 +383,10 @@ _LOCKED: weakref.WeakSet[StoreLease] = weakref.WeakSet()
 
 
 def _close_in_child() -> None:
-    """A forked worker closes its copy of the lock: else it kept the lease alive after a
-    killed bake, until it too had exited. (Closing, unlike unlocking, leaves the parent's lock.)
+    """A forked worker closes its copy of the lock.
+
+    Else it kept the lease alive after a killed bake, until it too had exited. (Closing,
+    unlike unlocking, leaves the parent's lock.)
     """
     for lease in list(_LOCKED):
         if lease._fd is not None:

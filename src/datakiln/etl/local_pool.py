@@ -47,7 +47,14 @@ def local_cpus() -> int:
 
 
 def _jax_backend_started() -> bool:
-    """Whether this process has started a JAX backend (True when that cannot be told)."""
+    """Whether this process has started a JAX backend (True when that cannot be told).
+
+    JAX has no public way to ask this (jax-ml/jax#23320, open): ``jax.devices()`` and the
+    like start the backend they would report on, and counting the process's threads cannot
+    tell XLA's from those of numpy's BLAS or pyarrow's allocator, which are safe to fork.
+    So this reads ``xla_bridge.backends_are_initialized``, and answers True (no fork) where
+    a JAX release no longer has it.
+    """
     if "jax" not in sys.modules:
         return False
     try:
@@ -125,7 +132,9 @@ def _init_worker(
 
 
 def _first_conversion() -> None:
-    """pyarrow imports pandas, when installed, at its first conversion of Python data (~0.3 s).
+    """Pay for pyarrow's first conversion of Python data, which imports pandas (~0.3 s).
+
+    pyarrow imports pandas, when installed, at that first conversion.
 
     Done in the bake process before forking, forked workers inherit it, and the bake process
     needs it anyway to commit (measured: it added 0.25 s to the commit of a 5 s bake, and
@@ -144,7 +153,7 @@ def _warm_up() -> None:
     jax.devices()  # starts XLA's CPU client, after pinning: it sizes its threads by the CPUs
     # A process's first jit call sets up tracing, lowering and compiling (~0.2 s here); paid
     # now, it overlaps the bake process's planning instead of delaying the first shard.
-    jax.block_until_ready(jax.jit(lambda x: x + 1)(np.zeros(1, np.int32)))
+    np.asarray(jax.jit(lambda x: x + 1)(np.zeros(1, np.int32)))  # waits for the result
 
 
 def _freeze_heap() -> None:

@@ -48,8 +48,10 @@ class PreviousBake:
 
 @dataclass(frozen=True, slots=True)
 class InputChanges:
-    """How the input listing differs from the committed one (``examples``: a few of the
-    changed, new or removed files, named)."""
+    """How the input listing differs from the committed one.
+
+    ``examples``: a few of the changed, new or removed files, named.
+    """
 
     new: int = 0
     changed: int = 0
@@ -92,6 +94,13 @@ class BakePlan:
 def parent_label(uri: str) -> str:
     """The class name of an input under the ``parent`` label source: its folder's name."""
     return posixpath.basename(posixpath.dirname(uri.split("://", 1)[-1]))
+
+
+def spec_shard_size(spec: BakeSpec) -> int:
+    """``spec.shard_size``, which ``BakeSpec`` sets to its modality's default when not given."""
+    if spec.shard_size is None:  # not after BakeSpec.__post_init__
+        raise ValueError("BakeSpec.shard_size was not resolved")
+    return spec.shard_size
 
 
 def zarr_shard_rows(shard_size: int, sample_bytes: int) -> int:
@@ -181,13 +190,14 @@ def plan_shards(
     class_names: tuple[str, ...] | None = None
     index: dict[str, int] = {}
     if spec.modality == "image" and spec.image.labels == "parent":
-        old = list(previous.class_names or ()) if previous else []
-        added = sorted({parent_label(i.uri) for i in todo} - set(old))
-        class_names = (*old, *added)
+        named = list(previous.class_names or ()) if previous else []
+        added = sorted({parent_label(i.uri) for i in todo} - set(named))
+        class_names = (*named, *added)
         index = {name: k for k, name in enumerate(class_names)}
 
     modality = get_modality(spec.modality)
-    shard_rows = zarr_shard_rows(spec.shard_size, modality.sample_bytes(spec))
+    shard_size = spec_shard_size(spec)
+    shard_rows = zarr_shard_rows(shard_size, modality.sample_bytes(spec))
     units = modality.plan_units(spec, todo)
     row = -(-previous.rows // shard_rows) * shard_rows if previous else 0
     next_id = previous.next_shard_id if previous else 0
@@ -198,11 +208,7 @@ def plan_shards(
         nonlocal row, next_id
         capacity = sum(u.capacity for u in group)
         labels = tuple(index[parent_label(u.input.uri)] for u in group) if class_names else None
-        ranges = (
-            tuple((u.start, u.end) if u.start is not None else None for u in group)
-            if any(u.start is not None for u in group)
-            else None
-        )
+        ranges = tuple(u.span for u in group) if any(u.start is not None for u in group) else None
         encodings = tuple(u.encoding for u in group) if any(u.encoding for u in group) else None
         fresh.append(
             ShardPlan(
@@ -222,7 +228,7 @@ def plan_shards(
 
     filled = 0  # capacity of the open group
     for unit in units:
-        if group and filled + unit.capacity > spec.shard_size:
+        if group and filled + unit.capacity > shard_size:
             close_group()
             filled = 0
         group.append(unit)
@@ -259,7 +265,9 @@ def plan_files(
     *,
     inputs: tuple[InputFile, ...] | None = None,
 ) -> BakePlan:
-    """List the input files of a single-modality ``spec`` (raises ``SourceError``), unless
-    ``inputs`` gives them, and plan the next version (records bakes:
-    ``datakiln.etl.plan_records``)."""
+    """List the input files of a single-modality ``spec`` and plan the next version.
+
+    ``inputs``, when given, are the files (already listed); listing raises ``SourceError``.
+    Records bakes are planned by ``datakiln.etl.plan_records``.
+    """
     return plan_shards(spec, list_files(spec) if inputs is None else inputs, previous)

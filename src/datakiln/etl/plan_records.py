@@ -20,12 +20,13 @@ from datakiln.etl.plan import (
     BakePlan,
     InputChanges,
     PreviousBake,
-    ShardPlan,
     cache_key,
     generation_key,
+    spec_shard_size,
     zarr_shard_rows,
 )
 from datakiln.etl.spec import BakeSpec
+from datakiln.etl.task import ShardPlan
 from datakiln.readers.listing import InputFile, list_inputs
 from datakiln.readers.rejections import redact_url
 from datakiln.readers.sources import RecordUnit, record_extensions, source_for
@@ -57,8 +58,11 @@ def check_columns(spec: BakeSpec, inp: InputFile, columns: Sequence[str] | None)
 def _label_classes(
     spec: BakeSpec, inputs: Sequence[InputFile], previous: PreviousBake | None
 ) -> dict[str, tuple[str, ...]]:
-    """Class names of each label field: its ``classes``, else the committed ones followed by
-    the new names the tables hold (sorted), so that stored ids never change."""
+    """Class names of each label field, so that stored ids never change.
+
+    A field's ``classes``, else the committed names followed by the new names the tables
+    hold (sorted).
+    """
     out: dict[str, tuple[str, ...]] = {}
     for field in spec.fields.values():
         if field.modality != "label":
@@ -115,7 +119,7 @@ def _units_of(spec: BakeSpec, inputs: Sequence[InputFile]) -> list[RecordUnit]:
             return source.plan(
                 inp,
                 spec.source_options,
-                records_per_unit=spec.shard_size,
+                records_per_unit=spec_shard_size(spec),
                 path_columns=path_columns,
             )
         except (SpecError, SourceError):
@@ -180,13 +184,13 @@ def plan_records(spec: BakeSpec, previous: PreviousBake | None) -> BakePlan:
             retired.append(shard.shard_id)
     todo = [u for k, u in current.items() if k not in claimed]
     shard_rows = zarr_shard_rows(
-        spec.shard_size,
+        spec_shard_size(spec),
         max(get_codec(f.modality).sample_bytes(f) for f in spec.fields.values()),
     )
     row = -(-previous.rows // shard_rows) * shard_rows if previous else 0
     next_id = previous.next_shard_id if previous else 0
     fresh: set[int] = set()
-    for group in _group(todo, spec.shard_size):
+    for group in _group(todo, spec_shard_size(spec)):
         capacity = sum(u.capacity for u in group)
         containers = tuple({u.input.uri: u.input for u in group}.values())
         shards.append(

@@ -39,9 +39,16 @@ def _use_compilation_cache(path: str) -> None:
     """
     import jax
 
-    if jax.config.jax_compilation_cache_dir != path:
-        jax.config.update("jax_compilation_cache_dir", path)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    if jax.config.values.get("jax_compilation_cache_dir") != path:
+        _set_jax_option("jax_compilation_cache_dir", path)
+        _set_jax_option("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+def _set_jax_option(name: str, value: object) -> None:
+    import jax
+
+    # jax leaves Config.update unannotated
+    jax.config.update(name, value)  # type: ignore[no-untyped-call]
 
 
 def bake_shard(data: Mapping[str, Any]) -> dict[str, Any]:

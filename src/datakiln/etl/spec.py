@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from datakiln.errors import SpecError
 
@@ -147,12 +148,14 @@ class ImageParams:
 class _Params:
     """Shared plumbing of the per-modality parameter tables."""
 
+    SECTION: ClassVar[str]  # the table's name in a spec file
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Any:
-        section = f"[{cls.SECTION}]"  # type: ignore[attr-defined]
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        section = f"[{cls.SECTION}]"
         _reject_unknown(section, data, [f.name for f in dataclasses.fields(cls)])
         return cls(**dict(data))
 
@@ -285,10 +288,10 @@ _LINE_TEXT_ONLY = ("format", "field", "one_per_file", "target_bytes")
 
 @dataclass(frozen=True, kw_only=True)
 class FieldSpec:
-    """One field of a record: where it is read from, and how its modality preprocesses it.
+    """One field of a record: where it is, and how its modality's codec preprocesses it.
 
-    The column (or archive member extension) holds the value; the modality's codec
-    preprocesses it.
+    Where: which column (or archive member extension) holds it.
+
     ``column`` defaults to the field's name. Alternatives are separated by ``;`` (the first
     present wins: ``"jpg;png;webp"``), and ``"json.caption"`` reads the key ``caption`` of a
     JSON member or struct column. A record whose required field is missing, empty or
@@ -333,9 +336,9 @@ class FieldSpec:
                 f"fields.{self.name}: labels of records come from a label field, not image.labels"
             )
 
-    @property
+    @functools.cached_property
     def columns(self) -> tuple[str, ...]:
-        """The alternatives of ``column``, in order."""
+        """The alternatives of ``column``, in order (looked up once per record in a bake)."""
         return tuple(c.strip() for c in str(self.column).split(";") if c.strip())
 
     def to_dict(self) -> dict[str, Any]:
@@ -485,8 +488,8 @@ class BakeSpec:
     def source_options(self) -> dict[str, Any]:
         """``storage_options`` as the sources are read.
 
-        With datakiln's retry and timeout defaults where a source is on S3 (a stalled read is
-        retried, not waited on for ever).
+        With datakiln's retry and timeout defaults where a source is on S3, so that a stalled
+        read is retried rather than waited on for ever.
         """
         from datakiln.cache.layout import with_source_defaults
 
@@ -540,8 +543,9 @@ class BakeSpec:
     def steps_key(self) -> dict[str, Any]:
         """The user steps' part of the cache key.
 
-        Each function's name, code, version and params; the filters' checks; the dedup mode.
-        Empty when there are none, so that the keys of bakes without steps stay what they were.
+        Each function's name, code, version and params; the filters' checks; the dedup
+        mode. Empty when there are none, so that the keys of bakes without steps stay what
+        they were.
         """
         out: dict[str, Any] = {}
         if self.transforms:

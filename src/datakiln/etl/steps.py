@@ -10,20 +10,21 @@ runs the code the bake was planned with.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 
 from datakiln.etl.dedup import row_keys
 from datakiln.etl.filters import host_keep, jax_keep
+from datakiln.etl.task import ShardTask, TaskSteps
 from datakiln.etl.transforms import TRANSFORM_BATCH, run_transforms
 from datakiln.readers.rejections import STAGE_DEDUP, STAGE_FILTER, Rejection
 
 if TYPE_CHECKING:
     from datakiln.etl.modalities.base import ShardOutput
     from datakiln.etl.spec import BakeSpec
-    from datakiln.etl.task import ShardTask
 
 __all__ = ["apply_steps", "describe_changes", "task_steps"]
 
@@ -31,10 +32,10 @@ DUPLICATE = {"exact": "Duplicate", "near": "NearDuplicate"}
 
 
 def task_steps(
-    spec: BakeSpec, outputs: Sequence[Sequence[str]], views: Mapping[str, Any]
-) -> dict[str, Any]:
+    spec: BakeSpec, outputs: Sequence[Sequence[str]], views: Mapping[str, dict[str, Any]]
+) -> TaskSteps:
     """What a shard task needs of the spec's user steps (``{}`` when there are none)."""
-    steps: dict[str, Any] = {"views": dict(views)} if views else {}
+    steps = TaskSteps(views=dict(views)) if views else TaskSteps()
     if spec.transforms:
         steps["transforms"] = [
             {**t.key_dict(), "outputs": list(names)}
@@ -50,13 +51,15 @@ def task_steps(
 def _row_names(meta: pa.Table) -> list[str]:
     """What names a row in messages and the rejected table: its file, or record."""
     if "uri" in meta.column_names:
-        return meta.column("uri").to_pylist()
+        return cast(list[str], meta.column("uri").to_pylist())  # a string column
     sources = meta.column("source").to_pylist()
     records = meta.column("record").to_pylist()
     return [f"{s}#{r}" if r is not None else s for s, r in zip(sources, records, strict=True)]
 
 
-def _rejection(meta: pa.Table, k: int, stage: str, kind: str, message: str, shard: int) -> Any:
+def _rejection(
+    meta: pa.Table, k: int, stage: str, kind: str, message: str, shard: int
+) -> Rejection:
     names = meta.column_names
     uri = meta.column("uri" if "uri" in names else "source")[k].as_py()
     position = meta.column("position")[k].as_py() if "position" in names else None
@@ -72,7 +75,7 @@ def _rejection(meta: pa.Table, k: int, stage: str, kind: str, message: str, shar
     )
 
 
-def _compact(out: ShardOutput, keep: np.ndarray) -> None:
+def _compact(out: ShardOutput, keep: npt.NDArray[np.bool_]) -> None:
     """Keep the rows ``keep`` marks, packed at the start; the freed tail becomes fill."""
     if keep.all():
         return
@@ -104,14 +107,14 @@ def apply_steps(task: ShardTask, out: ShardOutput, modality: Any) -> None:
 
     keep = np.ones(out.rows, bool)
     for step in steps.get("filters") or ():
+        # (name, rows passed, the values checked and the limit: host checks only)
+        checks: list[tuple[str, npt.NDArray[np.bool_], npt.NDArray[Any] | None, Any]] = []
         if "function" in step:
-            passed = jax_keep(step, out.arrays, out.rows, shard_id, views)
-            checks = [(step["function"], passed, None, None)]
+            verdict = jax_keep(step, out.arrays, out.rows, shard_id, views)
+            checks.append((step["function"], verdict, None, None))
         else:
-            checks = []
             for check, limit in step.items():
-                passed, values = host_keep(check, limit, out.meta)
-                checks.append((check, passed, values, limit))
+                checks.append((check, *host_keep(check, limit, out.meta), limit))
         for name, passed, values, limit in checks:
             for k in np.flatnonzero(keep & ~passed):
                 message = (
@@ -134,10 +137,10 @@ def apply_steps(task: ShardTask, out: ShardOutput, modality: Any) -> None:
         out.extra["dedup"] = {"keys": keys, "uris": names, "dropped": dict(drops)}
         keep = np.ones(out.rows, bool)
         for position, why in drops.items():
-            k = int(position)
-            keep[k] = False
+            row = int(position)
+            keep[row] = False
             kind = DUPLICATE[dedup["mode"]]
-            out.rejections.append(_rejection(out.meta, k, STAGE_DEDUP, kind, why, shard_id))
+            out.rejections.append(_rejection(out.meta, row, STAGE_DEDUP, kind, why, shard_id))
         out.extra["duplicates"] = len(drops)
         _compact(out, keep)
 
@@ -169,8 +172,10 @@ def _describe(kind: str, before: Mapping[str, Any], after: Mapping[str, Any]) ->
 
 
 def describe_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
-    """Name what changed in the user steps' key (``BakeSpec.steps_key``), for ``plan``:
-    ``transform mypkg.prep:embed: code changed``."""
+    """Name what changed in the user steps' key (``BakeSpec.steps_key``), for ``plan``.
+
+    For example ``transform mypkg.prep:embed: code changed``.
+    """
     reasons: list[str] = []
     for section, kind in (("transforms", "transform"), ("filters", "filter")):
         old, new = list(before.get(section) or ()), list(after.get(section) or ())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NotRequired, TypedDict, cast
 
 from datakiln.cache.fingerprint import fingerprint
 from datakiln.readers.listing import InputFile
@@ -85,10 +85,39 @@ class ShardPlan:
         )
 
 
+class DedupStep(TypedDict):
+    """A task's dedup: ``mode`` and ``distance`` as the spec's.
+
+    ``drops`` (position in the shard -> why) when the shard is baked again without the copies
+    found after the first pass.
+    """
+
+    mode: str
+    distance: int
+    drops: NotRequired[dict[str, str]]
+
+
+class TaskSteps(TypedDict, total=False):
+    """The user steps a shard task runs after its modality's kernels (``etl.steps``).
+
+    ``views``: read-time transforms the steps see fields through, by field name;
+    ``transforms`` and ``filters``: each step's key (``function``, ``source``, ``module``,
+    ``version``, ``params``; a transform also its ``outputs``), or a filter's host checks
+    (``{"min_side": 32}``). An absent key means no such step.
+    """
+
+    views: dict[str, dict[str, Any]]
+    transforms: list[dict[str, Any]]
+    filters: list[dict[str, Any]]
+    dedup: DedupStep
+
+
 @dataclass(frozen=True, kw_only=True)
 class ShardTask:
-    """One shard to bake: where to write, what to read, and how (``params``: the modality's
-    parameter table; ``fields``: the stored arrays' layouts)."""
+    """One shard to bake: where to write, what to read, and how.
+
+    ``params``: the modality's parameter table; ``fields``: the stored arrays' layouts.
+    """
 
     url: str
     storage_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
@@ -101,7 +130,7 @@ class ShardTask:
     shard: ShardPlan
     jax_cache_dir: str | None = None
     # The user's transforms, filters and dedup (``etl.steps.task_steps``); empty: none.
-    steps: Mapping[str, Any] = field(default_factory=dict)
+    steps: TaskSteps = field(default_factory=TaskSteps)
 
     def to_dict(self) -> dict[str, Any]:
         steps = {"steps": dict(self.steps)} if self.steps else {}
@@ -132,14 +161,17 @@ class ShardTask:
             fields=tuple(FieldLayout.from_task(f) for f in data["fields"]),
             shard=ShardPlan.from_dict(data["shard"]),
             jax_cache_dir=data.get("jax_cache_dir"),
-            steps=data.get("steps") or {},
+            # JSON written by to_dict from a TaskSteps
+            steps=cast(TaskSteps, data.get("steps") or {}),
         )
 
 
 @dataclass(frozen=True, kw_only=True)
 class ShardMarker:
-    """A finished shard: which plan it baked (``fingerprint``), its rows and rejections, the
-    checksum of every object it wrote, its statistics and timings.
+    """A finished shard: which plan it baked, what it wrote and what it cost.
+
+    Its plan's ``fingerprint``, its rows and rejections, the checksum of every object it
+    wrote, its statistics and timings.
 
     ``extra`` holds what a modality adds (``kernel_shapes``, ``records``); it is written at
     the top level of the marker's JSON, as markers have always been.

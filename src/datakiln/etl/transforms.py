@@ -44,9 +44,12 @@ STORABLE_DTYPES = (
 
 @dataclass(frozen=True, kw_only=True)
 class TransformSpec(UserFunction):
-    """One ``[[transforms]]`` entry: ``function = "pkg.mod:fn"``, optional ``version`` and
-    ``params`` (keyword arguments, part of the cache key). ``BakeSpec(transforms=[...])`` also
-    takes the function itself, if it is defined at the top level of a module."""
+    """One ``[[transforms]]`` entry: ``function = "pkg.mod:fn"``, ``version``, ``params``.
+
+    ``version`` and ``params`` (keyword arguments) are optional and part of the cache key.
+    ``BakeSpec(transforms=[...])`` also
+    takes the function itself, if it is defined at the top level of a module.
+    """
 
     @classmethod
     def from_value(cls, value: Any) -> TransformSpec:
@@ -96,8 +99,10 @@ def input_views(
 def view_arrays(
     arrays: Mapping[str, Any], views: Mapping[str, Mapping[str, Any]]
 ) -> dict[str, Any]:
-    """``arrays`` as steps see them (``input_views``); a field a transform replaced is left
-    as it returned it."""
+    """``arrays`` as steps see them (``input_views``).
+
+    A field a transform replaced is left as it returned it.
+    """
     out = dict(arrays)
     for name, v in views.items():
         a = arrays.get(name)
@@ -118,7 +123,8 @@ def stored_structs(
     import jax
 
     return {
-        f.name: jax.ShapeDtypeStruct(
+        # jax leaves ShapeDtypeStruct.__init__ unannotated
+        f.name: jax.ShapeDtypeStruct(  # type: ignore[no-untyped-call]
             (batch, *f.sample_shape),
             np.dtype(views[f.name]["dtype"] if f.name in views else f.dtype),
         )
@@ -172,8 +178,9 @@ def plan_layouts(
     generation: str,
     views: Mapping[str, Mapping[str, Any]],
 ) -> tuple[list[FieldLayout], list[list[str]]]:
-    """The stored fields after the transforms (outputs replace or join the modality's fields),
-    and the names each transform writes.
+    """The stored fields after the transforms, and the names each transform writes.
+
+    A transform's outputs replace or join the modality's fields.
 
     Traces each transform with ``jax.eval_shape`` (nothing runs), so a bad output fails here,
     before any shard starts.
@@ -217,8 +224,10 @@ def _jitted(ref: str, params_json: str, source: str, module: str) -> Callable[..
 
 
 def jitted_step(kind: str, step: Mapping[str, Any], shard_id: int) -> Callable[..., Any]:
-    """The jitted user function of a task's step, after checking that this process has the
-    code the bake was planned with."""
+    """The jitted user function of a task's step.
+
+    Checks first that this process has the code the bake was planned with.
+    """
     import json
 
     ref = step["function"]
@@ -236,9 +245,13 @@ def jitted_step(kind: str, step: Mapping[str, Any], shard_id: int) -> Callable[.
     return _jitted(ref, params, here["source"], here["module"])
 
 
-def batches(arrays: Mapping[str, np.ndarray], rows: int) -> Iterable[tuple[int, int, dict]]:
-    """``(start, count, batch)`` over the first ``rows`` rows, ``TRANSFORM_BATCH`` at a time;
-    the last batch is padded with zeros to the full size."""
+def batches(
+    arrays: Mapping[str, np.ndarray | list[str]], rows: int
+) -> Iterable[tuple[int, int, dict[str, np.ndarray]]]:
+    """``(start, count, batch)`` over the first ``rows`` rows, ``TRANSFORM_BATCH`` at a time.
+
+    The last batch is padded with zeros to the full size.
+    """
     numeric = {
         k: a for k, a in arrays.items() if isinstance(a, np.ndarray) and a.dtype.kind not in "OTUS"
     }
@@ -270,15 +283,18 @@ def call_step(
 
 def run_transforms(
     steps: Sequence[Mapping[str, Any]],
-    arrays: dict[str, np.ndarray],
+    arrays: dict[str, np.ndarray | list[str]],
     rows: int,
     layouts: Mapping[str, FieldLayout],
     shard_id: int,
     uris: Sequence[str],
     views: Mapping[str, Mapping[str, Any]],
 ) -> None:
-    """Apply each transform in order to ``arrays`` (``capacity`` rows, first ``rows`` real),
-    writing its outputs into ``arrays``; NaN in an output stops the bake with the row named."""
+    """Apply each transform in order to ``arrays``, writing its outputs into ``arrays``.
+
+    ``arrays`` hold ``capacity`` rows, the first ``rows`` real; NaN in an output stops the
+    bake with the row named.
+    """
     for step in steps:
         ref = step["function"]
         fn = jitted_step("transform", step, shard_id)

@@ -35,16 +35,20 @@ _LOADED: dict[str, str] = {}
 
 def _source_file_hash(module: Any) -> str | None:
     path = getattr(module, "__file__", None)
+    if not isinstance(path, str):  # a namespace package or a built-in module
+        return None
     try:
-        with open(path, "rb") as f:  # type: ignore[arg-type]
+        with open(path, "rb") as f:
             return _hash(f.read())
-    except (OSError, TypeError):
+    except OSError:
         return None
 
 
 def _fresh_module(name: str) -> Any:
-    """The module ``name``, reloaded if its file changed since this process loaded it, so that
-    the code that runs is the code whose hash keys the cache."""
+    """The module ``name``, reloaded if its file changed since this process loaded it.
+
+    So the code that runs is the code whose hash keys the cache.
+    """
     module = sys.modules.get(name)
     if module is None:
         importlib.invalidate_caches()  # a module written since the last import
@@ -71,7 +75,7 @@ def import_function(ref: str) -> Callable[..., Any]:
             f"cannot import {module_name!r} for {ref}: {type(err).__name__}: {err}; install it "
             "or put its folder on PYTHONPATH where the bake runs"
         ) from err
-    target: Any = module
+    target: object = module
     for part in name.split("."):
         target = getattr(target, part, None)
         if target is None:
@@ -141,8 +145,11 @@ def _check_params(ref: str, params: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True, kw_only=True)
 class UserFunction:
-    """A user function of a bake step: ``function`` names it, ``params`` are keyword
-    arguments it is called with, ``version`` is the user's way to force a new key."""
+    """A user function of a bake step.
+
+    ``function`` names it, ``params`` are keyword arguments it is called with, ``version`` is
+    the user's way to force a new key.
+    """
 
     function: str
     version: str | None = None
@@ -169,8 +176,10 @@ class UserFunction:
 
 
 def worker_identities(refs: list[str]) -> dict[str, Any]:
-    """Run on each worker of a cluster: the code identity of each function it can import, or
-    the error importing it gave (a string)."""
+    """Run on each worker of a cluster: the code identity of each function it can import.
+
+    Or, for a function it cannot import, the error importing it gave (a string).
+    """
     out: dict[str, Any] = {}
     for ref in refs:
         try:
@@ -181,8 +190,11 @@ def worker_identities(refs: list[str]) -> dict[str, Any]:
 
 
 def module_archive(module_name: str, folder: str) -> str | None:
-    """A file ``Client.upload_file`` can ship for the module: the ``.py`` file of a top-level
-    module, or a ``.zip`` of the top-level package that holds it; ``None`` when neither."""
+    """A file ``Client.upload_file`` can ship for the module; ``None`` when there is none.
+
+    The ``.py`` file of a top-level module, or a ``.zip`` of the top-level package that
+    holds it.
+    """
     import os
     import zipfile
 

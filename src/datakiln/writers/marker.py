@@ -17,6 +17,7 @@ from datakiln.cache.manifest import write_json_atomic
 def write_marker(
     fs: Any, root: str, generation: str, shard_id: int, marker: Mapping[str, Any]
 ) -> None:
+    """Write the marker of ``shard_id`` (atomically: a reader sees all of it or none)."""
     write_json_atomic(
         fs, f"{root}/{shard_marker(generation, shard_id)}", dict(marker), compact=True
     )
@@ -25,6 +26,7 @@ def write_marker(
 def read_marker(fs: Any, root: str, generation: str, shard_id: int) -> dict[str, Any] | None:
     """The marker of ``shard_id``, or ``None`` when it is absent or unreadable."""
     try:
-        return json.loads(fs.cat_file(f"{root}/{shard_marker(generation, shard_id)}"))
+        data = json.loads(fs.cat_file(f"{root}/{shard_marker(generation, shard_id)}"))
     except (FileNotFoundError, ValueError):
         return None
+    return data if isinstance(data, dict) else None  # a marker is one JSON object

@@ -38,5 +38,6 @@ def table_bytes(table: pa.Table) -> bytes:
 
 
 def rejected_table(rejections: Sequence[Mapping[str, Any]]) -> pa.Table:
+    """The rejected-input table of a cache, one row per rejection record."""
     columns = {name: [r.get(name) for r in rejections] for name in REJECTED_SCHEMA.names}
     return pa.table(columns, schema=REJECTED_SCHEMA)

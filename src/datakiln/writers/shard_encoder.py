@@ -54,7 +54,7 @@ def encode_shard(rows: np.ndarray, shard_rows: int, fill_value: int = 0) -> byte
         return None
     index_bytes = index.tobytes()
     crc = google_crc32c.value(index_bytes).to_bytes(4, "little")
-    return b"".join([memoryview(np.ascontiguousarray(kept)).cast("B"), index_bytes, crc])
+    return b"".join([np.ascontiguousarray(kept).data.cast("B"), index_bytes, crc])
 
 
 def encode_string_shard(texts: Sequence[str], shard_rows: int) -> bytes | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import zarr
@@ -132,7 +132,7 @@ class FieldLayout:
         }
 
 
-def dtype_name(array: zarr.Array) -> str:
+def dtype_name(array: zarr.Array[Any]) -> str:
     """The FieldLayout dtype of a Zarr array: ``"string"`` for variable-length strings."""
     return STRING_DTYPE if array.dtype.kind in "TOU" else str(array.dtype)
 
@@ -168,8 +168,11 @@ def prepare_arrays(
             and dtype_name(existing) == field.dtype
             and tuple(existing.shape[1:]) == field.sample_shape
             and tuple(existing.chunks) == chunks
-            and (existing.shards is None) == (shards is None)
-            and (shards is None or tuple(existing.shards) == shards)
+            and (
+                existing.shards is None
+                if shards is None
+                else existing.shards is not None and tuple(existing.shards) == shards
+            )
             and (
                 shards is None
                 or field.dtype == STRING_DTYPE
@@ -193,9 +196,10 @@ def prepare_arrays(
         )
 
 
-def _inner_codec(array: zarr.Array) -> ChunkCodec | None:
+def _inner_codec(array: zarr.Array[Any]) -> ChunkCodec | None:
     """The codec of a sharded array's inner chunks (None: not one of ours)."""
-    codecs = array.metadata.to_dict().get("codecs") or [{}]
+    # Zarr v3 metadata: "codecs" is a list of {"name", "configuration"} objects
+    codecs = cast(list[dict[str, Any]], array.metadata.to_dict().get("codecs") or [{}])
     return ChunkCodec.from_inner(codecs[0].get("configuration", {}).get("codecs", []))
 
 
@@ -228,7 +232,8 @@ def write_field(
     for k, key in enumerate(keys):
         rows = data[k * field.shard_rows : (k + 1) * field.shard_rows]
         if field.dtype == STRING_DTYPE:
-            encoded = encode_string_shard(rows, field.shard_rows)  # type: ignore[arg-type]
+            # string fields are given as a sequence of str (see the docstring)
+            encoded = encode_string_shard(cast(Sequence[str], rows), field.shard_rows)
         elif field.codec != "none":
             encoded = encode_compressed_shard(
                 np.asarray(rows), field.shard_rows, field.chunk_codec, threads=_ENCODE_THREADS
@@ -263,7 +268,7 @@ def write_rows(
     storage_options: Mapping[str, Any] | None,
     field: str,
     row_start: int,
-    data: np.ndarray,
+    data: np.ndarray | Sequence[str],
 ) -> None:
     """Write ``data`` into rows ``[row_start, row_start + len(data))`` of ``field``."""
     store = zarr_store(url, storage_options, read_only=False)

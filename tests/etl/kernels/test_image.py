@@ -372,3 +372,16 @@ def test_compiles_stay_few_for_mixed_sizes(resizer64: ImageResizer) -> None:
     fresh.resize(images)
     assert fresh.compiles <= 7
     assert compile_count() - before <= 2 * fresh.compiles
+
+
+def test_compile_count_grows_with_new_signatures_only() -> None:
+    # A canvas and output shape no other test uses: new to this process, so two compiles.
+    canvases = np.zeros((1, 13, 11, 3), np.uint8)
+    sizes = np.array([[13, 11]], np.int32)
+    boxes = np.array([[0, 0, 11, 13]], np.float32)
+    regions = np.array([[0, 0, 5, 7]], np.int32)
+    before = compile_count()
+    resize_canvases(canvases, sizes, boxes, regions, height=5, width=7)
+    assert compile_count() - before == 2  # one per pass
+    resize_canvases(canvases + 1, sizes, boxes, regions, height=5, width=7)
+    assert compile_count() - before == 2  # same signature, other values: none

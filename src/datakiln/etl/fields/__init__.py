@@ -41,6 +41,7 @@ def get_codec(modality: str) -> FieldCodec:
 
 
 def known_modalities() -> list[str]:
+    """The field modalities registered or built in, sorted."""
     return sorted(set(_CODECS) | set(_BUILTIN))
 
 

@@ -19,14 +19,17 @@ from datakiln.writers.zarr_region import FieldLayout
 
 
 def mel_name(spec: FieldSpec) -> str:
+    """The stored name of the field's mel spectrogram."""
     return "mel" if spec.name == "audio" else f"{spec.name}_mel"
 
 
 class AudioCodec:
+    """The codec of ``audio`` fields: the waveform and its log-mel spectrogram (see above)."""
+
     modality = "audio"
     media = True
     params_type = AudioParams
-    worker_modules = ("datakiln.etl.kernels.audio", "datakiln.readers.audio")
+    worker_modules: tuple[str, ...] = ("datakiln.etl.kernels.audio", "datakiln.readers.audio")
 
     def layouts(self, spec: FieldSpec, generation: str, shard_rows: int) -> list[FieldLayout]:
         a: AudioParams = spec.params

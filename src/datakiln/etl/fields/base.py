@@ -14,8 +14,11 @@ if TYPE_CHECKING:
 
 
 class FieldError(Exception):
-    """One value of one field cannot be used; its record is rejected (or, for a field with
-    ``required = false``, marked invalid). ``stage`` is a rejection stage."""
+    """One value of one field cannot be used.
+
+    Its record is rejected (or, for a field with ``required = false``, marked invalid).
+    ``stage`` is a rejection stage.
+    """
 
     def __init__(self, stage: str, error_type: str, message: str) -> None:
         super().__init__(message)
@@ -25,8 +28,11 @@ class FieldError(Exception):
 
 @dataclass(slots=True)
 class Encoded:
-    """A field's share of a shard: ``arrays`` of ``capacity`` rows keyed by stored name, Parquet
-    meta columns (one value per baked row), marker stats and the kernel shapes compiled."""
+    """A field's share of a shard.
+
+    ``arrays`` of ``capacity`` rows keyed by stored name, Parquet meta columns (one value per
+    baked row), marker stats and the kernel shapes compiled.
+    """
 
     arrays: dict[str, np.ndarray | list[str]]
     meta: dict[str, list[Any]] = field(default_factory=dict)

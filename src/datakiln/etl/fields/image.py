@@ -14,10 +14,12 @@ from datakiln.writers.zarr_region import FieldLayout
 
 
 class ImageCodec:
+    """The codec of ``image`` fields: pixels resized as an image bake's, stored uint8."""
+
     modality = "image"
     media = True
     params_type = ImageParams
-    worker_modules = ("datakiln.etl.kernels.image", "datakiln.readers.image")
+    worker_modules: tuple[str, ...] = ("datakiln.etl.kernels.image", "datakiln.readers.image")
 
     def layouts(self, spec: FieldSpec, generation: str, shard_rows: int) -> list[FieldLayout]:
         p: ImageParams = spec.params

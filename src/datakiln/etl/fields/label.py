@@ -58,6 +58,8 @@ def label_text(value: Any) -> str | int | None:
 
 
 class LabelCodec:
+    """The codec of ``label`` fields: class names or ids, stored as int32 ids (see above)."""
+
     modality = "label"
     media = False
     params_type = LabelParams

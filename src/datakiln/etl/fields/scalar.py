@@ -40,6 +40,8 @@ class ScalarParams:
 
 
 class ScalarCodec:
+    """The codec of ``scalar`` fields: one finite number per record, in ``dtype``."""
+
     modality = "scalar"
     media = False
     params_type = ScalarParams
@@ -53,7 +55,7 @@ class ScalarCodec:
         return {spec.name: None}
 
     def sample_bytes(self, spec: FieldSpec) -> int:
-        return np.dtype(spec.params.dtype).itemsize
+        return int(np.dtype(spec.params.dtype).itemsize)
 
     def identity(self, spec: FieldSpec) -> dict[str, Any]:
         return {}

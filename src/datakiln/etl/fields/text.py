@@ -25,10 +25,12 @@ class _Text(NamedTuple):
 
 
 class TextCodec:
+    """The codec of ``text`` fields: tokens, lengths and raw strings (see above)."""
+
     modality = "text"
     media = False
     params_type = TextBakeParams
-    worker_modules = ("datakiln.etl.kernels.text",)
+    worker_modules: tuple[str, ...] = ("datakiln.etl.kernels.text",)
 
     def layouts(self, spec: FieldSpec, generation: str, shard_rows: int) -> list[FieldLayout]:
         from datakiln.etl.kernels.text import token_dtype
@@ -58,7 +60,7 @@ class TextCodec:
     def sample_bytes(self, spec: FieldSpec) -> int:
         from datakiln.etl.kernels.text import token_dtype
 
-        return spec.params.max_length * token_dtype(spec.params.vocab_size).itemsize
+        return int(spec.params.max_length * token_dtype(spec.params.vocab_size).itemsize)
 
     def identity(self, spec: FieldSpec) -> dict[str, Any]:
         from datakiln.etl.modalities.text import TOKENIZER_SCHEMES

@@ -46,6 +46,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy.typing as npt
 
 from datakiln.errors import SpecError
 from datakiln.etl.spec import ALIGNS, MEL_DTYPES, MEL_NORMS, MEL_SCALES, WAVE_DTYPES
@@ -74,7 +75,7 @@ INT16_SCALE = 32767.0
 # -- filters (numpy, built at trace time from static parameters) ------------------------------
 
 
-def _hz_to_mel(hz: np.ndarray, scale: str) -> np.ndarray:
+def _hz_to_mel(hz: npt.ArrayLike, scale: str) -> npt.NDArray[np.float64]:
     hz = np.asarray(hz, dtype=np.float64)
     if scale == "htk":
         return 2595.0 * np.log10(1.0 + hz / 700.0)
@@ -87,7 +88,7 @@ def _hz_to_mel(hz: np.ndarray, scale: str) -> np.ndarray:
     return np.where(hz >= min_log_hz, min_log_mel + np.log(safe / min_log_hz) / logstep, hz / f_sp)
 
 
-def _mel_to_hz(mel: np.ndarray, scale: str) -> np.ndarray:
+def _mel_to_hz(mel: npt.ArrayLike, scale: str) -> npt.NDArray[np.float64]:
     mel = np.asarray(mel, dtype=np.float64)
     if scale == "htk":
         return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
@@ -109,7 +110,7 @@ def mel_filterbank(
     fmax: float | None = None,
     mel_scale: str = "slaney",
     mel_norm: str | None = "slaney",
-) -> np.ndarray:
+) -> npt.NDArray[np.float32]:
     """Triangular mel filters as float32 ``(n_mels, n_fft // 2 + 1)``, as ``librosa.filters.mel``.
 
     ``fmax=None`` means ``sample_rate / 2``. ``mel_norm="slaney"`` scales each triangle to
@@ -128,7 +129,7 @@ def mel_filterbank(
     weights = np.maximum(0.0, np.minimum(lower, upper))
     if mel_norm == "slaney":
         weights *= (2.0 / (mel_freqs[2 : n_mels + 2] - mel_freqs[:n_mels]))[:, None]
-    return weights.astype(np.float32)
+    return np.asarray(weights, dtype=np.float32)
 
 
 def _kaiser_sinc(t: np.ndarray, cutoff: float, half_width: float) -> np.ndarray:
@@ -211,7 +212,8 @@ def resample(
     Args:
         x: float32 ``(N, T)``.
         lengths: int32 ``(N,)`` true lengths.
-        orig_sr, target_sr: Rates in Hz (static).
+        orig_sr: Input rate in Hz (static).
+        target_sr: Output rate in Hz (static).
         n_out: Output samples to compute; ``None``: ``ceil(T * target_sr / orig_sr)``.
         method: ``"polyphase"`` (strided convolution, one output channel per phase),
             ``"direct"`` (one gather per tap; for rate pairs with very many phases), or
@@ -536,7 +538,8 @@ def audio_features(
         n_fft: FFT and window size (default 1024).
         hop_length: Samples between frames (default 512).
         n_mels: Mel bands (default 80).
-        fmin, fmax: Band edges in Hz (default 0 and Nyquist).
+        fmin: Lower band edge in Hz (default 0).
+        fmax: Upper band edge in Hz (default: Nyquist).
         mel_scale: ``"slaney"`` (default) or ``"htk"``.
         mel_norm: ``"slaney"`` (default, unit-area filters) or ``None``.
         normalize: Peak-normalise each clip (default off).
@@ -550,7 +553,7 @@ def audio_features(
         ``(audio, mel)``: float32 ``(N, round(duration * sample_rate))`` and float32
         ``(N, n_mels, 1 + n_samples // hop_length)``.
     """
-    raw = {
+    raw: dict[str, Any] = {
         "n_fft": n_fft,
         "hop_length": hop_length,
         "n_mels": n_mels,
@@ -620,7 +623,8 @@ def featurize_audio(
         clips: ``(samples, rate)`` pairs, samples float32 ``(frames, channels)`` or
             ``(frames,)``, as ``decode_audio`` returns them (finite, at least one frame), or
             int16 PCM standing for ``value / 32768`` (``decode_audio_native``).
-        sample_rate, duration: As ``audio_features``.
+        sample_rate: As ``audio_features``.
+        duration: As ``audio_features``.
         batch_size: Rows per kernel call.
         wave_dtype: Encoding of the returned waveform, one of ``WAVE_DTYPES`` (done inside
             the kernel, so the host copies the compact form only).
@@ -702,7 +706,7 @@ def _samples(samples: np.ndarray) -> np.ndarray:
     return samples[:, None] if samples.ndim == 1 else samples
 
 
-def _kernel_statics(sample_rate: int, duration: float, params: Mapping[str, Any]) -> dict:
+def _kernel_statics(sample_rate: int, duration: float, params: Mapping[str, Any]) -> dict[str, Any]:
     """``_audio_kernel``'s static keyword arguments from ``audio_features``-style ones."""
     defaults = {
         "n_fft": 1024,

@@ -22,12 +22,14 @@ padded batches, and calls the kernel once per batch, so a bake compiles once per
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy.typing as npt
 import PIL
 
 from datakiln.etl.kernels._buckets import MAX_BATCH_PIXELS, CanvasBucket, choose_bucket
@@ -50,15 +52,15 @@ _PRECISION_BITS = 22
 
 
 def axis_coefficients(
-    in0: np.ndarray,
-    in1: np.ndarray,
-    in_size: np.ndarray,
-    out_start: np.ndarray,
-    out_len: np.ndarray,
+    in0: npt.NDArray[np.float32],
+    in1: npt.NDArray[np.float32],
+    in_size: npt.NDArray[np.integer[Any]],
+    out_start: npt.NDArray[np.integer[Any]],
+    out_len: npt.NDArray[np.integer[Any]],
     *,
     out_size: int,
     taps: int,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]]:
     """Pillow's fixed-point resampling windows along one axis, for a batch (host, numpy).
 
     Output index ``o`` is position ``o - out_start`` of a resize of ``[in0, in1)`` to
@@ -72,9 +74,11 @@ def axis_coefficients(
     a jitted float64 version cost ~0.4 s of compilation per batch shape.
 
     Args:
-        in0, in1: float32 (B,) box edges.
+        in0: float32 (B,) box start edges.
+        in1: float32 (B,) box end edges.
         in_size: int (B,) image extent along the axis; 0 marks an unused slot.
-        out_start, out_len: int (B,) the output region along the axis.
+        out_start: int (B,) where the output region starts along the axis.
+        out_len: int (B,) the output region's length along the axis.
         out_size: Output extent.
         taps: Window length kept; must be at least Pillow's ``ksize`` of every row.
 
@@ -142,6 +146,30 @@ def _unpremultiply(x: jax.Array) -> jax.Array:
     return jnp.concatenate([jnp.where(keep, rgb, divided), alpha], axis=-1)
 
 
+class _TraceCounter:
+    """Counts traces of the kernel's jit functions, thread-safely.
+
+    JAX runs a jitted function's Python body only to trace it, once per new signature and
+    just before compiling (or loading from a persistent cache) that signature, so the count
+    is the compiles this process has made, without reading JAX's private cache sizes.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = 0
+
+    def add(self) -> None:
+        with self._lock:
+            self._count += 1
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+
+_TRACES = _TraceCounter()
+
+
 # The kernel is two jit functions, not one. Compiled together, XLA (jaxlib 0.10, CPU) fuses
 # the first pass into the per-pixel gathers of the second and runs 5-20x slower; apart, the
 # small intermediate is materialised once and both passes vectorise (measured on 16 canvases
@@ -149,6 +177,7 @@ def _unpremultiply(x: jax.Array) -> jax.Array:
 @jax.jit
 def _horizontal_pass(canvases: jax.Array, coefficients: jax.Array, start: jax.Array) -> jax.Array:
     """uint8 (B, Hc, Wc, C) -> uint8 (B, width, Hc, C): Pillow's horizontal pass."""
+    _TRACES.add()  # runs when traced only, not on the compiled calls
     x = jnp.transpose(canvases, (0, 2, 1, 3))  # columns outermost
     if x.shape[-1] == 4:
         x = _premultiply(x.astype(jnp.int32))
@@ -166,6 +195,7 @@ def _vertical_pass(
     cost next to nothing; a histogram of the stored pixels on the host cost more than the
     resize itself at 256 px. A row of ``MAX_MOMENT_WIDTH`` pixels of 255**2 stays below 2**31.
     """
+    _TRACES.add()  # runs when traced only, not on the compiled calls
     out = _resample_first_axis(jnp.transpose(columns, (0, 2, 1, 3)), coefficients, start)
     if out.shape[-1] == 4:
         out = _unpremultiply(out)
@@ -252,7 +282,10 @@ def _resize_with_moments(
         out_size=height,
         taps=min(taps_y or hc, hc),
     )
-    return _vertical_pass(_horizontal_pass(canvases, cx, sx), cy, sy)
+    resized: tuple[jax.Array, jax.Array] = _vertical_pass(
+        _horizontal_pass(canvases, cx, sx), cy, sy
+    )
+    return resized
 
 
 def _pillow_orders_passes() -> bool:
@@ -280,12 +313,12 @@ def vertical_first(image_height: int, image_width: int, out_height: int, out_wid
 
 
 def compile_count() -> int:
-    """How many kernel compilations this process holds (JAX's own jit caches).
+    """How many kernel compilations this process has made (traces of the two passes).
 
     Each new ``resize_canvases`` signature costs up to two (one per pass), fewer when
     signatures share a pass.
     """
-    return _horizontal_pass._cache_size() + _vertical_pass._cache_size()
+    return _TRACES.count
 
 
 class ImageResizer:
@@ -339,9 +372,9 @@ class ImageResizer:
         self,
         images: Sequence[DecodedImage],
         *,
-        out: np.ndarray | None = None,
-        moments: np.ndarray | None = None,
-    ) -> np.ndarray:
+        out: npt.NDArray[np.uint8] | None = None,
+        moments: npt.NDArray[np.int64] | None = None,
+    ) -> npt.NDArray[np.uint8]:
         """Resize every image; returns uint8 (N, height, width, C) in input order.
 
         Args:

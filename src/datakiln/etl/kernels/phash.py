@@ -15,6 +15,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy.typing as npt
 
 __all__ = ["pack_hashes", "phash_bits"]
 
@@ -24,28 +25,35 @@ _SIDE = 32  # the image is shrunk to _SIDE x _SIDE before the DCT
 _KEEP = 8  # the _KEEP x _KEEP lowest frequencies give the bits
 
 
-def _dct_matrix(n: int) -> np.ndarray:
+def _dct_matrix(n: int) -> npt.NDArray[np.float64]:
     """The orthonormal DCT-II matrix of size ``n`` (rows: frequencies)."""
     k = np.arange(n)[:, None]
     i = np.arange(n)[None, :]
-    m = np.cos(np.pi * (2 * i + 1) * k / (2 * n)) * np.sqrt(2 / n)
+    m: npt.NDArray[np.float64] = np.cos(np.pi * (2 * i + 1) * k / (2 * n)) * np.sqrt(2 / n)
     m[0] /= np.sqrt(2)
     return m
 
 
-def _area_matrix(side: int, n: int) -> np.ndarray:
-    """``(side, n)``: each output pixel the mean of the input pixels its span covers (an area
-    resize, the antialiased shrink), with fractional weights at the span's ends."""
+def _area_matrix(side: int, n: int) -> npt.NDArray[np.float64]:
+    """``(side, n)``: an area resize, the antialiased shrink.
+
+    Each output pixel is the mean of the input pixels its span covers, with fractional
+    weights at the span's ends.
+    """
     edges = np.arange(side + 1) * n / side
     lo, hi = edges[:-1, None], edges[1:, None]
     pixel = np.arange(n)[None, :]
     overlap = np.clip(np.minimum(hi, pixel + 1) - np.maximum(lo, pixel), 0, None)
-    return overlap / overlap.sum(axis=1, keepdims=True)
+    weights: npt.NDArray[np.float64] = overlap / overlap.sum(axis=1, keepdims=True)
+    return weights
 
 
-def _low_frequencies(n: int) -> np.ndarray:
-    """``(_KEEP, n)``: shrink an axis of ``n`` pixels to ``_SIDE`` by area, then its lowest
-    ``_KEEP`` DCT-II frequencies, folded into one matrix (two small matmuls per image)."""
+def _low_frequencies(n: int) -> npt.NDArray[np.float32]:
+    """``(_KEEP, n)``: area shrink and lowest DCT-II frequencies of an axis, as one matrix.
+
+    Shrinks an axis of ``n`` pixels to ``_SIDE`` by area, then keeps its lowest ``_KEEP``
+    DCT-II frequencies, folded into one matrix (two small matmuls per image).
+    """
     return (_dct_matrix(_SIDE)[:_KEEP] @ _area_matrix(_SIDE, n)).astype(np.float32)
 
 
@@ -64,7 +72,7 @@ def phash_bits(images: jax.Array) -> jax.Array:
     return low > median
 
 
-def pack_hashes(bits: np.ndarray) -> list[str]:
+def pack_hashes(bits: npt.NDArray[np.bool_]) -> list[str]:
     """The bits of each row as 16 hex digits (most significant bit first)."""
     packed = np.packbits(np.asarray(bits, bool), axis=1)
     return [row.tobytes().hex() for row in packed]

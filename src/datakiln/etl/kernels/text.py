@@ -44,6 +44,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy.typing as npt
 
 from datakiln.errors import SpecError
 
@@ -118,7 +119,7 @@ def encode_texts(
     case_sensitive: bool,
     max_bytes: int,
     normalize_whitespace: bool = True,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int32]]:
     """Pack strings into a zero-padded UTF-8 byte matrix for the tokenizer kernels.
 
     Case is folded with ``str.casefold()`` (full Unicode folding, e.g. ``"ß" -> "ss"``) unless
@@ -150,9 +151,9 @@ def encode_texts(
 
 
 def _is_space(byte: jax.Array) -> jax.Array:
-    """Whether UTF-8 bytes are ASCII whitespace in the sense of ``str.isspace``.
+    r"""Whether UTF-8 bytes are ASCII whitespace in the sense of ``str.isspace``.
 
-    These are ``\\t \\n \\v \\f \\r``, ``\\x1c``-``\\x1f`` and the space; no byte of a
+    These are ``\t \n \v \f \r``, ``\x1c``-``\x1f`` and the space; no byte of a
     multi-byte UTF-8 sequence is below 0x80, so they never occur inside other characters.
     """
     return (byte == 0x20) | ((byte >= 0x09) & (byte <= 0x0D)) | ((byte >= 0x1C) & (byte <= 0x1F))
@@ -170,7 +171,9 @@ def _encode_words(texts: Sequence[str], case_sensitive: bool) -> list[bytes]:
     ]
 
 
-def _pack(encoded: Sequence[bytes], width: int) -> tuple[np.ndarray, np.ndarray]:
+def _pack(
+    encoded: Sequence[bytes], width: int
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int32]]:
     n = len(encoded)
     lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=n)
     # numpy's fixed-width bytes dtype cuts and NUL-pads each item in C: ~10x faster than
@@ -179,7 +182,7 @@ def _pack(encoded: Sequence[bytes], width: int) -> tuple[np.ndarray, np.ndarray]
     return matrix, np.minimum(lengths, np.iinfo(np.int32).max).astype(np.int32)
 
 
-def _word_bound(matrix: np.ndarray, lengths: np.ndarray) -> int:
+def _word_bound(matrix: npt.NDArray[np.uint8], lengths: npt.NDArray[np.int32]) -> int:
     """An upper bound on the words of any row inside ``matrix`` (for ``max_words``).
 
     Every word but a row's first follows an ASCII whitespace byte, and those are all <= 0x20;
@@ -217,10 +220,13 @@ def _word_hash_kernel(
     max_words: int | None = None,
     out_dtype: str = "int32",
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """See ``tokenize_word_hash``. ``max_words``, when given, must bound every row's words
-    inside the matrix (``_word_bound``); the tokens then come back only
-    ``min(max_length, max_words + 2)`` columns wide (the rest would be padding), and the
-    per-slot work shrinks to that many slots. ``out_dtype`` is the tokens' dtype."""
+    """See ``tokenize_word_hash``; ``max_words`` narrows the result.
+
+    ``max_words``, when given, must bound every row's words inside the matrix
+    (``_word_bound``); the tokens then come back only ``min(max_length, max_words + 2)``
+    columns wide (the rest would be padding), and the per-slot work shrinks to that many
+    slots. ``out_dtype`` is the tokens' dtype.
+    """
     n, width = byte_matrix.shape
     keep = max_length - 2  # word ids between BOS and EOS; -1 when max_length == 1 ([eos])
     # Word slots to fill: words are separated by whitespace, so a row holds at most ceil(W / 2).
@@ -272,9 +278,11 @@ def _word_hash_kernel(
     prime = jnp.uint32(FNV_PRIME)
     padded = jnp.pad(byte_matrix, ((0, 0), (0, _HASH_CHUNK)))
     last = blocks * _BLOCK
-    window = jax.vmap(
-        jax.vmap(lambda row, at: jax.lax.dynamic_slice(row, (at,), (_HASH_CHUNK,)), (None, 0))
-    )
+
+    def chunk_at(row: jax.Array, at: jax.Array) -> jax.Array:
+        return jax.lax.dynamic_slice(row, (at,), (_HASH_CHUNK,))
+
+    window = jax.vmap(jax.vmap(chunk_at, (None, 0)))
 
     def more(state: tuple[jax.Array, jax.Array, jax.Array]) -> jax.Array:
         return jnp.any(state[2])
@@ -367,7 +375,13 @@ def tokenize_word_hash(
     Args:
         byte_matrix: uint8 ``(N, W)``.
         lengths: int32 ``(N,)`` full byte lengths (may exceed ``W``).
-        vocab_size, max_length, pad_id, unk_id, bos_id, eos_id: The seed's ``text_params``.
+        vocab_size: Ids in the vocabulary; words hash to ``4..vocab_size - 1``. This and the
+            ids below are the seed's ``text_params``.
+        max_length: Tokens per row, BOS and EOS included.
+        pad_id: Id filling each row after its EOS.
+        unk_id: Accepted, and checked, but never emitted: every word has a hash.
+        bos_id: Id starting every row.
+        eos_id: Id ending every row, truncated or not.
 
     Returns:
         ``(tokens, token_lengths, truncated)``: int32 ``(N, max_length)``, int32 ``(N,)``

@@ -32,6 +32,7 @@ from datakiln.etl.modalities.base import ShardOutput, Unit, fetch_all, rejection
 from datakiln.etl.spec import AudioParams, BakeSpec
 from datakiln.etl.task import ShardMarker, ShardPlan
 from datakiln.readers.listing import AUDIO_EXTENSIONS, InputFile
+from datakiln.readers.rejections import Rejection
 from datakiln.writers.zarr_region import FieldLayout
 
 # Decode threads per shard task: libsndfile decodes with the GIL released.
@@ -89,9 +90,11 @@ def _resampled_length(frames: int, orig_sr: int, sample_rate: int) -> int:
 
 
 class AudioModality:
+    """Audio bakes: one unit per clip, a shard featurized in one jit kernel (see the module)."""
+
     name = "audio"
     extensions = AUDIO_EXTENSIONS
-    worker_modules = ("datakiln.etl.kernels.audio", "datakiln.readers.audio")
+    worker_modules: tuple[str, ...] = ("datakiln.etl.kernels.audio", "datakiln.readers.audio")
     # Its shard tasks spend their time in the JAX kernel and libsndfile, outside the GIL, and a
     # bake is short: threads share one compiled kernel and start at once (``scheduler='auto'``).
     local_scheduler = "threads"
@@ -124,13 +127,16 @@ class AudioModality:
     def transforms(self, spec: BakeSpec) -> dict[str, dict[str, Any] | None]:
         from datakiln.etl.kernels.audio import INT16_SCALE
 
-        cast = {"kind": "cast", "dtype": "float32"}
-        wave = {
+        cast: dict[str, Any] = {"kind": "cast", "dtype": "float32"}
+        waves: dict[str, dict[str, Any] | None] = {
             "int16": {"kind": "affine", "scale": 1.0 / INT16_SCALE, "offset": 0.0},
             "float16": cast,
             "float32": None,
-        }[spec.audio.wave_dtype]
-        return {"audio": wave, "mel": cast if spec.audio.mel_dtype != "float32" else None}
+        }
+        return {
+            "audio": waves[spec.audio.wave_dtype],
+            "mel": cast if spec.audio.mel_dtype != "float32" else None,
+        }
 
     def manifest_entries(self, spec: BakeSpec) -> dict[str, Any]:
         """The featurizer's identity (also in the cache key) and the per-sample constants."""
@@ -164,11 +170,11 @@ class AudioModality:
         timings: dict[str, float],
     ) -> ShardOutput:
         from datakiln.etl.kernels.audio import _input_frames, featurize_audio
-        from datakiln.readers.audio import AudioDecodeError, decode_audio_native
+        from datakiln.readers.audio import AudioDecodeError, AudioInfo, decode_audio_native
 
         audio = AudioParams(**spec_params)
         params = _kernel_params(audio)
-        rejections: list[dict[str, Any]] = []
+        rejections: list[Rejection] = []
         waves = np.zeros((shard.capacity, audio.samples), audio.wave_dtype)
         peaks = np.zeros(shard.capacity, np.float32)
         mels = np.zeros((shard.capacity, audio.n_mels, audio.frames), audio.mel_dtype)
@@ -186,6 +192,7 @@ class AudioModality:
 
         def decode(item: tuple[int, bytes]) -> tuple[Any, str]:
             # the content hash too: hashlib releases the GIL, so it runs beside the kernel
+            result: tuple[np.ndarray, int, AudioInfo] | AudioDecodeError
             try:
                 result = decode_audio_native(
                     item[1], uri=shard.inputs[item[0]].uri, frames_needed=frames_needed

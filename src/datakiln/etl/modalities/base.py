@@ -34,18 +34,26 @@ class Unit:
     capacity: int = 1
     encoding: str | None = None
 
+    @property
+    def span(self) -> tuple[int, int] | None:
+        """``(start, end)`` to read, or ``None`` for the whole file."""
+        if self.start is None or self.end is None:
+            return None
+        return self.start, self.end
+
 
 @dataclass(slots=True)
 class ShardOutput:
     """What a modality's shard function hands back to the shared writer.
 
     ``arrays`` maps field name to an array of ``shard.capacity`` rows whose first ``rows``
-    hold the samples; ``meta`` is the Parquet part without its ``row`` column (added by the
-    writer); ``stats`` and ``extra`` go into the completion marker.
+    hold the samples (a list of ``str`` for a string field); ``meta`` is the Parquet part
+    without its ``row`` column (added by the writer); ``stats`` and ``extra`` go into the
+    completion marker.
     """
 
     rows: int
-    arrays: dict[str, np.ndarray]
+    arrays: dict[str, np.ndarray | list[str]]
     meta: pa.Table
     rejections: list[Rejection]
     bytes_in: int = 0

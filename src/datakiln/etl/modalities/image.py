@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 
 from datakiln.cache.fingerprint import content_hash
@@ -16,6 +17,7 @@ from datakiln.etl.modalities.base import ShardOutput, Unit, fetch_all, rejection
 from datakiln.etl.spec import BakeSpec, ImageParams
 from datakiln.etl.task import ShardMarker, ShardPlan
 from datakiln.readers.listing import IMAGE_EXTENSIONS, InputFile
+from datakiln.readers.rejections import Rejection
 from datakiln.writers.zarr_region import FieldLayout
 
 # Decode threads per shard task: Pillow releases the GIL while decoding.
@@ -35,9 +37,11 @@ META_SCHEMA = pa.schema(
 
 
 class ImageModality:
+    """Image bakes: one unit per file, a shard resized in one jit kernel, uint8 pixels."""
+
     name = "image"
     extensions = IMAGE_EXTENSIONS
-    worker_modules = ("datakiln.etl.kernels.image", "datakiln.readers.image")
+    worker_modules: tuple[str, ...] = ("datakiln.etl.kernels.image", "datakiln.readers.image")
     # Its shard tasks hold the GIL for much of each image (Pillow's Python side, batch packing):
     # on several CPUs, ``scheduler='auto'`` runs them in one worker process per CPU.
     local_scheduler = "processes"
@@ -91,7 +95,7 @@ class ImageModality:
         from datakiln.readers.image import ImageDecodeError, decode_image
 
         image = ImageParams(**spec_params)
-        rejections: list[dict[str, Any]] = []
+        rejections: list[Rejection] = []
         t0 = time.perf_counter()
         fetched = fetch_all(shard, source_options)
         t1 = time.perf_counter()
@@ -138,7 +142,7 @@ class ImageModality:
             resizer.resize([d for _, _, d in kept], out=pixels[:n], moments=moments)
         timings["kernel"] = time.perf_counter() - t2
 
-        arrays = {"images": pixels}
+        arrays: dict[str, np.ndarray | list[str]] = {"images": pixels}
         labels = None
         if shard.labels is not None:
             labels = np.zeros(shard.capacity, dtype=np.int32)
@@ -170,12 +174,16 @@ class ImageModality:
 
     @staticmethod
     def shard_stats(
-        arrays: Mapping[str, np.ndarray], n: int, moments: np.ndarray | None = None
+        arrays: Mapping[str, np.ndarray | list[str]],
+        n: int,
+        moments: npt.NDArray[np.int64] | None = None,
     ) -> dict[str, Any]:
-        """A shard's pixel moments and label counts over its first ``n`` rows (again after
-        filters or dedup dropped rows). ``moments``: the resize kernel's per-image sums of the
-        first ``n`` rows, if they are the rows stored."""
-        pixels, labels = arrays["images"], arrays.get("labels")
+        """A shard's pixel moments and label counts over its first ``n`` rows.
+
+        Computed again after filters or dedup dropped rows. ``moments``: the resize kernel's
+        per-image sums of the first ``n`` rows, when those are the rows stored.
+        """
+        pixels, labels = np.asarray(arrays["images"]), arrays.get("labels")
         if pixels.dtype != np.uint8:  # a transform replaced them: keep moments of uint8 only
             pixels = np.zeros((0, 1, 1, pixels.shape[-1] if pixels.ndim == 4 else 1), np.uint8)
             moments = None

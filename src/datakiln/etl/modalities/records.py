@@ -94,17 +94,19 @@ def _rejection(
 
 
 class RecordsModality:
+    """Records bakes: every field of a record in one row, each field baked by its codec."""
+
     name = "records"
     # Records carry several values each; the bake counts records, checked per shard here.
     one_sample_per_input = False
     local_scheduler = "processes"
 
     @property
-    def extensions(self) -> tuple[str, ...]:  # type: ignore[override]
+    def extensions(self) -> tuple[str, ...]:
         return record_extensions()
 
     @property
-    def worker_modules(self) -> tuple[str, ...]:  # type: ignore[override]
+    def worker_modules(self) -> tuple[str, ...]:
         return (
             "datakiln.etl.fields.image",
             "datakiln.etl.fields.text",
@@ -352,9 +354,9 @@ class RecordsModality:
             fetched.update(zip(part, fetch_members(part, storage_options), strict=True))
         files = list({s.ref: None for s in pending if isinstance(s.ref, FileRef)})
         for first in range(0, len(files), FETCH_BATCH):
-            part = files[first : first + FETCH_BATCH]
+            some = files[first : first + FETCH_BATCH]
             fetched.update(
-                zip(part, _fetch_files([f.uri for f in part], storage_options), strict=True)
+                zip(some, _fetch_files([f.uri for f in some], storage_options), strict=True)
             )
         bytes_in = 0
         for slot in pending:

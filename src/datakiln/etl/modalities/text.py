@@ -44,9 +44,10 @@ from datakiln.etl.spec import TEXT_FORMATS, BakeSpec, TextBakeParams
 from datakiln.etl.task import ShardMarker, ShardPlan
 from datakiln.readers.encoding import AUTO_ENCODING, detector_identity
 from datakiln.readers.listing import InputFile
-from datakiln.readers.rejections import redact_url
+from datakiln.readers.rejections import Rejection, redact_url
 from datakiln.readers.text import (
     TEXT_EXTENSIONS,
+    TextColumns,
     codec_name,
     detect_text_encoding,
     infer_text_format,
@@ -111,8 +112,10 @@ def _format_of(params: TextBakeParams, uri: str) -> str:
 
 
 def _pack_ids(ids: np.ndarray, vocab_size: int) -> str:
-    """The set ``ids`` as a bitmap of ``vocab_size`` bits (bit ``i`` is id ``i``, big-endian
-    within bytes as ``np.packbits``), zlib-compressed and base64-encoded for the marker's JSON.
+    """The set ``ids`` as a compressed bitmap, text for the marker's JSON.
+
+    ``vocab_size`` bits (bit ``i`` is id ``i``, big-endian within bytes as ``np.packbits``),
+    zlib-compressed and base64-encoded.
 
     A set rather than counts keeps markers small whatever the vocabulary (10k ids: at most
     1.3 KB) while the unique-token count stays exact across shards.
@@ -153,9 +156,11 @@ def tokenizer_arguments(params: TextBakeParams) -> dict[str, Any]:
 
 
 def token_chunk_cols(max_length: int) -> int:
-    """Tokens per inner chunk of a ``max_length``-wide token row: a divisor of
-    ``max_length``, the smallest at least ``MIN_TOKEN_CHUNK`` and giving at most
-    ``MAX_TOKEN_CHUNKS_PER_ROW`` chunks a row (the whole row when none does)."""
+    """Tokens per inner chunk of a ``max_length``-wide token row.
+
+    A divisor of ``max_length``: the smallest at least ``MIN_TOKEN_CHUNK`` and giving at most
+    ``MAX_TOKEN_CHUNKS_PER_ROW`` chunks a row (the whole row when none does).
+    """
     least = max(MIN_TOKEN_CHUNK, -(-max_length // MAX_TOKEN_CHUNKS_PER_ROW))
     for cols in range(least, max_length + 1):
         if max_length % cols == 0:
@@ -164,9 +169,11 @@ def token_chunk_cols(max_length: int) -> int:
 
 
 class TextModality:
+    """Text bakes: units are line ranges or row groups, a shard tokenized in one jit kernel."""
+
     name = "text"
     extensions = tuple(TEXT_EXTENSIONS)
-    worker_modules = ("datakiln.etl.kernels.text",)
+    worker_modules: tuple[str, ...] = ("datakiln.etl.kernels.text",)
     # Its shard tasks spend their time in the JAX tokenizer kernel, outside the GIL, and a bake
     # is short: threads share one compiled kernel and start at once (``scheduler='auto'``).
     local_scheduler = "threads"
@@ -268,10 +275,13 @@ class TextModality:
         }
 
     def manifest_entries(self, spec: BakeSpec) -> dict[str, Any]:
-        """The tokenizer's identity: its name, hash and parameters; the token layout
-        (tokens per inner chunk); and, under ``encoding = "auto"``, the encoding detector's
-        identity. All go into the cache key, so a cache written with another layout is never
-        appended to in place, and another detector version bakes afresh."""
+        """The tokenizer's identity, the token layout and the encoding detector's identity.
+
+        The tokenizer's name, hash and parameters; the token layout (tokens per inner
+        chunk); and, under ``encoding = "auto"``, the encoding detector's identity. All go
+        into the cache key, so a cache written with another layout is never appended to in
+        place, and another detector version bakes afresh.
+        """
         text = spec.text
         detector = (
             {"encoding_detector": detector_identity()} if text.encoding == AUTO_ENCODING else {}
@@ -303,7 +313,9 @@ class TextModality:
 
         params = TextBakeParams(**spec_params)
         ranges = shard.ranges or tuple((0, i.size) for i in shard.inputs)
-        encodings = shard.encodings or (params.encoding,) * len(shard.inputs)
+        # per input, the codec detected when planned (None or no list: the spec's)
+        planned = shard.encodings or (None,) * len(shard.inputs)
+        encodings = tuple(e if e is not None else params.encoding for e in planned)
         if AUTO_ENCODING in encodings:
             raise BakeError(
                 f"shard {shard.shard_id} was planned without the detected codecs that "
@@ -312,7 +324,7 @@ class TextModality:
         encodings = tuple(map(codec_name, encodings))  # as recorded: "utf8" -> "utf-8"
         t0 = time.perf_counter()
 
-        def read(k: int) -> tuple[list[Any], list[Any], int]:
+        def read(k: int) -> tuple[TextColumns, list[Rejection], int]:
             inp = shard.inputs[k]
             start, end = ranges[k] or (0, inp.size)
             fmt = params.format or infer_text_format(inp.uri)
