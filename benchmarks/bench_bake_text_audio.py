@@ -35,7 +35,7 @@ import soundfile
 
 import datakiln
 from datakiln.cache.manifest import read_manifest
-from datakiln.etl.spec import AudioParams, TextParams
+from datakiln.etl.spec import AudioParams, TextBakeParams
 
 # Read by numpy's BLAS when first imported, so ``main`` re-executes with them when unset.
 BLAS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -56,7 +56,7 @@ def _text_spec(path: Path, out: str, args: argparse.Namespace) -> datakiln.BakeS
         sources=(str(path),),
         output=out,
         modality="text",
-        text=TextParams(vocab_size=args.vocab_size, max_length=args.max_length),
+        text=TextBakeParams(vocab_size=args.vocab_size, max_length=args.max_length),
         **kwargs,
     )
 

@@ -1,5 +1,19 @@
 """datakiln: bake raw media into chunked, checksummed Zarr v3 caches; read them back in JAX.
 
+The public API is what ``__all__`` lists:
+
+* the commands, as functions returning what ``datakiln COMMAND`` prints: :func:`bake`
+  (:class:`BakeReport`), :func:`plan` (:class:`PlanSummary`), :func:`verify`
+  (:class:`VerifyReport`), :func:`inspect` (a dict, what ``inspect --json`` prints),
+  :func:`ls` (:class:`CacheEntry` list) and :func:`gc` (the paths removed);
+* the bake spec: :class:`BakeSpec`, its parameter tables (:class:`ImageParams`,
+  :class:`TextBakeParams`, :class:`AudioParams`), the fields of records bakes
+  (:class:`FieldSpec`, :class:`LabelParams`, :class:`ScalarParams`) and the user's steps
+  (:class:`TransformSpec`, :class:`FilterSpec`);
+* reading: :func:`open_cache`, :class:`CachedDataset`, :class:`Loader` and the dataset API of
+  the seed's data-loading guide (``datakiln.datasets``);
+* every error (``datakiln.errors``), and the service's :class:`Client` and :func:`ensure`.
+
 The training side (``open_cache``, the dataset API) stays light: heavy baking modules (Dask,
 Pillow, the kernels) load only when ``bake`` is first used.
 """
@@ -12,15 +26,23 @@ from datakiln.cache.open import CachedDataset, open_cache
 from datakiln.datasets import *  # noqa: F403
 from datakiln.datasets import __all__ as _datasets_all
 from datakiln.errors import (
+    AudioDecodeError,
     BakeError,
     CacheFormatError,
     CacheNotFoundError,
     ChecksumMismatchError,
+    CommitConflictError,
     DatakilnError,
+    ImageDecodeError,
+    JobFailedError,
+    LeaseHeldError,
+    LocalLimitError,
     OutputError,
+    ServiceError,
     SourceError,
     SpecError,
     TooManyRejectedError,
+    UserCodeError,
 )
 
 if TYPE_CHECKING:
@@ -30,23 +52,34 @@ if TYPE_CHECKING:
     from datakiln.cache.inspect import describe_cache as inspect
     from datakiln.cache.verify import VerifyReport
     from datakiln.cache.verify import verify_cache as verify
-    from datakiln.etl.bake import BakeReport
+    from datakiln.etl.bake import BakeReport, PlanSummary, bake
     from datakiln.etl.bake import plan_only as plan
     from datakiln.etl.fields import register_codec
-    from datakiln.etl.spec import AudioParams, BakeSpec, FieldSpec, ImageParams
+    from datakiln.etl.fields.label import LabelParams
+    from datakiln.etl.fields.scalar import ScalarParams
+    from datakiln.etl.filters import FilterSpec
+    from datakiln.etl.spec import AudioParams, BakeSpec, FieldSpec, ImageParams, TextBakeParams
+    from datakiln.etl.transforms import TransformSpec
     from datakiln.readers.sources import register_source
     from datakiln.service.client import Client
     from datakiln.service.ensure import ensure
 
 __version__ = "0.1.0"
 
+# Public names loaded on first use, and the module defining each.
 _LAZY = {
     "bake": "datakiln.etl.bake",
     "BakeReport": "datakiln.etl.bake",
+    "PlanSummary": "datakiln.etl.bake",
     "BakeSpec": "datakiln.etl.spec",
     "FieldSpec": "datakiln.etl.spec",
     "ImageParams": "datakiln.etl.spec",
+    "TextBakeParams": "datakiln.etl.spec",
     "AudioParams": "datakiln.etl.spec",
+    "LabelParams": "datakiln.etl.fields.label",
+    "ScalarParams": "datakiln.etl.fields.scalar",
+    "TransformSpec": "datakiln.etl.transforms",
+    "FilterSpec": "datakiln.etl.filters",
     "register_codec": "datakiln.etl.fields",
     "register_source": "datakiln.readers.sources",
     "Client": "datakiln.service.client",
@@ -75,8 +108,13 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'datakiln' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
 __all__ = [
     *_datasets_all,
+    "AudioDecodeError",
     "AudioParams",
     "BakeError",
     "BakeReport",
@@ -85,17 +123,30 @@ __all__ = [
     "CacheFormatError",
     "CacheNotFoundError",
     "CachedDataset",
-    "Client",
     "ChecksumMismatchError",
+    "Client",
+    "CommitConflictError",
     "DatakilnError",
     "FieldSpec",
+    "FilterSpec",
+    "ImageDecodeError",
     "ImageParams",
+    "JobFailedError",
+    "LabelParams",
+    "LeaseHeldError",
+    "LocalLimitError",
     "OutputError",
+    "PlanSummary",
+    "ScalarParams",
+    "ServiceError",
     "SourceError",
     "SpecError",
+    "TextBakeParams",
     "TooManyRejectedError",
+    "TransformSpec",
+    "UserCodeError",
     "VerifyReport",
-    "bake",  # noqa: F405 (lazy, see __getattr__)
+    "bake",
     "ensure",
     "gc",
     "inspect",

@@ -7,6 +7,7 @@ bad input (malformed spec, missing source, unwritable output, missing cache).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -122,7 +123,15 @@ AUDIO_FLAGS = {
 
 
 def _bake_arguments(parser: argparse.ArgumentParser) -> None:
-    from datakiln.etl.spec import WAVE_DTYPES
+    from datakiln.etl.spec import (
+        ALIGNS,
+        FITS,
+        MEL_DTYPES,
+        REPRESENTATIONS,
+        TEXT_ERRORS,
+        TOKENIZERS,
+        WAVE_DTYPES,
+    )
     from datakiln.readers.text import TEXT_FORMATS as LINE_TEXT_FORMATS
 
     parser.add_argument("sources", nargs="+", metavar="SOURCE|SPEC.toml")
@@ -157,8 +166,8 @@ def _bake_arguments(parser: argparse.ArgumentParser) -> None:
     image.add_argument("--size", type=int, help="height and width of the stored images")
     image.add_argument("--height", type=int)
     image.add_argument("--width", type=int)
-    image.add_argument("--representation", choices=("rgb", "grayscale", "rgba"))
-    image.add_argument("--fit", choices=("stretch", "center-crop", "pad"))
+    image.add_argument("--representation", choices=REPRESENTATIONS)
+    image.add_argument("--fit", choices=FITS)
     image.add_argument("--labels", choices=("parent",), help="label by parent folder name")
     image.add_argument("--max-pixels", type=int, help="reject images declaring more pixels")
     image.add_argument(
@@ -184,10 +193,10 @@ def _bake_arguments(parser: argparse.ArgumentParser) -> None:
     )
     text.add_argument(
         "--errors",
-        choices=("reject", "replace"),
+        choices=TEXT_ERRORS,
         help="undecodable bytes: reject the sample (default) or replace them with U+FFFD",
     )
-    text.add_argument("--tokenizer", choices=("word_hash", "byte"), help="default word_hash")
+    text.add_argument("--tokenizer", choices=TOKENIZERS, help="default word_hash")
     text.add_argument("--vocab-size", type=int, help="token ids (default 10000)")
     text.add_argument("--max-length", type=int, help="tokens per sample (default 512)")
     text.add_argument("--case-sensitive", action="store_true", default=None)
@@ -202,15 +211,13 @@ def _bake_arguments(parser: argparse.ArgumentParser) -> None:
     audio.add_argument("--n-fft", type=int, help="FFT window (default 1024)")
     audio.add_argument("--fmin", type=float, help="lowest mel frequency in Hz (default 0)")
     audio.add_argument("--fmax", type=float, help="highest mel frequency (default Nyquist)")
-    audio.add_argument("--mel-dtype", choices=("float16", "float32"), help="default float16")
+    audio.add_argument("--mel-dtype", choices=MEL_DTYPES, help="default float16")
     audio.add_argument(
         "--wave-dtype",
         choices=WAVE_DTYPES,
         help="stored waveform: int16 PCM (default), float16 or float32",
     )
-    audio.add_argument(
-        "--align", choices=("start", "center"), help="what pad/trim keeps (default start)"
-    )
+    audio.add_argument("--align", choices=ALIGNS, help="what pad/trim keeps (default start)")
     parser.add_argument(
         "--scheduler",
         help="auto (default: a worker process per CPU) | threads | processes | synchronous | "
@@ -258,6 +265,15 @@ def _bake_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _json_flag(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--json``: print the Python function's result instead of the table (one code path)."""
+    parser.add_argument("--json", action="store_true", help=f"print {what} as JSON")
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=1, sort_keys=True))
+
+
 def _command(sub: Any, name: str, **kwargs: Any) -> argparse.ArgumentParser:
     """A subcommand whose epilog (its example) keeps its line breaks, with -v/-q."""
     parser: argparse.ArgumentParser = sub.add_parser(
@@ -285,6 +301,7 @@ def _parser() -> argparse.ArgumentParser:
         "endings or the modality flags given, else it is image.",
     )
     _bake_arguments(bake)
+    _json_flag(bake, "the bake report (what report.json holds)")
     plan = _command(
         sub,
         "plan",
@@ -294,6 +311,7 @@ def _parser() -> argparse.ArgumentParser:
         "are new, changed or gone, and why the cache key differs from the committed one.",
     )
     _bake_arguments(plan)
+    _json_flag(plan, "the plan summary")
 
     demo = _command(
         sub,
@@ -315,7 +333,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="example:\n  datakiln inspect demo-cache",
     )
     inspect.add_argument("url")
-    inspect.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    _json_flag(inspect, "everything inspect shows")
 
     verify = _command(
         sub,
@@ -324,6 +342,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="example:\n  datakiln verify demo-cache",
     )
     verify.add_argument("url")
+    _json_flag(verify, "the objects checked and the problems found")
 
     preview = _command(
         sub,
@@ -343,6 +362,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="example:\n  datakiln ls s3://bucket/caches",
     )
     ls.add_argument("prefix")
+    _json_flag(ls, "the caches found")
 
     gc = _command(
         sub,
@@ -362,6 +382,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="keep what versions opened by readers in the last SECONDS use (default 1 hour)",
     )
+    _json_flag(gc, "the paths removed (or, with --dry-run, to remove)")
     _service_commands(sub)
     return parser
 
@@ -509,7 +530,7 @@ def _infer_modality(sources: Sequence[str], given: Mapping[str, bool]) -> str | 
 
 def _spec_from_args(args: argparse.Namespace) -> Any:
     from datakiln.errors import SpecError
-    from datakiln.etl.spec import AudioParams, BakeSpec, ImageParams, TextParams
+    from datakiln.etl.spec import AudioParams, BakeSpec, ImageParams, TextBakeParams
 
     toml = len(args.sources) == 1 and args.sources[0].endswith(".toml")
     if toml:
@@ -559,7 +580,7 @@ def _spec_from_args(args: argparse.Namespace) -> Any:
     if image:
         top["image"] = ImageParams.from_dict({**spec.image.to_dict(), **image})
     if text:
-        top["text"] = TextParams.from_dict({**spec.text.to_dict(), **text})
+        top["text"] = TextBakeParams.from_dict({**spec.text.to_dict(), **text})
     if audio:
         top["audio"] = AudioParams.from_dict({**spec.audio.to_dict(), **audio})
     return BakeSpec.from_dict({**_spec_fields(spec), **top})
@@ -644,8 +665,6 @@ def _user_steps_from_args(args: argparse.Namespace, spec: Any, top: dict[str, An
 
 
 def _spec_fields(spec: Any) -> dict[str, Any]:
-    import dataclasses
-
     return {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
 
 
@@ -749,7 +768,11 @@ def _cmd_bake(args: argparse.Namespace) -> int:
     spec = _spec_from_args(args)
     try:
         if args.dry_run or args.command == "plan":
-            for line in plan_only(spec).lines():
+            summary = plan_only(spec)
+            if args.json:
+                _print_json(dataclasses.asdict(summary))
+                return EXIT_OK
+            for line in summary.lines():
                 print(line)
             return EXIT_OK
         report = bake(
@@ -763,7 +786,10 @@ def _cmd_bake(args: argparse.Namespace) -> int:
         if args.modality is None and spec.modality == "image" and "matched no files" in str(err):
             raise SourceError(f"{err}; for text or audio pass --modality text|audio") from err
         raise
-    _print_report(report)
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        _print_report(report)
     return EXIT_OK
 
 
@@ -829,7 +855,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
     info = describe_cache(args.url)
     if args.json:
-        print(json.dumps(info, indent=1, sort_keys=True))
+        _print_json(info)
         return EXIT_OK
     counts = info["counts"]
     print(
@@ -928,6 +954,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from datakiln.cache.verify import verify_cache
 
     report = verify_cache(args.url)
+    if args.json:
+        _print_json({**dataclasses.asdict(report), "ok": report.ok})
+        return EXIT_OK if report.ok else EXIT_FAILED
     for problem in report.problems:
         print(f"DAMAGED {problem}")
     state = "ok" if report.ok else f"{len(report.problems)} problems"
@@ -948,6 +977,9 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     from datakiln.cache.catalog import list_caches
 
     entries = list_caches(args.prefix)
+    if args.json:
+        _print_json([dataclasses.asdict(e) for e in entries])
+        return EXIT_OK
     if not entries:
         print(f"no caches under {args.prefix}")
         return EXIT_OK
@@ -965,6 +997,9 @@ def _cmd_gc(args: argparse.Namespace) -> int:
     from datakiln.cache.catalog import collect_garbage
 
     removed = collect_garbage(args.url, dry_run=args.dry_run, grace_s=args.grace)
+    if args.json:
+        _print_json(removed)
+        return EXIT_OK
     verb = "would remove" if args.dry_run else "removed"
     for path in removed:
         print(f"{verb} {path}")
@@ -983,6 +1018,16 @@ COMMANDS = {
     "verify": _cmd_verify,
     "serve": _cmd_serve,
     "watch": _cmd_watch,
+}
+# The public function each command calls and prints the result of (the docs' command pages
+# name it; tests/test_api_parity.py checks that both give the same result).
+FUNCTIONS = {
+    "bake": "datakiln.bake",
+    "plan": "datakiln.plan",
+    "inspect": "datakiln.inspect",
+    "verify": "datakiln.verify",
+    "ls": "datakiln.ls",
+    "gc": "datakiln.gc",
 }
 
 

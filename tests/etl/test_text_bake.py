@@ -20,7 +20,7 @@ from datakiln.datasets.tokenize import word_hash_tokenize
 from datakiln.etl.bake import bake
 from datakiln.etl.modalities import get_modality
 from datakiln.etl.plan import generation_key
-from datakiln.etl.spec import BakeSpec, TextParams
+from datakiln.etl.spec import BakeSpec, TextBakeParams
 
 PARAMS = {"max_length": 12, "vocab_size": 5000, "field": "text"}
 
@@ -95,7 +95,7 @@ def _expected() -> tuple[list[str], dict[str, int]]:
     return records, reasons
 
 
-def _reference_tokens(text: str, params: TextParams) -> tuple[np.ndarray, int]:
+def _reference_tokens(text: str, params: TextBakeParams) -> tuple[np.ndarray, int]:
     return word_hash_tokenize(
         text,
         vocab_size=params.vocab_size,
@@ -188,7 +188,7 @@ def test_padding_takes_no_bytes(tmp_path):
         output=str(tmp_path / "cache"),
         modality="text",
         shard_size=100,
-        text=TextParams(max_length=1024, vocab_size=5000),
+        text=TextBakeParams(max_length=1024, vocab_size=5000),
     )
     bake(spec)
     dataset = open_cache(spec.output)
@@ -390,7 +390,7 @@ def test_toml_spec_with_a_text_table(tmp_path):
         '[text]\nmax_length = 4\ntokenizer = "byte"\nvocab_size = 300\n'
     )
     spec = BakeSpec.from_toml(tmp_path / "spec.toml")
-    assert spec.text == TextParams(max_length=4, tokenizer="byte", vocab_size=300)
+    assert spec.text == TextBakeParams(max_length=4, tokenizer="byte", vocab_size=300)
     assert bake(spec).baked == 2
     assert open_cache(str(tmp_path / "c"))[1]["text_tokens"].tolist() == [2, 120, 123, 3]
 

@@ -18,9 +18,7 @@ from datakiln.readers.audio import (
     _plain_pcm16_wav,
     decode_audio,
     decode_audio_native,
-    read_audio,
 )
-from datakiln.readers.rejections import Rejection
 
 RATE = 16000
 
@@ -129,24 +127,6 @@ def test_riff_chunks_before_data_are_skipped():
     assert info.frames == 100
     with pytest.raises(AudioDecodeError, match="truncated"):
         decode_audio(wav[:-10])
-
-
-def test_read_audio_through_fsspec_returns_rejections(tmp_path):
-    good = tmp_path / "good.flac"
-    good.write_bytes(_encode(_tone(), "FLAC", "PCM_16"))
-    samples, rate, info = read_audio(str(good))
-    assert samples.shape == (4000, 1)
-    assert rate == RATE
-    assert info.format == "FLAC"
-    bad = tmp_path / "bad.wav"
-    bad.write_bytes(WAV16[:1000])
-    rejection = read_audio(f"file://{bad}")
-    assert isinstance(rejection, Rejection)
-    assert (rejection.stage, rejection.error_type) == ("decode", "AudioDecodeError")
-    assert "truncated" in rejection.message
-    missing = read_audio(str(tmp_path / "missing.wav"))
-    assert isinstance(missing, Rejection)
-    assert (missing.stage, missing.error_type) == ("fetch", "FileNotFoundError")
 
 
 @settings(max_examples=40, deadline=None)

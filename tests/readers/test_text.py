@@ -25,8 +25,23 @@ def _write(tmp_path, name: str, data: bytes) -> str:
     return str(path)
 
 
-def _read(url: str, **kwargs):
-    return rt.read_text_file(url, **kwargs)
+def _read(url: str, *, fmt=None, encoding="utf-8", target_bytes=rt.DEFAULT_TARGET_BYTES, **kwargs):
+    """Every sample of one file, read as a bake reads it: planned into ranges, range by range."""
+    fmt = rt.infer_text_format(url) if fmt is None else fmt
+    fs, path = fsspec.core.url_to_fs(url)
+    size = fs.size(path)
+    if encoding == "auto":
+        encoding = rt.detect_text_encoding(url, fmt=fmt, field=kwargs.get("field"), size=size)
+    one_per_file = kwargs.get("one_per_file", False)
+    ranges = rt.plan_text_ranges(
+        url, size, target_bytes, fmt=fmt, one_per_file=one_per_file, encoding=encoding
+    )
+    records, rejections = [], []
+    for start, end in ranges:
+        got, rejected = rt.read_text_range(url, start, end, fmt=fmt, encoding=encoding, **kwargs)
+        records += got
+        rejections += rejected
+    return records, rejections
 
 
 def _reasons(rejections: list[Rejection]) -> list[tuple[str, str, int | None]]:

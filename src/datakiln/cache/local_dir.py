@@ -37,7 +37,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from datakiln.errors import ChecksumMismatchError, DatakilnError, SpecError
+from datakiln.errors import ChecksumMismatchError, SpecError
+from datakiln.errors import LocalLimitError as LocalLimitError  # its old home re-exports it
 
 logger = logging.getLogger(__name__)
 
@@ -53,10 +54,6 @@ _ROOM_WAIT_S = 2.0
 # one per batch cost more than the batch's copy. Well under _ROOM_WAIT_S, so another process
 # that needs the room gets it while it waits.
 _LINGER_S = 0.5
-
-
-class LocalLimitError(DatakilnError, OSError):
-    """The local directory cannot make room within its byte limit."""
 
 
 @dataclass(frozen=True, slots=True)

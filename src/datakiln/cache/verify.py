@@ -83,8 +83,16 @@ def _stored_codec(meta: Mapping[str, Any]) -> str | None:
 def verify_cache(url: str, storage_options: Mapping[str, Any] | None = None) -> VerifyReport:
     """Check the cache at ``url``; never raises for damage, reports it instead.
 
+    Args:
+        url: The cache (any fsspec URL or path).
+        storage_options: fsspec options for ``url``.
+
+    Returns:
+        The objects checked and one line per problem (``datakiln verify`` prints them).
+
     Raises:
-        CacheNotFoundError / CacheFormatError: there is no readable manifest to check against.
+        CacheNotFoundError: There is no manifest to check against.
+        CacheFormatError: The manifest is not one this version reads.
     """
     manifest = read_manifest(url, storage_options)
     fs, root = store_fs(url, storage_options)

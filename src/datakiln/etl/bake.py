@@ -109,6 +109,7 @@ class BakeReport:
     duplicates: int = 0
 
     def summary_line(self) -> str:
+        """``inputs N = baked B + rejected R``, the line every bake ends with."""
         line = f"inputs {self.inputs} = baked {self.baked} + rejected {self.rejected}"
         if self.blank:
             line += f" ({self.blank} blank, {self.rejected - self.blank} broken)"
@@ -117,6 +118,7 @@ class BakeReport:
         return line
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types: what ``report.json`` holds and ``datakiln bake --json`` prints."""
         return {
             "url": self.url,
             "cache_key": self.cache_key,
@@ -518,7 +520,19 @@ def _run_tasks(
 
 @dataclass(frozen=True, kw_only=True)
 class PlanSummary:
-    """What ``bake`` would do now, without doing it (``datakiln plan`` / ``--dry-run``)."""
+    """What ``bake`` would do now, without doing it (``datakiln plan`` / ``--dry-run``).
+
+    Attributes:
+        url: The cache the spec writes.
+        up_to_date: The committed cache already holds what the spec asks for.
+        inputs: Inputs the sources list now.
+        shards: Shards of the plan.
+        shards_done: Shards whose completion marker matches, which a bake skips.
+        new_inputs: Inputs not in the committed version.
+        changed_inputs: Inputs of the committed version that changed since.
+        removed_inputs: Inputs of the committed version the sources no longer list.
+        key_changes: Why the cache key differs from the committed one, one reason each.
+    """
 
     url: str
     up_to_date: bool
@@ -531,6 +545,7 @@ class PlanSummary:
     key_changes: tuple[str, ...]
 
     def lines(self) -> list[str]:
+        """What ``datakiln plan`` prints."""
         if self.up_to_date:
             return [f"cache at {self.url} is up to date: {self.inputs} inputs, nothing to do"]
         out = [
@@ -646,17 +661,29 @@ def bake(
 ) -> BakeReport:
     """Bake ``spec`` into its output cache and return what happened.
 
-    Raises:
-        SourceError: a source names nothing readable.
-        OutputError: the output cannot be written.
-        LeaseHeldError: another bake is writing the same store (after ``lease_wait_s``);
-            ``force_unlock`` takes its lease over instead, with a warning naming it.
+    A bake of unchanged inputs and spec does nothing (``up_to_date``); one that was killed
+    resumes, skipping the shards whose markers are complete.
 
-    ``jax_cache_dir`` names a persistent JAX compilation cache for every worker to share.
-        TooManyRejectedError: more inputs were rejected than ``spec.max_rejected``; the shards
+    Args:
+        spec: What to read, how to preprocess it and where to write it.
+        progress: Called as shards finish with a mapping of ``inputs_done``,
+            ``inputs_total``, ``shards_done``, ``shards_total`` and ``rejected``.
+        lease_wait_s: How long to wait for another bake of the same store to finish.
+        jax_cache_dir: A persistent JAX compilation cache for every worker to share.
+        force_unlock: Take the store's lease over even if another bake holds it (with a
+            warning naming the holder).
+
+    Returns:
+        The counts, bytes and stage times; also written to ``report.json`` beside the cache.
+
+    Raises:
+        SourceError: A source names nothing readable.
+        OutputError: The output cannot be written.
+        LeaseHeldError: Another bake is writing the same store (after ``lease_wait_s``).
+        TooManyRejectedError: More inputs were rejected than ``spec.max_rejected``; the shards
             stay on disk (a re-run with a higher limit commits at once) but no manifest is
             written.
-        BakeError: a shard task failed for a reason other than one bad input.
+        BakeError: A shard task failed for a reason other than one bad input.
     """
     started = time.perf_counter()
     count_retries()

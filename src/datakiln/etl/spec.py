@@ -17,10 +17,18 @@ from pathlib import Path
 from typing import Any, ClassVar, Self
 
 from datakiln.errors import SpecError
+
+# Re-exported (``as``): the CLI's choices come from here.
+from datakiln.etl.kernels.text import TOKENIZERS as TOKENIZERS
+from datakiln.readers.image import DEFAULT_MAX_PIXELS
+from datakiln.readers.image import FITS as FITS
+from datakiln.readers.image import REPRESENTATIONS as CHANNELS
+from datakiln.readers.text import ERROR_POLICIES
 from datakiln.readers.text import TEXT_FORMATS as LINE_TEXT_FORMATS
 
-REPRESENTATIONS = ("rgb", "grayscale", "rgba")
-FITS = ("stretch", "center-crop", "pad")
+# Each constant below has its home here; those above are the readers' and kernels' own.
+REPRESENTATIONS = tuple(CHANNELS)
+TEXT_ERRORS = ERROR_POLICIES
 LABEL_SOURCES = (None, "parent")
 MODALITIES = ("image", "text", "audio", "records")
 # Samples per bake shard when the spec names none: short text lines are cheap per sample, so
@@ -28,8 +36,6 @@ MODALITIES = ("image", "text", "audio", "records")
 DEFAULT_SHARD_SIZES = {"image": 1024, "text": 16384, "audio": 1024, "records": 1024}
 # None: inferred from each file's ending
 TEXT_FORMATS = (None, *LINE_TEXT_FORMATS)
-TOKENIZERS = ("word_hash", "byte")
-TEXT_ERRORS = ("reject", "replace")
 MEL_SCALES = ("slaney", "htk")
 MEL_NORMS = ("slaney", None)
 MEL_DTYPES = ("float16", "float32")
@@ -37,7 +43,6 @@ WAVE_DTYPES = ("int16", "float16", "float32")
 ALIGNS = ("start", "center")
 # Local Dask schedulers a spec may name; anything else must be a distributed address.
 LOCAL_SCHEDULERS = ("auto", "threads", "processes", "synchronous")
-CHANNELS = {"rgb": 3, "grayscale": 1, "rgba": 4}
 # How stored images are compressed (datakiln.cache.chunk_codecs.CODECS, without importing it);
 # "auto" picks by the stored image size, see ImageParams.stored_codec.
 IMAGE_CODECS = ("auto", "none", "zstd", "blosc-lz4", "png", "jpeg")
@@ -83,7 +88,7 @@ class ImageParams:
     normalize: bool = True
     fit: str = "stretch"
     labels: str | None = None
-    max_pixels: int = 100_000_000
+    max_pixels: int = DEFAULT_MAX_PIXELS
     codec: str = "auto"
     quality: int = 90
 
@@ -156,7 +161,7 @@ class _Params:
 
 
 @dataclass(frozen=True, kw_only=True)
-class TextParams(_Params):
+class TextBakeParams(_Params):
     """How text is read and tokenized; the token parameters follow the seed's text_params.
 
     ``format`` is inferred from the file extension when ``None``; ``field`` names the JSON
@@ -292,7 +297,7 @@ class FieldSpec:
     JSON member or struct column. A record whose required field is missing, empty or
     undecodable is rejected whole; a field with ``required = false`` gets a per-row validity
     mask ``<name>_valid`` instead. ``params`` is the codec's parameter table (``ImageParams``
-    for images, ``TextParams`` for text, ``AudioParams`` for audio, ...).
+    for images, ``TextBakeParams`` for text, ``AudioParams`` for audio, ...).
     """
 
     name: str
@@ -323,8 +328,8 @@ class FieldSpec:
             )
         elif not isinstance(self.params, kind):
             raise SpecError(
-                f"fields.{self.name}.params must be {kind.__name__} or a table; got "
-                f"{type(self.params).__name__}"
+                f"fields.{self.name}.params must be {_class_name(kind, self.params)} or a "
+                f"table; got {_class_name(type(self.params), kind)}"
             )
         if self.modality == "image" and self.params.labels is not None:
             raise SpecError(
@@ -369,7 +374,7 @@ class FieldSpec:
 def _field_params(name: str, kind: Any, values: dict[str, Any]) -> Any:
     section = f"[fields.{name}]"
     allowed = [f.name for f in dataclasses.fields(kind)]
-    if kind is TextParams:
+    if kind is TextBakeParams:
         allowed = [a for a in allowed if a not in _LINE_TEXT_ONLY]
     if kind is ImageParams:
         allowed = [a for a in allowed if a != "labels"]
@@ -427,7 +432,7 @@ class BakeSpec:
     output: str
     modality: str = "image"
     image: ImageParams = field(default_factory=ImageParams)
-    text: TextParams = field(default_factory=TextParams)
+    text: TextBakeParams = field(default_factory=TextBakeParams)
     audio: AudioParams = field(default_factory=AudioParams)
     shard_size: int | None = None
     # repr=False: these hold credentials, which must never reach a log or a traceback.
@@ -448,14 +453,14 @@ class BakeSpec:
         object.__setattr__(self, "sources", sources)
         self._check_fields()
         self._check_steps()
-        for name, kind in (("image", ImageParams), ("text", TextParams), ("audio", AudioParams)):
+        for name, kind in _MODALITY_PARAMS.items():
             table = getattr(self, name)
             if isinstance(table, Mapping):  # a plain table, as in a TOML spec
                 object.__setattr__(self, name, kind.from_dict(table))
             elif not isinstance(table, kind):
                 raise SpecError(
-                    f"{name} must be {kind.__name__} or a table of its fields; got "
-                    f"{type(table).__name__}"
+                    f"{name} must be {_class_name(kind, table)} or a table of its fields; got "
+                    f"{_class_name(type(table), kind)}"
                 )
         if not sources or not all(isinstance(s, str) and s for s in sources):
             raise SpecError("sources must name at least one URL, path or glob")
@@ -609,7 +614,7 @@ class BakeSpec:
         names = [f.name for f in dataclasses.fields(cls)]
         _reject_unknown("the bake spec", data, names)
         values = dict(data)
-        for name, kind in (("image", ImageParams), ("text", TextParams), ("audio", AudioParams)):
+        for name, kind in _MODALITY_PARAMS.items():
             if name in values:
                 table = values[name]
                 if not isinstance(table, Mapping | kind):
@@ -664,6 +669,28 @@ class RecordParams:
             fields={n: FieldSpec.from_dict(n, f) for n, f in data["fields"].items()},
             source_format=data.get("source_format"),
         )
+
+
+# The parameter table of each single-modality bake: BakeSpec's field of that name holds one.
+_MODALITY_PARAMS: dict[str, type[ImageParams | TextBakeParams | AudioParams]] = {
+    "image": ImageParams,
+    "text": TextBakeParams,
+    "audio": AudioParams,
+}
+
+
+def _class_name(kind: type, other: Any) -> str:
+    """``kind``'s name, with its module where the name alone could mislead.
+
+    The module is named when ``other`` (a class or a value) is another class of the same
+    name, or when ``kind`` is neither a builtin nor defined here: a ``datakiln.TextParams``
+    (the dataset config) passed where ``TextBakeParams`` is wanted says where each comes from.
+    """
+    other_type = other if isinstance(other, type) else type(other)
+    same_name = other_type is not kind and other_type.__name__ == kind.__name__
+    if same_name or (kind.__module__ != "builtins" and not kind.__module__.startswith(__name__)):
+        return f"{kind.__module__}.{kind.__qualname__}"
+    return kind.__name__
 
 
 def _stored_names(spec: FieldSpec) -> list[str]:

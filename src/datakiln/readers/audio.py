@@ -3,7 +3,7 @@
 WAV (PCM 8/16/24/32-bit, float, double), FLAC, OGG/Vorbis and the other formats of
 ``soundfile.available_formats()`` decode to float32 in ``[-1, 1]`` (integer PCM is scaled by
 libsndfile), any sample rate and channel count. What cannot be used raises ``AudioDecodeError``
-with the ``stage`` it failed at, which ``read_audio`` turns into a ``Rejection``:
+with the ``stage`` it failed at, which the bake turns into a ``Rejection``:
 
 * stage ``decode``: empty input, unknown or unsupported container, corrupt header, a body
   shorter than its header says (truncated download);
@@ -20,37 +20,19 @@ import dataclasses
 import io
 import logging
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import IO, Any
 
-import fsspec
 import numpy as np
 import soundfile
 
-from datakiln.errors import DatakilnError
+from datakiln.errors import AudioDecodeError as AudioDecodeError  # its old home re-exports it
 from datakiln.readers.rejections import (
     STAGE_DECODE,
-    STAGE_FETCH,
     STAGE_VALIDATE,
-    Rejection,
-    redact_url,
 )
 
 logger = logging.getLogger(__name__)
-
-
-class AudioDecodeError(DatakilnError, ValueError):
-    """An audio input cannot be decoded or holds unusable samples.
-
-    Attributes:
-        stage: ``"decode"`` or ``"validate"`` (the ``Rejection.stage`` it becomes).
-        uri: The input, when the caller named it.
-    """
-
-    def __init__(self, message: str, *, stage: str, uri: str | None = None) -> None:
-        super().__init__(f"{uri}: {message}" if uri else message)
-        self.stage = stage
-        self.uri = uri
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -237,29 +219,6 @@ _INTEGER_READS = {
     "PCM_24": ("int32", 2.0**-31),
     "PCM_32": ("int32", 2.0**-31),
 }
-
-
-def read_audio(
-    url: str, *, storage_options: Mapping[str, Any] | None = None
-) -> tuple[np.ndarray, int, AudioInfo] | Rejection:
-    """Fetch and decode one clip through fsspec; a bad input comes back as a ``Rejection``.
-
-    Never raises for a bad input (an unreadable URL is a ``fetch`` rejection, an undecodable
-    one a ``decode`` or ``validate`` rejection), so a shard goes on. Thread-safe.
-
-    Returns:
-        ``decode_audio``'s ``(samples, sample_rate, info)``, or the input's ``Rejection``.
-    """
-    try:
-        with fsspec.open(url, "rb", **dict(storage_options or {})) as f:
-            raw = f.read()
-    except OSError as err:
-        return Rejection.from_error(url, STAGE_FETCH, err)
-    try:
-        return decode_audio(raw)
-    except AudioDecodeError as err:
-        logger.debug("rejected %s at %s: %s", redact_url(url), err.stage, err)
-        return Rejection.from_error(url, err.stage, err)
 
 
 # KSDATAFORMAT_SUBTYPE_PCM, the sub-format GUID of a WAVE_FORMAT_EXTENSIBLE PCM file.

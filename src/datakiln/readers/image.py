@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from datakiln.errors import DatakilnError, SpecError
+from datakiln.errors import ImageDecodeError, SpecError
 
 logger = logging.getLogger(__name__)
 
@@ -73,29 +73,6 @@ _DECODE_ERRORS = (
     struct.error,
     zlib.error,
 )
-
-
-class ImageDecodeError(DatakilnError, ValueError):
-    """One input could not be made into an image.
-
-    Attributes:
-        stage: Where it failed: ``"open"`` (not an image, empty, unsupported format),
-            ``"limit"`` (more pixels than allowed: a possible decompression bomb),
-            ``"decode"`` (truncated or corrupt data) or ``"convert"`` (a mode that cannot be
-            converted to the requested representation).
-    """
-
-    def __init__(self, message: str, *, stage: str) -> None:
-        super().__init__(message)
-        self.stage: str = stage
-
-    def __reduce__(self) -> tuple[object, ...]:
-        # Keeps ``stage`` when the error crosses a process boundary (Dask workers pickle).
-        return (_rebuild_decode_error, (str(self), self.stage))
-
-
-def _rebuild_decode_error(message: str, stage: str) -> ImageDecodeError:
-    return ImageDecodeError(message, stage=stage)
 
 
 @dataclass(frozen=True)

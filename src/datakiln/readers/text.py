@@ -8,9 +8,9 @@ is bounded by the range size (Parquet files are cut into runs of row groups inst
 Decoding rules, the same for every format:
 
 * UTF-8 by default; a UTF-8 byte-order mark at the start of a file is dropped. ``encoding=``
-  takes any Python codec, or ``"auto"`` (``iter_text_records``, ``read_text_file``): each
-  file's codec is detected once from a bounded sample (``datakiln.readers.encoding``); the
-  range readers take the detected codec, so every range of a file is read alike. Codecs in
+  takes any Python codec, or ``"auto"``: each file's codec is detected once, when the bake is
+  planned, from a bounded sample (``detect_text_encoding``); the range readers take the
+  detected codec, so every range of a file is read alike. Codecs in
   which ``"\n"`` is the byte ``0x0A`` (UTF-8, Latin-1, cp1252, Shift-JIS, GB18030, ...) are
   split by byte range; the others (UTF-16, UTF-32, given or detected from a byte-order mark)
   are read whole, one range per file.
@@ -46,7 +46,7 @@ import json
 import logging
 import os
 import types
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import fsspec
@@ -403,67 +403,6 @@ def _read_range(
         len(reader.rejections),
     )
     return reader
-
-
-def iter_text_records(
-    url: str,
-    *,
-    fmt: str | None = None,
-    field: str | None = None,
-    one_per_file: bool = False,
-    encoding: str = "utf-8",
-    errors: str = "reject",
-    target_bytes: int = DEFAULT_TARGET_BYTES,
-    storage_options: Mapping[str, Any] | None = None,
-) -> Iterator[TextRecord | Rejection]:
-    """Every sample of one file, range by range, with memory bounded by ``target_bytes``.
-
-    Yields each range's records, then that range's rejections. Arguments are those of
-    ``plan_text_ranges`` and ``read_text_range``; ``fmt=None`` infers the format, and
-    ``encoding="auto"`` detects the file's codec first (``detect_text_encoding``).
-    """
-    fmt = _check_format(url, fmt)
-    fs, path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
-    size = fs.size(path)
-    if encoding == AUTO_ENCODING:
-        encoding = detect_text_encoding(
-            url, fmt=fmt, field=field, size=size, storage_options=storage_options
-        )
-    ranges = plan_text_ranges(
-        url,
-        size,
-        target_bytes,
-        fmt=fmt,
-        one_per_file=one_per_file,
-        encoding=encoding,
-        storage_options=storage_options,
-    )
-    for start, end in ranges:
-        records, rejections = read_text_range(
-            url,
-            start,
-            end,
-            fmt=fmt,
-            field=field,
-            one_per_file=one_per_file,
-            encoding=encoding,
-            errors=errors,
-            storage_options=storage_options,
-        )
-        yield from records
-        yield from rejections
-
-
-def read_text_file(url: str, **kwargs: Any) -> tuple[list[TextRecord], list[Rejection]]:
-    """All samples of one file as ``(records, rejections)``; arguments of ``iter_text_records``."""
-    records: list[TextRecord] = []
-    rejections: list[Rejection] = []
-    for item in iter_text_records(url, **kwargs):
-        if isinstance(item, TextRecord):
-            records.append(item)
-        else:
-            rejections.append(item)
-    return records, rejections
 
 
 def detect_text_encoding(

@@ -8,7 +8,8 @@ over a ``jobs.JobManager`` (bakes in child processes, jobs in SQLite: ``db.JobDB
 
 from __future__ import annotations
 
-from datakiln.service.client import Client, JobFailedError
+from datakiln.errors import JobFailedError
+from datakiln.service.client import Client
 from datakiln.service.ensure import ensure
 
 __all__ = ["Client", "JobFailedError", "ensure"]

@@ -16,19 +16,13 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
-from datakiln.errors import BakeError, DatakilnError, SpecError
+from datakiln.errors import JobFailedError as JobFailedError  # its old home re-exports it
+from datakiln.errors import ServiceError as ServiceError
+from datakiln.errors import SpecError
 from datakiln.service.db import JobView
 
 # Spec fields the service chooses itself (see service/specs.py).
 _SERVICE_FIELDS = ("scheduler", "workers")
-
-
-class ServiceError(DatakilnError, ConnectionError):
-    """The service could not be reached, refused the token, or answered an error."""
-
-
-class JobFailedError(BakeError):
-    """The job ended failed or cancelled; the message carries the service's error."""
 
 
 def _spec_table(spec: Any) -> dict[str, Any]:

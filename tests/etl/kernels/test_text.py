@@ -251,29 +251,6 @@ def test_bad_parameters_raise_spec_error(overrides, match):
         kt.tokenize_texts(["a"], **kwargs)
 
 
-def test_vocab_stats_counts_and_merges():
-    tokens, lengths, truncated = kt.tokenize_texts(
-        ["a b a", "c", "d e f g h i"], vocab_size=100, max_length=5, **PARAMS
-    )
-    stats = kt.vocab_stats(tokens, lengths, 100, truncated=truncated)
-    assert stats.n_samples == 3
-    assert stats.n_truncated == 1
-    assert stats.n_tokens == 5 + 3 + 5
-    assert stats.length_histogram.tolist() == [0, 0, 0, 1, 0, 2]
-    word_ids = set(tokens[tokens >= 4].tolist())
-    assert stats.unique_tokens == len(word_ids) + 2  # + BOS and EOS
-    assert stats.coverage == pytest.approx(len(word_ids) / 96)
-    both = stats.merge(stats)
-    assert both.n_samples == 6
-    assert both.n_tokens == 2 * stats.n_tokens
-    assert both.unique_tokens == stats.unique_tokens
-    summary = both.to_dict()
-    assert summary["n_truncated"] == 2
-    assert summary["length_histogram"] == [0, 0, 0, 2, 0, 4]
-    with pytest.raises(SpecError, match="cannot merge"):
-        stats.merge(kt.vocab_stats(tokens[:, :4], np.minimum(lengths, 4), 100))
-
-
 def test_docstring_examples_run():
     result = doctest.testmod(kt, raise_on_error=False)
     assert result.attempted > 0

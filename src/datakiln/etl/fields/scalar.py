@@ -22,6 +22,13 @@ SCALAR_DTYPES = ("float32", "float64", "int32", "int64")
 
 @dataclass(frozen=True, kw_only=True)
 class ScalarParams:
+    """The parameters of a ``scalar`` field of a records bake: one number per row.
+
+    Attributes:
+        dtype: How the number is stored: ``"float32"`` (default), ``"float64"``, ``"int32"``
+            or ``"int64"``.
+    """
+
     dtype: str = "float32"
 
     def __post_init__(self) -> None:

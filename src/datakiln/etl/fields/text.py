@@ -13,7 +13,7 @@ import numpy as np
 
 from datakiln.etl.fields import register_codec
 from datakiln.etl.fields.base import Context, Encoded, FieldError
-from datakiln.etl.spec import FieldSpec, TextParams
+from datakiln.etl.spec import FieldSpec, TextBakeParams
 from datakiln.readers.encoding import AUTO_ENCODING
 from datakiln.readers.rejections import EMPTY_SAMPLE, STAGE_DECODE, STAGE_VALIDATE
 from datakiln.writers.zarr_region import STRING_DTYPE, FieldLayout
@@ -29,14 +29,14 @@ class TextCodec:
 
     modality = "text"
     media = False
-    params_type = TextParams
+    params_type = TextBakeParams
     worker_modules: tuple[str, ...] = ("datakiln.etl.kernels.text",)
 
     def layouts(self, spec: FieldSpec, generation: str, shard_rows: int) -> list[FieldLayout]:
         from datakiln.etl.kernels.text import token_dtype
         from datakiln.etl.modalities.text import token_chunk_cols
 
-        p: TextParams = spec.params
+        p: TextBakeParams = spec.params
         n = spec.name
         return [
             FieldLayout(
@@ -68,7 +68,7 @@ class TextCodec:
         return {"tokenizer": dict(TOKENIZER_SCHEMES[spec.params.tokenizer])}
 
     def decode(self, value: Any, spec: FieldSpec, context: Context) -> Any:
-        p: TextParams = spec.params
+        p: TextBakeParams = spec.params
         codec = None
         if isinstance(value, bytes | bytearray):
             value, codec = bytes(value), p.encoding
@@ -93,7 +93,7 @@ class TextCodec:
         from datakiln.etl.kernels.text import token_dtype, tokenize_texts_narrow
         from datakiln.etl.modalities.text import tokenizer_arguments
 
-        p: TextParams = spec.params
+        p: TextBakeParams = spec.params
         texts = [t.text if t is not None else "" for t in decoded]
         dtype = token_dtype(p.vocab_size)
         stored = np.full((capacity, p.max_length), p.pad_token_id, dtype)

@@ -40,7 +40,7 @@ import pyarrow as pa
 
 from datakiln.errors import BakeError, SourceError, SpecError
 from datakiln.etl.modalities.base import ShardOutput, Unit
-from datakiln.etl.spec import TEXT_FORMATS, BakeSpec, TextParams
+from datakiln.etl.spec import TEXT_FORMATS, BakeSpec, TextBakeParams
 from datakiln.etl.task import ShardMarker, ShardPlan
 from datakiln.readers.encoding import AUTO_ENCODING, detector_identity
 from datakiln.readers.listing import InputFile
@@ -91,7 +91,7 @@ META_SCHEMA = pa.schema(
 )
 
 
-def _format_of(params: TextParams, uri: str) -> str:
+def _format_of(params: TextBakeParams, uri: str) -> str:
     """The format ``uri`` is read as; raises ``SpecError`` for settings that cannot apply."""
     try:
         fmt = params.format or infer_text_format(uri)
@@ -138,7 +138,7 @@ MIN_TOKEN_CHUNK = 64
 MAX_TOKEN_CHUNKS_PER_ROW = 16
 
 
-def tokenizer_arguments(params: TextParams) -> dict[str, Any]:
+def tokenizer_arguments(params: TextBakeParams) -> dict[str, Any]:
     """``tokenize_texts_narrow``'s keyword arguments for ``params`` (its dtype included)."""
     from datakiln.etl.kernels.text import token_dtype
 
@@ -311,7 +311,7 @@ class TextModality:
     ) -> ShardOutput:
         from datakiln.etl.kernels.text import token_dtype, tokenize_texts_narrow
 
-        params = TextParams(**spec_params)
+        params = TextBakeParams(**spec_params)
         ranges = shard.ranges or tuple((0, i.size) for i in shard.inputs)
         # per input, the codec detected when planned (None or no list: the spec's)
         planned = shard.encodings or (None,) * len(shard.inputs)

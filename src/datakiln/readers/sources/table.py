@@ -34,14 +34,10 @@ from datakiln.readers.sources import (
     resolve_path,
 )
 from datakiln.readers.sources.refs import stat_refs
+from datakiln.readers.text import TEXT_EXTENSIONS
 
-FORMATS = {
-    ".csv": "csv",
-    ".tsv": "tsv",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".parquet": "parquet",
-}
+# The endings of line text that are tables: every text format but plain lines.
+FORMATS = {ending: fmt for ending, fmt in TEXT_EXTENSIONS.items() if fmt != "txt"}
 
 
 def table_format(uri: str) -> str:
