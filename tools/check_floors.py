@@ -32,8 +32,11 @@ DEFAULT_TESTS = [
 
 
 def floors(requirements: list[str]) -> list[str]:
-    """``name>=x`` -> ``name==x.*``: the floor's own release series (``imagecodecs>=2024.9``
-    names no release ``2024.9`` itself); markers dropped, other specifiers unchanged."""
+    """Pin each ``name>=x`` to ``name==x.*``, the floor's own release series.
+
+    ``imagecodecs>=2024.9`` names no release ``2024.9`` itself. Markers are dropped, other
+    specifiers kept as they are.
+    """
     pinned = []
     for requirement in requirements:
         spec = requirement.split(";", 1)[0].strip()
@@ -51,6 +54,7 @@ def floors(requirements: list[str]) -> list[str]:
 
 
 def main() -> int:
+    """Build the venv at the floors, install datakiln without dependencies, run pytest."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--venv", type=Path, default=Path("/tmp/datakiln-floors"))
     args, pytest_args = parser.parse_known_args()
