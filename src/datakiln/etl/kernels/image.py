@@ -245,24 +245,29 @@ def resize_canvases(
         uint8 (B, height, width, C): ``Image.resize((rw, rh), Image.BILINEAR, box=box)``
         pasted at the region on zeros, for images Pillow resizes horizontal pass first.
     """
-    return _resize_with_moments(
-        canvases, sizes, boxes, regions, height=height, width=width, taps_y=taps_y, taps_x=taps_x
-    )[0]
+    cx, sx, cy, sy = _coefficients(
+        canvases.shape, sizes, boxes, regions, height, width, taps_y, taps_x
+    )
+    resized: tuple[jax.Array, jax.Array] = _vertical_pass(
+        _horizontal_pass(canvases, cx, sx), cy, sy
+    )
+    return resized[0]
 
 
-def _resize_with_moments(
-    canvases: jax.Array | np.ndarray,
+def _coefficients(
+    shape: tuple[int, ...],
     sizes: np.ndarray,
     boxes: np.ndarray,
     regions: np.ndarray,
-    *,
     height: int,
     width: int,
     taps_y: int | None,
     taps_x: int | None,
-) -> tuple[jax.Array, jax.Array]:
-    """``resize_canvases``, and the per-row pixel moments of ``_vertical_pass``."""
-    _, hc, wc, _ = canvases.shape
+) -> tuple[
+    npt.NDArray[np.int32], npt.NDArray[np.int32], npt.NDArray[np.int32], npt.NDArray[np.int32]
+]:
+    """The two passes' windows for canvases of ``shape``: ``(cx, sx, cy, sy)``."""
+    _, hc, wc, _ = shape
     sizes, boxes, regions = np.asarray(sizes), np.asarray(boxes, np.float32), np.asarray(regions)
     cx, sx = axis_coefficients(
         boxes[:, 0],
@@ -282,10 +287,7 @@ def _resize_with_moments(
         out_size=height,
         taps=min(taps_y or hc, hc),
     )
-    resized: tuple[jax.Array, jax.Array] = _vertical_pass(
-        _horizontal_pass(canvases, cx, sx), cy, sy
-    )
-    return resized
+    return cx, sx, cy, sy
 
 
 def _pillow_orders_passes() -> bool:
@@ -486,16 +488,13 @@ class ImageResizer:
             (b, c, bucket.height, bucket.width, out_h, out_w, taps_y or 0, taps_x or 0)
         )
         self.calls += 1
-        return _resize_with_moments(
-            canvas,
-            sizes,
-            boxes,
-            regions,
-            height=out_h,
-            width=out_w,
-            taps_y=taps_y,
-            taps_x=taps_x,
+        cx, sx, cy, sy = _coefficients(
+            canvas.shape, sizes, boxes, regions, out_h, out_w, taps_y, taps_x
         )
+        result: tuple[jax.Array, jax.Array] = _vertical_pass(
+            _horizontal_pass(canvas, cx, sx), cy, sy
+        )
+        return result
 
 
 def _batch_taps(
