@@ -24,6 +24,7 @@ from tests.etl.test_huge_inputs import HOURS, _peaks, _write_audio
 
 
 def main() -> int:
+    """Measure each kind's peaks in its own process and print them as JSON."""
     result = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

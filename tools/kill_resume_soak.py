@@ -104,6 +104,7 @@ def _moto_bucket() -> Iterator[tuple[str, dict, dict]]:
 
 
 def main() -> int:
+    """Run the kill-and-resume trials and print the tally; non-zero if any differed."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--images", type=int, default=60)
