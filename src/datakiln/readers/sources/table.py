@@ -13,14 +13,16 @@ keeps its rows.
 from __future__ import annotations
 
 import collections
+import contextlib
 import io
 import json
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import fsspec
 import pyarrow as pa
+from fsspec.implementations.local import LocalFileSystem
 
 from datakiln.errors import SourceError
 from datakiln.readers.listing import InputFile
@@ -51,6 +53,29 @@ def table_format(uri: str) -> str:
 
 def _open(uri: str, storage_options: Mapping[str, Any]) -> Any:
     return fsspec.open(uri, "rb", **dict(storage_options)).open()
+
+
+@contextlib.contextmanager
+def _parquet_file(uri: str, storage_options: Mapping[str, Any]) -> Iterator[Any]:
+    """An open ``pyarrow.parquet.ParquetFile`` of ``uri``, closed on leaving.
+
+    A local table is opened by Arrow itself: through a Python file, Arrow calls back into
+    Python for every read, and a fresh bake worker spent about 45 ms of CPU per 10 MB row
+    group that way against 13 ms natively. (Not memory-mapped: a table truncated while
+    mapped would kill the worker with SIGBUS instead of failing its read.)
+    """
+    import pyarrow.parquet as pq
+
+    fs, path = fsspec.core.url_to_fs(uri, **dict(storage_options))
+    if isinstance(fs, LocalFileSystem):
+        parquet = pq.ParquetFile(path)
+        try:
+            yield parquet
+        finally:
+            parquet.close()
+        return
+    with fs.open(path, "rb") as f:
+        yield pq.ParquetFile(f)
 
 
 def _utf8(data: bytes) -> tuple[bytes, str | None]:
@@ -182,10 +207,8 @@ class TableSource:
     def columns(self, inp: InputFile, storage_options: Mapping[str, Any]) -> Sequence[str]:
         fmt = self.format_of(inp.uri)
         if fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            with _open(inp.uri, storage_options) as f:
-                return list(pq.ParquetFile(f).schema_arrow.names)
+            with _parquet_file(inp.uri, storage_options) as parquet:
+                return list(parquet.schema_arrow.names)
         rows, _, _ = _read_text_table(inp, fmt, storage_options)
         names: dict[str, None] = {}
         for row in rows:
@@ -198,10 +221,7 @@ class TableSource:
         """Every value of ``column`` (label fields learn their class names from it)."""
         fmt = self.format_of(inp.uri)
         if fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            with _open(inp.uri, storage_options) as f:
-                parquet = pq.ParquetFile(f)
+            with _parquet_file(inp.uri, storage_options) as parquet:
                 if column not in parquet.schema_arrow.names:
                     return []
                 values: list[Any] = parquet.read(columns=[column]).column(0).to_pylist()
@@ -220,10 +240,7 @@ class TableSource:
         fmt = self.format_of(inp.uri)
         rejected: list[PlanRejection] = []
         if fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            with _open(inp.uri, storage_options) as f:
-                parquet = pq.ParquetFile(f)
+            with _parquet_file(inp.uri, storage_options) as parquet:
                 count = parquet.metadata.num_rows
                 columns = _parquet_path_rows(parquet, path_columns)
         else:
@@ -317,10 +334,7 @@ def _parquet_rows(
     uri: str, start: int, end: int, storage_options: Mapping[str, Any]
 ) -> list[dict[str, Any]]:
     """Rows ``[start, end)`` of a Parquet file, reading only the row groups that hold them."""
-    import pyarrow.parquet as pq
-
-    with _open(uri, storage_options) as f:
-        parquet = pq.ParquetFile(f)
+    with _parquet_file(uri, storage_options) as parquet:
         groups, first, offset = [], None, 0
         for g in range(parquet.metadata.num_row_groups):
             n = parquet.metadata.row_group(g).num_rows
