@@ -28,15 +28,19 @@ import numpy as np
 import pyarrow as pa
 
 from datakiln.cache.fingerprint import content_hash, content_hash_file
-from datakiln.etl.modalities.base import ShardOutput, Unit, fetch_all, rejection
+from datakiln.etl.modalities.base import (
+    DECODE_THREADS,
+    ShardOutput,
+    Unit,
+    fetch_all,
+    rejection,
+)
 from datakiln.etl.spec import AudioParams, BakeSpec
 from datakiln.etl.task import ShardMarker, ShardPlan
 from datakiln.readers.listing import AUDIO_EXTENSIONS, InputFile
 from datakiln.readers.rejections import Rejection
 from datakiln.writers.zarr_region import FieldLayout
 
-# Decode threads per shard task: libsndfile decodes with the GIL released.
-DECODE_THREADS = 2
 # Clips decoded and featurized together: bounds a task's memory of decoded audio.
 DECODE_BATCH = 64
 # Inputs from this size on are read through (hashed in blocks, then only the frames a clip

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from datakiln.readers.rejections import Rejection
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 if TYPE_CHECKING:
     import numpy as np
@@ -137,3 +142,30 @@ def fetch_all(shard: ShardPlan, storage_options: Mapping[str, Any]) -> list[byte
     if not isinstance(got, dict):  # one path: fsspec returns the bytes themselves
         got = {paths[0]: got}
     return [got.get(p, FileNotFoundError(p)) for p in paths]
+
+
+# Decode threads of a shard task that may use more than one CPU (Pillow, libsndfile and
+# hashlib release the GIL), and the items each thread takes at a time: a future per item
+# cost about 7% of a 256-image shard's decode on one CPU.
+DECODE_THREADS = 2
+DECODE_CHUNK = 16
+
+
+def decode_all(decode: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """``[decode(x) for x in items]``, on ``DECODE_THREADS`` threads where they can help.
+
+    A bake worker pinned to one CPU decodes in order: threads there only add hand-offs (on
+    one CPU, 512 JPEGs took 336 ms through a two-thread pool, 314 ms in order).
+    """
+    if len(items) <= DECODE_CHUNK or _usable_cpus() == 1:
+        return [decode(x) for x in items]
+    chunks = [items[k : k + DECODE_CHUNK] for k in range(0, len(items), DECODE_CHUNK)]
+    with ThreadPoolExecutor(DECODE_THREADS) as pool:
+        parts = pool.map(lambda chunk: [decode(x) for x in chunk], chunks)
+        return [result for part in parts for result in part]
+
+
+def _usable_cpus() -> int:
+    """CPUs this process may run on now (a pinned bake worker: one)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -13,15 +12,12 @@ import pyarrow as pa
 
 from datakiln.cache.fingerprint import content_hash
 from datakiln.etl.fields.image import channel_moments, merge_pixel_stats, moments_of_images
-from datakiln.etl.modalities.base import ShardOutput, Unit, fetch_all, rejection
+from datakiln.etl.modalities.base import ShardOutput, Unit, decode_all, fetch_all, rejection
 from datakiln.etl.spec import BakeSpec, ImageParams
 from datakiln.etl.task import ShardMarker, ShardPlan
 from datakiln.readers.listing import IMAGE_EXTENSIONS, InputFile
 from datakiln.readers.rejections import Rejection
 from datakiln.writers.zarr_region import FieldLayout
-
-# Decode threads per shard task: Pillow releases the GIL while decoding.
-DECODE_THREADS = 2
 
 META_SCHEMA = pa.schema(
     [
@@ -121,8 +117,7 @@ class ImageModality:
             except ImageDecodeError as err:
                 return err
 
-        with ThreadPoolExecutor(DECODE_THREADS) as pool:
-            decoded = list(pool.map(decode, good))
+        decoded = decode_all(decode, good)
         kept = []
         for (k, data), result in zip(good, decoded, strict=True):
             if isinstance(result, ImageDecodeError):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +24,7 @@ from datakiln.cache.fingerprint import content_hash
 from datakiln.errors import BakeError
 from datakiln.etl.fields import get_codec
 from datakiln.etl.fields.base import Context, FieldError
-from datakiln.etl.modalities.base import ShardOutput, Unit
+from datakiln.etl.modalities.base import ShardOutput, Unit, decode_all
 from datakiln.etl.spec import BakeSpec, FieldSpec, RecordParams
 from datakiln.etl.task import ShardMarker, ShardPlan
 from datakiln.readers.rejections import STAGE_FETCH, STAGE_PARSE, STAGE_VALIDATE, Rejection
@@ -39,8 +38,6 @@ from datakiln.readers.sources import (
 )
 from datakiln.writers.zarr_region import FieldLayout
 
-# Decode threads per shard task: Pillow, libsndfile and hashing release the GIL.
-DECODE_THREADS = 2
 # Files fetched per batched read (bounds the bytes a task holds before decoding).
 FETCH_BATCH = 256
 # What a plan rejection's error type says about where the record failed.
@@ -218,8 +215,7 @@ class RecordsModality:
             except FieldError as err:
                 slot.error = err
 
-        with ThreadPoolExecutor(DECODE_THREADS) as pool:
-            list(pool.map(decode, work))
+        decode_all(decode, work)
         t2 = time.perf_counter()
         timings["decode"] = t2 - t1
 
