@@ -18,7 +18,10 @@ Conventions, matching librosa 0.11 where there is a counterpart:
   frames at ``orig_sr`` gives ``ceil(n * sample_rate / orig_sr)`` frames (``librosa.resample``'s
   ``fix=True`` length); sample 0 stays at time 0.
 * Pad/trim to ``round(duration * sample_rate)`` samples: ``align="start"`` keeps the beginning
-  and zero-pads the end; ``"center"`` keeps the middle and pads both ends equally.
+  and zero-pads the end; ``"center"`` keeps the middle and pads both ends equally. Either way
+  a reader need decode only the source frames that ``DecodeWindow`` names: given each
+  window's place in its source (``featurize_audio``'s ``spans``), the kept samples are those
+  of the whole source.
 * Peak normalisation divides by ``max |x|`` of the kept window, unless that is below
   ``PEAK_FLOOR`` (silence is left alone rather than amplified).
 * STFT: periodic Hann window of ``n_fft`` (``win_length == n_fft``), ``center=True`` with
@@ -311,7 +314,8 @@ def fit_length(
     ``n_samples`` of a longer clip and centres a shorter one (an odd extra sample is trimmed,
     or padded, at the end). ``offsets`` (int32 ``(N,)``), when given, is where each clip's
     kept window starts instead (negative: zeros before the clip): a clip decoded from a window
-    of its source keeps the samples the whole source's alignment would keep (``kept_offset``).
+    of its source keeps the samples the whole source's alignment would keep (``featurize_audio``
+    computes them from its ``spans``).
     Samples at or past ``lengths`` count as padding.
     """
     n, t = x.shape
@@ -484,8 +488,8 @@ def _audio_kernel(
     n_samples = round(duration * sample_rate)
     mono = mix_to_mono(waves, channels)
     # With align="start" only outputs [0, n_samples) are kept: resample just those.
-    whole = align != "start" or offsets is not None
-    n_out = -(-mono.shape[1] * sample_rate // orig_sr) if whole else n_samples
+    leading = align == "start" and offsets is None
+    n_out = n_samples if leading else -(-mono.shape[1] * sample_rate // orig_sr)
     y, new_lengths = resample(mono, lengths, orig_sr=orig_sr, target_sr=sample_rate, n_out=n_out)
     audio = fit_length(y, new_lengths, n_samples=n_samples, align=align, offsets=offsets)
     if normalize:
