@@ -138,6 +138,19 @@ def test_window_bounds():
     assert DecodeWindow(OUT_SR, 2.0).frames(44100, 10**7)[0] == 0  # align="start": leading
 
 
+def test_unseekable_sources_are_decoded_whole(monkeypatch):
+    rate, frames = 44100, 44100 * 6
+    data = _encode(_source(rate, frames, 1, 5), rate, "FLAC", "PCM_16")
+    window = DecodeWindow(OUT_SR, 2.0, "center")
+    part, _, info = decode_audio_native(data, window=window)
+    assert info.first_frame > 0
+    monkeypatch.setattr(sf.SoundFile, "seekable", lambda self: False)
+    samples, _, info = decode_audio_native(data, window=window)
+    assert (info.first_frame, samples.shape[0], info.frames) == (0, frames, frames)
+    start = window.frames(rate, frames)[0]
+    np.testing.assert_array_equal(samples[start : start + part.shape[0]], part)
+
+
 @pytest.mark.parametrize("fmt", ["WAV", "FLAC"])
 def test_a_truncated_file_is_caught_by_a_centre_window(tmp_path, fmt):
     """From bytes and read through a file object: the middle is there, the end is not."""

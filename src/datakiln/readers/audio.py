@@ -182,7 +182,9 @@ def _decode_with_soundfile(
     try:
         with soundfile.SoundFile(source) as f:
             announced = f.frames
-            start, wanted = 0, -1
+            # Everything (soundfile reads to the end only where it can seek; elsewhere the
+            # header's count), unless a window asks for less and the source can seek there.
+            start, wanted = 0, -1 if f.seekable() else max(0, announced)
             if window is not None and f.seekable() and f.samplerate > 0:
                 start, stop = _wanted(window, int(f.samplerate), announced)
                 if (start, stop) != (0, announced):
