@@ -140,25 +140,32 @@ def test_a_window_without_its_span_is_not_the_centre():
         )
 
 
-def test_window_bounds():
-    """Starts on a resampler block, covers the filter's reach around the kept outputs, and
-    is the whole source when the output is not shorter than it."""
-    from datakiln.etl.kernels.audio import _rates, _window_period
+@pytest.mark.parametrize("duration", [2.0, 1.03125])
+def test_window_bounds(duration):
+    """Starts on a resampler block, covers the filter's reach around the kept outputs, fits
+    the fixed time padding of its rate, and is the whole source when the output is not
+    shorter than it."""
+    from datakiln.etl.kernels.audio import _center_frames, _rates, _window_period
 
-    for rate in (8000, 16000, 22050, 44100, 48000):
+    n_samples = round(duration * OUT_SR)
+    window = DecodeWindow(OUT_SR, duration, "center")
+    for rate in (8000, 11025, 16000, 22050, 44100, 48000, 96000):
         up, down, _, pad = _rates(rate, OUT_SR)
-        window = DecodeWindow(OUT_SR, 2.0, "center")
-        for total in (rate * 60 + 1, rate * 3600):
+        period = _window_period(rate, OUT_SR)
+        cap = _center_frames(rate, OUT_SR, duration)
+        for total in [rate * 60 + k for k in range(7)] + [rate * 3600, 3 * n_samples * down]:
             start, stop = window.frames(rate, total)
             length = -(-total * up // down)
-            first = (length - 32000) // 2
-            assert start % _window_period(rate, OUT_SR) == 0
+            first = (length - n_samples) // 2
+            assert start % period == 0
             assert start <= first * down / up - pad - 1
-            assert stop >= (first + 31999) * down / up + pad + 1
-            assert stop - start < 2.0 * rate + 2 * pad + _window_period(rate, OUT_SR) + 4
-        assert window.frames(rate, rate * 2) == (0, rate * 2)
+            assert stop >= (first + n_samples - 1) * down / up + pad + 1
+            assert stop - start <= cap
+        short = n_samples * down // up
+        assert window.frames(rate, short) == (0, short)
+        assert short <= cap
         assert window.frames(rate, 100) == (0, 100)
-    assert DecodeWindow(OUT_SR, 2.0).frames(44100, 10**7)[0] == 0  # align="start": leading
+    assert DecodeWindow(OUT_SR, duration).frames(44100, 10**7)[0] == 0  # "start": leading
 
 
 def test_unseekable_sources_are_decoded_whole(monkeypatch):

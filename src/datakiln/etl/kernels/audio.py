@@ -639,6 +639,16 @@ def _window_period(orig_sr: int, sample_rate: int) -> int:
     return down * -(-_MIN_PHASES // up)
 
 
+def _center_frames(orig_sr: int, sample_rate: int, duration: float) -> int:
+    """The most source frames a ``DecodeWindow(align="center")`` window spans at ``orig_sr``.
+
+    Also at least the frames of a source short enough to be decoded whole.
+    """
+    up, down, _, pad = _rates(orig_sr, sample_rate)
+    n_samples = round(duration * sample_rate)
+    return ((n_samples - 1) * down) // up + 2 * pad + 4 + _window_period(orig_sr, sample_rate)
+
+
 def _center_offset(length: int, n_samples: int) -> int:
     """``fit_length``'s first kept sample of a ``length``-sample clip under ``align="center"``."""
     excess = length - n_samples
@@ -722,8 +732,9 @@ def featurize_audio(
 
     Clips are grouped by sample rate; each group is cut into batches of ``batch_size`` rows
     (the last padded to a power of two), channels padded to the group's most, and time padded
-    to the frames the output depends on (``align="start"``: a fixed count per rate) or to a
-    power of two (``"center"``). Compiles: about one per (source rate, row bucket, channels).
+    to the frames the output depends on: a fixed count per rate (``align="start"``, and
+    ``"center"`` for clips decoded through a ``DecodeWindow``), else a power of two.
+    Compiles: about one per (source rate, row bucket, channels).
 
     Args:
         clips: ``(samples, rate)`` pairs, samples float32 ``(frames, channels)`` or
@@ -785,7 +796,11 @@ def featurize_audio(
                     raise ValueError('align="start" needs clips decoded from their first frame')
                 frames = _input_frames(rate, sample_rate, duration)
             else:
-                frames = _next_pow2(int(lengths.max()), 1024)
+                # A DecodeWindow window, or a clip short enough to be decoded whole, fits a
+                # fixed count per rate; a longer whole clip pads to a power of two.
+                frames = _center_frames(rate, sample_rate, duration)
+                if int(lengths.max()) > frames:
+                    frames = _next_pow2(int(lengths.max()), 1024)
                 offsets = np.array(
                     [
                         _kept_offset(
