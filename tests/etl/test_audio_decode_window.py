@@ -80,6 +80,7 @@ def test_centre_windows_give_the_whole_decodes_rows(normalize, duration):
         assert start > 0
         assert part.shape[0] < 0.6 * frames  # far fewer frames read
         np.testing.assert_array_equal(part, samples[start:stop])
+        assert info_w.to_dict() == info.to_dict()  # the metadata is the source's
         whole.append((samples, r))
         parts.append((part, r_w))
         spans.append((info_w.first_frame, info_w.frames))
@@ -166,6 +167,35 @@ def test_window_bounds(duration):
         assert short <= cap
         assert window.frames(rate, 100) == (0, 100)
     assert DecodeWindow(OUT_SR, duration).frames(44100, 10**7)[0] == 0  # "start": leading
+
+
+def test_centre_windows_of_any_source_length_share_one_batch_shape(monkeypatch):
+    """The time padding stays bucketed: windows of sources from 1 s to an hour (and short
+    clips decoded whole) pad to one frame count per rate, so one compile per rate here."""
+    from datakiln.etl.kernels import audio as kernel
+
+    shapes = set()
+    real = kernel._audio_kernel
+
+    def spy(*args, **kwargs):
+        shapes.add((kwargs["orig_sr"], args[0].shape))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(kernel, "_audio_kernel", spy)
+    window = DecodeWindow(OUT_SR, 2.0, "center")
+    clips, spans = [], []
+    for rate in (44100, 8000):
+        for seconds in (1, 2.5, 3, 7.3, 60, 3600):
+            total = round(rate * seconds)
+            start, stop = window.frames(rate, total)
+            clips.append((np.ones((stop - start, 1), np.float32), rate))
+            spans.append((start, total))
+    audio, _ = featurize_audio(
+        clips, spans=spans, batch_size=4, sample_rate=OUT_SR, duration=2.0, align="center"
+    )
+    assert sorted(r for r, _ in shapes) == [8000, 44100]
+    assert np.count_nonzero(audio[0]) == 16000  # 1 s centred in 2 s
+    assert np.count_nonzero(audio[-1]) == 32000
 
 
 def test_unseekable_sources_are_decoded_whole(monkeypatch):
