@@ -220,6 +220,8 @@ def test_a_truncated_file_is_caught_by_a_centre_window(tmp_path, fmt):
     cut = data[: len(data) * 2 // 3]
     with pytest.raises(AudioDecodeError, match="truncated"):
         decode_audio_native(cut, window=window)
+    with pytest.raises(AudioDecodeError, match="truncated"):  # the window itself is missing
+        decode_audio_native(data[: len(data) // 5], window=window)
     path = tmp_path / f"cut.{fmt.lower()}"
     path.write_bytes(cut)
     with path.open("rb") as f, pytest.raises(AudioDecodeError, match="truncated"):

@@ -190,7 +190,7 @@ def _decode_with_soundfile(
                 if (start, stop) != (0, announced):
                     wanted = stop - start
                     if start:
-                        f.seek(start)
+                        _seek(f, start, announced, uri)
             native = _INTEGER_READS.get(f.subtype)
             if native is None:
                 samples = f.read(wanted, dtype="float32", always_2d=True)
@@ -254,6 +254,19 @@ def _wanted(window: FrameWindow | None, sample_rate: int, total: int) -> tuple[i
     start, stop = window.frames(sample_rate, total)
     start = min(max(0, int(start)), total - 1)
     return start, min(total, max(start + 1, int(stop)))
+
+
+def _seek(f: soundfile.SoundFile, start: int, announced: int, uri: str | None) -> None:
+    """Seek to a window's first frame; failing there means the body ends before it."""
+    try:
+        f.seek(start)
+    except (soundfile.SoundFileError, RuntimeError) as err:
+        raise AudioDecodeError(
+            f"truncated {f.format}: frame {start} of the {announced} the header announces "
+            f"cannot be reached ({type(err).__name__}: {err}); re-fetch the file",
+            stage=STAGE_DECODE,
+            uri=uri,
+        ) from err
 
 
 def _last_frame_present(f: soundfile.SoundFile, announced: int) -> bool:
