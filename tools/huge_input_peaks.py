@@ -3,9 +3,10 @@
     python tools/huge_input_peaks.py
 
 Writes a 2-second and a 3-hour FLAC and WAV (8 kHz mono) and a 1-MP and a 108-MP JPEG to a
-temporary folder, and for each kind runs one process that bakes the small input and then the
-huge one, reporting the process's peak RSS after each (the probe of
-``tests/etl/test_huge_inputs.py``). Run from the repository root.
+temporary folder, and for each kind (audio: each container and each ``align``, ``start`` and
+``center``) runs one process that bakes the small input and then the huge one, reporting the
+process's peak RSS after each (the probe of ``tests/etl/test_huge_inputs.py``). Run from the
+repository root.
 """
 
 from __future__ import annotations
@@ -32,10 +33,13 @@ def main() -> int:
             for name, seconds in (("small", 2), ("huge", HOURS * 3600)):
                 (root / f"{name}-{fmt}").mkdir()
                 _write_audio(root / f"{name}-{fmt}" / f"clip.{fmt.lower()}", seconds, fmt)
-            started = time.perf_counter()
-            peaks = _peaks("audio", root / f"small-{fmt}", root / f"huge-{fmt}", root / fmt)
-            result[fmt] = {k: f"{v / 2**20:.0f} MB" for k, v in peaks.items()}
-            result[fmt]["wall_s"] = round(time.perf_counter() - started, 1)
+            for align in ("start", "center"):
+                started = time.perf_counter()
+                out = root / f"{fmt}-{align}"
+                peaks = _peaks("audio", root / f"small-{fmt}", root / f"huge-{fmt}", out, align)
+                key = f"{fmt} align={align}"
+                result[key] = {k: f"{v / 2**20:.0f} MB" for k, v in peaks.items()}
+                result[key]["wall_s"] = round(time.perf_counter() - started, 1)
         for name, size in (("small", (1200, 900)), ("huge", (12000, 9000))):
             (root / name).mkdir()
             im = Image.new("RGB", size, (120, 30, 200))

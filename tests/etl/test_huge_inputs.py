@@ -1,5 +1,6 @@
-"""Huge inputs stay within a bounded RSS: a 3-hour FLAC and WAV cut to 2-second clips, and a
-108-megapixel JPEG accepted with a raised ``max_pixels`` (drafted, not decoded whole).
+"""Huge inputs stay within a bounded RSS: a 3-hour FLAC and WAV cut to 2-second clips (from
+the start or the middle), and a 108-megapixel JPEG accepted with a raised ``max_pixels``
+(drafted, not decoded whole).
 
 Each bake runs in a fresh process, after a bake of a small input of the same kind in that
 process; the process's peak RSS (``ru_maxrss``) after each is compared. Decoding the huge
@@ -25,12 +26,12 @@ import json, resource, sys
 from datakiln.etl.bake import bake
 from datakiln.etl.spec import AudioParams, BakeSpec, ImageParams
 
-kind, small, huge, out = sys.argv[1:5]
+kind, small, huge, out, align = sys.argv[1:6]
 def spec(src, name):
     if kind == "audio":
         return BakeSpec(sources=(src,), output=f"{out}/{name}", modality="audio",
                         scheduler="synchronous",
-                        audio=AudioParams(sample_rate=8000, duration=2.0, n_mels=32))
+                        audio=AudioParams(sample_rate=8000, duration=2.0, n_mels=32, align=align))
     return BakeSpec(sources=(src,), output=f"{out}/{name}", scheduler="synchronous",
                     image=ImageParams(height=64, width=64, max_pixels=200_000_000))
 peaks = []
@@ -42,9 +43,9 @@ print(json.dumps({"small": peaks[0], "huge": peaks[1]}))
 """
 
 
-def _peaks(kind: str, small: Path, huge: Path, out: Path) -> dict[str, int]:
+def _peaks(kind: str, small: Path, huge: Path, out: Path, align: str = "start") -> dict[str, int]:
     result = subprocess.run(
-        [sys.executable, "-c", PROBE, kind, str(small), str(huge), str(out)],
+        [sys.executable, "-c", PROBE, kind, str(small), str(huge), str(out), align],
         capture_output=True,
         text=True,
         timeout=600,
@@ -77,15 +78,17 @@ def audio_files(tmp_path_factory) -> dict[str, Path]:
     return files
 
 
-def test_three_hour_flac_decodes_only_the_clip(audio_files, tmp_path):
-    peaks = _peaks("audio", audio_files["small-FLAC"], audio_files["huge-FLAC"], tmp_path)
+@pytest.mark.parametrize("align", ["start", "center"])
+def test_three_hour_flac_decodes_only_the_clip(audio_files, tmp_path, align):
+    peaks = _peaks("audio", audio_files["small-FLAC"], audio_files["huge-FLAC"], tmp_path, align)
     # decoded whole: 86.4 M frames, int16 then float32, about 520 MB more
 
     assert peaks["huge"] - peaks["small"] < 120 * MB, peaks
 
 
-def test_three_hour_wav_is_read_through_not_fetched(audio_files, tmp_path):
-    peaks = _peaks("audio", audio_files["small-WAV"], audio_files["huge-WAV"], tmp_path)
+@pytest.mark.parametrize("align", ["start", "center"])
+def test_three_hour_wav_is_read_through_not_fetched(audio_files, tmp_path, align):
+    peaks = _peaks("audio", audio_files["small-WAV"], audio_files["huge-WAV"], tmp_path, align)
     # fetched whole for its hash: the file's 173 MB more; a float32 decode twice that again
     assert audio_files["huge-WAV"].stat().st_size > 150 * MB
     assert peaks["huge"] - peaks["small"] < 60 * MB, peaks

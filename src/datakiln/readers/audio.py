@@ -21,7 +21,7 @@ import io
 import logging
 import struct
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, Any, Protocol, runtime_checkable
 
 import numpy as np
 import soundfile
@@ -43,8 +43,11 @@ class AudioInfo:
         sample_rate: Frames per second.
         channels: Channels per frame.
         frames: Frames decoded.
+        frames: The source's frames (a windowed decode returns fewer, see ``first_frame``).
         format: libsndfile container name (``"WAV"``, ``"FLAC"``, ``"OGG"``, ...).
         subtype: Sample encoding (``"PCM_16"``, ``"FLOAT"``, ``"VORBIS"``, ...).
+        first_frame: The source frame that the decoded samples start at (0 unless a
+            ``window`` asked for frames further in); not part of ``to_dict``.
     """
 
     sample_rate: int
@@ -52,6 +55,7 @@ class AudioInfo:
     frames: int
     format: str
     subtype: str
+    first_frame: int = 0
 
     @property
     def duration_s(self) -> float:
@@ -60,7 +64,33 @@ class AudioInfo:
 
     def to_dict(self) -> dict[str, Any]:
         """The info as plain JSON types, with ``duration_s``."""
-        return {**dataclasses.asdict(self), "duration_s": self.duration_s}
+        info = dataclasses.asdict(self)
+        del info["first_frame"]  # where a decode began, not what the container says
+        return {**info, "duration_s": self.duration_s}
+
+
+@runtime_checkable
+class FrameWindow(Protocol):
+    """Which frames of a source a caller uses (``etl.kernels.audio.DecodeWindow`` is one).
+
+    ``frames(sample_rate, total)`` gets the source's rate and frame count (from the header)
+    and returns ``(start, stop)``: only frames ``[start, stop)`` are decoded. It must be
+    deterministic; ``(0, total)`` means the whole source.
+    """
+
+    def frames(self, sample_rate: int, total: int) -> tuple[int, int]:
+        """``(start, stop)`` frames wanted of a ``total``-frame source at ``sample_rate``."""
+        ...
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Leading:
+    """The window of the leading ``frames_needed(sample_rate)`` frames."""
+
+    frames_needed: Callable[[int], int]
+
+    def frames(self, sample_rate: int, total: int) -> tuple[int, int]:
+        return 0, self.frames_needed(sample_rate)
 
 
 def decode_audio(
@@ -91,6 +121,7 @@ def decode_audio_native(
     *,
     uri: str | None = None,
     frames_needed: Callable[[int], int] | None = None,
+    window: FrameWindow | None = None,
 ) -> tuple[np.ndarray, int, AudioInfo]:
     """``decode_audio``, except that a 16-bit PCM WAV comes back as its int16 samples.
 
@@ -98,13 +129,18 @@ def decode_audio_native(
     only the frames it uses, straight into its own buffer (``featurize_audio`` does). Any
     other input comes back as float32, as from ``decode_audio``.
 
-    ``frames_needed(sample_rate)``, when given, is how many leading frames the caller uses:
-    only those are decoded (a 3-hour FLAC cut to a 2-second clip decodes 2 seconds, not 3
-    hours), and only they are checked for NaN; ``info.frames`` stays the file's length, and
-    the file's last frame is still read to catch a truncated body. A seekable binary file
-    object is then read through, never whole: a 3-hour WAV costs its clip, not its size.
+    ``window``, when given, says which frames the caller uses (from the rate and the frame
+    count in the header): only those are decoded (a 3-hour FLAC cut to a 2-second clip
+    decodes about 2 seconds, not 3 hours), and only they are checked for NaN;
+    ``info.frames`` stays the file's length, ``info.first_frame`` is where the samples
+    start, and the file's last frame is still read to catch a truncated body. A seekable
+    binary file object is then read through, never whole: a 3-hour WAV costs its clip, not
+    its size. A source that libsndfile cannot seek in is decoded whole (``first_frame`` 0).
+    ``frames_needed(sample_rate)`` is the older form of a window of leading frames.
     """
-    if frames_needed is not None and not isinstance(data, bytes | bytearray | memoryview):
+    if window is None and frames_needed is not None:
+        window = _Leading(frames_needed)
+    if window is not None and not isinstance(data, bytes | bytearray | memoryview):
         head = data.read(_HEAD_BYTES)
         total = data.seek(0, io.SEEK_END)
         data.seek(0)
@@ -112,7 +148,7 @@ def decode_audio_native(
             raise AudioDecodeError(
                 "empty input (0 bytes), not an audio file", stage=STAGE_DECODE, uri=uri
             )
-        return _decode_with_soundfile(data, head, total, uri=uri, frames_needed=frames_needed)
+        return _decode_with_soundfile(data, head, total, uri=uri, window=window)
     raw = bytes(data) if isinstance(data, bytes | bytearray | memoryview) else data.read()
     if not raw:
         raise AudioDecodeError(
@@ -121,9 +157,12 @@ def decode_audio_native(
     plain = _plain_pcm16_wav(raw)
     if plain is not None:
         pcm, info = plain
+        start, stop = _wanted(window, info.sample_rate, info.frames)
+        if (start, stop) != (0, info.frames):  # a view of the window: nothing is copied
+            pcm, info = pcm[start:stop], dataclasses.replace(info, first_frame=start)
         return pcm, info.sample_rate, info
     return _decode_with_soundfile(
-        io.BytesIO(raw), raw[:_HEAD_BYTES], len(raw), uri=uri, frames_needed=frames_needed
+        io.BytesIO(raw), raw[:_HEAD_BYTES], len(raw), uri=uri, window=window
     )
 
 
@@ -137,15 +176,21 @@ def _decode_with_soundfile(
     total: int,
     *,
     uri: str | None,
-    frames_needed: Callable[[int], int] | None,
+    window: FrameWindow | None,
 ) -> tuple[np.ndarray, int, AudioInfo]:
     """Libsndfile's decode of ``source`` (``total`` bytes, starting with ``head``)."""
     try:
         with soundfile.SoundFile(source) as f:
             announced = f.frames
-            wanted = -1
-            if frames_needed is not None and f.seekable() and f.samplerate > 0:
-                wanted = max(1, min(announced, frames_needed(int(f.samplerate))))
+            # Everything (soundfile reads to the end only where it can seek; elsewhere the
+            # header's count), unless a window asks for less and the source can seek there.
+            start, wanted = 0, -1 if f.seekable() else max(0, announced)
+            if window is not None and f.seekable() and f.samplerate > 0:
+                start, stop = _wanted(window, int(f.samplerate), announced)
+                if (start, stop) != (0, announced):
+                    wanted = stop - start
+                    if start:
+                        _seek(f, start, announced, uri)
             native = _INTEGER_READS.get(f.subtype)
             if native is None:
                 samples = f.read(wanted, dtype="float32", always_2d=True)
@@ -156,8 +201,8 @@ def _decode_with_soundfile(
                 samples = np.multiply(
                     f.read(wanted, dtype=dtype, always_2d=True), np.float32(scale), dtype=np.float32
                 )
-            frames = int(samples.shape[0])
-            if 0 < wanted < announced and frames == wanted:
+            frames = start + int(samples.shape[0])
+            if wanted > 0 and frames == start + wanted < announced:
                 frames = announced if _last_frame_present(f, announced) else frames
             info = AudioInfo(
                 sample_rate=int(f.samplerate),
@@ -165,6 +210,7 @@ def _decode_with_soundfile(
                 frames=frames,
                 format=str(f.format),
                 subtype=str(f.subtype),
+                first_frame=start,
             )
     except (soundfile.SoundFileError, RuntimeError) as err:
         raise AudioDecodeError(
@@ -191,7 +237,7 @@ def _decode_with_soundfile(
         )
     finite = np.isfinite(samples) if native is None else None  # integers are finite
     if finite is not None and not np.all(finite):
-        first = int(np.argmin(finite.all(axis=1)))
+        first = info.first_frame + int(np.argmin(finite.all(axis=1)))
         raise AudioDecodeError(
             f"{int(finite.size - np.count_nonzero(finite))} NaN or infinite samples (first at "
             f"frame {first}); such clips cannot be normalised or turned into spectrograms",
@@ -199,6 +245,28 @@ def _decode_with_soundfile(
             uri=uri,
         )
     return np.ascontiguousarray(samples), info.sample_rate, info
+
+
+def _wanted(window: FrameWindow | None, sample_rate: int, total: int) -> tuple[int, int]:
+    """The window's ``(start, stop)`` within ``[0, total)``, at least one frame long."""
+    if window is None or total < 1:
+        return 0, total
+    start, stop = window.frames(sample_rate, total)
+    start = min(max(0, int(start)), total - 1)
+    return start, min(total, max(start + 1, int(stop)))
+
+
+def _seek(f: soundfile.SoundFile, start: int, announced: int, uri: str | None) -> None:
+    """Seek to a window's first frame; failing there means the body ends before it."""
+    try:
+        f.seek(start)
+    except (soundfile.SoundFileError, RuntimeError) as err:
+        raise AudioDecodeError(
+            f"truncated {f.format}: frame {start} of the {announced} the header announces "
+            f"cannot be reached ({type(err).__name__}: {err}); re-fetch the file",
+            stage=STAGE_DECODE,
+            uri=uri,
+        ) from err
 
 
 def _last_frame_present(f: soundfile.SoundFile, announced: int) -> bool:

@@ -6,7 +6,6 @@ for a field named ``audio`` (the single-modality bake's key), else ``<name>_mel`
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -61,18 +60,14 @@ class AudioCodec:
         return {"featurizer_version": FEATURIZER_VERSION}
 
     def decode(self, value: Any, spec: FieldSpec, context: Context) -> Any:
-        from datakiln.etl.kernels.audio import _input_frames
+        from datakiln.etl.kernels.audio import DecodeWindow
         from datakiln.readers.audio import AudioDecodeError, decode_audio_native
 
         a: AudioParams = spec.params
-        # align="start" uses a fixed number of leading frames per rate: decode only those
-        frames_needed = (
-            functools.partial(_input_frames, sample_rate=a.sample_rate, duration=a.duration)
-            if a.align == "start"
-            else None
-        )
+        # only the source frames the output clip depends on (leading ones, or the middle)
+        window = DecodeWindow(a.sample_rate, float(a.duration), a.align)
         try:
-            return decode_audio_native(value, frames_needed=frames_needed)
+            return decode_audio_native(value, window=window)
         except AudioDecodeError as err:
             raise FieldError(err.stage, type(err).__name__, str(err)) from err
 
@@ -91,7 +86,10 @@ class AudioCodec:
             w = np.zeros((len(rows), a.samples), a.wave_dtype)
             m = np.zeros((len(rows), a.n_mels, a.frames), a.mel_dtype)
             featurize_audio(
-                [(decoded[k][0], decoded[k][1]) for k in rows], out=(w, m), **_kernel_params(a)
+                [(decoded[k][0], decoded[k][1]) for k in rows],
+                out=(w, m),
+                spans=[(decoded[k][2].first_frame, decoded[k][2].frames) for k in rows],
+                **_kernel_params(a),
             )
             waves[rows], mels[rows] = w, m
         infos = [d[2] if d is not None else None for d in decoded]

@@ -18,7 +18,10 @@ Conventions, matching librosa 0.11 where there is a counterpart:
   frames at ``orig_sr`` gives ``ceil(n * sample_rate / orig_sr)`` frames (``librosa.resample``'s
   ``fix=True`` length); sample 0 stays at time 0.
 * Pad/trim to ``round(duration * sample_rate)`` samples: ``align="start"`` keeps the beginning
-  and zero-pads the end; ``"center"`` keeps the middle and pads both ends equally.
+  and zero-pads the end; ``"center"`` keeps the middle and pads both ends equally. Either way
+  a reader need decode only the source frames that ``DecodeWindow`` names: given each
+  window's place in its source (``featurize_audio``'s ``spans``), the kept samples are those
+  of the whole source.
 * Peak normalisation divides by ``max |x|`` of the kept window, unless that is below
   ``PEAK_FLOOR`` (silence is left alone rather than amplified).
 * STFT: periodic Hann window of ``n_fft`` (``win_length == n_fft``), ``center=True`` with
@@ -37,6 +40,7 @@ All arithmetic is float32.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import numbers
@@ -296,25 +300,37 @@ def _resample_direct(x: jax.Array, orig_sr: int, target_sr: int, n_out: int) -> 
     return y
 
 
-def fit_length(x: jax.Array, lengths: jax.Array, *, n_samples: int, align: str) -> jax.Array:
+def fit_length(
+    x: jax.Array,
+    lengths: jax.Array,
+    *,
+    n_samples: int,
+    align: str,
+    offsets: jax.Array | None = None,
+) -> jax.Array:
     """Cut or zero-pad each clip to ``n_samples``: ``(N, T) -> (N, n_samples)``.
 
     ``align="start"`` keeps samples ``[0, n_samples)``; ``"center"`` keeps the middle
     ``n_samples`` of a longer clip and centres a shorter one (an odd extra sample is trimmed,
-    or padded, at the end).
+    or padded, at the end). ``offsets`` (int32 ``(N,)``), when given, is where each clip's
+    kept window starts instead (negative: zeros before the clip): a clip decoded from a window
+    of its source keeps the samples the whole source's alignment would keep (``featurize_audio``
+    computes them from its ``spans``).
     Samples at or past ``lengths`` count as padding.
     """
     n, t = x.shape
     col = jnp.arange(n_samples, dtype=jnp.int32)[None, :]
-    if align == "start":
+    if align not in ALIGNS:
+        raise SpecError(f"align must be one of {ALIGNS}, got {align!r}")
+    if offsets is not None:
+        src = col + jnp.asarray(offsets, jnp.int32)[:, None]
+    elif align == "start":
         src = jnp.broadcast_to(col, (n, n_samples))
-    elif align == "center":
+    else:
         # Odd excess or shortfall: the extra sample is trimmed, or padded, at the end.
         excess = jnp.minimum(lengths, t) - n_samples
         offset = jnp.where(excess >= 0, excess // 2, -((-excess) // 2))
         src = col + offset[:, None]
-    else:
-        raise SpecError(f"align must be one of {ALIGNS}, got {align!r}")
     valid = (src >= 0) & (src < jnp.minimum(lengths, t)[:, None])
     taken = jnp.take_along_axis(x, jnp.clip(src, 0, max(t - 1, 0)), axis=1)
     return jnp.where(valid, taken, 0.0)
@@ -449,6 +465,7 @@ def _audio_kernel(
     waves: jax.Array,
     lengths: jax.Array,
     channels: jax.Array,
+    offsets: jax.Array | None = None,
     *,
     orig_sr: int,
     sample_rate: int,
@@ -471,9 +488,10 @@ def _audio_kernel(
     n_samples = round(duration * sample_rate)
     mono = mix_to_mono(waves, channels)
     # With align="start" only outputs [0, n_samples) are kept: resample just those.
-    n_out = n_samples if align == "start" else -(-mono.shape[1] * sample_rate // orig_sr)
+    leading = align == "start" and offsets is None
+    n_out = n_samples if leading else -(-mono.shape[1] * sample_rate // orig_sr)
     y, new_lengths = resample(mono, lengths, orig_sr=orig_sr, target_sr=sample_rate, n_out=n_out)
-    audio = fit_length(y, new_lengths, n_samples=n_samples, align=align)
+    audio = fit_length(y, new_lengths, n_samples=n_samples, align=align, offsets=offsets)
     if normalize:
         audio = peak_normalize(audio)
     mel = log_mel_spectrogram(
@@ -521,6 +539,7 @@ def audio_features(
     amin: float = 1e-10,
     top_db: float | None = 80.0,
     align: str = "start",
+    offsets: jax.Array | np.ndarray | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """The audio shard kernel: mono, resample, pad/trim, normalise, log-mel (jit-compiled).
 
@@ -548,6 +567,9 @@ def audio_features(
         top_db: Dynamic range kept below each clip's max in dB (default 80, librosa's);
             ``None`` keeps all.
         align: ``"start"`` (default) or ``"center"``, see ``fit_length``.
+        offsets: int32 ``(N,)`` first kept resampled sample of each clip, overriding
+            ``align``'s choice, for clips decoded from a window of their source (see
+            ``fit_length`` and ``DecodeWindow``); ``None``: ``align`` decides.
 
     Returns:
         ``(audio, mel)``: float32 ``(N, round(duration * sample_rate))`` and float32
@@ -584,8 +606,14 @@ def audio_features(
         raise ValueError(
             f"lengths and channels must be ({n},), got {lengths.shape} and {channels.shape}"
         )
+    if offsets is not None:
+        offsets = jnp.asarray(offsets, jnp.int32)
+        if offsets.shape != (n,):
+            raise ValueError(f"offsets must be ({n},), got {offsets.shape}")
     params = _kernel_statics(sample_rate, duration, raw)
-    audio, mel, _peak = _audio_kernel(waves, lengths, channels, orig_sr=int(orig_sr), **params)
+    audio, mel, _peak = _audio_kernel(
+        waves, lengths, channels, offsets, orig_sr=int(orig_sr), **params
+    )
     return audio, mel
 
 
@@ -600,6 +628,93 @@ def _input_frames(orig_sr: int, sample_rate: int, duration: float) -> int:
     return ((n_samples - 1) * down) // up + pad + 2
 
 
+def _window_period(orig_sr: int, sample_rate: int) -> int:
+    """Source frames per block of the polyphase resampler (a multiple of ``down``).
+
+    A window of the source that starts at a multiple of this is cut into the same blocks as
+    the whole clip: output ``j`` of the window is output ``start * up / down + j`` of the clip,
+    from the same filter rows, so the two agree to float32 rounding.
+    """
+    up, down, _, _ = _rates(orig_sr, sample_rate)
+    return down * -(-_MIN_PHASES // up)
+
+
+def _center_frames(orig_sr: int, sample_rate: int, duration: float) -> int:
+    """The most source frames a ``DecodeWindow(align="center")`` window spans at ``orig_sr``.
+
+    Also at least the frames of a source short enough to be decoded whole.
+    """
+    up, down, _, pad = _rates(orig_sr, sample_rate)
+    n_samples = round(duration * sample_rate)
+    return ((n_samples - 1) * down) // up + 2 * pad + 4 + _window_period(orig_sr, sample_rate)
+
+
+def _center_offset(length: int, n_samples: int) -> int:
+    """``fit_length``'s first kept sample of a ``length``-sample clip under ``align="center"``."""
+    excess = length - n_samples
+    return excess // 2 if excess >= 0 else -((-excess) // 2)
+
+
+def _kept_offset(
+    start: int, total: int, *, orig_sr: int, sample_rate: int, n_samples: int, align: str
+) -> int:
+    """First kept resampled sample of a clip holding source frames ``start...`` of ``total``.
+
+    That is the sample the alignment keeps first in the whole source's resampling, shifted by
+    the ``start * up / down`` outputs before the window (``start`` is a multiple of ``down``).
+    """
+    up, down, _, _ = _rates(orig_sr, sample_rate)
+    if start < 0 or (start * up) % down:
+        raise ValueError(
+            f"a window of a {orig_sr} Hz source must start at a multiple of {down} frames "
+            f"(one resampler period to {sample_rate} Hz), got {start}"
+        )
+    first = _center_offset(-(-total * up // down), n_samples) if align == "center" else 0
+    return first - start * up // down
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DecodeWindow:
+    """Which source frames a clip's output depends on: what a reader needs to decode.
+
+    ``frames(orig_sr, total)`` answers ``readers.audio.decode_audio_native(window=...)``.
+    ``align="start"``: the leading frames. ``"center"``: the middle of the source, from a
+    multiple of the resampler's block (``_window_period``) at least ``pad + 1`` frames before
+    the first frame the kept outputs read, to ``pad + 2`` frames past the last one; given that
+    window and its ``(start, total)`` span, ``featurize_audio`` computes the same rows as from
+    the whole source (to float32 rounding). A source no longer than the output once resampled
+    is decoded whole (it is padded, every frame counts).
+
+    Attributes:
+        sample_rate: The output rate in Hz.
+        duration: The output length in seconds.
+        align: ``"start"`` or ``"center"``, as ``fit_length``.
+    """
+
+    sample_rate: int
+    duration: float
+    align: str = "start"
+
+    def __post_init__(self) -> None:
+        check_audio_params(sample_rate=self.sample_rate, duration=self.duration, align=self.align)
+
+    def frames(self, orig_sr: int, total: int) -> tuple[int, int]:
+        """``(start, stop)``: decode frames ``[start, stop)`` of a ``total``-frame source."""
+        if self.align == "start":
+            return 0, max(0, min(total, _input_frames(orig_sr, self.sample_rate, self.duration)))
+        up, down, _, pad = _rates(orig_sr, self.sample_rate)
+        n_samples = round(self.duration * self.sample_rate)
+        length = -(-total * up // down)
+        if length <= n_samples:
+            return 0, max(0, total)
+        first = _center_offset(length, n_samples)
+        period = _window_period(orig_sr, self.sample_rate)
+        # output k reads source frames floor(k * down / up) - pad ... + pad + 1
+        lo = (first * down) // up - pad - 1
+        hi = ((first + n_samples - 1) * down) // up + pad + 2
+        return max(0, lo // period * period), min(total, hi)
+
+
 def featurize_audio(
     clips: Sequence[tuple[np.ndarray, int]],
     *,
@@ -610,14 +725,16 @@ def featurize_audio(
     mel_dtype: str = "float32",
     out: tuple[np.ndarray, np.ndarray] | None = None,
     peaks: np.ndarray | None = None,
+    spans: Sequence[tuple[int, int] | None] | None = None,
     **params: Any,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Run ``audio_features`` over decoded clips of any rates, on a few bucketed shapes.
 
     Clips are grouped by sample rate; each group is cut into batches of ``batch_size`` rows
     (the last padded to a power of two), channels padded to the group's most, and time padded
-    to the frames the output depends on (``align="start"``: a fixed count per rate) or to a
-    power of two (``"center"``). Compiles: about one per (source rate, row bucket, channels).
+    to the frames the output depends on: a fixed count per rate (``align="start"``, and
+    ``"center"`` for clips decoded through a ``DecodeWindow``), else a power of two.
+    Compiles: about one per (source rate, row bucket, channels).
 
     Args:
         clips: ``(samples, rate)`` pairs, samples float32 ``(frames, channels)`` or
@@ -633,6 +750,10 @@ def featurize_audio(
             (the first ``len(clips)`` rows) instead of allocating new ones.
         peaks: Optional float32 ``(len(clips),)`` receiving each clip's peak ``|x|`` before
             encoding (above 1 means ``wave_dtype="int16"`` clipped it).
+        spans: Per clip, ``(start, total)`` when it holds source frames ``start...`` of a
+            ``total``-frame source (a ``DecodeWindow`` decode), or ``None`` for a whole clip;
+            ``None``: all whole. ``align="center"`` then keeps what the whole source would
+            give; ``align="start"`` needs ``start == 0``.
         **params: The other keyword arguments of ``audio_features``.
 
     Returns:
@@ -647,6 +768,8 @@ def featurize_audio(
             f"wave_dtype must be one of {WAVE_DTYPES} and mel_dtype one of {MEL_DTYPES}, "
             f"got {wave_dtype!r} and {mel_dtype!r}"
         )
+    if spans is not None and len(spans) != len(clips):
+        raise ValueError(f"spans must have one entry per clip ({len(clips)}), got {len(spans)}")
     n_samples = round(duration * sample_rate)
     hop = params.get("hop_length", 512)
     n_mels = params.get("n_mels", 80)
@@ -663,13 +786,36 @@ def featurize_audio(
         for first in range(0, len(members), batch_size):
             idx = members[first : first + batch_size]
             arrays = [_samples(clips[i][0]) for i in idx]
+            rows = min(_next_pow2(len(idx), MIN_ROW_BUCKET), batch_size)
             lengths = np.array([a.shape[0] for a in arrays], dtype=np.int32)
             channels = np.array([a.shape[1] for a in arrays], dtype=np.int32)
+            where = [_span(spans, i, int(lengths[j])) for j, i in enumerate(idx)]
+            offsets = None
             if align == "start":
+                if any(start for start, _ in where):
+                    raise ValueError('align="start" needs clips decoded from their first frame')
                 frames = _input_frames(rate, sample_rate, duration)
             else:
-                frames = _next_pow2(int(lengths.max()), 1024)
-            rows = min(_next_pow2(len(idx), MIN_ROW_BUCKET), batch_size)
+                # A DecodeWindow window, or a clip short enough to be decoded whole, fits a
+                # fixed count per rate; a longer whole clip pads to a power of two.
+                frames = _center_frames(rate, sample_rate, duration)
+                if int(lengths.max()) > frames:
+                    frames = _next_pow2(int(lengths.max()), 1024)
+                offsets = np.array(
+                    [
+                        _kept_offset(
+                            start,
+                            total,
+                            orig_sr=rate,
+                            sample_rate=sample_rate,
+                            n_samples=n_samples,
+                            align=align,
+                        )
+                        for start, total in where
+                    ]
+                    + [0] * (rows - len(idx)),
+                    dtype=np.int32,
+                )
             batch = np.zeros((rows, frames, int(channels.max())), dtype=np.float32)
             for j, a in enumerate(arrays):
                 kept = a[:frames]
@@ -682,6 +828,7 @@ def featurize_audio(
                 batch,
                 np.pad(lengths, (0, rows - len(idx))),
                 np.pad(channels, (0, rows - len(idx)), constant_values=1),
+                offsets,
                 orig_sr=rate,
                 wave_dtype=wave_dtype,
                 mel_dtype=mel_dtype,
@@ -696,6 +843,12 @@ def featurize_audio(
             if peaks is not None:
                 peaks[idx] = np.asarray(out_peak)[: len(idx)]
     return audio, mel
+
+
+def _span(spans: Sequence[tuple[int, int] | None] | None, i: int, frames: int) -> tuple[int, int]:
+    """Clip ``i``'s ``(start, total)`` in its source; a whole clip's is ``(0, frames)``."""
+    span = None if spans is None else spans[i]
+    return (0, frames) if span is None else (int(span[0]), int(span[1]))
 
 
 def _samples(samples: np.ndarray) -> np.ndarray:

@@ -17,7 +17,6 @@ datasets do.
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -44,7 +43,8 @@ from datakiln.writers.zarr_region import FieldLayout
 # Clips decoded and featurized together: bounds a task's memory of decoded audio.
 DECODE_BATCH = 64
 # Inputs from this size on are read through (hashed in blocks, then only the frames a clip
-# needs decoded) rather than fetched whole: a 3-hour WAV costs its clip, not its size.
+# needs decoded, whichever the alignment) rather than fetched whole: a 3-hour WAV costs its
+# clip, not its size.
 STREAM_BYTES = 32 << 20
 # featurize_audio pads a batch to a power of two rows of at least this many (its bucketing).
 _MIN_ROW_BUCKET = 8
@@ -173,7 +173,7 @@ class AudioModality:
         source_options: Mapping[str, Any],
         timings: dict[str, float],
     ) -> ShardOutput:
-        from datakiln.etl.kernels.audio import _input_frames, featurize_audio
+        from datakiln.etl.kernels.audio import DecodeWindow, featurize_audio
         from datakiln.readers.audio import AudioDecodeError, AudioInfo, decode_audio_native
 
         audio = AudioParams(**spec_params)
@@ -187,20 +187,15 @@ class AudioModality:
         durations: list[float] = []
         padded = trimmed = 0
         bytes_in = n = 0
-        # align="start" uses a fixed number of leading frames per rate: decode only those.
-        frames_needed = (
-            functools.partial(_input_frames, sample_rate=audio.sample_rate, duration=audio.duration)
-            if audio.align == "start"
-            else None
-        )
+        # Only the source frames the output clip depends on are decoded (the leading ones for
+        # align="start", a window around the middle for "center").
+        window = DecodeWindow(audio.sample_rate, float(audio.duration), audio.align)
 
         def decode(item: tuple[int, bytes]) -> tuple[Any, str]:
             # the content hash too: hashlib releases the GIL, so it runs beside the kernel
             result: tuple[np.ndarray, int, AudioInfo] | AudioDecodeError
             try:
-                result = decode_audio_native(
-                    item[1], uri=shard.inputs[item[0]].uri, frames_needed=frames_needed
-                )
+                result = decode_audio_native(item[1], uri=shard.inputs[item[0]].uri, window=window)
             except AudioDecodeError as err:
                 result = err
             return result, content_hash(item[1])
@@ -215,7 +210,7 @@ class AudioModality:
                 with fs.open(path, "rb", block_size=4 << 20) as f:
                     digest = content_hash_file(f)
                     f.seek(0)
-                    return decode_audio_native(f, uri=uri, frames_needed=frames_needed), digest
+                    return decode_audio_native(f, uri=uri, window=window), digest
             except (AudioDecodeError, OSError) as err:
                 return err, None
 
@@ -223,13 +218,8 @@ class AudioModality:
             """Fetch one batch and queue its decodes; fetch failures become rejections."""
             nonlocal bytes_in
             batch = shard.inputs[first : first + DECODE_BATCH]
-            # Large inputs are read through by a decode thread when only a clip's leading
-            # frames are needed (align="start"); other alignments decode the whole clip anyway.
-            streamed = {
-                k
-                for k, item in enumerate(batch, start=first)
-                if frames_needed is not None and item.size >= STREAM_BYTES
-            }
+            # Large inputs are read through by a decode thread, which decodes only the window.
+            streamed = {k for k, item in enumerate(batch, start=first) if item.size >= STREAM_BYTES}
             part = ShardPlan(
                 shard_id=shard.shard_id,
                 row_start=0,
@@ -280,8 +270,15 @@ class AudioModality:
                     continue
                 t2 = time.perf_counter()
                 clips = [(samples, rate) for _, _, (samples, rate, _) in kept]
+                spans = [(info.first_frame, info.frames) for _, _, (_, _, info) in kept]
                 rows = slice(n, n + len(kept))
-                featurize_audio(clips, out=(waves[rows], mels[rows]), peaks=peaks[rows], **params)
+                featurize_audio(
+                    clips,
+                    out=(waves[rows], mels[rows]),
+                    peaks=peaks[rows],
+                    spans=spans,
+                    **params,
+                )
                 n += len(kept)
                 timings["kernel"] += time.perf_counter() - t2
                 shapes |= _kernel_shapes(kept)
