@@ -62,7 +62,8 @@ def _parquet_file(uri: str, storage_options: Mapping[str, Any]) -> Iterator[Any]
     A local table is opened by Arrow itself: through a Python file, Arrow calls back into
     Python for every read, and a fresh bake worker spent about 45 ms of CPU per 10 MB row
     group that way against 13 ms natively. (Not memory-mapped: a table truncated while
-    mapped would kill the worker with SIGBUS instead of failing its read.)
+    mapped would kill the worker with SIGBUS instead of failing its read.) Other stores are
+    read through fsspec without a read-ahead cache.
     """
     import pyarrow.parquet as pq
 
@@ -74,7 +75,9 @@ def _parquet_file(uri: str, storage_options: Mapping[str, Any]) -> Iterator[Any]
         finally:
             parquet.close()
         return
-    with fs.open(path, "rb") as f:
+    # Arrow asks for whole column chunks by range; a read-ahead cache under it only adds
+    # copies (a 9.7 MB row group from S3: 179 ms through the default cache, 116 ms without)
+    with fs.open(path, "rb", cache_type="none") as f:
         yield pq.ParquetFile(f)
 
 
