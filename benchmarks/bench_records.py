@@ -10,6 +10,10 @@ modality) and the three records forms with one image field, 64x64, shards of 256
 CLI (``scheduler auto``); throughput is inputs over the bake's own wall time (report.json).
 Reports medians and each form's ratio to the folder bake of the same run.
 
+``--s3`` also bakes the folder and the Parquet from a moto S3 server on loopback (the same
+CLI, credentials and endpoint from the environment): a folder there costs a GET per image,
+the Parquet one ranged GET per row group.
+
 ``--rss`` also measures a worker's peak RSS (one synchronous process) baking a tar of the
 same records and one of the same records padded to about 2 GiB with members that no field
 reads: flat, because tasks read members by byte range and never the whole archive.
@@ -120,12 +124,48 @@ def padded_tar(files: list[Path], path: Path, target_bytes: int) -> int:
     return path.stat().st_size
 
 
+S3_BUCKET = "bench-records"
+
+
+def s3_figures(
+    files: list[Path], parquet: Path, runs: int, env: dict[str, str], root: Path
+) -> dict[str, list[float]]:
+    """inputs/s of the folder and the Parquet baked from a moto S3 server, taking turns."""
+    import s3fs
+
+    with harness.moto_server() as endpoint:
+        s3_env = {
+            **env,
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing-secret-key",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        fs = s3fs.S3FileSystem(key="testing", secret="testing-secret-key", endpoint_url=endpoint)
+        fs.mkdir(S3_BUCKET)
+        fs.pipe({f"{S3_BUCKET}/jpeg/{p.name}": p.read_bytes() for p in files})
+        fs.put_file(str(parquet), f"{S3_BUCKET}/pairs.parquet")
+        forms = {
+            "folder": [f"s3://{S3_BUCKET}/jpeg"],
+            "parquet": [f"s3://{S3_BUCKET}/pairs.parquet", "--fields", "images=image:image"],
+        }
+        return harness.alternate(
+            {
+                name: lambda name=name, form=form: bake(form, root / f"s3-{name}", s3_env)
+                for name, form in forms.items()
+            },
+            runs,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", default="/tmp/corpus")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--rss", action="store_true", help="also the archive-size RSS check")
     parser.add_argument("--rss-bytes", type=int, default=2 * 2**30)
+    parser.add_argument("--s3", action="store_true", help="also folder and Parquet from S3")
+    parser.add_argument("--s3-runs", type=int, default=3)
     args = parser.parse_args()
     record = harness.Recorder("bench_records", args)
     files = sorted((Path(args.corpus) / "images" / "jpeg").glob("*.jpg"))
@@ -146,6 +186,8 @@ def main() -> None:
         for name in forms:
             if name != "folder":
                 record.ratio(f"{name}_vs_folder", name, "folder")
+        if args.s3:
+            record.facts["s3"] = s3_figures(files, root / "pairs.parquet", args.s3_runs, env, root)
         if args.rss:
             small = root / "small"
             small.mkdir()

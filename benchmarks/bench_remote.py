@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -57,28 +55,6 @@ def _build(corpus: Path, work: Path, samples: int, shard_size: int) -> str:
     report = datakiln.bake(spec, jax_cache_dir=str(work / "jax-cache"))
     print(f"baked {report.summary_line()} in {report.wall_s:.1f} s", flush=True)
     return str(out)
-
-
-def _moto() -> tuple[subprocess.Popen, str]:
-    import socket
-    import urllib.request
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    return proc, url
 
 
 def _upload(local: str, options: dict) -> str:
@@ -151,14 +127,10 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     local = _build(Path(args.corpus), work, args.samples, args.shard_size)
     cache_bytes = sum(p.stat().st_size for p in Path(local).rglob("*") if p.is_file())
-    proc, endpoint = _moto()
-    try:
+    with harness.moto_server() as endpoint:
         options = {**OPTIONS, "endpoint_url": endpoint}
         url = _upload(local, options)
         _measure(args, jax, local, url, options, cache_bytes, work, record)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
     record.facts.update(samples=args.samples, cache_mib=round(cache_bytes / 2**20, 1))
     record.write()
 

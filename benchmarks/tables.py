@@ -16,6 +16,7 @@ import argparse
 import difflib
 import json
 import re
+import statistics
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -360,6 +361,18 @@ def _records_rss(r: dict[str, Any]) -> Table:
         ),
     ]
     return ("archive", "size", "records baked", "peak RSS"), rows
+
+
+def _records_s3(r: dict[str, Any]) -> Table:
+    s3 = r["facts"]["s3"]
+    folder = statistics.median(s3["folder"])
+    rows: Rows = []
+    for form in ("folder", "parquet"):
+        median = statistics.median(s3[form])
+        ratio = "1" if form == "folder" else _x(median / folder, True)
+        rows.append((form, fmt(median), ratio, runs_text(s3[form])))
+    n = len(s3["folder"])
+    return ("form, from S3", f"inputs/s (median of {n})", "ratio to folder", "all runs"), rows
 
 
 def _remote(r: dict[str, Any]) -> Table:
@@ -733,6 +746,7 @@ BUILDERS: dict[str, Builder] = {
     "bench_kernels_text_audio": _kernels,
     "bench_records": _records,
     "bench_records.rss": _records_rss,
+    "bench_records.s3": _records_s3,
     "bench_remote": _remote,
     "bench_service": _service,
     "bench_imagenet.bake": _imagenet_bake,
