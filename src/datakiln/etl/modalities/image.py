@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -11,13 +12,21 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from datakiln.cache.fingerprint import content_hash
-from datakiln.etl.fields.image import channel_moments, merge_pixel_stats, moments_of_images
+from datakiln.etl.fields.base import Context, FieldError
+from datakiln.etl.fields.image import (
+    CODEC,
+    channel_moments,
+    merge_pixel_stats,
+    moments_of_images,
+)
 from datakiln.etl.modalities.base import ShardOutput, Unit, decode_all, fetch_all, rejection
-from datakiln.etl.spec import BakeSpec, ImageParams
+from datakiln.etl.spec import BakeSpec, FieldSpec, ImageParams
 from datakiln.etl.task import ShardMarker, ShardPlan
 from datakiln.readers.listing import IMAGE_EXTENSIONS, InputFile
 from datakiln.readers.rejections import Rejection
 from datakiln.writers.zarr_region import FieldLayout
+
+_NO_CONTEXT = Context()
 
 META_SCHEMA = pa.schema(
     [
@@ -87,10 +96,10 @@ class ImageModality:
         source_options: Mapping[str, Any],
         timings: dict[str, float],
     ) -> ShardOutput:
-        from datakiln.etl.kernels.image import ImageResizer
-        from datakiln.readers.image import ImageDecodeError, decode_image
-
-        image = ImageParams(**spec_params)
+        # The decode and the kernel are the image field codec's, as in a records bake; this
+        # bake adds the folder's labels and keeps its own metadata columns.
+        image = dataclasses.replace(ImageParams(**spec_params), labels=None)  # labels: below
+        field = FieldSpec(name="images", modality="image", params=image)
         rejections: list[Rejection] = []
         t0 = time.perf_counter()
         fetched = fetch_all(shard, source_options)
@@ -106,23 +115,18 @@ class ImageModality:
 
         def decode(item: tuple[int, bytes]) -> Any:
             try:
-                return decode_image(
-                    item[1],
-                    representation=image.representation,
-                    height=image.height,
-                    width=image.width,
-                    fit=image.fit,
-                    max_pixels=image.max_pixels,
-                )
-            except ImageDecodeError as err:
+                return CODEC.decode(item[1], field, _NO_CONTEXT)
+            except FieldError as err:
                 return err
 
         decoded = decode_all(decode, good)
         kept = []
         for (k, data), result in zip(good, decoded, strict=True):
-            if isinstance(result, ImageDecodeError):
+            if isinstance(result, FieldError):
                 rejections.append(
-                    rejection(shard.inputs[k].uri, result.stage, result, shard.shard_id)
+                    rejection(
+                        shard.inputs[k].uri, result.stage, result, shard.shard_id, result.error_type
+                    )
                 )
             else:
                 kept.append((k, data, result))
@@ -130,14 +134,10 @@ class ImageModality:
         timings["decode"] = t2 - t1
 
         n = len(kept)
-        pixels = np.zeros((shard.capacity, image.height, image.width, image.channels), np.uint8)
-        resizer = ImageResizer(height=image.height, width=image.width)
-        moments = np.zeros((n, image.channels, 2), np.int64)
-        if kept:
-            resizer.resize([d for _, _, d in kept], out=pixels[:n], moments=moments)
+        encoded = CODEC.encode([d for _, _, d in kept], field, shard.capacity, _NO_CONTEXT)
         timings["kernel"] = time.perf_counter() - t2
 
-        arrays: dict[str, np.ndarray | list[str]] = {"images": pixels}
+        arrays: dict[str, np.ndarray | list[str]] = {"images": encoded.arrays["images"]}
         labels = None
         if shard.labels is not None:
             labels = np.zeros(shard.capacity, dtype=np.int32)
@@ -147,15 +147,18 @@ class ImageModality:
             {
                 "uri": [shard.inputs[k].uri for k, _, _ in kept],
                 "content_hash": [content_hash(data) for _, data, _ in kept],
-                "width": [d.original_size[0] for _, _, d in kept],
-                "height": [d.original_size[1] for _, _, d in kept],
+                "width": encoded.meta["images_width"],
+                "height": encoded.meta["images_height"],
                 "mode": [d.original_mode for _, _, d in kept],
-                "format": [d.format for _, _, d in kept],
+                "format": encoded.meta["images_format"],
                 "label": labels[:n].tolist() if labels is not None else [None] * n,
             },
             schema=META_SCHEMA,
         )
-        stats = self.shard_stats(arrays, n, moments)
+        stats = {
+            **encoded.stats,
+            "label_counts": np.bincount(labels[:n]).tolist() if labels is not None and n else [],
+        }
         return ShardOutput(
             rows=n,
             arrays=arrays,
@@ -164,7 +167,7 @@ class ImageModality:
             bytes_in=sum(len(data) for _, data in good),
             stats=stats,
             # static kernel signatures used; each costs at most two compiles per process
-            extra={"kernel_shapes": sorted(list(s) for s in resizer.kernel_shapes)},
+            extra={"kernel_shapes": sorted(encoded.kernel_shapes)},
         )
 
     @staticmethod
