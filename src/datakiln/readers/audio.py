@@ -203,7 +203,7 @@ def _decode_with_soundfile(
                 )
             frames = start + int(samples.shape[0])
             if wanted > 0 and frames == start + wanted < announced:
-                frames = announced if _last_frame_present(f, announced) else frames
+                frames = announced if _last_frame_present(f, source, announced) else frames
             info = AudioInfo(
                 sample_rate=int(f.samplerate),
                 channels=int(f.channels),
@@ -269,11 +269,27 @@ def _seek(f: soundfile.SoundFile, start: int, announced: int, uri: str | None) -
         ) from err
 
 
-def _last_frame_present(f: soundfile.SoundFile, announced: int) -> bool:
-    """Whether the frame the header announces last can be decoded (else: truncated)."""
+def _last_frame_present(f: soundfile.SoundFile, source: IO[bytes], announced: int) -> bool:
+    """Whether the frame the header announces last can be decoded (else: truncated).
+
+    libsndfile's Vorbis seek, after a read from the middle of a file, can land a page short
+    of a frame near the end and then read nothing (a 6-second stereo OGG: ``seek(264603)``
+    answered 263680); a fresh handle on the same source seeks there exactly, so a miss is
+    asked again of one before the file counts as truncated.
+    """
+    if _reads_frame(f, announced - 1):
+        return True
     try:
-        f.seek(announced - 1)
-        return bool(f.read(1, dtype="int16").shape[0] == 1)
+        source.seek(0)
+        with soundfile.SoundFile(source) as fresh:
+            return _reads_frame(fresh, announced - 1)
+    except (soundfile.SoundFileError, RuntimeError, OSError):
+        return False
+
+
+def _reads_frame(f: soundfile.SoundFile, frame: int) -> bool:
+    try:
+        return bool(f.seek(frame) == frame and f.read(1, dtype="int16").shape[0] == 1)
     except (soundfile.SoundFileError, RuntimeError):
         return False
 
