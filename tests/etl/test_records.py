@@ -517,3 +517,39 @@ def test_embedded_bytes_count_as_bytes_in_like_the_files_they_replace(corpus, tm
         reports[name] = bake(spec)
     assert reports["csv"].bytes_in > 0
     assert reports["parquet"].bytes_in == reports["csv"].bytes_in
+
+
+@pytest.mark.parametrize("kind", ["binary", "large_binary", "struct", "path"])
+def test_integer_labels_and_every_image_column_type_commit(corpus, tmp_path, kind):
+    """Integer class ids with no names (their counts as wide as the largest id), beside the
+    column types Parquet images come in: the same pixels from each."""
+    import pyarrow as pa
+
+    paths = sorted((corpus.root / "images").iterdir())[:12]
+    raw = [p.read_bytes() for p in paths]
+    column = {
+        "binary": pa.array(raw, pa.binary()),
+        "large_binary": pa.array(raw, pa.large_binary()),
+        "struct": pa.array(
+            [{"bytes": b, "path": p.name} for b, p in zip(raw, paths, strict=True)],
+            pa.struct([("bytes", pa.large_binary()), ("path", pa.large_string())]),
+        ),
+        "path": pa.array([str(p) for p in paths], pa.large_string()),
+    }[kind]
+    table = tmp_path / "t.parquet"
+    ids = [k % 5 for k in range(len(paths))]
+    pq.write_table(pa.table({"image": column, "label": ids}), table, row_group_size=5)
+    image_field = {"modality": "image", "column": "image", "height": SIZE, "width": SIZE}
+    dataset = _bake(
+        [table],
+        tmp_path / "out",
+        {"images": image_field, "labels": {"modality": "label", "column": "label"}},
+    )
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["class_names"] == []
+    assert manifest["class_counts"] == np.bincount(ids).tolist()
+    batch = dataset.get_batch(indices=list(range(len(dataset))))
+    assert batch["labels"].tolist() == ids
+    for k, path in enumerate(paths):
+        pixels, _ = _expected_row(path, "")
+        np.testing.assert_allclose(batch["images"][k], pixels / 255.0, atol=1e-6)

@@ -877,10 +877,12 @@ def _task_params(plan: BakePlan) -> dict[str, Any]:
 def _class_counts(plan: BakePlan, markers: list[ShardMarker]) -> list[int] | None:
     if plan.class_names is None:
         return None
-    counts = np.zeros(len(plan.class_names), dtype=np.int64)
-    for marker in markers:
-        per_shard = np.asarray(marker.stats.get("label_counts", []), dtype=np.int64)
-        counts[: len(per_shard)] += per_shard
+    per_shard = [np.asarray(m.stats.get("label_counts", []), np.int64) for m in markers]
+    # integer ids without names: as many counts as the largest id seen
+    width = max([len(plan.class_names), *(len(c) for c in per_shard)])
+    counts = np.zeros(width, dtype=np.int64)
+    for shard_counts in per_shard:
+        counts[: len(shard_counts)] += shard_counts
     return counts.tolist()
 
 
