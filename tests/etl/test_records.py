@@ -553,3 +553,12 @@ def test_integer_labels_and_every_image_column_type_commit(corpus, tmp_path, kin
     for k, path in enumerate(paths):
         pixels, _ = _expected_row(path, "")
         np.testing.assert_allclose(batch["images"][k], pixels / 255.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("ending", [".tar.gz", ".tgz", ".tar.xz"])
+def test_compressed_tar_shards_are_refused_with_the_reason(tmp_path, ending):
+    shard = tmp_path / f"shard{ending}"
+    shard.write_bytes(b"not read")
+    spec = BakeSpec(sources=(str(shard),), output=str(tmp_path / "out"), fields=fields("jpg"))
+    with pytest.raises(SpecError, match=r"compressed tar.*decompress the shards first"):
+        plan_only(spec)

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from datakiln.errors import SpecError
 from datakiln.readers.listing import InputFile
+from datakiln.readers.rejections import redact_url
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +223,10 @@ def _load_builtins() -> None:
         importlib.import_module(module)
 
 
+# Tar shards compressed whole: WebDataset writes them too, but they cannot be read by range.
+_COMPRESSED_TARS = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar.zst")
+
+
 def get_source(name: str) -> Source:
     """The source registered as ``name``."""
     if name not in _SOURCES:
@@ -240,6 +245,12 @@ def source_for(uri: str, name: str | None = None) -> Source:
     for source in _claiming():
         if lower.endswith(source.extensions):
             return source
+    if lower.endswith(_COMPRESSED_TARS):
+        raise SpecError(
+            f"{redact_url(uri)} is a compressed tar: its members have no byte offsets to read "
+            "by range, so a task would have to decompress the whole archive; decompress the "
+            "shards first (gunzip, unxz, ...) and bake the .tar files"
+        )
     known = sorted(e for s in _claiming() for e in s.extensions)
     raise SpecError(
         f"no record source reads {uri!r}; name one with source_format, or use an input "
