@@ -562,3 +562,11 @@ def test_compressed_tar_shards_are_refused_with_the_reason(tmp_path, ending):
     spec = BakeSpec(sources=(str(shard),), output=str(tmp_path / "out"), fields=fields("jpg"))
     with pytest.raises(SpecError, match=r"compressed tar.*decompress the shards first"):
         plan_only(spec)
+
+
+def test_a_table_with_a_header_and_no_rows_bakes_an_empty_cache(tmp_path):
+    table = tmp_path / "empty.csv"
+    table.write_text("image,caption,label\n")
+    report = bake(BakeSpec(sources=(str(table),), output=str(tmp_path / "out"), fields=fields()))
+    assert (report.inputs, report.baked, report.rejected) == (0, 0, 0)
+    assert len(datakiln.open_cache(str(tmp_path / "out"))) == 0

@@ -207,12 +207,14 @@ class TableSource:
     def format_of(self, uri: str) -> str:
         return table_format(uri)
 
-    def columns(self, inp: InputFile, storage_options: Mapping[str, Any]) -> Sequence[str]:
+    def columns(self, inp: InputFile, storage_options: Mapping[str, Any]) -> Sequence[str] | None:
         fmt = self.format_of(inp.uri)
         if fmt == "parquet":
             with _parquet_file(inp.uri, storage_options) as parquet:
                 return list(parquet.schema_arrow.names)
         rows, _, _ = _read_text_table(inp, fmt, storage_options)
+        if not rows:  # a header alone, or nothing: no record to check a column of
+            return None
         names: dict[str, None] = {}
         for row in rows:
             names.update(dict.fromkeys(row))
