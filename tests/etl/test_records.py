@@ -292,6 +292,24 @@ def test_unreadable_zip_entry_is_rejected(corpus, tmp_path):
     assert "CRC" in rejection["message"]
 
 
+@pytest.mark.parametrize(
+    "method", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA]
+)
+def test_zip_members_in_every_method_zipfile_writes_bake_the_same_rows(corpus, tmp_path, method):
+    path = tmp_path / "z.zip"
+    with zipfile.ZipFile(path, "w", compression=method) as archive:
+        for i in range(4):
+            archive.writestr(f"{i}.jpg", corpus.images[i].read_bytes())
+            archive.writestr(f"{i}.txt", corpus.captions[i])
+            archive.writestr(f"{i}.cls", corpus.labels[i])
+    rows = _rows(_bake([path], tmp_path / "out", fields("jpg", "txt", "cls")))
+    assert sorted(rows) == ["0", "1", "2", "3"]
+    for i in range(4):
+        pixels, tokens = _expected_row(corpus.images[i], corpus.captions[i])
+        np.testing.assert_allclose(rows[str(i)]["images"], pixels / 255.0, atol=1e-6)
+        assert np.array_equal(rows[str(i)]["captions"], tokens)
+
+
 def test_changed_image_behind_unchanged_table_rebakes_its_shard(corpus, tmp_path):
     import shutil
 

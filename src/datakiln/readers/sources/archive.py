@@ -9,6 +9,7 @@ a whole archive in memory, on a local disk or an object store.
 from __future__ import annotations
 
 import bz2
+import lzma
 import struct
 import zlib
 from collections.abc import Mapping, Sequence
@@ -171,6 +172,32 @@ def _zip_data_offset(raw: bytes) -> int | BaseException:
     return _ZIP_LOCAL.size + int(fields[9]) + int(fields[10])  # name and extra lengths
 
 
+def _zip_lzma(data: bytes) -> bytes:
+    """A zip member's LZMA data (method 14): a 4-byte header, the LZMA1 properties, the stream.
+
+    The header is the encoder's version (2 bytes) and the properties' length (2 bytes,
+    little-endian); the properties are one byte packing ``lc``, ``lp`` and ``pb`` and the
+    dictionary size (4 bytes, little-endian).
+    """
+    if len(data) < 4:
+        raise ValueError("no LZMA header")
+    size = int.from_bytes(data[2:4], "little")
+    props = data[4 : 4 + size]
+    if size < 5 or len(props) < 5:
+        raise ValueError("LZMA properties too short")
+    packed, rest = divmod(props[0], 9)
+    pb, lp = divmod(packed, 5)
+    lzma_filter = {
+        "id": lzma.FILTER_LZMA1,
+        "dict_size": int.from_bytes(props[1:5], "little"),
+        "lc": rest,
+        "lp": lp,
+        "pb": pb,
+    }
+    decompressor = lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=[lzma_filter])
+    return decompressor.decompress(data[4 + size :])
+
+
 def _member_bytes(member: MemberRef, data: bytes) -> bytes | BaseException:
     if len(data) < member.size:
         return EOFError(f"member {member.name!r} is truncated: {len(data)} of {member.size} bytes")
@@ -179,9 +206,11 @@ def _member_bytes(member: MemberRef, data: bytes) -> bytes | BaseException:
             data = zlib.decompress(data, -15)
         elif member.method == "bzip2":
             data = bz2.decompress(data)
+        elif member.method == "lzma":
+            data = _zip_lzma(data)
         elif member.method != "raw":
             return ValueError(f"member {member.name!r}: compression {member.method!r} unsupported")
-    except (zlib.error, OSError, ValueError) as err:
+    except (zlib.error, lzma.LZMAError, OSError, ValueError) as err:
         return ValueError(f"member {member.name!r} does not decompress: {err}")
     if member.crc is not None and zlib.crc32(data) != member.crc:
         return ValueError(f"member {member.name!r} fails its CRC-32 check")

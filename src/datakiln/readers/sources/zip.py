@@ -1,8 +1,9 @@
 """Zip archives as record sources: members grouped by key, read by byte range.
 
 The central directory is read once per archive at plan time (``zipfile`` reads the end of the
-file). Tasks read each member's local header and data by range, inflate it and check its
-CRC-32; a member that fails (an unsupported method, a bad CRC, encryption) rejects its record.
+file). Tasks read each member's local header and data by range, decompress it (stored,
+deflate, bzip2 or LZMA, the methods Python's zipfile writes) and check its CRC-32; a member
+that fails (another method, a bad CRC, encryption) rejects its record.
 """
 
 from __future__ import annotations
@@ -17,7 +18,12 @@ from datakiln.readers.listing import InputFile
 from datakiln.readers.sources import MemberRef, register_source
 from datakiln.readers.sources.archive import ArchiveSource
 
-_METHODS = {zipfile.ZIP_STORED: "raw", zipfile.ZIP_DEFLATED: "deflate", zipfile.ZIP_BZIP2: "bzip2"}
+_METHODS = {
+    zipfile.ZIP_STORED: "raw",
+    zipfile.ZIP_DEFLATED: "deflate",
+    zipfile.ZIP_BZIP2: "bzip2",
+    zipfile.ZIP_LZMA: "lzma",
+}
 
 
 def list_zip(uri: str, storage_options: Mapping[str, Any]) -> tuple[list[MemberRef], str | None]:
