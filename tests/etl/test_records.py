@@ -363,6 +363,23 @@ def test_tar_shards_on_s3_bake_the_same_rows(corpus, s3_options, tmp_path):
         assert np.array_equal(remote[key]["captions"], local[key]["captions"])
 
 
+def test_parquet_with_bytes_on_s3_bakes_the_same_rows(corpus, s3_options, tmp_path):
+    """Object-store tables go through fsspec (local ones through Arrow's own file)."""
+    import s3fs
+
+    bucket, options = s3_options
+    s3fs.S3FileSystem(**options).put_file(str(corpus.parquet), f"{bucket}/t/pairs.parquet")
+    remote = _rows(
+        _bake([f"{bucket}/t/pairs.parquet"], tmp_path / "s3", fields(), storage_options=options),
+        corpus.keys,
+    )
+    local = _rows(_bake([corpus.parquet], tmp_path / "local", fields()), corpus.keys)
+    assert set(remote) == set(local) == set(corpus.keys)
+    for key in corpus.keys:
+        for name in ("images", "captions", "labels"):
+            assert np.array_equal(remote[key][name], local[key][name]), (key, name)
+
+
 def test_guide_paired_dataset_over_a_records_cache(corpus, tmp_path):
     dataset = _bake([corpus.csv], tmp_path / "c", fields())
     paired = datakiln.MultiModalPairedDataset(pairs=[("images", "captions")], data=dataset)
