@@ -605,3 +605,13 @@ def test_a_table_with_a_header_and_no_rows_bakes_an_empty_cache(tmp_path):
     report = bake(BakeSpec(sources=(str(table),), output=str(tmp_path / "out"), fields=fields()))
     assert (report.inputs, report.baked, report.rejected) == (0, 0, 0)
     assert len(datakiln.open_cache(str(tmp_path / "out"))) == 0
+
+
+def test_a_member_extension_no_archive_has_is_a_clear_error(corpus, tmp_path):
+    spec = BakeSpec(
+        sources=(str(corpus.root / "shards"),),
+        output=str(tmp_path / "out"),
+        fields=fields("jpg", "txt", "clss"),  # a typo: every record would be rejected
+    )
+    with pytest.raises(SpecError, match=r"'labels' reads member extension 'clss'.*'cls'"):
+        plan_only(spec)

@@ -102,6 +102,27 @@ def _json_key(value: Any, key: str) -> Any:
         return None
 
 
+def check_member_columns(spec: BakeSpec, units: Sequence[RecordUnit]) -> None:
+    """Fail before baking when a field names a member extension no archive member has.
+
+    Members vary from record to record, so a record without one is rejected (or masked); but
+    an extension that no member of any archive has is a typo in the spec, which would
+    otherwise reject every record.
+    """
+    members = [(key, m) for u in units for key, ms in u.members for m in ms]
+    if not members:
+        return
+    extensions = {m.name[len(key) + 1 :] for key, m in members}
+    for field in spec.fields.values():
+        if not any(c in extensions or base_column(c) in extensions for c in field.columns):
+            archives = len({u.input.uri for u in units if u.members})
+            raise SpecError(
+                f"field {field.name!r} reads member extension {field.column!r}, which no member "
+                f"of the {archives} archive(s) has; their extensions are "
+                f"{', '.join(repr(e) for e in sorted(extensions))}"
+            )
+
+
 def _units_of(spec: BakeSpec, inputs: Sequence[InputFile]) -> list[RecordUnit]:
     path_columns = sorted(
         {
@@ -166,6 +187,7 @@ def plan_records(spec: BakeSpec, previous: PreviousBake | None) -> BakePlan:
     extensions = record_extensions(spec.source_format)
     inputs = tuple(list_inputs(spec.sources, spec.source_options, extensions=extensions))
     units = _units_of(spec, inputs)
+    check_member_columns(spec, units)
     label_classes = _label_classes(spec, inputs, previous)
 
     # Append-only, as for files: a committed shard whose units all still exist unchanged is
