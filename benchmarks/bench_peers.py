@@ -323,6 +323,15 @@ class MosaicStreaming:
         return sum(len(b) for b in _batches(iter(dataset), self.args.batch, lambda s: s["image"]))
 
 
+# The peers' distributions, whose versions go into the results.
+PEER_PACKAGES = (
+    "datasets",
+    "webdataset",
+    "grain",
+    "array-record",
+    "litdata",
+    "mosaicml-streaming",
+)
 PEERS: dict[str, Callable[[argparse.Namespace, list[str], Pool], Contender]] = {
     "hf_datasets": HFDatasets,
     "webdataset": WebDataset,
@@ -425,7 +434,7 @@ def _measure(
         images=len(paths),
         size=args.size,
         skipped=skipped,
-        versions=_versions(),
+        versions=harness.package_versions(PEER_PACKAGES),
         pixels_against_pillow=_check_pixels(contenders, paths, args.size),
         bytes_on_disk={
             c.name: sum(p.stat().st_size for p in outs[c.name].rglob("*") if p.is_file())
@@ -462,19 +471,6 @@ def _measure(
     for c in contenders[1:]:
         for kind in ("bake", "random", "epoch"):
             record.ratio(f"{kind}.{c.name}_vs_datakiln", f"{kind}.{c.name}", f"{kind}.datakiln")
-
-
-def _versions() -> dict[str, str]:
-    import importlib.metadata
-
-    names = ("datasets", "webdataset", "grain", "array-record", "litdata", "mosaicml-streaming")
-    found = {}
-    for name in names:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return found
 
 
 if __name__ == "__main__":

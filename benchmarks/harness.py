@@ -148,14 +148,20 @@ def _git_commit() -> str | None:
     return head + ("+dirty" if dirty else "")
 
 
-def machine() -> dict[str, Any]:
-    """What a figure depends on: CPUs, RAM, load, Python and library versions, git commit."""
+def package_versions(names: Iterable[str]) -> dict[str, str]:
+    """The installed version of each of ``names`` (absent packages are left out)."""
     versions = {}
-    for name in PACKAGES:
+    for name in names:
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             continue
+    return versions
+
+
+def machine() -> dict[str, Any]:
+    """What a figure depends on: CPUs, RAM, load, Python and library versions, git commit."""
+    versions = package_versions(PACKAGES)
     return {
         "cpus": os.cpu_count(),
         "cpu_model": _cpu_model(),

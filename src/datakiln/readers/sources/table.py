@@ -69,11 +69,8 @@ def _parquet_file(uri: str, storage_options: Mapping[str, Any]) -> Iterator[Any]
 
     fs, path = fsspec.core.url_to_fs(uri, **dict(storage_options))
     if isinstance(fs, LocalFileSystem):
-        parquet = pq.ParquetFile(path)
-        try:
+        with pq.ParquetFile(path) as parquet:
             yield parquet
-        finally:
-            parquet.close()
         return
     # Arrow asks for whole column chunks by range; a read-ahead cache under it only adds
     # copies (a 9.7 MB row group from S3: 179 ms through the default cache, 116 ms without)
