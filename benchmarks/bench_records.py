@@ -14,6 +14,11 @@ Reports medians and each form's ratio to the folder bake of the same run.
 CLI, credentials and endpoint from the environment): a folder there costs a GET per image,
 the Parquet one ranged GET per row group.
 
+``--cold`` also bakes the four forms with their files out of the page cache: before each bake
+every input file (the JPEGs, tars, Parquet and CSV) is dropped from it with
+``posix_fadvise(DONTNEED)``, so each form reads its bytes from the disk, as a training set
+larger than memory does (Linux only; the interpreter and its libraries stay cached).
+
 ``--rss`` also measures a worker's peak RSS (one synchronous process) baking a tar of the
 same records and one of the same records padded to about 2 GiB with members that no field
 reads: flat, because tasks read members by byte range and never the whole archive.
@@ -124,6 +129,16 @@ def padded_tar(files: list[Path], path: Path, target_bytes: int) -> int:
     return path.stat().st_size
 
 
+def evict(paths: list[Path]) -> None:
+    """Drop ``paths`` from the page cache (clean pages only: ``os.sync()`` first)."""
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
 S3_BUCKET = "bench-records"
 
 
@@ -166,6 +181,7 @@ def main() -> None:
     parser.add_argument("--rss-bytes", type=int, default=2 * 2**30)
     parser.add_argument("--s3", action="store_true", help="also folder and Parquet from S3")
     parser.add_argument("--s3-runs", type=int, default=3)
+    parser.add_argument("--cold", action="store_true", help="also with inputs out of the cache")
     args = parser.parse_args()
     record = harness.Recorder("bench_records", args)
     files = sorted((Path(args.corpus) / "images" / "jpeg").glob("*.jpg"))
@@ -186,6 +202,22 @@ def main() -> None:
         for name in forms:
             if name != "folder":
                 record.ratio(f"{name}_vs_folder", name, "folder")
+        if args.cold:
+            os.sync()  # written pages are dirty until then, and dirty pages stay cached
+            inputs = [*files, *(root / "shards").glob("*.tar"), root / "pairs.parquet"]
+            inputs.append(root / "paths.csv")
+
+            def cold(form: list[str], out: Path) -> float:
+                evict(inputs)
+                return bake(form, out, env)
+
+            record.facts["cold"] = harness.alternate(
+                {
+                    name: lambda name=name, form=form: cold(form, root / f"cold-{name}")
+                    for name, form in forms.items()
+                },
+                args.runs,
+            )
         if args.rss:
             small = root / "small"
             small.mkdir()

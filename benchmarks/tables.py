@@ -326,21 +326,36 @@ def _kernels(r: dict[str, Any]) -> Table:
 
 
 def _records(r: dict[str, Any]) -> Table:
-    m, ratios, paired = r["medians"], r["ratios"], r["paired_ratios"]
-    rows: Rows = [("folder", fmt(m["folder"]), "1", "", runs_text(r["runs"]["folder"]))]
+    return _records_forms(r["runs"], "")
+
+
+def _records_cold(r: dict[str, Any]) -> Table:
+    return _records_forms(r["facts"]["cold"], ", inputs out of the page cache")
+
+
+def _records_forms(runs: dict[str, list[float]], where: str) -> Table:
+    """Each form's median, its ratio to the folder's and the runs' paired ratios."""
+    folder = runs["folder"]
+    rows: Rows = [("folder", fmt(statistics.median(folder)), "1", "", runs_text(folder))]
     for form in ("tar", "parquet", "csv"):
-        key = f"{form}_vs_folder"
+        paired = [a / b for a, b in zip(runs[form], folder, strict=True)]
+        ratio = statistics.median(runs[form]) / statistics.median(folder)
         rows.append(
             (
                 form,
-                fmt(m[form]),
-                _x(ratios[key], True),
-                runs_text(paired[key], 2),
-                runs_text(r["runs"][form]),
+                fmt(statistics.median(runs[form])),
+                _x(ratio, True),
+                runs_text(paired, 2),
+                runs_text(runs[form]),
             )
         )
-    n = _n(r, "folder")
-    header = ("form", f"inputs/s (median of {n})", "ratio to folder", "paired ratios", "all runs")
+    header = (
+        f"form{where}",
+        f"inputs/s (median of {len(folder)})",
+        "ratio to folder",
+        "paired ratios",
+        "all runs",
+    )
     return header, rows
 
 
@@ -745,6 +760,7 @@ BUILDERS: dict[str, Builder] = {
     "bench_bake_text_audio": _text_audio,
     "bench_kernels_text_audio": _kernels,
     "bench_records": _records,
+    "bench_records.cold": _records_cold,
     "bench_records.rss": _records_rss,
     "bench_records.s3": _records_s3,
     "bench_remote": _remote,

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import fsspec
+
 from datakiln.cache.fingerprint import fingerprint
 from datakiln.errors import SourceError, SpecError
 from datakiln.etl.fields import get_codec
@@ -31,7 +33,8 @@ from datakiln.readers.listing import InputFile, list_inputs
 from datakiln.readers.rejections import redact_url
 from datakiln.readers.sources import RecordUnit, record_extensions, source_for
 
-# Containers planned concurrently (each is read once: a table, or an archive's member index).
+# Containers planned concurrently on object stores (each is read once: a table, or an archive's
+# member index); on a local disk one at a time (see _plan_threads).
 PLAN_THREADS = 4
 # Files named in a plan's "what changed" lines.
 EXAMPLES = 5
@@ -153,8 +156,19 @@ def _units_of(spec: BakeSpec, inputs: Sequence[InputFile]) -> list[RecordUnit]:
 
     for inp in inputs:  # fail on an unknown format before reading anything
         source_for(inp.uri, spec.source_format)
-    with ThreadPoolExecutor(PLAN_THREADS) as pool:
+    with ThreadPoolExecutor(_plan_threads(inputs)) as pool:
         return [u for units in pool.map(plan, inputs) for u in units]
+
+
+def _plan_threads(inputs: Sequence[InputFile]) -> int:
+    """Threads to plan ``inputs`` on: several where any is remote, else one.
+
+    A plan on an object store waits on its requests, so plans overlap well; on a local disk
+    it is Python work (an archive's headers, a table's rows) that threads only slow down
+    (8 tars of 512 records: 45 ms on one thread, 77 ms on four).
+    """
+    local = all(fsspec.core.split_protocol(i.uri)[0] in (None, "file", "local") for i in inputs)
+    return 1 if local else PLAN_THREADS
 
 
 def _group(units: Sequence[RecordUnit], shard_size: int) -> list[list[RecordUnit]]:
