@@ -4,8 +4,9 @@
 
 Writes a 2-second and a 3-hour FLAC and WAV (8 kHz mono) and a 1-MP and a 108-MP JPEG to a
 temporary folder, and for each kind (audio: each container and each ``align``, ``start`` and
-``center``) runs one process that bakes the small input and then the huge one, reporting the
-process's peak RSS after each (the probe of ``tests/etl/test_huge_inputs.py``). Run from the
+``center``, as a folder of an audio bake and as a file a TSV of records names) runs one
+process that bakes the small input and then the huge one, reporting the process's peak RSS
+after each (the probe of ``tests/etl/test_huge_inputs.py``). Run from the
 repository root.
 """
 
@@ -33,13 +34,18 @@ def main() -> int:
             for name, seconds in (("small", 2), ("huge", HOURS * 3600)):
                 (root / f"{name}-{fmt}").mkdir()
                 _write_audio(root / f"{name}-{fmt}" / f"clip.{fmt.lower()}", seconds, fmt)
-            for align in ("start", "center"):
-                started = time.perf_counter()
-                out = root / f"{fmt}-{align}"
-                peaks = _peaks("audio", root / f"small-{fmt}", root / f"huge-{fmt}", out, align)
-                key = f"{fmt} align={align}"
-                result[key] = {k: f"{v / 2**20:.0f} MB" for k, v in peaks.items()}
-                result[key]["wall_s"] = round(time.perf_counter() - started, 1)
+            for kind in ("audio", "records"):
+                # an audio bake reads folders; the records' TSV names the file itself
+                small, huge = (root / f"{n}-{fmt}" for n in ("small", "huge"))
+                if kind == "records":
+                    small, huge = (p / f"clip.{fmt.lower()}" for p in (small, huge))
+                for align in ("start", "center"):
+                    started = time.perf_counter()
+                    out = root / f"{kind}-{fmt}-{align}"
+                    peaks = _peaks(kind, small, huge, out, align)
+                    key = f"{kind} {fmt} align={align}"
+                    result[key] = {k: f"{v / 2**20:.0f} MB" for k, v in peaks.items()}
+                    result[key]["wall_s"] = round(time.perf_counter() - started, 1)
         for name, size in (("small", (1200, 900)), ("huge", (12000, 9000))):
             (root / name).mkdir()
             im = Image.new("RGB", size, (120, 30, 200))

@@ -1,6 +1,6 @@
 """Huge inputs stay within a bounded RSS: a 3-hour FLAC and WAV cut to 2-second clips (from
-the start or the middle), and a 108-megapixel JPEG accepted with a raised ``max_pixels``
-(drafted, not decoded whole).
+the start or the middle), as files of an audio bake or named by a table of records, and a
+108-megapixel JPEG accepted with a raised ``max_pixels`` (drafted, not decoded whole).
 
 Each bake runs in a fresh process, after a bake of a small input of the same kind in that
 process; the process's peak RSS (``ru_maxrss``) after each is compared. Decoding the huge
@@ -9,6 +9,7 @@ inputs whole would add what the comments say; the bounds leave room for allocato
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -28,6 +29,14 @@ from datakiln.etl.spec import AudioParams, BakeSpec, ImageParams
 
 kind, small, huge, out, align = sys.argv[1:6]
 def spec(src, name):
+    if kind == "records":  # a TSV naming the file, beside it
+        table = f"{out}/{name}.tsv"
+        with open(table, "w") as f:
+            f.write(f"path\\ttext\\n{src}\\tone clip\\n")
+        clip = {"modality": "audio", "column": "path", "sample_rate": 8000, "duration": 2.0,
+                "n_mels": 32, "align": align}
+        return BakeSpec(sources=(table,), output=f"{out}/{name}", scheduler="synchronous",
+                        fields={"clip": clip, "text": {"modality": "text", "column": "text"}})
     if kind == "audio":
         return BakeSpec(sources=(src,), output=f"{out}/{name}", modality="audio",
                         scheduler="synchronous",
@@ -44,6 +53,7 @@ print(json.dumps({"small": peaks[0], "huge": peaks[1]}))
 
 
 def _peaks(kind: str, small: Path, huge: Path, out: Path, align: str = "start") -> dict[str, int]:
+    out.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(
         [sys.executable, "-c", PROBE, kind, str(small), str(huge), str(out), align],
         capture_output=True,
@@ -91,6 +101,15 @@ def test_three_hour_wav_is_read_through_not_fetched(audio_files, tmp_path, align
     peaks = _peaks("audio", audio_files["small-WAV"], audio_files["huge-WAV"], tmp_path, align)
     # fetched whole for its hash: the file's 173 MB more; a float32 decode twice that again
     assert audio_files["huge-WAV"].stat().st_size > 150 * MB
+    assert peaks["huge"] - peaks["small"] < 60 * MB, peaks
+
+
+@pytest.mark.parametrize("fmt", ["WAV", "FLAC"])
+def test_a_table_naming_a_three_hour_file_reads_only_its_clip(audio_files, tmp_path, fmt):
+    align = "center" if fmt == "WAV" else "start"
+    small, huge = (audio_files[f"{n}-{fmt}"] for n in ("small", "huge"))
+    peaks = _peaks("records", small, huge, tmp_path, align)
+    # fetched whole: the WAV's 173 MB more (the FLAC's ~60 MB); decoded whole, ~520 MB more
     assert peaks["huge"] - peaks["small"] < 60 * MB, peaks
 
 
@@ -206,3 +225,54 @@ def test_a_bake_reading_through_large_inputs_stores_what_a_fetching_one_does(tmp
         for name in ("fetched", "streamed")
     ]
     assert hashes[0] == hashes[1]
+
+
+def test_records_reading_through_large_files_store_what_fetching_ones_do(tmp_path, monkeypatch):
+    """A TSV of clips, every file read through (threshold 0) against none: identical arrays and
+    hashes; a truncated WAV and a missing file rejected either way, at the same stages."""
+    import pyarrow.parquet as pq
+
+    import datakiln
+    from datakiln.etl import bake as bake_module
+    from datakiln.etl.modalities import records
+    from datakiln.etl.spec import BakeSpec
+
+    src = tmp_path / "src"
+    src.mkdir()
+    names = []
+    for k, (seconds, fmt) in enumerate([(3, "WAV"), (1, "FLAC"), (5, "WAV")]):
+        names.append(f"clip{k}.{fmt.lower()}")
+        _write_audio(src / names[-1], seconds, fmt)
+    whole = (src / "clip2.wav").read_bytes()
+    (src / "cut.wav").write_bytes(whole[: len(whole) // 2])
+    rows = [*names, "cut.wav", "gone.wav"]
+    (src / "clips.tsv").write_text("path\n" + "".join(f"{r}\n" for r in rows))
+
+    def run(name: str, threshold: int):
+        monkeypatch.setattr(records, "STREAM_BYTES", threshold)
+        clip = {"modality": "audio", "column": "path", "sample_rate": 8000, "duration": 2.0}
+        spec = BakeSpec(
+            sources=(str(src / "clips.tsv"),),
+            output=str(tmp_path / name),
+            scheduler="synchronous",
+            fields={"clip": {**clip, "n_mels": 32}},
+        )
+        return bake_module.bake(spec)
+
+    fetched, streamed = run("fetched", 1 << 40), run("streamed", 0)
+    assert (fetched.baked, fetched.rejected) == (streamed.baked, streamed.rejected) == (3, 2)
+    assert fetched.bytes_in == streamed.bytes_in
+    caches = [datakiln.open_cache(str(tmp_path / name)) for name in ("fetched", "streamed")]
+    batches = [cache.read_batch(np.arange(len(cache))) for cache in caches]
+    for field in ("clip", "clip_mel"):
+        np.testing.assert_array_equal(batches[0][field], batches[1][field])
+    metas = [cache.metadata().to_pydict() for cache in caches]
+    assert metas[0]["clip_sha256"] == metas[1]["clip_sha256"]
+    assert metas[0]["clip_sha256"][0] == hashlib.sha256((src / names[0]).read_bytes()).hexdigest()
+    rejected = []
+    for name in ("fetched", "streamed"):
+        manifest = json.loads((tmp_path / name / "manifest.json").read_text())
+        table = pq.read_table(tmp_path / name / manifest["rejected"]).to_pylist()
+        rejected.append(sorted((r["record"], r["stage"], r["error_type"]) for r in table))
+    assert rejected[0] == rejected[1]
+    assert [r[1] for r in rejected[0]] == ["decode", "fetch"]  # row 3 cut short, row 4 missing

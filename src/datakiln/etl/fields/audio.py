@@ -27,6 +27,7 @@ class AudioCodec:
 
     modality = "audio"
     media = True
+    streams = True  # decode_audio_native reads only the window it needs from an open file
     params_type = AudioParams
     worker_modules: tuple[str, ...] = ("datakiln.etl.kernels.audio", "datakiln.readers.audio")
 
@@ -60,6 +61,7 @@ class AudioCodec:
         return {"featurizer_version": FEATURIZER_VERSION}
 
     def decode(self, value: Any, spec: FieldSpec, context: Context) -> Any:
+        """``(samples, rate, info)`` of the window the clip needs, from bytes or an open file."""
         from datakiln.etl.kernels.audio import DecodeWindow
         from datakiln.readers.audio import AudioDecodeError, decode_audio_native
 

@@ -53,6 +53,10 @@ class FieldCodec(Protocol):
     ``media``: values name or hold a file (strings are paths, bytes are file contents), so the
     bake fetches them and the metadata records their URI and content hash. ``params_type``
     parses the field's table (``None``: the field takes no parameters).
+
+    Optionally ``streams = True``: ``decode`` also takes an open, seekable binary file, and a
+    referenced file of ``STREAM_BYTES`` or more is then handed over open (hashed in blocks
+    first) instead of fetched whole, so a codec that needs a part of a huge file reads that.
     """
 
     modality: str

@@ -29,6 +29,7 @@ import pyarrow as pa
 from datakiln.cache.fingerprint import content_hash, content_hash_file
 from datakiln.etl.modalities.base import (
     DECODE_THREADS,
+    STREAM_BYTES,
     ShardOutput,
     Unit,
     fetch_all,
@@ -42,10 +43,6 @@ from datakiln.writers.zarr_region import FieldLayout
 
 # Clips decoded and featurized together: bounds a task's memory of decoded audio.
 DECODE_BATCH = 64
-# Inputs from this size on are read through (hashed in blocks, then only the frames a clip
-# needs decoded, whichever the alignment) rather than fetched whole: a 3-hour WAV costs its
-# clip, not its size.
-STREAM_BYTES = 32 << 20
 # featurize_audio pads a batch to a power of two rows of at least this many (its bucketing).
 _MIN_ROW_BUCKET = 8
 # Version of the featurizer's numerics (resampler filter, STFT, mel, dB conventions); bump it

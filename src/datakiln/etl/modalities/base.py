@@ -144,6 +144,11 @@ def fetch_all(shard: ShardPlan, storage_options: Mapping[str, Any]) -> list[byte
     return [got.get(p, FileNotFoundError(p)) for p in paths]
 
 
+# Inputs from this size on are read through by a codec that can decode from an open file
+# (hashed in blocks, then only what the sample needs decoded) rather than fetched whole: a
+# 3-hour WAV costs its clip, not its size.
+STREAM_BYTES = 32 << 20
+
 # Decode threads of a shard task that may use more than one CPU (Pillow, libsndfile and
 # hashlib release the GIL), and the items each thread takes at a time: a future per item
 # cost about 7% of a 256-image shard's decode on one CPU.

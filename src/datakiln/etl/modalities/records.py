@@ -20,11 +20,11 @@ import fsspec
 import numpy as np
 import pyarrow as pa
 
-from datakiln.cache.fingerprint import content_hash
+from datakiln.cache.fingerprint import content_hash, content_hash_file
 from datakiln.errors import BakeError
 from datakiln.etl.fields import get_codec
 from datakiln.etl.fields.base import Context, FieldError
-from datakiln.etl.modalities.base import ShardOutput, Unit, decode_all
+from datakiln.etl.modalities.base import STREAM_BYTES, ShardOutput, Unit, decode_all
 from datakiln.etl.spec import BakeSpec, FieldSpec, RecordParams
 from datakiln.etl.task import ShardMarker, ShardPlan
 from datakiln.readers.rejections import STAGE_FETCH, STAGE_PARSE, STAGE_VALIDATE, Rejection
@@ -54,6 +54,7 @@ class _Slot:
     uri: str | None = None  # the file or member it came from
     digest: str | None = None
     hashed: bool = False  # its bytes are a file's or member's own: hash them when decoding
+    size: int | None = None  # of a file read through at decode rather than fetched
     error: FieldError | None = None
     decoded: Any = None
 
@@ -186,11 +187,22 @@ class RecordsModality:
             {f.name: self._slot(rec, container, f, codecs[f.name].media) for f in fields}
             for rec, container in records
         ]
-        bytes_in = self._fetch(slots, source_options) + sum(
-            len(slot.value)  # media bytes embedded in the record (a Parquet struct, a column)
-            for row in slots
-            for slot in row.values()
-            if slot.hashed and slot.ref is None and slot.value is not None
+        # huge referenced files of codecs that decode from an open file: read through, later
+        sizes = {r.uri: r.size for u in shard.units or () for r in u.refs}
+        for name in (f.name for f in fields if getattr(codecs[f.name], "streams", False)):
+            for row in slots:
+                slot = row[name]
+                if isinstance(slot.ref, FileRef) and sizes.get(slot.ref.uri, 0) >= STREAM_BYTES:
+                    slot.size = sizes[slot.ref.uri]
+        bytes_in = (
+            self._fetch(slots, source_options)
+            + sum(
+                len(slot.value)  # media bytes embedded in the record (a Parquet struct, a column)
+                for row in slots
+                for slot in row.values()
+                if slot.hashed and slot.ref is None and slot.value is not None
+            )
+            + sum(slot.size or 0 for row in slots for slot in row.values())
         )
         t1 = time.perf_counter()
         timings["fetch"] = t1 - t0
@@ -199,12 +211,18 @@ class RecordsModality:
             (slot, field)
             for row in slots
             for field in fields
-            if (slot := row[field.name]).error is None and slot.value is not None
+            if (slot := row[field.name]).error is None
+            and (slot.value is not None or slot.size is not None)
         ]
 
         def decode(item: tuple[_Slot, FieldSpec]) -> None:
             slot, field = item
             try:
+                if slot.size is not None:  # read through, never held whole
+                    slot.digest, slot.decoded = self._decode_open(
+                        slot, field, codecs[field.name], contexts[field.name], source_options
+                    )
+                    return
                 value = slot.value
                 # in the decode threads: hashlib releases the GIL
                 if (slot.ref is not None or slot.hashed) and isinstance(value, bytes):
@@ -338,11 +356,33 @@ class RecordsModality:
         return slot
 
     @staticmethod
+    def _decode_open(
+        slot: _Slot,
+        field: FieldSpec,
+        codec: Any,
+        context: Context,
+        storage_options: Mapping[str, Any],
+    ) -> tuple[str, Any]:
+        """Content hash and decoded value of a huge referenced file, read through while open."""
+        assert slot.ref is not None
+        try:
+            fs, path = fsspec.core.url_to_fs(slot.ref.uri, **dict(storage_options))
+            with fs.open(path, "rb", block_size=4 << 20) as f:
+                digest = content_hash_file(f)
+                f.seek(0)
+                return digest, codec.decode(f, field, context)
+        except OSError as err:
+            raise _fetch_error(slot, err) from err
+
+    @staticmethod
     def _fetch(slots: list[dict[str, _Slot]], storage_options: Mapping[str, Any]) -> int:
-        """Fetch every referenced file and member in batches; failures become field errors."""
+        """Fetch every referenced file and member in batches; failures become field errors.
+
+        Files to be read through at decode (``size`` set) are not fetched.
+        """
         from datakiln.readers.sources.archive import fetch_members
 
-        pending = [s for row in slots for s in row.values() if s.ref is not None]
+        pending = [s for row in slots for s in row.values() if s.ref is not None and s.size is None]
         fetched: dict[Any, bytes | BaseException] = {}
         members = list({s.ref: None for s in pending if isinstance(s.ref, MemberRef)})
         for first in range(0, len(members), FETCH_BATCH):
@@ -358,11 +398,7 @@ class RecordsModality:
         for slot in pending:
             data = fetched[slot.ref]
             if isinstance(data, BaseException):
-                kind = type(data).__name__
-                message = str(data) or kind
-                if isinstance(data, FileNotFoundError):
-                    message = f"referenced file {slot.uri} does not exist"
-                slot.error = FieldError(STAGE_FETCH, kind, message)
+                slot.error = _fetch_error(slot, data)
             elif not data:
                 slot.error = FieldError(STAGE_VALIDATE, "EmptyFile", f"{slot.uri} is empty")
             else:
@@ -376,6 +412,14 @@ class RecordsModality:
             per_shard = [m.stats["fields"][name] for m in markers if m.stats.get("fields")]
             out[name] = get_codec(field.modality).merge_stats(field, per_shard)
         return out
+
+
+def _fetch_error(slot: _Slot, err: BaseException) -> FieldError:
+    """The field error of a referenced file or member that could not be read."""
+    message = str(err) or type(err).__name__
+    if isinstance(err, FileNotFoundError):
+        message = f"referenced file {slot.uri} does not exist"
+    return FieldError(STAGE_FETCH, type(err).__name__, message)
 
 
 def _subkey(value: Any, key: str) -> Any:
