@@ -4,10 +4,10 @@
 
 Writes a 2-second and a 3-hour FLAC and WAV (8 kHz mono) and a 1-MP and a 108-MP JPEG to a
 temporary folder, and for each kind (audio: each container and each ``align``, ``start`` and
-``center``, as a folder of an audio bake and as a file a TSV of records names) runs one
-process that bakes the small input and then the huge one, reporting the process's peak RSS
-after each (the probe of ``tests/etl/test_huge_inputs.py``). Run from the
-repository root.
+``center``, as a folder of an audio bake, as a file a TSV of records names, and as a member
+of a tar shard) runs one process that bakes the small input and then the huge one, reporting
+the process's peak RSS after each (the probe of ``tests/etl/test_huge_inputs.py``). Run from
+the repository root.
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ def main() -> int:
             for name, seconds in (("small", 2), ("huge", HOURS * 3600)):
                 (root / f"{name}-{fmt}").mkdir()
                 _write_audio(root / f"{name}-{fmt}" / f"clip.{fmt.lower()}", seconds, fmt)
-            for kind in ("audio", "records"):
+            for kind in ("audio", "records", "records-tar"):
                 # an audio bake reads folders; the records' TSV names the file itself
                 small, huge = (root / f"{n}-{fmt}" for n in ("small", "huge"))
-                if kind == "records":
+                if kind != "audio":
                     small, huge = (p / f"clip.{fmt.lower()}" for p in (small, huge))
                 for align in ("start", "center"):
                     started = time.perf_counter()

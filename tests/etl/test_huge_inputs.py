@@ -29,14 +29,20 @@ from datakiln.etl.spec import AudioParams, BakeSpec, ImageParams
 
 kind, small, huge, out, align = sys.argv[1:6]
 def spec(src, name):
-    if kind == "records":  # a TSV naming the file, beside it
-        table = f"{out}/{name}.tsv"
-        with open(table, "w") as f:
-            f.write(f"path\\ttext\\n{src}\\tone clip\\n")
+    if kind.startswith("records"):  # a TSV naming the file, or a tar holding it
         clip = {"modality": "audio", "column": "path", "sample_rate": 8000, "duration": 2.0,
                 "n_mels": 32, "align": align}
-        return BakeSpec(sources=(table,), output=f"{out}/{name}", scheduler="synchronous",
-                        fields={"clip": clip, "text": {"modality": "text", "column": "text"}})
+        container = f"{out}/{name}.tsv"
+        if kind == "records-tar":
+            import tarfile
+            container = f"{out}/{name}.tar"
+            with tarfile.open(container, "w") as archive:
+                archive.add(src, arcname="k0.path")
+        else:
+            with open(container, "w") as f:
+                f.write(f"path\\n{src}\\n")
+        return BakeSpec(sources=(container,), output=f"{out}/{name}", scheduler="synchronous",
+                        fields={"clip": clip})
     if kind == "audio":
         return BakeSpec(sources=(src,), output=f"{out}/{name}", modality="audio",
                         scheduler="synchronous",
@@ -104,11 +110,14 @@ def test_three_hour_wav_is_read_through_not_fetched(audio_files, tmp_path, align
     assert peaks["huge"] - peaks["small"] < 60 * MB, peaks
 
 
-@pytest.mark.parametrize("fmt", ["WAV", "FLAC"])
-def test_a_table_naming_a_three_hour_file_reads_only_its_clip(audio_files, tmp_path, fmt):
+@pytest.mark.parametrize(
+    ("kind", "fmt"), [("records", "WAV"), ("records", "FLAC"), ("records-tar", "WAV")]
+)
+def test_a_record_of_a_three_hour_file_reads_only_its_clip(audio_files, tmp_path, kind, fmt):
+    """Named by a TSV, or a member of a tar shard."""
     align = "center" if fmt == "WAV" else "start"
     small, huge = (audio_files[f"{n}-{fmt}"] for n in ("small", "huge"))
-    peaks = _peaks("records", small, huge, tmp_path, align)
+    peaks = _peaks(kind, small, huge, tmp_path, align)
     # fetched whole: the WAV's 173 MB more (the FLAC's ~60 MB); decoded whole, ~520 MB more
     assert peaks["huge"] - peaks["small"] < 60 * MB, peaks
 
@@ -227,9 +236,16 @@ def test_a_bake_reading_through_large_inputs_stores_what_a_fetching_one_does(tmp
     assert hashes[0] == hashes[1]
 
 
-def test_records_reading_through_large_files_store_what_fetching_ones_do(tmp_path, monkeypatch):
-    """A TSV of clips, every file read through (threshold 0) against none: identical arrays and
-    hashes; a truncated WAV and a missing file rejected either way, at the same stages."""
+@pytest.mark.parametrize("container", ["tsv", "tar", "tar on s3"])
+def test_records_reading_through_large_files_store_what_fetching_ones_do(
+    tmp_path, monkeypatch, request, container
+):
+    """Clips named by a TSV or held by a tar (local, and on S3 through moto), every one read
+    through (threshold 0) against none: identical arrays and hashes; a truncated WAV and a
+    record without its clip (a missing file, a key with no audio member) rejected either way,
+    at the same stages."""
+    import tarfile
+
     import pyarrow.parquet as pq
 
     import datakiln
@@ -245,17 +261,33 @@ def test_records_reading_through_large_files_store_what_fetching_ones_do(tmp_pat
         _write_audio(src / names[-1], seconds, fmt)
     whole = (src / "clip2.wav").read_bytes()
     (src / "cut.wav").write_bytes(whole[: len(whole) // 2])
-    rows = [*names, "cut.wav", "gone.wav"]
-    (src / "clips.tsv").write_text("path\n" + "".join(f"{r}\n" for r in rows))
+    if container == "tsv":
+        source, column = src / "clips.tsv", "path"
+        rows = [*names, "cut.wav", "gone.wav"]
+        source.write_text("path\n" + "".join(f"{r}\n" for r in rows))
+    else:
+        source, column = src / "clips.tar", "wav;flac"
+        with tarfile.open(source, "w") as archive:
+            for k, name in enumerate([*names, "cut.wav"]):
+                archive.add(src / name, arcname=f"k{k}.{name.rsplit('.', 1)[1]}")
+            archive.add(src / "clip0.wav", arcname="k4.txt")  # a record with no audio member
+    options: dict = {}
+    if container == "tar on s3":
+        import s3fs
+
+        bucket, options = request.getfixturevalue("s3_options")
+        s3fs.S3FileSystem(**options).put_file(str(source), f"{bucket}/clips.tar")
+        source = f"{bucket}/clips.tar"
 
     def run(name: str, threshold: int):
         monkeypatch.setattr(records, "STREAM_BYTES", threshold)
-        clip = {"modality": "audio", "column": "path", "sample_rate": 8000, "duration": 2.0}
+        clip = {"modality": "audio", "column": column, "sample_rate": 8000, "duration": 2.0}
         spec = BakeSpec(
-            sources=(str(src / "clips.tsv"),),
+            sources=(str(source),),
             output=str(tmp_path / name),
             scheduler="synchronous",
             fields={"clip": {**clip, "n_mels": 32}},
+            storage_options=options,
         )
         return bake_module.bake(spec)
 
@@ -275,4 +307,5 @@ def test_records_reading_through_large_files_store_what_fetching_ones_do(tmp_pat
         table = pq.read_table(tmp_path / name / manifest["rejected"]).to_pylist()
         rejected.append(sorted((r["record"], r["stage"], r["error_type"]) for r in table))
     assert rejected[0] == rejected[1]
-    assert [r[1] for r in rejected[0]] == ["decode", "fetch"]  # row 3 cut short, row 4 missing
+    # the cut WAV fails its decode; a missing file fails its fetch, a missing member its parse
+    assert [r[1] for r in rejected[0]] == ["decode", "fetch" if container == "tsv" else "parse"]

@@ -93,3 +93,36 @@ def test_bad_checksum_is_left_to_tarfile(tmp_path):
     members, truncated = tar_source.list_tar(str(path), len(data), {})
     assert members == []
     assert "truncated or damaged" in truncated
+
+
+def test_an_opened_member_reads_its_own_bytes_only(tmp_path):
+    """``open_member``: the member's bytes through reads and seeks, nothing of its neighbours;
+    an archive cut short under it raises; zip members (CRC, local headers) are fetched."""
+    import hashlib
+
+    from datakiln.readers.sources import MemberRef
+    from datakiln.readers.sources.archive import can_open_member, open_member
+
+    path = tmp_path / "a.tar"
+    path.write_bytes(_archive(tarfile.PAX_FORMAT, SHORT))
+    members, _ = tar_source.list_tar(str(path), path.stat().st_size, {})
+    with tarfile.open(path) as archive:
+        expected = {m.name: archive.extractfile(m).read() for m in archive.getmembers()}
+    for member in members:
+        assert can_open_member(member)
+        with open_member(member, {}) as f:
+            assert f.read() == expected[member.name]
+            assert f.read() == b""
+            f.seek(-2, io.SEEK_END)
+            assert f.read(10) == expected[member.name][-2:]
+            f.seek(0)
+            assert (
+                hashlib.file_digest(f, "sha256").digest()
+                == hashlib.sha256(expected[member.name]).digest()
+            )
+    last = members[-1]
+    path.write_bytes(path.read_bytes()[: last.offset + last.size // 2])
+    with open_member(last, {}) as f, pytest.raises(EOFError, match="ends inside a member"):
+        f.read()
+    zipped = MemberRef(str(path), "a.wav", 30, 10, method="raw", crc=123, header=True)
+    assert not can_open_member(zipped)

@@ -36,6 +36,7 @@ from datakiln.readers.sources import (
     record_extensions,
     resolve_path,
 )
+from datakiln.readers.sources.archive import can_open_member, fetch_members, open_member
 from datakiln.writers.zarr_region import FieldLayout
 
 # Files fetched per batched read (bounds the bytes a task holds before decoding).
@@ -192,8 +193,13 @@ class RecordsModality:
         for name in (f.name for f in fields if getattr(codecs[f.name], "streams", False)):
             for row in slots:
                 slot = row[name]
-                if isinstance(slot.ref, FileRef) and sizes.get(slot.ref.uri, 0) >= STREAM_BYTES:
-                    slot.size = sizes[slot.ref.uri]
+                if isinstance(slot.ref, FileRef):
+                    size = sizes.get(slot.ref.uri, 0)
+                elif isinstance(slot.ref, MemberRef) and can_open_member(slot.ref):
+                    size = slot.ref.size
+                else:
+                    continue
+                slot.size = size if size >= STREAM_BYTES else None
         bytes_in = (
             self._fetch(slots, source_options)
             + sum(
@@ -363,15 +369,20 @@ class RecordsModality:
         context: Context,
         storage_options: Mapping[str, Any],
     ) -> tuple[str, Any]:
-        """Content hash and decoded value of a huge referenced file, read through while open."""
-        assert slot.ref is not None
+        """Content hash and decoded value of a huge file or member, read through while open."""
+        ref = slot.ref
         try:
-            fs, path = fsspec.core.url_to_fs(slot.ref.uri, **dict(storage_options))
-            with fs.open(path, "rb", block_size=4 << 20) as f:
+            if isinstance(ref, MemberRef):
+                opened: Any = open_member(ref, storage_options)
+            else:
+                assert ref is not None
+                fs, path = fsspec.core.url_to_fs(ref.uri, **dict(storage_options))
+                opened = fs.open(path, "rb", block_size=4 << 20)
+            with opened as f:
                 digest = content_hash_file(f)
                 f.seek(0)
                 return digest, codec.decode(f, field, context)
-        except OSError as err:
+        except (OSError, EOFError) as err:
             raise _fetch_error(slot, err) from err
 
     @staticmethod
@@ -380,8 +391,6 @@ class RecordsModality:
 
         Files to be read through at decode (``size`` set) are not fetched.
         """
-        from datakiln.readers.sources.archive import fetch_members
-
         pending = [s for row in slots for s in row.values() if s.ref is not None and s.size is None]
         fetched: dict[Any, bytes | BaseException] = {}
         members = list({s.ref: None for s in pending if isinstance(s.ref, MemberRef)})

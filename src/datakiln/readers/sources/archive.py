@@ -9,10 +9,12 @@ a whole archive in memory, on a local disk or an object store.
 from __future__ import annotations
 
 import bz2
+import contextlib
+import io
 import lzma
 import struct
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import fsspec
@@ -161,6 +163,63 @@ def fetch_members(
             else:
                 out[k] = _member_bytes(members[k], data)
     return out
+
+
+def can_open_member(member: MemberRef) -> bool:
+    """Whether ``open_member`` can read ``member`` in place: stored bytes at a known offset.
+
+    A zip member needs its local header read and its CRC checked over the whole: fetched.
+    """
+    return member.method == "raw" and not member.header and member.crc is None
+
+
+@contextlib.contextmanager
+def open_member(member: MemberRef, storage_options: Mapping[str, Any]) -> Iterator[io.RawIOBase]:
+    """A seekable binary file of ``member``'s bytes, read from the archive as asked, never whole.
+
+    For members ``can_open_member`` accepts (tar members).
+    """
+    if not can_open_member(member):
+        raise ValueError(f"member {member.name!r} is not stored in place; fetch it")
+    fs, path = fsspec.core.url_to_fs(member.uri, **dict(storage_options))
+    with fs.open(path, "rb", block_size=4 << 20) as f:
+        yield _MemberFile(f, member.offset, member.size)
+
+
+class _MemberFile(io.RawIOBase):
+    """``[offset, offset + size)`` of an open binary file, as a file of its own."""
+
+    def __init__(self, f: Any, offset: int, size: int) -> None:
+        super().__init__()
+        self._f, self._offset, self._size, self._pos = f, offset, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        if base + pos < 0:
+            raise ValueError(f"negative seek position {base + pos}")
+        self._pos = base + pos
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        want = min(len(buffer), max(0, self._size - self._pos))
+        if not want:
+            return 0
+        self._f.seek(self._offset + self._pos)
+        data = self._f.read(want)
+        if len(data) < want:
+            raise EOFError(f"the archive ends inside a member ({self._pos + len(data)} bytes)")
+        buffer[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
 
 
 def _zip_data_offset(raw: bytes) -> int | BaseException:
