@@ -95,6 +95,23 @@ def test_bake_from_a_spec_file(image_corpus, tmp_path):
         (["inspect", "{tmp}"], "no datakiln cache"),
         (["bake", "{corpus}", "--out", "{tmp}/c", "--image-codec", "png:3"], "jpeg:QUALITY"),
         (["bake", "{corpus}", "--out", "{tmp}/c", "--image-codec", "gif"], "image.codec must"),
+        (
+            ["bake", "{tmp}/t.csv", "--out", "{tmp}/c", "--fields", "a=text:x,a=label:y"],
+            "names the field 'a' twice",
+        ),
+        (
+            [
+                "bake",
+                "{tmp}/t.csv",
+                "--out",
+                "{tmp}/c",
+                "--fields",
+                "a=text:x",
+                "--fields",
+                "a=text",
+            ],
+            "names the field 'a' twice",
+        ),
     ],
 )
 def test_user_errors_give_one_line_and_exit_2(image_corpus, tmp_path, args, expected):
@@ -104,6 +121,28 @@ def test_user_errors_give_one_line_and_exit_2(image_corpus, tmp_path, args, expe
     result = _run(*args)
     assert result.returncode == 2, result.stderr
     assert expected in _one_error_line(result)
+
+
+def test_fields_given_once_per_field_add_up(tmp_path):
+    """``--fields`` repeated bakes every field named, as one comma-separated list does."""
+    import datakiln
+
+    (tmp_path / "t.csv").write_text("caption,label\na red fox,fox\na grey owl,owl\n")
+    result = _run(
+        "bake",
+        str(tmp_path / "t.csv"),
+        "--out",
+        str(tmp_path / "c"),
+        "--fields",
+        "captions=text:caption",
+        "--fields",
+        "labels=label:label",
+        "-q",
+    )
+    assert result.returncode == 0, result.stderr
+    batch = datakiln.open_cache(str(tmp_path / "c")).get_batch(indices=[0, 1])
+    assert {"captions", "labels"} <= set(batch)
+    assert batch["labels"].tolist() == [0, 1]
 
 
 def test_max_rejected_exits_1(image_corpus, tmp_path):

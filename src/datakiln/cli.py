@@ -144,10 +144,12 @@ def _bake_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--fields",
+        action="append",
         metavar="NAME=MODALITY[:COLUMN],...",
         help="bake records: each row holds these fields, read from tables (csv, tsv, jsonl, "
-        "parquet), tar shards or zip archives; e.g. images=image:jpg,captions=text:txt. The "
-        "image, text and audio flags set every field of their modality",
+        "parquet), tar shards or zip archives; e.g. images=image:jpg,captions=text:txt (or "
+        "one --fields per field). The image, text and audio flags set every field of their "
+        "modality",
     )
     parser.add_argument(
         "--source-format", help="records: the source of every input (table, tar, zip, ...)"
@@ -586,19 +588,26 @@ def _spec_from_args(args: argparse.Namespace) -> Any:
     return BakeSpec.from_dict({**_spec_fields(spec), **top})
 
 
-def _parse_fields(text: str) -> dict[str, dict[str, Any]]:
-    """``images=image:jpg;png,captions=text:txt`` as field tables."""
+def _parse_fields(texts: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``images=image:jpg;png,captions=text:txt`` as field tables.
+
+    From one ``--fields`` or several; a name given twice is an error, not a replacement.
+    """
     from datakiln.errors import SpecError
 
     fields: dict[str, dict[str, Any]] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        name, eq, rest = item.partition("=")
-        modality, _, column = rest.partition(":")
-        if not eq or not name or not modality:
-            raise SpecError(
-                f"--fields takes NAME=MODALITY[:COLUMN] items separated by commas; got {item!r}"
-            )
-        fields[name.strip()] = {"modality": modality.strip(), "column": column.strip() or None}
+    for text in texts:
+        for item in filter(None, (part.strip() for part in text.split(","))):
+            name, eq, rest = item.partition("=")
+            modality, _, column = rest.partition(":")
+            if not eq or not name.strip() or not modality.strip():
+                raise SpecError(
+                    f"--fields takes NAME=MODALITY[:COLUMN] items separated by commas; got {item!r}"
+                )
+            name = name.strip()
+            if name in fields:
+                raise SpecError(f"--fields names the field {name!r} twice")
+            fields[name] = {"modality": modality.strip(), "column": column.strip() or None}
     return fields
 
 
