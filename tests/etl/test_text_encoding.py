@@ -206,6 +206,26 @@ def test_blank_lines_are_counted_apart_from_broken_ones(tmp_path):
     assert again.summary_line() == report.summary_line()
 
 
+def test_a_latin1_file_with_classic_mac_line_endings_bakes_line_by_line(tmp_path):
+    """CR alone ends each line (such files used to bake as one truncated line)."""
+    import datakiln
+
+    src = tmp_path / "src"
+    src.mkdir()
+    lines = ["caf\u00e9 au lait", "cr\u00e8me br\u00fbl\u00e9e", "", "na\u00efve"]
+    (src / "menu.txt").write_bytes("\r".join(lines).encode("latin-1") + b"\r")
+    spec = BakeSpec(
+        sources=(str(src),),
+        output=str(tmp_path / "cache"),
+        modality="text",
+        text={"encoding": "auto", "max_length": 8},
+    )
+    report = bake(spec)
+    assert (report.inputs, report.baked, report.blank) == (4, 3, 1)
+    texts = datakiln.open_cache(str(tmp_path / "cache")).metadata().column("text").to_pylist()
+    assert texts == [line for line in lines if line]
+
+
 def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "datakiln", *args], cwd=cwd, capture_output=True, text=True

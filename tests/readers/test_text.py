@@ -62,6 +62,34 @@ def test_txt_lines_bom_crlf_empty_lines_and_positions(tmp_path):
     ]
 
 
+@pytest.mark.parametrize("encoding", ["latin-1", "utf-16"])
+def test_classic_mac_line_endings_split_at_cr(tmp_path, encoding):
+    """A file whose lines end in a lone CR (no LF anywhere) gives one sample per line, with
+    blank ones rejected as empty; the planned line count bounds what is read."""
+    text = "caf\u00e9 au lait\rna\u00efve\r\r  \rlast"
+    url = _write(tmp_path, "mac.txt", text.encode(encoding))
+    records, rejections = _read(url, encoding=encoding)
+    assert [r.text for r in records] == ["caf\u00e9 au lait", "na\u00efve", "last"]
+    assert [r[:2] for r in _reasons(rejections)] == [("validate", EMPTY_SAMPLE)] * 2
+    if encoding == "latin-1":  # positions are byte offsets
+        data = text.encode(encoding)
+        assert all(data[r.position :].startswith(r.text.encode(encoding)) for r in records)
+    size = len(text.encode(encoding))
+    [(start, end, lines)] = rt.split_line_range(url, 0, size, 2, encoding=encoding)
+    assert (start, end) == (0, size)
+    assert lines >= len(records) + len(rejections)
+
+
+def test_classic_mac_csv_and_a_lone_cr_inside_lf_lines(tmp_path):
+    url = _write(tmp_path, "mac.csv", b"id,text\r1,one\r2,two\r")
+    records, rejections = _read(url, field="text")
+    assert ([r.text for r in records], rejections) == (["one", "two"], [])
+    # where lines end in LF, a lone CR is part of its line (only CRLF is normalised)
+    url = _write(tmp_path, "mixed.txt", b"a\rb\nc\r\n")
+    records, _ = _read(url)
+    assert [r.text for r in records] == ["a\rb", "c"]
+
+
 def test_invalid_utf8_is_rejected_or_replaced(tmp_path):
     url = _write(tmp_path, "bad.txt", b"good\nbad \xff\xfe byte\nalso good\n")
     records, rejections = _read(url)

@@ -15,6 +15,8 @@ Decoding rules, the same for every format:
   split by byte range; the others (UTF-16, UTF-32, given or detected from a byte-order mark)
   are read whole, one range per file.
 * Line endings: ``"\r\n"`` becomes ``"\n"``, in line splitting and inside every text returned.
+  A file with ``"\r"`` but no ``"\n"`` has classic Mac OS line endings: there a ``"\r"`` ends
+  each line (a lone ``"\r"`` in a file of ``"\n"`` lines stays in its line).
 * Invalid bytes follow ``errors``: ``"reject"`` turns the sample (the line, or the whole file in
   one-per-file mode) into a ``Rejection`` at stage ``decode``; ``"replace"`` decodes them as
   U+FFFD.
@@ -240,6 +242,7 @@ def split_line_range(
     fs, path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
     units: list[tuple[int, int, int]] = []
     unit_start, lines, quotes, pos, last = start, 0, 0, start, ord("\n")
+    returns, seen_newline = 0, False  # a range without "\n" has its lines end at "\r"
     with fs.open(path, "rb") as f:
         f.seek(start)
         while pos < end:
@@ -248,6 +251,8 @@ def split_line_range(
                 break
             data = np.frombuffer(block, dtype=np.uint8)
             newlines = np.flatnonzero(data == ord("\n"))
+            returns += int(np.count_nonzero(data == ord("\r")))
+            seen_newline = seen_newline or bool(newlines.size)
             taken = 0  # newlines of this block already counted
             if max_lines is not None and newlines.size:
                 if quoted:
@@ -273,6 +278,10 @@ def split_line_range(
             last = block[-1]
             pos += len(block)
     tail = 1 if pos > unit_start and last != ord("\n") else 0
+    if not seen_newline and returns:  # classic Mac OS line endings (see read_lines)
+        lines, tail = returns, 1 if last != ord("\r") else 0
+    elif not cuttable:  # UTF-16/32: 0x0A and 0x0D bytes both bound the lines from above
+        lines = max(lines, returns)
     units.append((unit_start, end, lines + tail))
     return units
 
@@ -763,6 +772,11 @@ class _RangeReader:
         if start == 0 and self.codec == "utf-8" and data.startswith(_UTF8_BOM):
             offset = len(_UTF8_BOM)
             data = data[offset:]
+        if start == 0 and b"\r" in data and b"\n" not in data:
+            # A file with classic Mac OS line endings: no "\n" to cut it at, so it is one range
+            # from 0. In the codecs split by bytes 0x0D is only ever a CR, and replacing it
+            # keeps every position.
+            data = data.replace(b"\r", b"\n")
         fast = self._decode_lines_at_once(data, offset)
         if fast is not None and fmt == "txt":
             self._add_txt_lines(*fast)
@@ -834,7 +848,10 @@ class _RangeReader:
         text = self.decode(data, 0, check_nul=False)
         if text is None:
             return
-        lines = _normalise(text.removeprefix("\ufeff")).split("\n")
+        text = _normalise(text.removeprefix("\ufeff"))
+        if "\r" in text and "\n" not in text:  # classic Mac OS line endings
+            text = text.replace("\r", "\n")
+        lines = text.split("\n")
         if lines[-1] == "":
             lines.pop()
         self._parse_lines(list(enumerate(lines)), 0, fmt, field, fs, path)
