@@ -186,3 +186,85 @@ def test_speech_tsv_bakes_aligned_audio_mel_and_transcripts(tmp_path):
         assert (
             dataset.manifest["label_classes"]["speaker"][batch["speaker"][k]] == rows[i]["speaker"]
         )
+
+
+def test_speech_records_bake_batch_by_batch_as_in_one_go(tmp_path, monkeypatch):
+    """Audio fields bound a shard's decoded clips to batches (``batch_rows``): with batches of
+    3 the shard stores what one batch stores, rows, fill, masks, metadata, rejections and
+    stats alike, with broken records and an optional field's gaps falling across batches."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from datakiln.etl.modalities import audio as audio_modality
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    rows = []
+    for i in range(11):
+        rate = (16000, 22050, 8000)[i % 3]
+        name = f"u{i}.{'flac' if i % 2 else 'wav'}"
+        sf.write(clips / name, _speech(rate, 0.2 + 0.05 * i, 150 + 40 * i), rate)
+        rows.append([f"clips/{name}", f"utterance {i}", f"s{i % 3}", f"clips/{name}"])
+    (clips / "broken.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEnot audio")
+    rows[2][0] = "clips/missing.wav"  # rejected: a missing file
+    rows[5][0] = "clips/broken.wav"  # rejected: undecodable
+    rows[7][3] = ""  # the optional field: a gap
+    rows[8][3] = "clips/broken.wav"  # and one that does not decode
+    with (tmp_path / "train.tsv").open("w", newline="") as f:
+        writer = csv.writer(f, delimiter="\t")
+        writer.writerow(["path", "sentence", "speaker", "echo"])
+        writer.writerows(rows)
+    audio = {"sample_rate": 8000, "duration": 0.4, "n_mels": 16, "n_fft": 256, "hop_length": 80}
+
+    def run(name: str, rows_per_batch: int) -> Any:
+        monkeypatch.setattr(audio_modality, "DECODE_BATCH", rows_per_batch)
+        spec = BakeSpec(
+            sources=(str(tmp_path / "train.tsv"),),
+            output=str(tmp_path / name),
+            scheduler="synchronous",
+            fields={
+                "audio": {"modality": "audio", "column": "path", **audio},
+                "echo": {"modality": "audio", "column": "echo", "required": False, **audio},
+                "transcripts": {"modality": "text", "column": "sentence", "max_length": 8},
+                "speaker": {"modality": "label", "column": "speaker"},
+            },
+        )
+        return bake(spec)
+
+    whole, batched = run("whole", 64), run("batched", 3)
+    assert (whole.baked, whole.rejected) == (batched.baked, batched.rejected) == (9, 2)
+    caches = [datakiln.open_cache(str(tmp_path / n)) for n in ("whole", "batched")]
+    batches = [c.get_batch(indices=list(range(9))) for c in caches]
+    assert set(batches[0]) == set(batches[1])
+    for key in batches[0]:
+        np.testing.assert_array_equal(batches[0][key], batches[1][key], err_msg=key)
+    assert caches[0].metadata().to_pylist() == caches[1].metadata().to_pylist()
+    assert batches[0]["echo_valid"].tolist().count(False) == 2
+    manifests = [
+        json.loads((tmp_path / n / "manifest.json").read_text()) for n in ("whole", "batched")
+    ]
+    # the same stats, up to the order of float sums (duration totals)
+    stats = [_flat(m["stats"]) for m in manifests]
+    assert stats[0].keys() == stats[1].keys()
+    for key, value in stats[0].items():
+        if isinstance(value, float):
+            assert value == pytest.approx(stats[1][key], rel=1e-12), key
+        else:
+            assert value == stats[1][key], key
+    rejected = [
+        pq.read_table(tmp_path / n / m["rejected"]).to_pylist()
+        for n, m in zip(("whole", "batched"), manifests, strict=True)
+    ]
+    assert [(r["record"], r["field"], r["stage"]) for r in rejected[0]] == [
+        (r["record"], r["field"], r["stage"]) for r in rejected[1]
+    ]
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested dict of numbers and lists as one flat dict (what ``pytest.approx`` compares)."""
+    if isinstance(tree, dict):
+        return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{prefix}{key}/").items()}
+    if isinstance(tree, list):
+        return {k: v for i, sub in enumerate(tree) for k, v in _flat(sub, f"{prefix}{i}/").items()}
+    return {prefix: tree}

@@ -31,6 +31,13 @@ class AudioCodec:
     params_type = AudioParams
     worker_modules: tuple[str, ...] = ("datakiln.etl.kernels.audio", "datakiln.readers.audio")
 
+    @property
+    def batch_rows(self) -> int:
+        """Records a records bake decodes and featurizes at a time: decoded clips are large."""
+        from datakiln.etl.modalities.audio import DECODE_BATCH
+
+        return DECODE_BATCH
+
     def layouts(self, spec: FieldSpec, generation: str, shard_rows: int) -> list[FieldLayout]:
         a: AudioParams = spec.params
         mel = mel_name(spec)

@@ -54,6 +54,9 @@ class FieldCodec(Protocol):
     bake fetches them and the metadata records their URI and content hash. ``params_type``
     parses the field's table (``None``: the field takes no parameters).
 
+    Optionally ``batch_rows``: a records bake then fetches, decodes and encodes at most that
+    many records at a time (``encode`` is called per batch; the shard's stats are the sum of
+    the batches', so a codec's stats must be numbers, lists of numbers or dicts of them).
     Optionally ``streams = True``: ``decode`` also takes an open, seekable binary file, and a
     referenced file of ``STREAM_BYTES`` or more is then handed over open (hashed in blocks
     first) instead of fetched whole, so a codec that needs a part of a huge file reads that.

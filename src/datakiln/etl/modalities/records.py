@@ -23,7 +23,7 @@ import pyarrow as pa
 from datakiln.cache.fingerprint import content_hash, content_hash_file
 from datakiln.errors import BakeError
 from datakiln.etl.fields import get_codec
-from datakiln.etl.fields.base import Context, FieldError
+from datakiln.etl.fields.base import Context, Encoded, FieldError
 from datakiln.etl.modalities.base import STREAM_BYTES, ShardOutput, Unit, decode_all
 from datakiln.etl.spec import BakeSpec, FieldSpec, RecordParams
 from datakiln.etl.task import ShardMarker, ShardPlan
@@ -200,26 +200,20 @@ class RecordsModality:
                 else:
                     continue
                 slot.size = size if size >= STREAM_BYTES else None
-        bytes_in = (
-            self._fetch(slots, source_options)
-            + sum(
-                len(slot.value)  # media bytes embedded in the record (a Parquet struct, a column)
-                for row in slots
-                for slot in row.values()
-                if slot.hashed and slot.ref is None and slot.value is not None
-            )
-            + sum(slot.size or 0 for row in slots for slot in row.values())
-        )
-        t1 = time.perf_counter()
-        timings["fetch"] = t1 - t0
-
-        work = [
-            (slot, field)
+        bytes_in = sum(
+            len(slot.value)  # media bytes embedded in the record (a Parquet struct, a column)
+            if slot.hashed and slot.ref is None and slot.value is not None
+            else slot.size or 0  # read through at decode
             for row in slots
-            for field in fields
-            if (slot := row[field.name]).error is None
-            and (slot.value is not None or slot.size is not None)
-        ]
+            for slot in row.values()
+        )
+        # fields whose rows record the file or member their value came from
+        sourced = {
+            f.name
+            for f in fields
+            if codecs[f.name].media or any(r[f.name].ref is not None for r in slots)
+        }
+        timings["fetch"] = time.perf_counter() - t0
 
         def decode(item: tuple[_Slot, FieldSpec]) -> None:
             slot, field = item
@@ -239,40 +233,64 @@ class RecordsModality:
             except FieldError as err:
                 slot.error = err
 
-        decode_all(decode, work)
-        t2 = time.perf_counter()
-        timings["decode"] = t2 - t1
-
+        # Records are fetched, decoded and encoded a batch at a time where a codec bounds its
+        # batches (audio: decoded clips are large), so a task holds one batch of decoded
+        # values; else the whole shard is one batch.
+        batch = min(getattr(codecs[f.name], "batch_rows", None) or len(slots) for f in fields)
+        batch = max(batch, 1)
         kept: list[int] = []
-        for k, (row, (rec, container)) in enumerate(zip(slots, records, strict=True)):
-            failed = None
-            for field in fields:
-                slot = row[field.name]
-                if slot.error is None and slot.decoded is None:
-                    slot.error = FieldError(
-                        STAGE_PARSE if slot.value is None else STAGE_VALIDATE,
-                        "MissingField",
-                        f"record has no value for column {field.column!r}",
-                    )
-                if slot.error is not None and field.required and failed is None:
-                    failed = (field.name, slot.error)
-            if failed is None:
-                kept.append(k)
-                continue
-            name, err = failed
-            slot = row[name]
-            where = f" ({slot.uri})" if slot.uri and slot.uri != container else ""
-            rejections.append(
-                _rejection(
-                    rec,
-                    container,
-                    shard.shard_id,
-                    err.stage,
-                    err.error_type,
-                    f"field {name!r}{where}: {err}",
-                    name,
-                )
+        encoded: dict[str, Encoded] = {}
+        valid: dict[str, list[bool]] = {f.name: [] for f in fields}
+        meta: dict[str, list[Any]] = {"source": [], "position": [], "record": []}
+        for name in sourced:
+            meta[f"{name}_uri"], meta[f"{name}_sha256"] = [], []
+        for f in fields:
+            if f.modality == "text":
+                meta[f.name] = []
+        for first in range(0, len(slots), batch):
+            rows = range(first, min(first + batch, len(slots)))
+            t1 = time.perf_counter()
+            bytes_in += self._fetch([slots[k] for k in rows], source_options)
+            t2 = time.perf_counter()
+            timings["fetch"] += t2 - t1
+            decode_all(
+                decode,
+                [
+                    (slot, field)
+                    for k in rows
+                    for field in fields
+                    if (slot := slots[k][field.name]).error is None
+                    and (slot.value is not None or slot.size is not None)
+                ],
             )
+            t3 = time.perf_counter()
+            timings["decode"] += t3 - t2
+            these = [k for k in rows if self._keep(slots[k], records[k], fields, shard, rejections)]
+            for field in fields:
+                column = [slots[k][field.name] for k in these]
+                ok = [s.error is None for s in column]
+                valid[field.name] += ok
+                decoded = [s.decoded if v else None for s, v in zip(column, ok, strict=True)]
+                # the first batch's arrays are the shard's; later batches are copied into them
+                capacity = len(decoded) if field.name in encoded else shard.capacity
+                part = codecs[field.name].encode(decoded, field, capacity, contexts[field.name])
+                _append(encoded, field.name, part, len(kept))
+                if field.name in sourced:
+                    pairs = list(zip(column, ok, strict=True))
+                    meta[f"{field.name}_uri"] += [s.uri if v else None for s, v in pairs]
+                    meta[f"{field.name}_sha256"] += [s.digest if v else None for s, v in pairs]
+                if field.modality == "text":
+                    meta[field.name] += [d.text if d is not None else None for d in decoded]
+            kept += these
+            for k in rows:  # done with this batch's bytes and decoded values
+                for slot in slots[k].values():
+                    slot.value = slot.decoded = None
+            timings["kernel"] += time.perf_counter() - t3
+        for field in fields:  # no record to encode: the shard's arrays are all fill
+            if field.name not in encoded:
+                encoded[field.name] = codecs[field.name].encode(
+                    [], field, shard.capacity, contexts[field.name]
+                )
         if len(kept) + len(rejections) != shard.capacity:
             raise BakeError(
                 f"shard {shard.shard_id} read {len(kept) + len(rejections)} records where its "
@@ -281,43 +299,26 @@ class RecordsModality:
             )
 
         n = len(kept)
-        arrays: dict[str, Any] = {}
-        meta: dict[str, list[Any]] = {
-            "source": [records[k][1] for k in kept],
-            "position": [records[k][0].position for k in kept],
-            "record": [records[k][0].key for k in kept],
-        }
+        meta["source"] = [records[k][1] for k in kept]
+        meta["position"] = [records[k][0].position for k in kept]
+        meta["record"] = [records[k][0].key for k in kept]
         if any(encodings.values()):  # a table in a legacy codec, detected
             meta["source_encoding"] = [encodings[records[k][1]] or "utf-8" for k in kept]
+        arrays: dict[str, Any] = {}
         stats: dict[str, Any] = {"records": n, "fields": {}}
         shapes: list[list[Any]] = []
         for field in fields:
-            column = [slots[k][field.name] for k in kept]
-            valid = [s.error is None for s in column]
-            decoded = [s.decoded if ok else None for s, ok in zip(column, valid, strict=True)]
-            encoded = codecs[field.name].encode(
-                decoded, field, shard.capacity, contexts[field.name]
-            )
-            arrays.update(encoded.arrays)
+            whole = encoded[field.name]
+            arrays.update(whole.arrays)
             if not field.required:
                 mask = np.zeros(shard.capacity, bool)
-                mask[:n] = valid
+                mask[:n] = valid[field.name]
                 arrays[f"{field.name}_valid"] = mask
-            if codecs[field.name].media or any(s.ref is not None for s in column):
-                meta[f"{field.name}_uri"] = [
-                    s.uri if ok else None for s, ok in zip(column, valid, strict=True)
-                ]
-                meta[f"{field.name}_sha256"] = [
-                    s.digest if ok else None for s, ok in zip(column, valid, strict=True)
-                ]
-            if field.modality == "text":
-                meta[field.name] = [d.text if d is not None else None for d in decoded]
-            meta.update(encoded.meta)
-            stats["fields"][field.name] = encoded.stats
+            meta.update(whole.meta)
+            stats["fields"][field.name] = whole.stats
             if field.modality == "label" and "label_counts" not in stats:
-                stats["label_counts"] = encoded.stats["label_counts"]
-            shapes += [[field.name, *s] for s in encoded.kernel_shapes]
-        timings["kernel"] = time.perf_counter() - t2
+                stats["label_counts"] = whole.stats["label_counts"]
+            shapes += [[field.name, *s] for s in whole.kernel_shapes]
         return ShardOutput(
             rows=n,
             arrays=arrays,
@@ -327,6 +328,49 @@ class RecordsModality:
             stats=stats,
             extra={"kernel_shapes": shapes, "records": shard.capacity},
         )
+
+    @staticmethod
+    def _keep(
+        row: dict[str, _Slot],
+        record: tuple[Record, str],
+        fields: Sequence[FieldSpec],
+        shard: ShardPlan,
+        rejections: list[Rejection],
+    ) -> bool:
+        """Whether a decoded record is baked.
+
+        Else its rejection (the first required field that failed, named with its stage and
+        reason) is added to ``rejections``.
+        """
+        rec, container = record
+        failed = None
+        for field in fields:
+            slot = row[field.name]
+            if slot.error is None and slot.decoded is None:
+                slot.error = FieldError(
+                    STAGE_PARSE if slot.value is None and slot.size is None else STAGE_VALIDATE,
+                    "MissingField",
+                    f"record has no value for column {field.column!r}",
+                )
+            if slot.error is not None and field.required and failed is None:
+                failed = (field.name, slot.error)
+        if failed is None:
+            return True
+        name, err = failed
+        slot = row[name]
+        where = f" ({slot.uri})" if slot.uri and slot.uri != container else ""
+        rejections.append(
+            _rejection(
+                rec,
+                container,
+                shard.shard_id,
+                err.stage,
+                err.error_type,
+                f"field {name!r}{where}: {err}",
+                name,
+            )
+        )
+        return False
 
     @staticmethod
     def _slot(record: Record, container: str, field: FieldSpec, media: bool) -> _Slot:
@@ -421,6 +465,44 @@ class RecordsModality:
             per_shard = [m.stats["fields"][name] for m in markers if m.stats.get("fields")]
             out[name] = get_codec(field.modality).merge_stats(field, per_shard)
         return out
+
+
+def _append(encoded: dict[str, Encoded], name: str, part: Encoded, row: int) -> None:
+    """Add a batch's encoding of field ``name`` to the shard's, its rows from ``row`` on.
+
+    The first batch's arrays have the shard's capacity (and the codec's fill); a later one's
+    rows are copied into them, its meta columns and kernel shapes appended, its stats added
+    (codecs' shard stats are sums: numbers and lists of numbers).
+    """
+    if name not in encoded:
+        encoded[name] = part
+        return
+    shard = encoded[name]
+    for key, values in part.arrays.items():  # a later batch's arrays hold its rows only
+        target = shard.arrays[key]
+        if isinstance(target, list):
+            target[row : row + len(values)] = list(values)
+        else:
+            target[row : row + len(values)] = np.asarray(values)
+    for key, values in part.meta.items():
+        shard.meta[key] = list(shard.meta[key]) + list(values)
+    shard.stats = _add_stats(shard.stats, part.stats)
+    shard.kernel_shapes += [s for s in part.kernel_shapes if s not in shard.kernel_shapes]
+
+
+def _add_stats(a: Any, b: Any) -> Any:
+    """``a + b`` for shard stats: numbers add, lists add item by item, dicts key by key."""
+    if isinstance(a, Mapping):
+        return {k: _add_stats(a[k], b[k]) if k in b else a[k] for k in a} | {
+            k: v for k, v in b.items() if k not in a
+        }
+    if isinstance(a, list):
+        width = max(len(a), len(b))
+        a, b = a + [0] * (width - len(a)), b + [0] * (width - len(b))
+        return [_add_stats(x, y) for x, y in zip(a, b, strict=True)]
+    if a is None or b is None:
+        return a if b is None else b
+    return a + b
 
 
 def _fetch_error(slot: _Slot, err: BaseException) -> FieldError:
