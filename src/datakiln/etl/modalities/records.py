@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -234,7 +235,7 @@ class RecordsModality:
                 slot.error = err
 
         # Records are fetched, decoded and encoded a batch at a time where a codec bounds its
-        # batches (audio: decoded clips are large), so a task holds one batch of decoded
+        # batches (audio: decoded clips are large), so a task holds two batches of decoded
         # values; else the whole shard is one batch.
         batch = min(getattr(codecs[f.name], "batch_rows", None) or len(slots) for f in fields)
         batch = max(batch, 1)
@@ -247,45 +248,61 @@ class RecordsModality:
         for f in fields:
             if f.modality == "text":
                 meta[f.name] = []
-        for first in range(0, len(slots), batch):
-            rows = range(first, min(first + batch, len(slots)))
-            t1 = time.perf_counter()
-            bytes_in += self._fetch([slots[k] for k in rows], source_options)
-            t2 = time.perf_counter()
-            timings["fetch"] += t2 - t1
-            decode_all(
-                decode,
-                [
-                    (slot, field)
-                    for k in rows
-                    for field in fields
-                    if (slot := slots[k][field.name]).error is None
-                    and (slot.value is not None or slot.size is not None)
-                ],
-            )
-            t3 = time.perf_counter()
-            timings["decode"] += t3 - t2
-            these = [k for k in rows if self._keep(slots[k], records[k], fields, shard, rejections)]
-            for field in fields:
-                column = [slots[k][field.name] for k in these]
-                ok = [s.error is None for s in column]
-                valid[field.name] += ok
-                decoded = [s.decoded if v else None for s, v in zip(column, ok, strict=True)]
-                # the first batch's arrays are the shard's; later batches are copied into them
-                capacity = len(decoded) if field.name in encoded else shard.capacity
-                part = codecs[field.name].encode(decoded, field, capacity, contexts[field.name])
-                _append(encoded, field.name, part, len(kept))
-                if field.name in sourced:
-                    pairs = list(zip(column, ok, strict=True))
-                    meta[f"{field.name}_uri"] += [s.uri if v else None for s, v in pairs]
-                    meta[f"{field.name}_sha256"] += [s.digest if v else None for s, v in pairs]
-                if field.modality == "text":
-                    meta[field.name] += [d.text if d is not None else None for d in decoded]
-            kept += these
-            for k in rows:  # done with this batch's bytes and decoded values
-                for slot in slots[k].values():
-                    slot.value = slot.decoded = None
-            timings["kernel"] += time.perf_counter() - t3
+
+        def prepare(rows: range) -> tuple[int, float]:
+            """Fetch and decode one batch: the bytes fetched and the seconds fetching took."""
+            started = time.perf_counter()
+            got = self._fetch([slots[k] for k in rows], source_options)
+            fetched = time.perf_counter()
+            work = [
+                (slot, field)
+                for k in rows
+                for field in fields
+                if (slot := slots[k][field.name]).error is None
+                and (slot.value is not None or slot.size is not None)
+            ]
+            decode_all(decode, work)
+            return got, fetched - started
+
+        batches = [range(a, min(a + batch, len(slots))) for a in range(0, len(slots), batch)]
+        # The next batch is fetched and decoded while the kernel runs on this one (decoders,
+        # hashing and the kernel release the GIL), as the audio bake does.
+        with ThreadPoolExecutor(1) as ahead:
+            pending = ahead.submit(prepare, batches[0]) if batches else None
+            for i, rows in enumerate(batches):
+                t2 = time.perf_counter()
+                assert pending is not None
+                got, fetch_s = pending.result()
+                t3 = time.perf_counter()
+                bytes_in += got
+                timings["fetch"] += fetch_s
+                # the wait for this batch's decodes (the first batch's fetch too: less that)
+                timings["decode"] += max(0.0, t3 - t2 - (fetch_s if i == 0 else 0.0))
+                if i + 1 < len(batches):
+                    pending = ahead.submit(prepare, batches[i + 1])
+                these = [
+                    k for k in rows if self._keep(slots[k], records[k], fields, shard, rejections)
+                ]
+                for field in fields:
+                    column = [slots[k][field.name] for k in these]
+                    ok = [s.error is None for s in column]
+                    valid[field.name] += ok
+                    decoded = [s.decoded if v else None for s, v in zip(column, ok, strict=True)]
+                    # the first batch's arrays are the shard's; later batches are copied into them
+                    capacity = len(decoded) if field.name in encoded else shard.capacity
+                    part = codecs[field.name].encode(decoded, field, capacity, contexts[field.name])
+                    _append(encoded, field.name, part, len(kept))
+                    if field.name in sourced:
+                        pairs = list(zip(column, ok, strict=True))
+                        meta[f"{field.name}_uri"] += [s.uri if v else None for s, v in pairs]
+                        meta[f"{field.name}_sha256"] += [s.digest if v else None for s, v in pairs]
+                    if field.modality == "text":
+                        meta[field.name] += [d.text if d is not None else None for d in decoded]
+                kept += these
+                for k in rows:  # done with this batch's bytes and decoded values
+                    for slot in slots[k].values():
+                        slot.value = slot.decoded = None
+                timings["kernel"] += time.perf_counter() - t3
         for field in fields:  # no record to encode: the shard's arrays are all fill
             if field.name not in encoded:
                 encoded[field.name] = codecs[field.name].encode(
