@@ -1,6 +1,6 @@
 """Records bakes against the same images baked from a folder, in the same run.
 
-    python ../shared/bench/make_corpus.py --out /tmp/corpus --pngs 0 --wavs 0 --lines 10
+    python ../shared/bench/make_corpus.py --out /tmp/corpus --pngs 0 --lines 10
     python benchmarks/bench_records.py --corpus /tmp/corpus --runs 3
 
 The benchmark JPEGs (``images/jpeg``) are written once more as WebDataset tar shards (256
@@ -18,6 +18,9 @@ the Parquet one ranged GET per row group.
 every input file (the JPEGs, tars, Parquet and CSV) is dropped from it with
 ``posix_fadvise(DONTNEED)``, so each form reads its bytes from the disk, as a training set
 larger than memory does (Linux only; the interpreter and its libraries stay cached).
+
+``--speech`` also bakes the corpus WAVs (``audio/``) as an audio bake and as records from a
+TSV naming each clip beside a transcript (an audio field alone, and with a text field).
 
 ``--rss`` also measures a worker's peak RSS (one synchronous process) baking a tar of the
 same records and one of the same records padded to about 2 GiB with members that no field
@@ -38,6 +41,7 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import harness
 
@@ -73,7 +77,9 @@ def write_forms(files: list[Path], root: Path) -> dict[str, list[str]]:
     }
 
 
-def bake(args: list[str], out: Path, env: dict[str, str]) -> float:
+def bake(
+    args: list[str], out: Path, env: dict[str, str], flags: tuple[str, ...] = ("--size", str(SIZE))
+) -> float:
     shutil.rmtree(out, ignore_errors=True)
     cmd = [
         sys.executable,
@@ -83,8 +89,7 @@ def bake(args: list[str], out: Path, env: dict[str, str]) -> float:
         *args,
         "--out",
         str(out),
-        "--size",
-        str(SIZE),
+        *flags,
         "--shard-size",
         str(SHARD),
         "-q",
@@ -93,6 +98,31 @@ def bake(args: list[str], out: Path, env: dict[str, str]) -> float:
     report = json.loads((out / "report.json").read_text())
     assert report["rejected"] == 0, report["rejected_by_reason"]
     return report["inputs"] / report["wall_s"]
+
+
+def speech_figures(corpus: Path, runs: int, env: dict[str, str], root: Path) -> dict[str, Any]:
+    """Clips/s of the corpus WAVs as an audio bake and as records from a TSV naming each clip
+    beside a transcript (an audio field alone, then with a text field), taking turns."""
+    clips = sorted((corpus / "audio").glob("*.wav"))
+    table = root / "speech.tsv"
+    with table.open("w", newline="") as f:
+        writer = csv.writer(f, delimiter="\t")
+        writer.writerow(["path", "sentence"])
+        writer.writerows([[str(p), f"clip number {k} of the corpus"] for k, p in enumerate(clips)])
+    forms = {
+        "audio_folder": [str(corpus / "audio"), "--modality", "audio"],
+        "audio_tsv": [str(table), "--fields", "audio=audio:path"],
+        "speech_tsv": [str(table), "--fields", "audio=audio:path,transcripts=text:sentence"],
+    }
+    figures = harness.alternate(
+        {
+            name: lambda name=name, form=form: bake(form, root / f"speech-{name}", env, ())
+            for name, form in forms.items()
+        },
+        runs,
+        warmup=True,
+    )
+    return {"clips": len(clips), **figures}
 
 
 def peak_rss_child(tar_glob: str, out: str) -> list[float]:
@@ -182,6 +212,9 @@ def main() -> None:
     parser.add_argument("--s3", action="store_true", help="also folder and Parquet from S3")
     parser.add_argument("--s3-runs", type=int, default=3)
     parser.add_argument("--cold", action="store_true", help="also with inputs out of the cache")
+    parser.add_argument(
+        "--speech", action="store_true", help="also the corpus WAVs: audio bake against a TSV"
+    )
     args = parser.parse_args()
     record = harness.Recorder("bench_records", args)
     files = sorted((Path(args.corpus) / "images" / "jpeg").glob("*.jpg"))
@@ -218,6 +251,8 @@ def main() -> None:
                 },
                 args.runs,
             )
+        if args.speech:
+            record.facts["speech"] = speech_figures(Path(args.corpus), args.runs, env, root)
         if args.rss:
             small = root / "small"
             small.mkdir()

@@ -359,6 +359,26 @@ def _records_forms(runs: dict[str, list[float]], where: str) -> Table:
     return header, rows
 
 
+def _records_speech(r: dict[str, Any]) -> Table:
+    speech = r["facts"]["speech"]
+    folder = statistics.median(speech["audio_folder"])
+    rows: Rows = [("audio bake of the folder", fmt(folder), "1", runs_text(speech["audio_folder"]))]
+    for key, label in (
+        ("audio_tsv", "records: TSV naming the clips (an audio field)"),
+        ("speech_tsv", "records: the same TSV, an audio and a transcript field"),
+    ):
+        median = statistics.median(speech[key])
+        rows.append((label, fmt(median), _x(median / folder, True), runs_text(speech[key])))
+    n = len(speech["audio_folder"])
+    header = (
+        f"{speech['clips']} WAV clips",
+        f"clips/s (median of {n})",
+        "ratio to the audio bake",
+        "all runs",
+    )
+    return header, rows
+
+
 def _records_rss(r: dict[str, Any]) -> Table:
     rss = r["facts"]["rss_mib"]
     rows: Rows = [
@@ -762,6 +782,7 @@ BUILDERS: dict[str, Builder] = {
     "bench_records": _records,
     "bench_records.cold": _records_cold,
     "bench_records.rss": _records_rss,
+    "bench_records.speech": _records_speech,
     "bench_records.s3": _records_s3,
     "bench_remote": _remote,
     "bench_service": _service,
