@@ -131,6 +131,17 @@ def _speech(rate: int, seconds: float, freq: float) -> np.ndarray:
     return (0.4 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
 
 
+def _write_clips(clips, count: int, first_s: float, step_s: float) -> list[str]:
+    """``count`` tones at 16, 22.05 and 8 kHz in turn, as WAV and FLAC in turn; their names."""
+    clips.mkdir()
+    names = []
+    for i in range(count):
+        rate = (16000, 22050, 8000)[i % 3]
+        names.append(f"u{i}.{'flac' if i % 2 else 'wav'}")
+        sf.write(clips / names[-1], _speech(rate, first_s + step_s * i, 200 + 50 * i), rate)
+    return names
+
+
 def test_speech_tsv_bakes_aligned_audio_mel_and_transcripts(tmp_path):
     from datakiln.datasets.tokenize import word_hash_tokenize
     from datakiln.etl.kernels.audio import featurize_audio
@@ -139,19 +150,14 @@ def test_speech_tsv_bakes_aligned_audio_mel_and_transcripts(tmp_path):
     from datakiln.readers.audio import decode_audio_native
 
     clips = tmp_path / "clips"
-    clips.mkdir()
-    rows = []
-    for i in range(6):
-        rate = (16000, 22050, 8000)[i % 3]
-        name = f"u{i}.{'flac' if i % 2 else 'wav'}"
-        sf.write(clips / name, _speech(rate, 0.3 + 0.1 * i, 200 + 50 * i), rate)
-        rows.append(
-            {
-                "path": f"clips/{name}",
-                "sentence": f"utterance number {i} is here",
-                "speaker": f"s{i % 2}",
-            }
-        )
+    rows = [
+        {
+            "path": f"clips/{name}",
+            "sentence": f"utterance number {i} is here",
+            "speaker": f"s{i % 2}",
+        }
+        for i, name in enumerate(_write_clips(clips, 6, 0.3, 0.1))
+    ]
     with (tmp_path / "train.tsv").open("w", newline="") as f:
         writer = csv.DictWriter(f, ["path", "sentence", "speaker"], delimiter="\t")
         writer.writeheader()
@@ -199,13 +205,10 @@ def test_speech_records_bake_batch_by_batch_as_in_one_go(tmp_path, monkeypatch):
     from datakiln.etl.modalities import audio as audio_modality
 
     clips = tmp_path / "clips"
-    clips.mkdir()
-    rows = []
-    for i in range(11):
-        rate = (16000, 22050, 8000)[i % 3]
-        name = f"u{i}.{'flac' if i % 2 else 'wav'}"
-        sf.write(clips / name, _speech(rate, 0.2 + 0.05 * i, 150 + 40 * i), rate)
-        rows.append([f"clips/{name}", f"utterance {i}", f"s{i % 3}", f"clips/{name}"])
+    rows = [
+        [f"clips/{name}", f"utterance {i}", f"s{i % 3}", f"clips/{name}"]
+        for i, name in enumerate(_write_clips(clips, 11, 0.2, 0.05))
+    ]
     (clips / "broken.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEnot audio")
     rows[2][0] = "clips/missing.wav"  # rejected: a missing file
     rows[5][0] = "clips/broken.wav"  # rejected: undecodable

@@ -180,17 +180,21 @@ def test_default_utf8_bake_is_unchanged(corpus, tmp_path):
     assert {m["encoding"] for m in dataset.metadata().to_pylist()} == {"utf-8"}
 
 
-def test_blank_lines_are_counted_apart_from_broken_ones(tmp_path):
+def _text_folder(tmp_path: Path, files: dict[str, bytes], **text) -> BakeSpec:
+    """A text bake's spec of a folder holding ``files`` (name: bytes), into ``cache``."""
     src = tmp_path / "src"
     src.mkdir()
-    (src / "a.txt").write_bytes(b"one\n\n  \t\ntwo\nbad \xff line\n\r\nthree\n")
-    (src / "b.jsonl").write_bytes(b'{"text": "four"}\n{"text": null}\n{broken\n\n')
-    spec = BakeSpec(
-        sources=(str(src),),
-        output=str(tmp_path / "cache"),
-        modality="text",
-        text={"field": "text", "max_length": 8},
-    )
+    for name, data in files.items():
+        (src / name).write_bytes(data)
+    return BakeSpec(sources=(str(src),), output=str(tmp_path / "cache"), modality="text", text=text)
+
+
+def test_blank_lines_are_counted_apart_from_broken_ones(tmp_path):
+    files = {
+        "a.txt": b"one\n\n  \t\ntwo\nbad \xff line\n\r\nthree\n",
+        "b.jsonl": b'{"text": "four"}\n{"text": null}\n{broken\n\n',
+    }
+    spec = _text_folder(tmp_path, files, field="text", max_length=8)
     report = bake(spec)
     # blank: an empty, a whitespace and a CRLF-only line in a.txt, a null and an empty line in
     # b.jsonl; broken: the undecodable line and the bad JSON
@@ -210,17 +214,9 @@ def test_a_latin1_file_with_classic_mac_line_endings_bakes_line_by_line(tmp_path
     """CR alone ends each line (such files used to bake as one truncated line)."""
     import datakiln
 
-    src = tmp_path / "src"
-    src.mkdir()
     lines = ["caf\u00e9 au lait", "cr\u00e8me br\u00fbl\u00e9e", "", "na\u00efve"]
-    (src / "menu.txt").write_bytes("\r".join(lines).encode("latin-1") + b"\r")
-    spec = BakeSpec(
-        sources=(str(src),),
-        output=str(tmp_path / "cache"),
-        modality="text",
-        text={"encoding": "auto", "max_length": 8},
-    )
-    report = bake(spec)
+    menu = "\r".join(lines).encode("latin-1") + b"\r"
+    report = bake(_text_folder(tmp_path, {"menu.txt": menu}, encoding="auto", max_length=8))
     assert (report.inputs, report.baked, report.blank) == (4, 3, 1)
     texts = datakiln.open_cache(str(tmp_path / "cache")).metadata().column("text").to_pylist()
     assert texts == [line for line in lines if line]
