@@ -172,7 +172,10 @@ def test_speech_tsv_bakes_aligned_audio_mel_and_transcripts(tmp_path):
             "speaker": {"modality": "label", "column": "speaker"},
         },
     )
-    assert bake(spec).baked == 6
+    report = bake(spec)
+    assert report.baked == 6
+    # the featurizer's (rate, rows, channels) signatures: 16, 22.05 and 8 kHz, mono
+    assert report.kernel_shapes == 3
     dataset = datakiln.open_cache(str(tmp_path / "out"))
     batch = dataset.get_batch(indices=list(range(6)))
     assert batch["audio"].shape == (6, 8000)

@@ -84,18 +84,21 @@ class AudioCodec:
         self, decoded: Sequence[Any], spec: FieldSpec, capacity: int, context: Context
     ) -> Encoded:
         from datakiln.etl.kernels.audio import featurize_audio
-        from datakiln.etl.modalities.audio import DECODE_BATCH, _kernel_params
+        from datakiln.etl.modalities.audio import DECODE_BATCH, _kernel_params, kernel_shapes
 
         a: AudioParams = spec.params
         waves = np.zeros((capacity, a.samples), a.wave_dtype)
         mels = np.zeros((capacity, a.n_mels, a.frames), a.mel_dtype)
         present = [k for k, d in enumerate(decoded) if d is not None]
+        shapes: set[tuple[int, int, int]] = set()
         for first in range(0, len(present), DECODE_BATCH):
             rows = present[first : first + DECODE_BATCH]
             w = np.zeros((len(rows), a.samples), a.wave_dtype)
             m = np.zeros((len(rows), a.n_mels, a.frames), a.mel_dtype)
+            clips = [(decoded[k][0], decoded[k][1]) for k in rows]
+            shapes |= kernel_shapes(clips)
             featurize_audio(
-                [(decoded[k][0], decoded[k][1]) for k in rows],
+                clips,
                 out=(w, m),
                 spans=[(decoded[k][2].first_frame, decoded[k][2].frames) for k in rows],
                 **_kernel_params(a),
@@ -111,6 +114,7 @@ class AudioCodec:
                 f"{n}_duration_s": [i.duration_s if i else None for i in infos],
             },
             stats={"clips": len(durations), "duration_sum_s": float(sum(durations))},
+            kernel_shapes=[list(s) for s in sorted(shapes)],
         )
 
     def merge_stats(self, spec: FieldSpec, stats: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -278,7 +278,7 @@ class AudioModality:
                 )
                 n += len(kept)
                 timings["kernel"] += time.perf_counter() - t2
-                shapes |= _kernel_shapes(kept)
+                shapes |= kernel_shapes(clips)
                 for k, digest, (_, rate, info) in kept:
                     length = _resampled_length(info.frames, rate, audio.sample_rate)
                     padded += length < audio.samples
@@ -333,10 +333,13 @@ class AudioModality:
         }
 
 
-def _kernel_shapes(kept: Sequence[tuple[int, str, Any]]) -> set[tuple[int, int, int]]:
-    """The (rate, rows, channels) signatures ``featurize_audio`` compiles for one batch."""
+def kernel_shapes(clips: Sequence[tuple[np.ndarray, int]]) -> set[tuple[int, int, int]]:
+    """The (rate, rows, channels) signatures ``featurize_audio`` compiles for a batch of clips.
+
+    ``clips``: ``(samples, rate)`` pairs, as ``featurize_audio`` takes them.
+    """
     by_rate: dict[int, list[int]] = {}
-    for _, _, (samples, rate, _) in kept:
+    for samples, rate in clips:
         by_rate.setdefault(int(rate), []).append(samples.shape[1] if samples.ndim == 2 else 1)
     shapes = set()
     for rate, channels in by_rate.items():
