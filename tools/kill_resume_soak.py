@@ -18,18 +18,20 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import fsspec
 import numpy as np
 from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import harness  # the benchmarks' helpers, found through the path above
 
 
 def _corpus(root: Path, n: int) -> None:
@@ -73,21 +75,7 @@ def _checksums(out: str, options: dict) -> dict[str, str]:
 @contextlib.contextmanager
 def _moto_bucket() -> Iterator[tuple[str, dict, dict]]:
     """A bucket on a moto server on loopback: (URL, storage options, environment)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            with contextlib.suppress(OSError):
-                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()
-                break
-            time.sleep(0.1)
+    with harness.moto_server() as endpoint:
         options = {"key": "soak", "secret": "soak-secret", "endpoint_url": endpoint}
         fsspec.filesystem("s3", **options).mkdir("soak")
         env = {
@@ -98,9 +86,6 @@ def _moto_bucket() -> Iterator[tuple[str, dict, dict]]:
             "AWS_DEFAULT_REGION": "us-east-1",
         }
         yield "s3://soak", options, env
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 def main() -> int:
