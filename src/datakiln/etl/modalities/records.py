@@ -243,12 +243,13 @@ class RecordsModality:
         kept: list[int] = []
         encoded: dict[str, Encoded] = {}
         valid: dict[str, list[bool]] = {f.name: [] for f in fields}
-        meta: dict[str, list[Any]] = {"source": [], "position": [], "record": []}
-        for name in sourced:
-            meta[f"{name}_uri"], meta[f"{name}_sha256"] = [], []
+        # per field, in field order: the URI and hash of each value's file, a text's raw string
+        columns: dict[str, dict[str, list[Any]]] = {f.name: {} for f in fields}
         for f in fields:
+            if f.name in sourced:
+                columns[f.name] = {f"{f.name}_uri": [], f"{f.name}_sha256": []}
             if f.modality == "text":
-                meta[f.name] = []
+                columns[f.name][f.name] = []
 
         def prepare(rows: range) -> tuple[int, float]:
             """Fetch and decode one batch: the bytes fetched and the seconds fetching took."""
@@ -295,12 +296,13 @@ class RecordsModality:
                     capacity = len(decoded) if field.name in encoded else shard.capacity
                     part = codecs[field.name].encode(decoded, field, capacity, contexts[field.name])
                     _append(encoded, field.name, part, len(kept))
+                    own = columns[field.name]
                     if field.name in sourced:
                         pairs = list(zip(column, ok, strict=True))
-                        meta[f"{field.name}_uri"] += [s.uri if v else None for s, v in pairs]
-                        meta[f"{field.name}_sha256"] += [s.digest if v else None for s, v in pairs]
+                        own[f"{field.name}_uri"] += [s.uri if v else None for s, v in pairs]
+                        own[f"{field.name}_sha256"] += [s.digest if v else None for s, v in pairs]
                     if field.modality == "text":
-                        meta[field.name] += [d.text if d is not None else None for d in decoded]
+                        own[field.name] += [d.text if d is not None else None for d in decoded]
                 kept += these
                 for k in rows:  # done with this batch's bytes and decoded values
                     for slot in slots[k].values():
@@ -319,9 +321,11 @@ class RecordsModality:
             )
 
         n = len(kept)
-        meta["source"] = [records[k][1] for k in kept]
-        meta["position"] = [records[k][0].position for k in kept]
-        meta["record"] = [records[k][0].key for k in kept]
+        meta: dict[str, list[Any]] = {
+            "source": [records[k][1] for k in kept],
+            "position": [records[k][0].position for k in kept],
+            "record": [records[k][0].key for k in kept],
+        }
         if any(encodings.values()):  # a table in a legacy codec, detected
             meta["source_encoding"] = [encodings[records[k][1]] or "utf-8" for k in kept]
         arrays: dict[str, Any] = {}
@@ -334,6 +338,7 @@ class RecordsModality:
                 mask = np.zeros(shard.capacity, bool)
                 mask[:n] = valid[field.name]
                 arrays[f"{field.name}_valid"] = mask
+            meta.update(columns[field.name])
             meta.update(whole.meta)
             stats["fields"][field.name] = whole.stats
             if field.modality == "label" and "label_counts" not in stats:
