@@ -109,10 +109,15 @@ def with_source_defaults(
 def store_fs(url: str, storage_options: Mapping[str, Any] | None = None) -> tuple[Any, str]:
     """The fsspec filesystem and root path (no trailing slash) of a store URL."""
     options = with_store_defaults(url, storage_options)
-    if fsspec.core.split_protocol(url)[0] in (None, "file", "local"):
+    if is_local_url(url):
         options.setdefault("auto_mkdir", True)  # object stores have no folders to make
     fs, root = fsspec.core.url_to_fs(url, **options)
     return fs, root.rstrip("/") or root
+
+
+def is_local_url(url: str) -> bool:
+    """Whether ``url`` names the local disk (a plain path or a ``file://`` URL)."""
+    return fsspec.core.split_protocol(url)[0] in (None, "file", "local")
 
 
 def is_local(fs: Any) -> bool:

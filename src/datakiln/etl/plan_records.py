@@ -13,9 +13,8 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import fsspec
-
 from datakiln.cache.fingerprint import fingerprint
+from datakiln.cache.layout import is_local_url
 from datakiln.errors import SourceError, SpecError
 from datakiln.etl.fields import get_codec
 from datakiln.etl.plan import (
@@ -167,8 +166,7 @@ def _plan_threads(inputs: Sequence[InputFile]) -> int:
     it is Python work (an archive's headers, a table's rows) that threads only slow down
     (8 tars of 512 records: 45 ms on one thread, 77 ms on four).
     """
-    local = all(fsspec.core.split_protocol(i.uri)[0] in (None, "file", "local") for i in inputs)
-    return 1 if local else PLAN_THREADS
+    return 1 if all(is_local_url(i.uri) for i in inputs) else PLAN_THREADS
 
 
 def _group(units: Sequence[RecordUnit], shard_size: int) -> list[list[RecordUnit]]:
